@@ -1,0 +1,25 @@
+# QMTL developer commands. `make test` and `make run` work on a fresh machine: they install uv
+# with pip when it is missing, then create the workspace environment from uv.lock.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+
+.PHONY: uv sync test run bench dist lint
+
+uv:
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+
+sync: uv
+	$(UV) sync --all-packages --locked
+
+test: sync
+	$(UV) run --no-sync pytest
+
+run: sync
+	$(UV) run --no-sync python examples/moving_average.py
+
+bench: sync
+	$(UV) run --no-sync python benchmarks/run.py
+
+lint: sync
+	$(UV) run --no-sync ruff check .

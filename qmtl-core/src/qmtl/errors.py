@@ -1,0 +1,110 @@
+"""The one exception hierarchy of QMTL.
+
+Every user-facing failure raises a :class:`QmtlError` subclass whose message says what happened,
+to which object, and how to fix it. Some classes also derive from the built-in exception the
+earlier SDK raised (``ValueError``, ``RuntimeError``, ``TimeoutError``) so seed-era code that
+catches those keeps working.
+"""
+
+from __future__ import annotations
+
+
+class QmtlError(Exception):
+    """Base class of every error QMTL raises on purpose."""
+
+
+class ConfigurationError(QmtlError, ValueError):
+    """Settings, environment variables or options that cannot be used."""
+
+
+class PipelineValidationError(QmtlError, ValueError):
+    """A pipeline or node definition is invalid; raised when the pipeline is built."""
+
+
+class ModelValidationError(PipelineValidationError):
+    """A QMTL model (settings, definitions, selectors) was given invalid data."""
+
+
+class DuplicateNodeError(PipelineValidationError):
+    """Two nodes share a name in one pipeline."""
+
+
+class UnknownUpstreamError(PipelineValidationError):
+    """A node names an upstream that is not in the pipeline."""
+
+
+class CycleError(PipelineValidationError):
+    """The node graph has a cycle; the message lists its path."""
+
+
+class IntervalError(PipelineValidationError):
+    """An unknown interval, a bad period, or an interval an upstream does not provide."""
+
+
+class MissingPeriodError(IntervalError):
+    """An interval of a node has no period after merging the pipeline defaults."""
+
+
+class UnbindableFunctionError(PipelineValidationError):
+    """A node's function cannot be called with its upstreams and params."""
+
+
+class UnknownNodeError(QmtlError, ValueError):
+    """A node name that the pipeline does not have."""
+
+
+class MissingInputError(QmtlError, ValueError):
+    """An engine was asked to run a node whose upstream value is missing."""
+
+
+class NodeExecutionError(QmtlError, RuntimeError):
+    """A node's function raised; ``node`` names it and ``__cause__`` holds the original error."""
+
+    def __init__(self, node: str, cause: BaseException) -> None:
+        self.node = node
+        super().__init__(
+            f"An error occurred while executing node '{node}': "
+            f"{type(cause).__name__}: {cause}"
+        )
+
+
+class PipelineTimeoutError(QmtlError, TimeoutError):
+    """A run exceeded its ``timeout``; ``node`` names the node that was running."""
+
+    def __init__(self, pipeline: str, node: str | None, timeout: float) -> None:
+        self.pipeline = pipeline
+        self.node = node
+        self.timeout = timeout
+        running = f" while node '{node}' was running" if node else ""
+        super().__init__(
+            f"Pipeline '{pipeline}' exceeded its timeout of {timeout:g}s{running}; "
+            "raise timeout= or make the node faster"
+        )
+
+
+class PluginError(QmtlError):
+    """Base class of plugin failures."""
+
+
+class PluginLoadError(PluginError):
+    """An entry point of group ``qmtl`` failed to import or register."""
+
+
+class UnknownBackendError(PluginError, ValueError):
+    """An engine, state backend or deploy target kind that no installed plugin provides."""
+
+
+class StateBackendError(QmtlError):
+    """A state backend failed to read or write; the message names the backend (password masked)."""
+
+
+class EngineError(QmtlError):
+    """An engine failed for a reason other than a node's own error (broker down, bad topic, ...)."""
+
+
+class SourceError(QmtlError, ValueError):
+    """A source produced data QMTL cannot use (bad CSV row, bad timestamp, ...)."""
+
+
+class DeployError(QmtlError):
+    """Building, pushing or generating deployment artefacts failed."""

@@ -1,0 +1,124 @@
+"""Typed registries that plugins contribute engines, state backends and deploy targets to."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from qmtl.errors import ConfigurationError, PluginError, UnknownBackendError
+
+Category = Literal["engine", "state", "deploy"]
+
+#: Where the kinds QMTL knows about come from, for "pip install ..." hints.
+KNOWN_PROVIDERS: dict[str, dict[str, str]] = {
+    "engine": {
+        "local": "qmtl-engine-local",
+        "kafka": "qmtl-engine-kafka",
+        "mock": "qmtl-core",
+        "threads": "qmtl-engine-threads",
+    },
+    "state": {"memory": "qmtl-core", "redis": "qmtl-state-redis"},
+    "deploy": {"dockerfile": "qmtl-deploy", "image": "qmtl-deploy", "k8s": "qmtl-deploy"},
+}
+
+_NOUN = {"engine": "engine", "state": "state backend", "deploy": "deploy target"}
+
+
+class NoOptions(BaseModel):
+    """Settings model of a plugin that takes no options."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One kind a plugin registered."""
+
+    category: Category
+    kind: str
+    factory: Callable[[Any], Any]
+    settings_model: type[BaseModel]
+    plugin: str
+    distribution: str | None
+    version: str | None
+    description: str
+
+    def create(self, options: Mapping[str, Any] | BaseModel | None = None) -> Any:
+        """Validate ``options`` with the plugin's settings model and call its factory."""
+        return self.factory(self.validate_options(options))
+
+    def validate_options(self, options: Mapping[str, Any] | BaseModel | None) -> BaseModel:
+        """Return ``options`` as an instance of this kind's settings model."""
+        if isinstance(options, self.settings_model):
+            return options
+        if isinstance(options, BaseModel):
+            options = options.model_dump()
+        try:
+            return self.settings_model.model_validate(dict(options or {}))
+        except ValueError as error:
+            raise ConfigurationError(
+                f"Invalid options for {_NOUN[self.category]} '{self.kind}' "
+                f"(from {self.distribution or self.plugin}): {error}"
+            ) from error
+
+
+class Registry:
+    """The kinds of one category, filled by plugins through :meth:`add`."""
+
+    def __init__(self, category: Category) -> None:
+        self.category: Category = category
+        self._entries: dict[str, Registration] = {}
+        self._origin: tuple[str, str | None, str | None] = ("qmtl", None, None)
+
+    def add(
+        self,
+        kind: str,
+        factory: Callable[[Any], Any],
+        settings_model: type[BaseModel] = NoOptions,
+        *,
+        description: str = "",
+    ) -> None:
+        """Register ``kind``; ``factory(options)`` builds it from a ``settings_model`` instance."""
+        plugin, distribution, version = self._origin
+        existing = self._entries.get(kind)
+        if existing is not None and existing.plugin != plugin:
+            raise PluginError(
+                f"{_NOUN[self.category].capitalize()} '{kind}' is registered by both "
+                f"'{existing.plugin}' and '{plugin}'; disable one with QMTL_DISABLE_PLUGINS"
+            )
+        self._entries[kind] = Registration(
+            self.category, kind, factory, settings_model, plugin, distribution, version, description
+        )
+
+    def get(self, kind: str) -> Registration:
+        """Return the registration of ``kind`` or raise :class:`UnknownBackendError`."""
+        try:
+            return self._entries[kind]
+        except KeyError:
+            noun = _NOUN[self.category]
+            installed = ", ".join(sorted(self._entries)) or "none"
+            package = KNOWN_PROVIDERS[self.category].get(kind)
+            fix = (
+                f"pip install {package}"
+                if package
+                else "install the package that provides it, or pick an installed kind"
+            )
+            raise UnknownBackendError(
+                f"{noun} '{kind}' is not installed: {fix} (installed: {installed})"
+            ) from None
+
+    def kinds(self) -> list[str]:
+        """Registered kinds, sorted."""
+        return sorted(self._entries)
+
+    def __iter__(self) -> Iterator[Registration]:
+        return iter(self._entries.values())
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._entries
+
+    def _set_origin(self, plugin: str, distribution: str | None, version: str | None) -> None:
+        self._origin = (plugin, distribution, version)

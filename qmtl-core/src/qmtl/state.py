@@ -1,0 +1,200 @@
+"""State backends: where every node's per-interval history lives.
+
+A series is identified by a :class:`SeriesKey` ``(pipeline, node_id, interval)``. It holds one
+value per bucket, addressed by the bucket's timestamp (the bucket end, epoch seconds), so
+writing a bucket again replaces it. Writes trim the series to ``max_items`` and refresh its TTL
+(``period × interval``); a series not written for longer than its TTL expires as a whole.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+from qmtl.errors import StateBackendError
+
+
+class SeriesKey(NamedTuple):
+    """Address of one history series."""
+
+    pipeline: str
+    node_id: str
+    interval: str
+
+
+class BucketWrite(NamedTuple):
+    """One bucket value to store (see :meth:`StateBackend.write_many`)."""
+
+    key: SeriesKey
+    timestamp: float
+    value: Any
+    max_items: int
+    ttl: int | None
+
+
+def key_prefix(pipeline: str) -> str:
+    """The key prefix every backend scopes a pipeline's data under: ``qmtl:{pipeline}:``."""
+    return f"qmtl:{pipeline}:"
+
+
+@runtime_checkable
+class StateBackend(Protocol):
+    """What the engines and the history API need from a store.
+
+    Reads return ``[{"timestamp": float, "value": Any}]`` newest first; ``start_ts`` is
+    exclusive and ``end_ts`` inclusive. Failures raise :class:`StateBackendError`; nothing is
+    hidden behind an empty result.
+    """
+
+    name: str
+
+    def write(
+        self, key: SeriesKey, timestamp: float, value: Any, *, max_items: int, ttl: int | None
+    ) -> None:
+        """Store ``value`` as the bucket at ``timestamp``, replacing it if present."""
+        ...
+
+    def write_many(self, writes: Iterable[BucketWrite]) -> None:
+        """Store several buckets; a backend may send them in one round trip."""
+        ...
+
+    def read(
+        self,
+        key: SeriesKey,
+        *,
+        count: int | None = None,
+        start_ts: float | None = None,
+        end_ts: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Newest-first buckets of ``key``, at most ``count``, within ``(start_ts, end_ts]``."""
+        ...
+
+    def metadata(self, key: SeriesKey) -> dict[str, Any]:
+        """``count``, ``max_items``, ``ttl``, ``last_update``, ``oldest``, ``newest`` of ``key``."""
+        ...
+
+    def delete(self, pipeline: str, node_id: str | None = None, interval: str | None = None) -> int:
+        """Delete a pipeline's, a node's, or one interval's data; return the series removed."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class _Series:
+    __slots__ = ("last_update", "max_items", "timestamps", "ttl", "values")
+
+    def __init__(self) -> None:
+        self.timestamps: list[float] = []
+        self.values: list[Any] = []
+        self.max_items = 100
+        self.ttl: int | None = None
+        self.last_update = 0.0
+
+
+class MemoryStateBackend:
+    """The embedded default: one process, no server, one instance per pipeline run context.
+
+    ``clock`` (wall-clock seconds) decides TTL expiry; tests may pass a fake one.
+    """
+
+    name = "memory"
+
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._series: dict[SeriesKey, _Series] = {}
+        self._clock = clock
+
+    def write(
+        self, key: SeriesKey, timestamp: float, value: Any, *, max_items: int, ttl: int | None
+    ) -> None:
+        series = self._series.get(key)
+        if series is None or self._expired(series):
+            series = self._series[key] = _Series()
+        stamps = series.timestamps
+        if not stamps or timestamp > stamps[-1]:
+            stamps.append(timestamp)
+            series.values.append(value)
+        elif timestamp == stamps[-1]:
+            series.values[-1] = value
+        else:
+            at = bisect_left(stamps, timestamp)
+            if stamps[at] == timestamp:
+                series.values[at] = value
+            else:
+                stamps.insert(at, timestamp)
+                series.values.insert(at, value)
+        excess = len(stamps) - max_items
+        if excess > 0:
+            del stamps[:excess]
+            del series.values[:excess]
+        series.max_items = max_items
+        series.ttl = ttl
+        series.last_update = self._clock()
+
+    def write_many(self, writes: Iterable[BucketWrite]) -> None:
+        for key, timestamp, value, max_items, ttl in writes:
+            self.write(key, timestamp, value, max_items=max_items, ttl=ttl)
+
+    def read(
+        self,
+        key: SeriesKey,
+        *,
+        count: int | None = None,
+        start_ts: float | None = None,
+        end_ts: float | None = None,
+    ) -> list[dict[str, Any]]:
+        series = self._live(key)
+        if series is None:
+            return []
+        stamps = series.timestamps
+        low = 0 if start_ts is None else bisect_right(stamps, start_ts)
+        high = len(stamps) if end_ts is None else bisect_right(stamps, end_ts)
+        if count is not None:
+            if count < 0:
+                raise StateBackendError(f"count must be >= 0, got {count} for {key.node_id}")
+            low = max(low, high - count)
+        return [
+            {"timestamp": stamps[i], "value": series.values[i]} for i in range(high - 1, low - 1, -1)
+        ]
+
+    def metadata(self, key: SeriesKey) -> dict[str, Any]:
+        series = self._live(key)
+        if series is None:
+            return {"count": 0, "max_items": None, "ttl": None, "last_update": None,
+                    "oldest": None, "newest": None}
+        return {
+            "count": len(series.timestamps),
+            "max_items": series.max_items,
+            "ttl": series.ttl,
+            "last_update": series.last_update,
+            "oldest": series.timestamps[0] if series.timestamps else None,
+            "newest": series.timestamps[-1] if series.timestamps else None,
+        }
+
+    def delete(self, pipeline: str, node_id: str | None = None, interval: str | None = None) -> int:
+        doomed = [
+            key
+            for key in self._series
+            if key.pipeline == pipeline
+            and (node_id is None or key.node_id == node_id)
+            and (interval is None or key.interval == interval)
+        ]
+        for key in doomed:
+            del self._series[key]
+        return len(doomed)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def _live(self, key: SeriesKey) -> _Series | None:
+        series = self._series.get(key)
+        if series is not None and self._expired(series):
+            del self._series[key]
+            return None
+        return series
+
+    def _expired(self, series: _Series) -> bool:
+        return series.ttl is not None and self._clock() >= series.last_update + series.ttl

@@ -1,0 +1,3 @@
+"""qmtl-engine-kafka (work in progress; see the package README)."""
+
+__all__: list[str] = []

@@ -1,0 +1,1 @@
+"""Entry point of qmtl-engine-kafka for the ``qmtl`` plugin group; registers nothing yet."""

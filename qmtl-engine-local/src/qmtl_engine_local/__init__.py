@@ -1,0 +1,3 @@
+"""qmtl-engine-local (work in progress; see the package README)."""
+
+__all__: list[str] = []

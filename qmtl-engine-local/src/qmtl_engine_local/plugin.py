@@ -1,0 +1,1 @@
+"""Entry point of qmtl-engine-local for the ``qmtl`` plugin group; registers nothing yet."""

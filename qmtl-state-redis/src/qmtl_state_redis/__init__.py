@@ -1,0 +1,3 @@
+"""qmtl-state-redis (work in progress; see the package README)."""
+
+__all__: list[str] = []
