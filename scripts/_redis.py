@@ -1,0 +1,144 @@
+"""A throwaway ``redis-server`` for tests and benchmarks (standard library only).
+
+``start(workdir)`` launches the ``redis-server`` binary on a free 127.0.0.1 port with persistence
+off (``--save "" --appendonly no``), waits until it answers ``PING`` and returns a
+:class:`RedisServer` whose ``env`` holds ``QMTL_TEST_REDIS_URL``. ``stop()`` ends it.
+The binary is found on ``PATH`` or through ``QMTL_REDIS_SERVER``
+(Debian/Ubuntu: ``apt-get install redis-server``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+ENV_VAR = "QMTL_TEST_REDIS_URL"
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 10.0
+
+
+class ServiceError(RuntimeError):
+    """The service could not be started; the message says why and shows its log tail."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def find_binary() -> str:
+    """Path of ``redis-server`` (``QMTL_REDIS_SERVER`` or ``PATH``), or raise ServiceError."""
+    binary = os.environ.get("QMTL_REDIS_SERVER") or shutil.which("redis-server")
+    if not binary:
+        raise ServiceError(
+            "redis-server was not found on PATH: install it (apt-get install redis-server, "
+            "brew install redis) or set QMTL_REDIS_SERVER to its path, or point "
+            f"{ENV_VAR} at a running Redis"
+        )
+    return binary
+
+
+def ping(port: int, timeout: float = 1.0) -> bool:
+    """True when a Redis on 127.0.0.1:``port`` answers ``PING`` with ``+PONG``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log written)"
+    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+
+
+class RedisServer:
+    """One running ``redis-server`` process; ``env`` names it, ``stop()`` ends it."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.log_path = self.workdir / f"redis-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {ENV_VAR: self.url}
+
+    def start(self, timeout: float = START_TIMEOUT) -> RedisServer:
+        """Launch the server and wait until it answers PING, or raise ServiceError."""
+        command = [
+            find_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self.workdir),
+            "--logfile", str(self.log_path),
+            "--daemonize", "no",
+        ]
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServiceError(
+                    f"redis-server on port {self.port} exited with code "
+                    f"{self.process.returncode} while starting. Log tail:\n{_tail(self.log_path)}"
+                )
+            if ping(self.port):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise ServiceError(
+            f"redis-server on port {self.port} did not answer PING within {timeout:g}s. "
+            f"Log tail:\n{_tail(self.log_path)}"
+        )
+
+    def stop(self) -> None:
+        """Terminate the server (SIGTERM, then SIGKILL after a grace period); idempotent."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def kill(self) -> None:
+        """End the server abruptly (SIGKILL), as a crash would."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def start(workdir: Path) -> RedisServer:
+    """Start a throwaway redis-server under ``workdir``; retries once on a port race."""
+    last_error: ServiceError | None = None
+    for _ in range(3):
+        server = RedisServer(workdir)
+        try:
+            return server.start()
+        except ServiceError as error:
+            last_error = error
+    assert last_error is not None
+    raise last_error
