@@ -18,6 +18,21 @@ def _memory_state(options: Any) -> Any:
     return MemoryStateBackend()
 
 
+def _mock_engine(options: Any) -> Any:
+    from qmtl.mock import MockExecutionEngine
+
+    return MockExecutionEngine(options)
+
+
+@hookimpl
+def qmtl_register_engines(registry: Registry) -> None:
+    from qmtl.mock import MockEngineSettings
+
+    registry.add(
+        "mock", _mock_engine, MockEngineSettings, description="Replace outputs, record calls"
+    )
+
+
 @hookimpl
 def qmtl_register_state_backends(registry: Registry) -> None:
     registry.add(

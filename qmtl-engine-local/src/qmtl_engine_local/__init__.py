@@ -1,3 +1,5 @@
-"""qmtl-engine-local (work in progress; see the package README)."""
+"""The local QMTL engine: one process, no server."""
 
-__all__: list[str] = []
+from qmtl_engine_local.engine import LocalEngineSettings, LocalExecutionEngine
+
+__all__ = ["LocalEngineSettings", "LocalExecutionEngine"]

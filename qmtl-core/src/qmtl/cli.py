@@ -1,0 +1,167 @@
+"""The ``qmtl`` command line. Logging is configured here, at the edge, and nowhere else."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from typing import Any
+
+import click
+import structlog
+
+from qmtl.errors import QmtlError
+
+log = structlog.get_logger(__name__)
+
+
+def configure_logging(level: str = "warning") -> None:
+    """Console rendering on a TTY, JSON lines otherwise."""
+    import logging
+
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer()
+        if sys.stderr.isatty()
+        else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+    )
+
+
+def load_object(target: str) -> Any:
+    """Import ``module:attribute`` (the current directory is importable); call it if it is a
+    factory function rather than a pipeline."""
+    from qmtl.pipeline import Pipeline
+
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise click.BadParameter(f"{target!r} is not module:attribute (e.g. strategy:pipeline)")
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        raise click.BadParameter(f"cannot import module '{module_name}': {error}") from error
+    try:
+        obj = getattr(module, attribute)
+    except AttributeError:
+        raise click.BadParameter(f"module '{module_name}' has no attribute '{attribute}'") from None
+    if not isinstance(obj, Pipeline) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, Pipeline):
+        raise click.BadParameter(f"{target} is {type(obj).__name__}, not a qmtl Pipeline")
+    return obj
+
+
+class QmtlGroup(click.Group):
+    """Turns QmtlError into a one-line message and exit code 1 instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except QmtlError as error:
+            click.secho(f"error: {error}", fg="red", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=QmtlGroup)
+@click.option("--log-level", default="warning", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.version_option(package_name="qmtl-core")
+def cli(log_level: str) -> None:
+    """QMTL: run strategy pipelines on any engine."""
+    configure_logging(log_level)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=repr))
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--engine", default=None, help="Engine kind (default: settings, else 'local')")
+@click.option("--state", default=None, help="State backend kind (default: settings, else 'memory')")
+@click.option("--ts", type=float, default=None, help="Event time of a one-shot run (epoch s)")
+@click.option("--stream", is_flag=True, help="Stream the sources to their end in event time")
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON")
+def run(target: str, engine: str | None, state: str | None, ts: float | None, stream: bool,
+        as_json: bool) -> None:
+    """Run the pipeline TARGET (module:attribute) once, or stream it with --stream."""
+    pipeline = load_object(target)
+    if stream:
+        summary = pipeline.run(engine=engine, state=state)
+        data = summary.to_dict() if hasattr(summary, "to_dict") else summary
+    else:
+        data = pipeline.execute(engine=engine, state=state, ts=ts)
+    if as_json:
+        click.echo(json.dumps(_jsonable(data), indent=2))
+    else:
+        for key, value in (data.items() if isinstance(data, dict) else [("result", data)]):
+            click.echo(f"{key}: {value!r}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON")
+def plugins(as_json: bool) -> None:
+    """List installed plugins, their distributions, versions and what they register."""
+    from qmtl.plugins import load_plugins
+    from qmtl.settings import load_settings
+
+    settings = load_settings()
+    loaded = load_plugins(autoload=settings.plugin_autoload, disabled=settings.disable_plugins)
+    rows = [
+        {
+            "plugin": r.plugin,
+            "distribution": r.distribution,
+            "version": r.version,
+            "category": r.category,
+            "kind": r.kind,
+            "description": r.description,
+        }
+        for r in loaded.registrations()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="QMTL plugins")
+    for column in ("category", "kind", "distribution", "version", "plugin", "description"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(row[c] or "") for c in
+                        ("category", "kind", "distribution", "version", "plugin", "description")))
+    Console(width=140).print(table)
+
+
+def build_cli() -> click.Group:
+    """The root group with plugin commands added (``qmtl_register_commands``)."""
+    from qmtl.plugins import create_plugin_manager, register_commands
+    from qmtl.settings import load_settings
+
+    settings = load_settings()
+    pm = create_plugin_manager(
+        autoload=settings.plugin_autoload, disabled=settings.disable_plugins
+    )
+    register_commands(pm, cli)
+    return cli
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    try:
+        root = build_cli()
+    except QmtlError as error:
+        click.secho(f"error: {error}", fg="red", err=True)
+        raise SystemExit(1) from error
+    root.main(args=argv, prog_name="qmtl")

@@ -1,0 +1,164 @@
+"""The engine contract, and the one-shot semantics every in-process engine shares.
+
+An engine receives a compiled :class:`~qmtl.plan.ExecutionPlan` and a state backend. Its
+one-shot form runs every node once in topological order and records each value in every
+interval's bucket of the run's timestamp (SPEC §5.1); its streaming form (``run``) follows the
+event-time rules of :mod:`qmtl.streaming`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from qmtl.errors import MissingInputError, NodeExecutionError, QmtlError
+
+if TYPE_CHECKING:
+    from qmtl.plan import ExecutionPlan, PlanNode
+    from qmtl.state import StateBackend
+
+_MISSING: Any = object()
+
+#: ``hook(node, upstream_values) -> value``: replaces how a node is invoked (the mock engine).
+InvokeHook = Callable[["PlanNode", Sequence[Any]], Any]
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What an engine plugin's factory returns."""
+
+    name: str
+
+    def execute(
+        self,
+        plan: ExecutionPlan,
+        *,
+        state: StateBackend,
+        inputs: Mapping[str, Any] | None = None,
+        ts: float | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Run every node once; return ``{node: value}`` (query nodes included)."""
+        ...
+
+    def run(self, plan: ExecutionPlan, *, state: StateBackend, **options: Any) -> Any:
+        """Run the pipeline's sources to their end in event time; return a run summary."""
+        ...
+
+    def close(self) -> None:
+        """Release the engine's resources."""
+        ...
+
+
+def bucket_end(ts: float, seconds: int) -> float:
+    """End of the bucket of length ``seconds`` holding ``ts`` (buckets are ``[start, end)``)."""
+    return float((int(ts // seconds) + 1) * seconds)
+
+
+def execute_plan(
+    plan: ExecutionPlan,
+    state: StateBackend,
+    *,
+    inputs: Mapping[str, Any] | None = None,
+    ts: float | None = None,
+    invoke_hook: InvokeHook | None = None,
+    on_node: Callable[[str | None], bool] | None = None,
+    timings: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """The one-shot semantics (SPEC §5.1), shared by in-process engines.
+
+    ``inputs`` replaces a node's value (it is then not called). ``on_node(name)`` is told which
+    node starts (``None`` at the end) and returns ``False`` to stop the run before that node
+    (used by timeouts). ``timings``, when given, receives each node's wall time in seconds.
+    A failing node raises :class:`NodeExecutionError`; nothing after it is recorded.
+    """
+    now = time.time() if ts is None else float(ts)
+    ends: dict[int, float] = {}
+    values: list[Any] = [_MISSING] * len(plan.nodes)
+    results: dict[str, Any] = {}
+    inputs = inputs or {}
+    write = state.write
+    clock = time.perf_counter
+    for node in plan.nodes:
+        if on_node is not None and not on_node(node.name):
+            return results
+        started = clock() if timings is not None else 0.0
+        if node.name in inputs:
+            value = inputs[node.name]
+        else:
+            args = [values[i] for i in node.upstream_index]
+            if node.window is not None:
+                args = _windows(plan, node, state, args, now)
+                if args is None:
+                    continue  # warm-up: a window is not full yet
+            try:
+                value = node.invoke(args) if invoke_hook is None else invoke_hook(node, args)
+            except QmtlError as error:
+                if isinstance(error, NodeExecutionError):
+                    raise
+                raise NodeExecutionError(node.name, error) from error
+            except Exception as error:  # the user's function failed
+                raise NodeExecutionError(node.name, error) from error
+        values[node.index] = value
+        results[node.name] = value
+        if timings is not None:
+            timings[node.name] = clock() - started
+        for spec in node.series:
+            end = ends.get(spec.seconds)
+            if end is None:
+                end = ends[spec.seconds] = bucket_end(now, spec.seconds)
+            write(spec.key, end, value, max_items=spec.max_items, ttl=spec.ttl)
+    if on_node is not None:
+        on_node(None)
+    return results
+
+
+def _windows(
+    plan: ExecutionPlan, node: PlanNode, state: StateBackend, args: list[Any], now: float
+) -> list[Any] | None:
+    """Each upstream's last N values at the node's smallest interval, oldest first."""
+    if any(value is _MISSING for value in args):
+        return None
+    spec = min(node.series, key=lambda s: s.seconds)
+    size = node.window_size(spec)
+    assert size is not None
+    windows = []
+    for index in node.upstream_index:
+        upstream = plan.nodes[index]
+        key = upstream.spec(spec.interval).key
+        items = state.read(key, count=size, end_ts=bucket_end(now, spec.seconds))
+        if len(items) < size:
+            return None
+        windows.append([item["value"] for item in reversed(items)])
+    return windows
+
+
+def check_inputs(plan: ExecutionPlan, inputs: Mapping[str, Any] | None) -> None:
+    """Reject ``inputs`` naming nodes the plan does not have."""
+    for name in inputs or {}:
+        if name not in plan.by_name:
+            raise MissingInputError(
+                f"inputs name '{name}', which is not a node of pipeline '{plan.pipeline}'; "
+                f"nodes are {sorted(plan.by_name)}"
+            )
+
+
+class EngineBase:
+    """Seed-compatible conveniences shared by engine implementations."""
+
+    name = "engine"
+
+    def execute_pipeline(
+        self, pipeline: Any, inputs: Mapping[str, Any] | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Seed API: run ``pipeline`` once on this engine and return ``{node: value}``."""
+        return pipeline.execute(inputs=inputs, timeout=timeout, engine=self)
+
+    def run(self, plan: ExecutionPlan, *, state: StateBackend, **options: Any) -> Any:
+        from qmtl.errors import EngineError
+
+        raise EngineError(f"Engine '{self.name}' has no streaming form; use engine='local'")
+
+    def close(self) -> None:
+        """Nothing to release."""

@@ -1,0 +1,400 @@
+"""Nodes: the small functions a strategy is made of.
+
+A node describes a computation; it does not run itself. Engines run nodes through the compiled
+:class:`qmtl.plan.ExecutionPlan`. How a node's function is called is decided once, here, with
+:func:`inspect.signature`: if it takes ``**kwargs`` or has a parameter named after every upstream,
+upstream values are passed by name; otherwise positionally, in ``upstreams`` order. Extra
+keyword ``params`` always go by keyword. A function that cannot be bound that way is an error
+when the node is constructed.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+from qmtl.errors import MissingInputError, PipelineValidationError, UnbindableFunctionError
+from qmtl.identity import content_id, function_fingerprint, stable_repr
+from qmtl.models import (
+    IntervalEnum,
+    IntervalSettings,
+    NodeDefinition,
+    NodeStreamSettings,
+    QueryNodeDefinition,
+    QueryNodeResultSelector,
+    to_interval,
+)
+
+Invoker = Callable[[Sequence[Any]], Any]
+CallStyle = Literal["positional", "keyword"]
+
+
+def _stream_settings(
+    node: str,
+    stream_settings: NodeStreamSettings | Mapping[str, Any] | None,
+    interval_settings: Mapping[Any, Any] | None,
+) -> NodeStreamSettings | None:
+    if stream_settings is not None and interval_settings is not None:
+        raise PipelineValidationError(
+            f"Node '{node}' got both stream_settings and interval_settings; pass only one"
+        )
+    if interval_settings is not None:
+        return NodeStreamSettings(intervals=dict(interval_settings))
+    if stream_settings is None or isinstance(stream_settings, NodeStreamSettings):
+        return stream_settings
+    if "intervals" in stream_settings:
+        return NodeStreamSettings.model_validate(dict(stream_settings))
+    return NodeStreamSettings(intervals=dict(stream_settings))
+
+
+def _call_style(
+    node: str, fn: Callable[..., Any], upstreams: Sequence[str], params: Mapping[str, Any]
+) -> CallStyle:
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError) as error:
+        raise UnbindableFunctionError(
+            f"Node '{node}': cannot read the signature of {fn!r}; pass a Python function"
+        ) from error
+    parameters = signature.parameters
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    named = all(
+        name in parameters and parameters[name].kind in (p_kw, p_pos_kw)
+        for name in upstreams
+    )
+    style: CallStyle = "keyword" if upstreams and (takes_kwargs or named) else "positional"
+    clash = set(upstreams) & set(params)
+    if style == "keyword" and clash:
+        raise UnbindableFunctionError(
+            f"Node '{node}': params {sorted(clash)} have the names of upstreams; rename them"
+        )
+    try:
+        if style == "keyword":
+            signature.bind(**dict.fromkeys(upstreams), **params)
+        else:
+            signature.bind(*[None] * len(upstreams), **params)
+    except TypeError as error:
+        raise UnbindableFunctionError(
+            f"Node '{node}': function {getattr(fn, '__name__', fn)!r}{signature} cannot take "
+            f"{len(upstreams)} upstream value(s) {list(upstreams)} and params {sorted(params)}: "
+            f"{error}. Name its parameters after the upstreams, or make it accept them in order"
+        ) from error
+    return style
+
+
+p_kw = inspect.Parameter.KEYWORD_ONLY
+p_pos_kw = inspect.Parameter.POSITIONAL_OR_KEYWORD
+
+
+def make_invoker(
+    fn: Callable[..., Any], upstreams: Sequence[str], params: Mapping[str, Any], style: CallStyle
+) -> Invoker:
+    """Return ``call(values)`` that calls ``fn`` with upstream ``values`` (in upstream order)."""
+    kwargs = dict(params)
+    if not upstreams:
+        if kwargs:
+            return lambda _values: fn(**kwargs)
+        return lambda _values: fn()
+    if style == "keyword":
+        names = tuple(upstreams)
+        if kwargs:
+            return lambda values: fn(**dict(zip(names, values, strict=True)), **kwargs)
+        return lambda values: fn(**dict(zip(names, values, strict=True)))
+    if kwargs:
+        return lambda values: fn(*values, **kwargs)
+    if len(upstreams) == 1:
+        return lambda values: fn(values[0])
+    return lambda values: fn(*values)
+
+
+class Node:
+    """A node: ``fn`` applied to its upstreams' values (a source when it has no upstreams).
+
+    ``interval_settings`` is shorthand for ``stream_settings``. ``window=N`` delivers each
+    upstream as a list of its last ``N`` values (oldest first); ``window=True`` means the node's
+    period. Extra keyword arguments are ``params`` passed to ``fn``; ``key_params`` names those
+    that enter the node id.
+    """
+
+    kind: str = "node"
+
+    def __init__(
+        self,
+        name: str,
+        fn: Callable[..., Any] | None = None,
+        upstreams: Iterable[str | Node] | None = None,
+        tags: Iterable[str] | None = None,
+        stream_settings: NodeStreamSettings | Mapping[str, Any] | None = None,
+        interval_settings: Mapping[Any, Any] | None = None,
+        key_params: Iterable[str] | None = None,
+        window: int | bool | None = None,
+        **params: Any,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise PipelineValidationError(f"A node name must be a non-empty string, got {name!r}")
+        self.name = name
+        if fn is None or not callable(fn):
+            raise UnbindableFunctionError(f"Node '{name}' needs a callable fn, got {fn!r}")
+        self.fn = fn
+        self.upstreams: list[str] = [u.name if isinstance(u, Node) else u for u in upstreams or ()]
+        for upstream in self.upstreams:
+            if not isinstance(upstream, str):
+                raise PipelineValidationError(
+                    f"Node '{name}': upstream {upstream!r} must be a node name or a Node"
+                )
+        if len(set(self.upstreams)) != len(self.upstreams):
+            raise PipelineValidationError(f"Node '{name}' lists an upstream twice: {self.upstreams}")
+        self.tags: list[str] = list(tags or ())
+        self.params: dict[str, Any] = params
+        self.key_params: list[str] = sorted(key_params or ())
+        missing = [key for key in self.key_params if key not in params]
+        if missing:
+            raise PipelineValidationError(
+                f"Node '{name}': key_params {missing} are not among its params {sorted(params)}"
+            )
+        if window is not None and (window is not True) and (
+            isinstance(window, bool) or not isinstance(window, int) or window < 1
+        ):
+            raise PipelineValidationError(
+                f"Node '{name}': window must be a positive int or True, got {window!r}"
+            )
+        self.window = window
+        self.declared_stream_settings = _stream_settings(name, stream_settings, interval_settings)
+        #: Effective settings: the declared ones until a pipeline merges its defaults in.
+        self.stream_settings = self.declared_stream_settings
+        self.call_style: CallStyle = _call_style(name, fn, self.upstreams, params)
+        self._node_id: str | None = None
+
+    # -- identity -------------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """What this node computes, apart from its upstreams and settings."""
+        return function_fingerprint(self.fn)
+
+    def compute_id(
+        self, upstream_ids: Sequence[str], settings: NodeStreamSettings | None
+    ) -> str:
+        """The content id given upstream ids and effective settings."""
+        key_values = {key: self.params[key] for key in self.key_params}
+        return content_id(
+            self.kind,
+            self.fingerprint(),
+            ",".join(upstream_ids),
+            settings.model_dump_json() if settings else "",
+            stable_repr(key_values),
+            stable_repr(self.window),
+        )
+
+    @property
+    def node_id(self) -> str:
+        """Content id; inside a pipeline it uses upstream ids and the effective settings."""
+        if self._node_id is not None:
+            return self._node_id
+        return self.compute_id(self.upstreams, self.stream_settings)
+
+    @property
+    def intervals(self) -> list[IntervalEnum]:
+        """Intervals of the effective settings."""
+        return list(self.stream_settings.intervals) if self.stream_settings else []
+
+    # -- calling --------------------------------------------------------------------------
+    def invoker(self) -> Invoker:
+        """``call(values)`` with upstream values in ``upstreams`` order."""
+        return make_invoker(self.fn, self.upstreams, self.params, self.call_style)
+
+    def execute(self, inputs: Mapping[str, Any] | None = None) -> Any:
+        """Call the function once with upstream values taken from ``inputs`` by name."""
+        inputs = inputs or {}
+        missing = [name for name in self.upstreams if name not in inputs]
+        if missing:
+            raise MissingInputError(
+                f"Node '{self.name}' needs upstream value(s) {missing}; pass them in inputs"
+            )
+        return self.invoker()([inputs[name] for name in self.upstreams])
+
+    # -- description ----------------------------------------------------------------------
+    def to_definition(self) -> dict[str, Any]:
+        """Plain JSON-compatible description (the function is not serialised)."""
+        return NodeDefinition(
+            name=self.name,
+            node_id=self.node_id,
+            type=self.kind,
+            tags=list(self.tags),
+            upstreams=list(self.upstreams),
+            key_params=list(self.key_params),
+            params={key: _jsonable(value) for key, value in self.params.items()},
+            window=self.window if isinstance(self.window, int) and self.window is not True else None,
+            stream_settings=self.stream_settings,
+        ).model_dump(mode="json", exclude_none=True)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, upstreams={self.upstreams!r})"
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    return stable_repr(value)
+
+
+class ProcessingNode(Node):
+    """A node that must have at least one upstream."""
+
+    kind = "node"
+
+    def __init__(self, name: str, fn: Callable[..., Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(name, fn, **kwargs)
+        if not self.upstreams:
+            raise PipelineValidationError(
+                f"ProcessingNode '{name}' needs at least one upstream; use Node or SourceNode "
+                "for a source"
+            )
+
+
+class SourceNode(Node):
+    """A node with no upstreams, fed by ``source``.
+
+    ``source`` is a callable (called for the one-shot form), an iterable or generator of values
+    or ``(ts, value)`` pairs, or a :class:`qmtl.sources.SourceProcessor`.
+    """
+
+    kind = "source"
+
+    def __init__(
+        self,
+        name: str,
+        source: Any = None,
+        *,
+        fn: Callable[..., Any] | None = None,
+        allowed_lateness: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if kwargs.get("upstreams"):
+            raise PipelineValidationError(f"SourceNode '{name}' cannot have upstreams")
+        if source is None and fn is None:
+            raise PipelineValidationError(
+                f"SourceNode '{name}' needs source= (a callable, an iterable or a SourceProcessor)"
+            )
+        self.source = source if source is not None else fn
+        self.allowed_lateness = allowed_lateness
+        super().__init__(name, _latest_of(name, self.source), **kwargs)
+
+    def fingerprint(self) -> str:
+        return stable_repr(self.source) if not callable(self.source) else function_fingerprint(
+            self.source
+        )
+
+
+def _latest_of(name: str, source: Any) -> Callable[[], Any]:
+    """The one-shot form of a source: call it, ask a processor for its latest value, or take
+    the last item of an iterable."""
+    if callable(source) and not hasattr(source, "events"):
+        return source
+    latest = getattr(source, "latest", None)
+    if callable(latest):
+        return latest
+
+    def last_item() -> Any:
+        items = source.events() if hasattr(source, "events") else source
+        last: Any = _NOTHING
+        for last in items:  # noqa: B007 — the last item is the latest value
+            pass
+        if last is _NOTHING:
+            raise MissingInputError(f"Source '{name}' produced no value")
+        return last[1] if isinstance(last, tuple) and len(last) == 2 else last
+
+    return last_item
+
+
+_NOTHING = object()
+
+
+class QueryNode:
+    """A node whose value is ``{matched_name: value}`` for every node whose tags match.
+
+    ``match_mode="all"`` needs every tag, ``"any"`` at least one. ``interval`` and ``period``
+    must hold on the same interval entry of a matched node. ``fn``, when given, is applied to
+    the dict. Matching happens when the pipeline is built.
+    """
+
+    kind = "query"
+
+    def __init__(
+        self,
+        name: str,
+        tags: Iterable[str],
+        match_mode: Literal["all", "any"] = "all",
+        interval: IntervalEnum | str | None = None,
+        period: int | str | None = None,
+        fn: Callable[[dict[str, Any]], Any] | None = None,
+        result_selectors: Iterable[QueryNodeResultSelector | Mapping[str, Any]] | None = None,
+    ) -> None:
+        if match_mode not in ("all", "any"):
+            raise PipelineValidationError(
+                f"QueryNode '{name}': match_mode must be 'all' or 'any', got {match_mode!r}"
+            )
+        self.name = name
+        self.query_tags: list[str] = list(tags)
+        self.tags: list[str] = []
+        self.match_mode = match_mode
+        self.interval = to_interval(interval) if interval is not None else None
+        if period is not None and self.interval is not None:
+            period = IntervalSettings(interval=self.interval, period=period).period
+        elif period is not None and not isinstance(period, int):
+            raise PipelineValidationError(
+                f"QueryNode '{name}': a duration period {period!r} needs an interval"
+            )
+        self.period: int | None = period
+        self.fn = fn
+        self.result_selectors = [
+            s if isinstance(s, QueryNodeResultSelector) else QueryNodeResultSelector(**s)
+            for s in result_selectors or ()
+        ]
+        self.upstreams: list[str] = []  # filled with the matches when the pipeline is built
+        self.stream_settings: NodeStreamSettings | None = None
+        self.window = None
+        self._node_id: str | None = None
+
+    def matches(self, node: Node) -> bool:
+        """Whether ``node`` satisfies the tags and the interval/period filter."""
+        tags = set(node.tags)
+        wanted = self.query_tags
+        hit = all(t in tags for t in wanted) if self.match_mode == "all" else any(
+            t in tags for t in wanted
+        )
+        if not hit:
+            return False
+        if self.interval is None and self.period is None:
+            return True
+        entries = node.stream_settings.intervals.values() if node.stream_settings else ()
+        return any(
+            (self.interval is None or entry.interval == self.interval)
+            and (self.period is None or entry.period == self.period)
+            for entry in entries
+        )
+
+    @property
+    def node_id(self) -> str:
+        if self._node_id is not None:
+            return self._node_id
+        return content_id(self.kind, ",".join(self.query_tags), self.match_mode)
+
+    def to_definition(self) -> dict[str, Any]:
+        """Plain JSON-compatible description."""
+        return QueryNodeDefinition(
+            name=self.name,
+            node_id=self.node_id,
+            query_tags=list(self.query_tags),
+            match_mode=self.match_mode,
+            interval=self.interval,
+            period=self.period,
+            matches=list(self.upstreams),
+            result_selectors=list(self.result_selectors),
+        ).model_dump(mode="json", exclude_none=True)
+
+    def __repr__(self) -> str:
+        return f"QueryNode(name={self.name!r}, tags={self.query_tags!r})"

@@ -1,0 +1,371 @@
+"""The pipeline: a named DAG of nodes and query nodes, and the user's entry point to run it.
+
+A pipeline describes; engines execute. It is validated completely when it is built (on the
+first ``execute``/``run``/``to_definition``, or :meth:`Pipeline.build`): duplicate names, unknown
+upstreams, cycles, interval coverage and unbindable functions fail there, naming the node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from qmtl.engine import Engine, check_inputs
+from qmtl.errors import DuplicateNodeError, PipelineValidationError
+from qmtl.models import (
+    IntervalEnum,
+    IntervalSettings,
+    NodeStreamSettings,
+    PipelineDefinition,
+    to_interval,
+)
+from qmtl.node import Node, QueryNode
+from qmtl.plan import ExecutionPlan, compile_pipeline, merge_settings
+from qmtl.runtime import Resolver
+from qmtl.settings import QmtlSettings
+from qmtl.state import SeriesKey, StateBackend
+
+
+class _Members(dict[str, Any]):
+    """A name → node mapping that tells its pipeline when it changes (direct assignment is
+    supported and validated when the pipeline is built)."""
+
+    def __init__(self, changed: Callable[[], None]) -> None:
+        super().__init__()
+        self._changed = changed
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._changed()
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._changed()
+
+    def pop(self, *args: Any) -> Any:
+        self._changed()
+        return super().pop(*args)
+
+    def clear(self) -> None:
+        super().clear()
+        self._changed()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        self._changed()
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        self._changed()
+        return super().setdefault(key, default)
+
+
+def _defaults(value: NodeStreamSettings | Mapping[Any, Any] | None) -> NodeStreamSettings | None:
+    if value is None or isinstance(value, NodeStreamSettings):
+        return value
+    if "intervals" in value:
+        return NodeStreamSettings.model_validate(dict(value))
+    return NodeStreamSettings(intervals=dict(value))
+
+
+class Pipeline:
+    """A strategy: nodes with tags and intervals, runnable on any engine.
+
+    ``default_intervals`` gives every node minimum retention per interval (see
+    :func:`qmtl.plan.merge_settings`). ``settings`` fixes the engine/state selection; by default
+    it is read from ``QMTL_*`` variables and config files on the first run.
+    """
+
+    type = "pipeline"
+
+    def __init__(
+        self,
+        name: str = "default",
+        default_intervals: NodeStreamSettings | Mapping[Any, Any] | None = None,
+        *,
+        settings: QmtlSettings | None = None,
+        tags: Iterable[str] | None = None,
+        **metadata: Any,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise PipelineValidationError(f"A pipeline name must be a non-empty string, got {name!r}")
+        self.name = name
+        self.default_intervals = _defaults(default_intervals)
+        self.metadata = metadata
+        self.tags: list[str] = list(tags or ())
+        self.nodes: dict[str, Node] = _Members(self._changed)
+        self.query_nodes: dict[str, QueryNode] = _Members(self._changed)
+        self._plan: ExecutionPlan | None = None
+        self._resolver = Resolver(settings)
+        self._engines: dict[tuple[str | None, str], Engine] = {}
+        self._states: dict[tuple[str | None, str], StateBackend] = {}
+        self._last_state: StateBackend | None = None
+
+    # -- building -------------------------------------------------------------------------
+    def _changed(self) -> None:
+        self._plan = None
+
+    def add_node(self, node: Node) -> Node:
+        """Add ``node`` and merge the pipeline defaults into its effective settings."""
+        if not isinstance(node, Node):
+            raise PipelineValidationError(
+                f"add_node takes a Node, got {type(node).__name__}; use add_query_node for queries"
+            )
+        if node.name in self.nodes or node.name in self.query_nodes:
+            raise DuplicateNodeError(
+                f"Pipeline '{self.name}' already has a node named '{node.name}'; rename one"
+            )
+        node.stream_settings = merge_settings(
+            node.name, node.declared_stream_settings, self.default_intervals
+        )
+        self.nodes[node.name] = node
+        return node
+
+    def add_query_node(self, query: QueryNode) -> str:
+        """Add a query node; returns its name."""
+        if query.name in self.nodes or query.name in self.query_nodes:
+            raise DuplicateNodeError(
+                f"Pipeline '{self.name}' already has a node named '{query.name}'; rename one"
+            )
+        self.query_nodes[query.name] = query
+        return query.name
+
+    def get_node(self, name: str) -> Node | QueryNode | None:
+        """The node or query node called ``name``, or ``None``."""
+        return self.nodes.get(name) or self.query_nodes.get(name)
+
+    def dependencies(self) -> dict[str, set[str]]:
+        """Name → names of its direct upstreams (query nodes: their matches)."""
+        plan = self.build()
+        return {node.name: set(node.upstreams) for node in plan.nodes}
+
+    def get_execution_order(self) -> list[str]:
+        """Node names in the deterministic topological order used to run them."""
+        return [node.name for node in self.build().nodes]
+
+    topological_sort = get_execution_order
+
+    def build(self) -> ExecutionPlan:
+        """Validate the pipeline and return its execution plan (cached until it changes)."""
+        if self._plan is None:
+            self._plan = compile_pipeline(self)
+        return self._plan
+
+    # -- running --------------------------------------------------------------------------
+    def execute(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        *,
+        ts: float | None = None,
+        timeout: float | None = None,
+        engine: str | Engine | None = None,
+        state: str | StateBackend | None = None,
+        engine_options: Mapping[str, Any] | None = None,
+        state_options: Mapping[str, Any] | None = None,
+        test_mode: bool = False,
+        parallel: bool = False,
+        brokers: str | None = None,
+        redis_uri: str | None = None,
+    ) -> dict[str, Any]:
+        """Run every node once; return ``{node: value, ..., query_node: {...}}``.
+
+        Each value is recorded in every interval's bucket of ``ts`` (default now). Seed keywords:
+        ``test_mode=True`` is the local engine; ``parallel=True, brokers=..., redis_uri=...`` is
+        the Kafka engine with Redis state.
+        """
+        plan = self.build()
+        check_inputs(plan, inputs)
+        engine_obj, state_obj = self._runtime(
+            engine, state, engine_options, state_options, test_mode, parallel, brokers, redis_uri
+        )
+        self._last_state = state_obj
+        return engine_obj.execute(plan, state=state_obj, inputs=inputs, ts=ts, timeout=timeout)
+
+    def run(
+        self,
+        on_output: Callable[[Any], None] | None = None,
+        *,
+        engine: str | Engine | None = None,
+        state: str | StateBackend | None = None,
+        engine_options: Mapping[str, Any] | None = None,
+        state_options: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """Stream the sources to their end in event time; return the engine's run summary.
+
+        ``on_output`` receives every final bucket as it is produced.
+        """
+        plan = self.build()
+        engine_obj, state_obj = self._runtime(
+            engine, state, engine_options, state_options, False, False, None, None
+        )
+        self._last_state = state_obj
+        return engine_obj.run(plan, state=state_obj, on_output=on_output, **options)
+
+    def _runtime(
+        self,
+        engine: str | Engine | None,
+        state: str | StateBackend | None,
+        engine_options: Mapping[str, Any] | None,
+        state_options: Mapping[str, Any] | None,
+        test_mode: bool,
+        parallel: bool,
+        brokers: str | None,
+        redis_uri: str | None,
+    ) -> tuple[Engine, StateBackend]:
+        engine_options = dict(engine_options or {})
+        state_options = dict(state_options or {})
+        if test_mode and engine is None:
+            engine = "local"
+        if parallel and engine is None:
+            engine = "kafka"
+        if brokers is not None:
+            engine_options.setdefault("bootstrap_servers", brokers)
+        if redis_uri is not None:
+            state = "redis" if state is None else state
+            state_options.setdefault("url", redis_uri)
+        if parallel and state is None:
+            state = "redis"
+        return self._engine(engine, engine_options), self._state(state, state_options)
+
+    def _engine(self, engine: str | Engine | None, options: dict[str, Any]) -> Engine:
+        if engine is not None and not isinstance(engine, str):
+            return engine
+        key = (engine, repr(sorted(options.items())))
+        found = self._engines.get(key)
+        if found is None:
+            found = self._engines[key] = self._resolver.engine(engine, options)
+        return found
+
+    def _state(self, state: str | StateBackend | None, options: dict[str, Any]) -> StateBackend:
+        if state is not None and not isinstance(state, str):
+            return state
+        if state is None and not options and self._last_state is not None:
+            return self._last_state
+        key = (state, repr(sorted(options.items())))
+        found = self._states.get(key)
+        if found is None:
+            found = self._states[key] = self._resolver.state(state, options)
+        return found
+
+    # -- history --------------------------------------------------------------------------
+    def _series(
+        self,
+        node_name: str,
+        interval: IntervalEnum | str,
+        state: str | StateBackend | None,
+        redis_uri: str | None,
+    ) -> tuple[SeriesKey, Any, StateBackend]:
+        plan_node = self.build().node(node_name)
+        spec = plan_node.spec(to_interval(interval))
+        options = {"url": redis_uri} if redis_uri is not None else {}
+        if redis_uri is not None and state is None:
+            state = "redis"
+        return spec.key, spec, self._state(state, options)
+
+    def get_history(
+        self,
+        node_name: str,
+        interval: IntervalEnum | str = IntervalEnum.DAY,
+        count: int | None = 10,
+        start_ts: float | None = None,
+        end_ts: float | None = None,
+        *,
+        state: str | StateBackend | None = None,
+        redis_uri: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """``[{"timestamp", "value"}]`` newest first; ``start_ts`` exclusive, ``end_ts`` inclusive.
+
+        Timestamps are bucket ends (epoch seconds).
+        """
+        key, _spec, backend = self._series(node_name, interval, state, redis_uri)
+        return backend.read(key, count=count, start_ts=start_ts, end_ts=end_ts)
+
+    def get_interval_data(
+        self,
+        node_name: str,
+        interval: IntervalEnum | str = IntervalEnum.DAY,
+        count: int | None = 10,
+        start_ts: float | None = None,
+        end_ts: float | None = None,
+        *,
+        state: str | StateBackend | None = None,
+        redis_uri: str | None = None,
+    ) -> list[Any]:
+        """The values of :meth:`get_history`, newest first."""
+        history = self.get_history(
+            node_name, interval, count, start_ts, end_ts, state=state, redis_uri=redis_uri
+        )
+        return [item["value"] for item in history]
+
+    def get_node_metadata(
+        self,
+        node_name: str,
+        interval: IntervalEnum | str = IntervalEnum.DAY,
+        *,
+        state: str | StateBackend | None = None,
+        redis_uri: str | None = None,
+    ) -> dict[str, Any]:
+        """``count``, ``max_items``, ``ttl``, ``last_update``, ``oldest``, ``node_id``, ... of a
+        node's series at ``interval``."""
+        key, spec, backend = self._series(node_name, interval, state, redis_uri)
+        stored = backend.metadata(key)
+        meta: dict[str, Any] = {
+            "max_items": spec.max_items,
+            "ttl": spec.ttl,
+            "period": spec.period,
+        }
+        meta.update({k: v for k, v in stored.items() if v is not None or k not in meta})
+        meta.update(
+            node=node_name, node_id=key.node_id, interval=key.interval, pipeline=self.name,
+            source=backend.name,
+        )
+        return meta
+
+    def clear_history(
+        self, node_name: str | None = None, interval: IntervalEnum | str | None = None
+    ) -> int:
+        """Delete the history of one node (one interval) or of the whole pipeline."""
+        backend = self._state(None, {})
+        node_id = self.build().node(node_name).node_id if node_name else None
+        return backend.delete(
+            self.name, node_id, to_interval(interval).value if interval is not None else None
+        )
+
+    # -- description ----------------------------------------------------------------------
+    def to_definition(self) -> dict[str, Any]:
+        """Plain JSON-compatible description; validates the pipeline first."""
+        plan = self.build()
+        nodes = [n.node.to_definition() for n in plan.nodes if n.kind != "query"]
+        queries = [n.node.to_definition() for n in plan.nodes if n.kind == "query"]
+        return PipelineDefinition(
+            name=self.name,
+            type=self.type,
+            tags=list(self.tags),
+            nodes=nodes,  # type: ignore[arg-type]
+            query_nodes=queries,  # type: ignore[arg-type]
+            default_intervals=self.default_intervals,
+            metadata={key: _plain(value) for key, value in self.metadata.items()},
+        ).model_dump(mode="json", exclude_none=True)
+
+    @classmethod
+    def from_definition(cls, definition: Mapping[str, Any]) -> PipelineDefinition:
+        """The validated model of a definition (metadata; rebuild runnable pipelines from code)."""
+        return PipelineDefinition.from_definition(dict(definition))
+
+    def visualize(self, format: str = "mermaid", path: str | None = None) -> str:
+        """Mermaid, DOT or JSON text of the graph; SVG/PNG written to ``path`` with Graphviz."""
+        from qmtl.visualize import render
+
+        return render(self, format=format, path=path)
+
+    def __repr__(self) -> str:
+        return f"Pipeline(name={self.name!r}, nodes={list(self.nodes)!r})"
+
+
+def _plain(value: Any) -> Any:
+    from qmtl.node import _jsonable
+
+    return _jsonable(value)
+
+
+__all__ = ["IntervalSettings", "NodeStreamSettings", "Pipeline"]

@@ -1,0 +1,374 @@
+"""Compiling a pipeline into an :class:`ExecutionPlan`: validated, ordered, ready to run.
+
+Everything an engine needs is decided here, once: effective stream settings (defaults merged),
+node ids, query matches, topological order, how each function is called, and the state key of
+every series. Engines never look anything up per node call.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from qmtl.errors import (
+    CycleError,
+    DuplicateNodeError,
+    IntervalError,
+    MissingPeriodError,
+    PipelineValidationError,
+    UnknownNodeError,
+    UnknownUpstreamError,
+)
+from qmtl.models import IntervalEnum, IntervalSettings, NodeStreamSettings
+from qmtl.node import Invoker, Node, QueryNode
+from qmtl.state import SeriesKey
+
+if TYPE_CHECKING:
+    from qmtl.pipeline import Pipeline
+
+#: Settings a node gets when neither it nor the pipeline names an interval.
+BUILTIN_DEFAULT = NodeStreamSettings(
+    intervals={IntervalEnum.DAY: IntervalSettings(interval=IntervalEnum.DAY, period=1)}
+)
+
+
+def merge_settings(
+    node: str, declared: NodeStreamSettings | None, defaults: NodeStreamSettings | None
+) -> NodeStreamSettings:
+    """Effective settings of a node: a new object; neither input is changed.
+
+    Intervals only in the defaults are added; intervals only on the node are kept; for intervals
+    in both, the period is ``max(node, default)`` (``None`` inherits) and ``max_history`` is the
+    node's. Every interval must end with a period.
+    """
+    own = dict(declared.intervals) if declared else {}
+    base = dict(defaults.intervals) if defaults else {}
+    if not own and not base:
+        return BUILTIN_DEFAULT
+    merged: dict[IntervalEnum, IntervalSettings] = {}
+    for interval in [*own, *(i for i in base if i not in own)]:
+        mine, default = own.get(interval), base.get(interval)
+        if mine is None:
+            chosen = default
+        elif default is None or default.period is None:
+            chosen = mine
+        else:
+            period = default.period if mine.period is None else max(mine.period, default.period)
+            chosen = mine.model_copy(update={"period": period})
+        assert chosen is not None
+        if chosen.period is None:
+            raise MissingPeriodError(
+                f"Node '{node}' has no period for interval '{interval.value}'; set period= on "
+                "the node or in the pipeline's default_intervals"
+            )
+        merged[interval] = chosen
+    return NodeStreamSettings(intervals=merged)
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSpec:
+    """One interval a node's output is kept at."""
+
+    interval: IntervalEnum
+    seconds: int
+    period: int
+    max_items: int
+    ttl: int
+    key: SeriesKey
+
+
+@dataclass(frozen=True, slots=True)
+class PlanNode:
+    """One node, ready to run: ``invoke(values)`` takes upstream values in upstream order."""
+
+    index: int
+    name: str
+    node_id: str
+    kind: str
+    upstreams: tuple[str, ...]
+    upstream_index: tuple[int, ...]
+    invoke: Invoker
+    series: tuple[SeriesSpec, ...]
+    window: int | bool | None
+    tags: tuple[str, ...]
+    node: Node | QueryNode
+
+    def window_size(self, spec: SeriesSpec) -> int | None:
+        """Window length at ``spec``'s interval (``window=True`` means the period)."""
+        if self.window is None:
+            return None
+        return spec.period if self.window is True else int(self.window)
+
+    def spec(self, interval: IntervalEnum | str) -> SeriesSpec:
+        """The series spec of ``interval``."""
+        for spec in self.series:
+            if spec.interval == interval:
+                return spec
+        raise UnknownNodeError(
+            f"Node '{self.name}' has no interval '{interval}'; it has "
+            f"{[s.interval.value for s in self.series]}"
+        )
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """A validated pipeline: nodes in deterministic topological order."""
+
+    pipeline: str
+    nodes: tuple[PlanNode, ...]
+    by_name: Mapping[str, PlanNode] = field(repr=False)
+
+    def node(self, name: str) -> PlanNode:
+        """The plan node called ``name``; :class:`UnknownNodeError` when there is none."""
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise UnknownNodeError(
+                f"Pipeline '{self.pipeline}' has no node '{name}'; it has {sorted(self.by_name)}"
+            ) from None
+
+    @property
+    def sources(self) -> tuple[PlanNode, ...]:
+        """Nodes without upstreams."""
+        return tuple(n for n in self.nodes if not n.upstreams)
+
+    def downstream(self) -> dict[str, list[str]]:
+        """Name → names of the nodes that read it, in plan order."""
+        result: dict[str, list[str]] = {n.name: [] for n in self.nodes}
+        for n in self.nodes:
+            for upstream in n.upstreams:
+                result[upstream].append(n.name)
+        return result
+
+
+def topological_order(names: Sequence[str], upstreams: Mapping[str, Sequence[str]]) -> list[str]:
+    """Kahn's algorithm, ties broken by ``names`` order; iterative, so no recursion limit.
+
+    Raises :class:`CycleError` listing a cycle's path.
+    """
+    position = {name: i for i, name in enumerate(names)}
+    waiting = {name: len(upstreams[name]) for name in names}
+    readers: dict[str, list[str]] = {name: [] for name in names}
+    for name in names:
+        for upstream in upstreams[name]:
+            readers[upstream].append(name)
+    ready = [position[name] for name in names if waiting[name] == 0]
+    heapq.heapify(ready)
+    order: list[str] = []
+    while ready:
+        name = names[heapq.heappop(ready)]
+        order.append(name)
+        for reader in readers[name]:
+            waiting[reader] -= 1
+            if waiting[reader] == 0:
+                heapq.heappush(ready, position[reader])
+    if len(order) < len(names):
+        raise CycleError(
+            "The pipeline has a cycle: " + " -> ".join(_find_cycle(waiting, upstreams))
+            + "; remove one of these upstream links"
+        )
+    return order
+
+
+def _find_cycle(waiting: Mapping[str, int], upstreams: Mapping[str, Sequence[str]]) -> list[str]:
+    stuck = [name for name, count in waiting.items() if count > 0]
+    start = stuck[0]
+    seen: dict[str, int] = {}
+    path: list[str] = []
+    current = start
+    while current not in seen:
+        seen[current] = len(path)
+        path.append(current)
+        current = next(u for u in upstreams[current] if waiting.get(u, 0) > 0)
+    cycle = path[seen[current] :]
+    cycle.reverse()  # upstream -> downstream
+    return [*cycle, cycle[0]]
+
+
+def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
+    """Validate ``pipeline`` completely and return its plan."""
+    nodes: dict[str, Node] = {}
+    for key, node in pipeline.nodes.items():
+        if not isinstance(node, Node):
+            raise PipelineValidationError(
+                f"pipeline.nodes['{key}'] is {type(node).__name__}, not a Node"
+            )
+        if key != node.name:
+            raise PipelineValidationError(
+                f"pipeline.nodes['{key}'] holds node '{node.name}'; use the node's name as key"
+            )
+        nodes[key] = node
+    queries: dict[str, QueryNode] = {}
+    for key, query in pipeline.query_nodes.items():
+        if key != query.name:
+            raise PipelineValidationError(
+                f"pipeline.query_nodes['{key}'] holds query node '{query.name}'; use its name"
+            )
+        if key in nodes:
+            raise DuplicateNodeError(f"'{key}' is both a node and a query node; rename one")
+        queries[key] = query
+
+    defaults = pipeline.default_intervals
+    effective = {name: merge_settings(name, n.declared_stream_settings, defaults)
+                 for name, n in nodes.items()}
+    for name, node in nodes.items():
+        node.stream_settings = effective[name]
+
+    matches = resolve_queries(nodes, queries)
+    upstreams: dict[str, list[str]] = {name: list(n.upstreams) for name, n in nodes.items()}
+    upstreams.update(matches)
+    names = [*nodes, *queries]
+    for name in names:
+        for upstream in upstreams[name]:
+            if upstream not in upstreams:
+                raise UnknownUpstreamError(
+                    f"Node '{name}' names upstream '{upstream}', which is not in pipeline "
+                    f"'{pipeline.name}'; add it or fix the name (nodes: {sorted(upstreams)})"
+                )
+    order = topological_order(names, upstreams)
+
+    query_settings = {
+        name: _query_settings(queries[name], [effective.get(m) for m in matches[name]], defaults)
+        for name in queries
+    }
+    effective.update(query_settings)
+    _check_interval_coverage(order, upstreams, effective, queries)
+
+    position = {name: i for i, name in enumerate(order)}
+    ids: dict[str, str] = {}
+    plan_nodes: list[PlanNode] = []
+    for name in order:
+        settings = effective[name]
+        if name in queries:
+            query = queries[name]
+            query.upstreams = list(upstreams[name])
+            query.stream_settings = settings
+            node_id = query._node_id = _query_id(query, [ids[u] for u in upstreams[name]])
+            invoke, kind, tags, window = _query_invoker(query), "query", (), None
+            obj: Node | QueryNode = query
+        else:
+            node = nodes[name]
+            node_id = node._node_id = node.compute_id([ids[u] for u in node.upstreams], settings)
+            invoke, kind, tags, window = node.invoker(), node.kind, tuple(node.tags), node.window
+            obj = node
+        ids[name] = node_id
+        series = tuple(
+            SeriesSpec(
+                interval=s.interval,
+                seconds=s.interval.seconds,
+                period=int(s.period or 1),
+                max_items=s.max_history,
+                ttl=int(s.period or 1) * s.interval.seconds,
+                key=SeriesKey(pipeline.name, node_id, s.interval.value),
+            )
+            for s in settings.intervals.values()
+        )
+        plan_nodes.append(
+            PlanNode(
+                index=len(plan_nodes),
+                name=name,
+                node_id=node_id,
+                kind=kind,
+                upstreams=tuple(upstreams[name]),
+                upstream_index=tuple(position[u] for u in upstreams[name]),
+                invoke=invoke,
+                series=series,
+                window=window,
+                tags=tags,
+                node=obj,
+            )
+        )
+    return ExecutionPlan(pipeline.name, tuple(plan_nodes), {n.name: n for n in plan_nodes})
+
+
+def resolve_queries(
+    nodes: Mapping[str, Node], queries: Mapping[str, QueryNode]
+) -> dict[str, list[str]]:
+    """Matched node names of each query, in pipeline order, found through a tag index."""
+    index: dict[str, list[str]] = {}
+    order = {name: i for i, name in enumerate(nodes)}
+    for name, node in nodes.items():
+        for tag in dict.fromkeys(node.tags):
+            index.setdefault(tag, []).append(name)
+    result: dict[str, list[str]] = {}
+    for qname, query in queries.items():
+        lists = [index.get(tag, []) for tag in query.query_tags]
+        if not lists:
+            candidates: set[str] = set()
+        elif query.match_mode == "all":
+            candidates = set(min(lists, key=len)).intersection(*lists)
+        else:
+            candidates = set().union(*lists)
+        result[qname] = sorted(
+            (name for name in candidates if query.matches(nodes[name])), key=order.__getitem__
+        )
+    return result
+
+
+def _query_settings(
+    query: QueryNode,
+    matched: Sequence[NodeStreamSettings | None],
+    defaults: NodeStreamSettings | None,
+) -> NodeStreamSettings:
+    """A query node keeps its value at its ``interval``, else at the intervals all matches share."""
+    if query.interval is not None:
+        wanted = [query.interval]
+    elif matched:
+        common = set.intersection(*(set(m.intervals) if m else set() for m in matched))
+        first = matched[0]
+        wanted = [i for i in first.intervals if i in common] if first else []
+    else:
+        wanted = []
+    if not wanted:
+        return merge_settings(query.name, None, defaults)
+    intervals = {}
+    for interval in wanted:
+        periods = [m.intervals[interval].period or 1 for m in matched if m and interval in m.intervals]
+        intervals[interval] = IntervalSettings(
+            interval=interval, period=query.period or max(periods, default=1)
+        )
+    return NodeStreamSettings(intervals=intervals)
+
+
+def _check_interval_coverage(
+    order: Sequence[str],
+    upstreams: Mapping[str, Sequence[str]],
+    effective: Mapping[str, NodeStreamSettings],
+    queries: Mapping[str, QueryNode],
+) -> None:
+    for name in order:
+        if name in queries:
+            continue
+        for upstream in upstreams[name]:
+            theirs = effective[upstream].intervals
+            for interval in effective[name].intervals:
+                if interval not in theirs:
+                    raise IntervalError(
+                        f"Node '{name}' runs at '{interval.value}' but its upstream "
+                        f"'{upstream}' has no '{interval.value}' series; add '{interval.value}' "
+                        f"to '{upstream}' (it has {[i.value for i in theirs]})"
+                    )
+
+
+def _query_id(query: QueryNode, upstream_ids: Sequence[str]) -> str:
+    from qmtl.identity import content_id, function_fingerprint, stable_repr
+
+    return content_id(
+        "query",
+        ",".join(upstream_ids),
+        function_fingerprint(query.fn) if query.fn else "",
+        stable_repr([s.model_dump(mode="json") for s in query.result_selectors]),
+    )
+
+
+def _query_invoker(query: QueryNode) -> Invoker:
+    names = tuple(query.upstreams)
+    fn = query.fn
+
+    def invoke(values: Sequence[Any]) -> Any:
+        matched = dict(zip(names, values, strict=True))
+        return fn(matched) if fn is not None else matched
+
+    return invoke
