@@ -68,6 +68,9 @@ def execute_plan(
 ) -> dict[str, Any]:
     """The one-shot semantics (SPEC §5.1), shared by in-process engines.
 
+    A windowed node whose windows are not full yet (warm-up) does not run and is absent from
+    the results, and so are the nodes that read it.
+
     ``inputs`` replaces a node's value (it is then not called). ``on_node(name)`` is told which
     node starts (``None`` at the end) and returns ``False`` to stop the run before that node
     (used by timeouts). ``timings``, when given, receives each node's wall time in seconds.
@@ -80,6 +83,7 @@ def execute_plan(
     inputs = inputs or {}
     write = state.write
     clock = time.perf_counter
+    warming = False  # a windowed node skipped its run; nodes reading it skip too
     for node in plan.nodes:
         if on_node is not None and not on_node(node.name):
             return results
@@ -88,9 +92,12 @@ def execute_plan(
             value = inputs[node.name]
         else:
             args = [values[i] for i in node.upstream_index]
+            if warming and any(arg is _MISSING for arg in args):
+                continue
             if node.window is not None:
                 args = _windows(plan, node, state, args, now)
                 if args is None:
+                    warming = True
                     continue  # warm-up: a window is not full yet
             try:
                 value = node.invoke(args) if invoke_hook is None else invoke_hook(node, args)
@@ -118,8 +125,6 @@ def _windows(
     plan: ExecutionPlan, node: PlanNode, state: StateBackend, args: list[Any], now: float
 ) -> list[Any] | None:
     """Each upstream's last N values at the node's smallest interval, oldest first."""
-    if any(value is _MISSING for value in args):
-        return None
     spec = min(node.series, key=lambda s: s.seconds)
     size = node.window_size(spec)
     assert size is not None

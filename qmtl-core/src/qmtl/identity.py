@@ -49,6 +49,10 @@ def stable_repr(value: Any, _depth: int = 0) -> str:
         return function_fingerprint(value, depth)
     if isinstance(value, types.CodeType):
         return code_fingerprint(value, depth)
+    if isinstance(value, types.GeneratorType):
+        frame = value.gi_frame
+        local_values = stable_repr(dict(frame.f_locals), depth) if frame is not None else "done"
+        return "generator:" + code_fingerprint(value.gi_code, depth) + ":" + local_values
     if isinstance(value, types.MethodType):
         return stable_repr(value.__self__, depth) + "." + function_fingerprint(value.__func__, depth)
     if isinstance(value, types.BuiltinFunctionType | type | types.ModuleType):

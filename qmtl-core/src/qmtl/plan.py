@@ -238,6 +238,7 @@ def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
 
     position = {name: i for i, name in enumerate(order)}
     ids: dict[str, str] = {}
+    owners: dict[str, str] = {}
     plan_nodes: list[PlanNode] = []
     for name in order:
         settings = effective[name]
@@ -253,6 +254,13 @@ def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
             node_id = node._node_id = node.compute_id([ids[u] for u in node.upstreams], settings)
             invoke, kind, tags, window = node.invoker(), node.kind, tuple(node.tags), node.window
             obj = node
+        if node_id in owners:
+            raise PipelineValidationError(
+                f"Nodes '{owners[node_id]}' and '{name}' have the same node id: they compute the "
+                "same thing, so their histories would be one series. Remove one, or make them "
+                "differ in a key param (key_params=[...]) or in the values their functions use"
+            )
+        owners[node_id] = name
         ids[name] = node_id
         series = tuple(
             SeriesSpec(

@@ -110,8 +110,9 @@ class MemoryStateBackend:
     def write(
         self, key: SeriesKey, timestamp: float, value: Any, *, max_items: int, ttl: int | None
     ) -> None:
+        now = self._clock()
         series = self._series.get(key)
-        if series is None or self._expired(series):
+        if series is None or (series.ttl is not None and now >= series.last_update + series.ttl):
             series = self._series[key] = _Series()
         stamps = series.timestamps
         if not stamps or timestamp > stamps[-1]:
@@ -132,7 +133,7 @@ class MemoryStateBackend:
             del series.values[:excess]
         series.max_items = max_items
         series.ttl = ttl
-        series.last_update = self._clock()
+        series.last_update = now
 
     def write_many(self, writes: Iterable[BucketWrite]) -> None:
         for key, timestamp, value, max_items, ttl in writes:
