@@ -1,0 +1,479 @@
+"""``RedisStateBackend``: :class:`qmtl.state.StateBackend` on Redis sorted sets.
+
+Layout (``{pipeline}``, ``{node}`` and ``{interval}`` with ``%`` and ``:`` percent-escaped)::
+
+    qmtl:{pipeline}:{node}:{interval}:history   ZSET  score = bucket ts, member = "<ts> <json>"
+    qmtl:{pipeline}:{node}:{interval}:meta      HASH  max_items, ttl, last_update
+
+A member starts with its own timestamp, so two buckets holding equal values stay two members.
+A write runs one server-side script that removes the bucket's old member (``ZREMRANGEBYSCORE ts
+ts``), adds the new one, trims to ``max_items`` (``ZREMRANGEBYRANK``), records the metadata and
+refreshes the TTL of both keys; ``write_many`` sends up to ``write_batch`` writes per script call
+and all calls in one round trip. Reads are one ``ZREVRANGEBYSCORE ... LIMIT`` (O(log n + k)).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from functools import lru_cache
+from typing import Any
+
+import orjson
+import redis
+import structlog
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from qmtl.errors import StateBackendError
+from qmtl.state import BucketWrite, SeriesKey, key_prefix
+from qmtl_state_redis.settings import RedisStateSettings, mask_url
+
+log = structlog.get_logger(__name__)
+
+__all__ = ["RedisStateBackend"]
+
+# KEYS: (history, meta) per group of consecutive writes to one series with the same settings.
+# ARGV: now, then per group: n, max_items, ttl ('' = no expiry), then n pairs (ts, member).
+_WRITE_SCRIPT = """
+local now = ARGV[1]
+local a = 2
+for g = 1, #KEYS, 2 do
+  local history, meta = KEYS[g], KEYS[g + 1]
+  local n, max_items, ttl = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2]
+  a = a + 3
+  for _ = 1, n do
+    local ts = ARGV[a]
+    redis.call('ZREMRANGEBYSCORE', history, ts, ts)
+    redis.call('ZADD', history, ts, ARGV[a + 1])
+    a = a + 2
+  end
+  local keep = tonumber(max_items)
+  if keep > 0 then
+    redis.call('ZREMRANGEBYRANK', history, 0, -keep - 1)
+  else
+    redis.call('DEL', history)
+  end
+  redis.call('HSET', meta, 'max_items', max_items, 'ttl', ttl, 'last_update', now)
+  if ttl == '' then
+    redis.call('PERSIST', history)
+    redis.call('PERSIST', meta)
+  else
+    local ms = math.floor(tonumber(ttl) * 1000 + 0.5)
+    redis.call('PEXPIRE', history, ms)
+    redis.call('PEXPIRE', meta, ms)
+  end
+end
+return #KEYS / 2
+"""
+
+# KEYS: history, meta. ARGV: ttl ('' = no expiry). Returns 0 when the series does not exist.
+_TTL_SCRIPT = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) == 0 then return 0 end
+local ttl = ARGV[1]
+redis.call('HSET', KEYS[2], 'ttl', ttl)
+if ttl == '' then
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[2])
+else
+  local ms = math.floor(tonumber(ttl) * 1000 + 0.5)
+  redis.call('PEXPIRE', KEYS[1], ms)
+  redis.call('PEXPIRE', KEYS[2], ms)
+end
+return 1
+"""
+
+_WRITE_SHA = hashlib.sha1(_WRITE_SCRIPT.encode()).hexdigest()
+_TTL_SHA = hashlib.sha1(_TTL_SCRIPT.encode()).hexdigest()
+_SCRIPTS = {_WRITE_SHA: _WRITE_SCRIPT, _TTL_SHA: _TTL_SCRIPT}
+_DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+_HISTORY, _META = "history", "meta"
+_SCAN_COUNT = 1000
+_UNLINK_BATCH = 500
+_MAX_DETAIL = 300
+
+
+def _escape(part: str) -> str:
+    """A key component that cannot contain ``:`` (so one pipeline never matches another)."""
+    if "%" in part or ":" in part:
+        part = part.replace("%", "%25").replace(":", "%3A")
+    return part
+
+
+def _glob(text: str) -> str:
+    """``text`` as a literal inside a SCAN MATCH pattern."""
+    for special in "\\*?[]":
+        text = text.replace(special, "\\" + special)
+    return text
+
+
+def _interval(interval: Any) -> str:
+    # IntervalEnum is a str enum: use its value, never str(member) of a plain Enum.
+    return str(getattr(interval, "value", interval))
+
+
+@lru_cache(maxsize=65536)
+def _series_keys(pipeline: str, node_id: str, interval: str) -> tuple[str, str]:
+    base = f"{key_prefix(_escape(pipeline))}{_escape(node_id)}:{_escape(interval)}:"
+    return base + _HISTORY, base + _META
+
+
+def _keys(key: SeriesKey) -> tuple[str, str]:
+    return _series_keys(key.pipeline, key.node_id, _interval(key.interval))
+
+
+def _number(raw: bytes | str | None) -> int | float | None:
+    if raw is None or raw in (b"", ""):
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _ttl_arg(ttl: float | None) -> str:
+    return "" if ttl is None else repr(ttl)
+
+
+def _empty_metadata() -> dict[str, Any]:
+    return {"count": 0, "max_items": None, "ttl": None, "last_update": None,
+            "oldest": None, "newest": None}
+
+
+class RedisStateBackend:
+    """Per-node, per-interval history in Redis (see the module docstring for the layout).
+
+    ``settings`` is a :class:`RedisStateSettings`, a URL, or None for the defaults; keyword
+    ``options`` override its fields. Nothing connects until the first call, which pings once.
+    Every failure raises :class:`~qmtl.errors.StateBackendError` naming the URL (password
+    masked). Safe to share between threads.
+    """
+
+    name = "redis"
+
+    def __init__(self, settings: RedisStateSettings | str | None = None, **options: Any) -> None:
+        if isinstance(settings, str):
+            settings = RedisStateSettings(url=settings, **options)
+        elif settings is None:
+            settings = RedisStateSettings(**options)
+        elif options:
+            settings = RedisStateSettings(**{**dict(settings), **options})
+        self.settings: RedisStateSettings = settings
+        #: The URL with its password masked: safe to show.
+        self.url = mask_url(settings.url)
+        self._client: redis.Redis | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"RedisStateBackend(url={self.url!r})"
+
+    # -- StateBackend ---------------------------------------------------------------------
+    def write(
+        self, key: SeriesKey, timestamp: float, value: Any, *, max_items: int, ttl: int | None
+    ) -> None:
+        """Store ``value`` as the bucket at ``timestamp``: one round trip with trim and TTL."""
+        self.write_many((BucketWrite(key, timestamp, value, max_items, ttl),))
+
+    def write_many(self, writes: Iterable[BucketWrite]) -> None:
+        """Store several buckets in one round trip, in order (a later write to a bucket wins)."""
+        calls = list(self._encode(writes))
+        if not calls:
+            return
+        client = self._redis()
+        try:
+            self._call_scripts(client, calls)
+        except redis.RedisError as error:
+            series = {key for keys, _ in calls for key in keys[::2]}
+            what = next(iter(series)) if len(series) == 1 else f"{len(series)} series"
+            raise self._error(f"writing {what}", error) from error
+
+    def read(
+        self,
+        key: SeriesKey,
+        *,
+        count: int | None = None,
+        start_ts: float | None = None,
+        end_ts: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Newest-first buckets in ``(start_ts, end_ts]``, at most ``count`` (server-side)."""
+        if count is not None and count < 0:
+            raise StateBackendError(f"count must be >= 0, got {count} for {key.node_id}")
+        history, _ = _keys(key)
+        high = "+inf" if end_ts is None else repr(float(end_ts))
+        low = "-inf" if start_ts is None else "(" + repr(float(start_ts))
+        command: list[Any] = ["ZREVRANGEBYSCORE", history, high, low, "WITHSCORES"]
+        if count is not None:
+            if count == 0:
+                command = ["EXISTS", history]  # still one round trip: a dead server must raise
+            else:
+                command += ["LIMIT", 0, count]
+        try:
+            reply = self._redis().execute_command(*command)
+        except redis.RedisError as error:
+            raise self._error(f"reading {history}", error) from error
+        if count == 0:
+            return []
+        return _decode_history(reply, history)
+
+    def metadata(self, key: SeriesKey) -> dict[str, Any]:
+        """``count``, ``max_items``, ``ttl``, ``last_update``, ``oldest``, ``newest`` of ``key``."""
+        history, meta = _keys(key)
+        try:
+            pipe = self._redis().pipeline(transaction=True)
+            pipe.execute_command("ZCARD", history)
+            pipe.execute_command("ZRANGE", history, 0, 0, "WITHSCORES")
+            pipe.execute_command("ZRANGE", history, -1, -1, "WITHSCORES")
+            pipe.execute_command("HMGET", meta, "max_items", "ttl", "last_update")
+            count, oldest, newest, (max_items, ttl, last_update) = pipe.execute()
+        except redis.RedisError as error:
+            raise self._error(f"reading the metadata of {history}", error) from error
+        if not count and max_items is None:
+            return _empty_metadata()
+        return {
+            "count": int(count),
+            "max_items": _number(max_items),
+            "ttl": _number(ttl),
+            "last_update": None if last_update is None else float(last_update),
+            "oldest": float(_pairs(oldest)[0][1]) if oldest else None,
+            "newest": float(_pairs(newest)[0][1]) if newest else None,
+        }
+
+    def delete(self, pipeline: str, node_id: str | None = None, interval: str | None = None) -> int:
+        """Delete a pipeline's, a node's or one interval's series (SCAN under the prefix, never
+        KEYS or FLUSH); return how many series were removed."""
+        prefix = key_prefix(_escape(pipeline))
+        if node_id is not None and interval is not None:
+            found = list(_keys(SeriesKey(pipeline, node_id, interval)))
+            what = found[0]
+        else:
+            node = "*" if node_id is None else _glob(_escape(node_id))
+            tail = "*" if interval is None else _glob(_escape(_interval(interval))) + ":*"
+            pattern = f"{_glob(prefix)}{node}:{tail}"
+            what = pattern
+        try:
+            client = self._redis()
+            if node_id is None or interval is None:
+                scanned = client.scan_iter(match=pattern, count=_SCAN_COUNT)
+                found = sorted({name.decode() for name in scanned})
+            removed: set[str] = set()
+            for start in range(0, len(found), _UNLINK_BATCH):
+                batch = found[start : start + _UNLINK_BATCH]
+                pipe = client.pipeline(transaction=False)
+                for name in batch:
+                    pipe.unlink(name)
+                for name, gone in zip(batch, pipe.execute(), strict=True):
+                    series = _series_of(name, prefix)
+                    if gone and series is not None:
+                        removed.add(series)
+        except redis.RedisError as error:
+            raise self._error(f"deleting {what}", error) from error
+        log.debug("qmtl.state.redis.deleted", pipeline=pipeline, node_id=node_id,
+                  interval=interval, series=len(removed))
+        return len(removed)
+
+    def close(self) -> None:
+        """Close the pooled connections; a later call connects again."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+            client.connection_pool.disconnect()
+
+    # -- beyond the protocol --------------------------------------------------------------
+    def update_ttl(self, key: SeriesKey, ttl: float | None) -> bool:
+        """Set the series' TTL (None: never expire) without writing; False if it does not exist."""
+        history, meta = _keys(key)
+        try:
+            found = self._evalsha(self._redis(), _TTL_SHA, (history, meta), (_ttl_arg(ttl),))
+        except redis.RedisError as error:
+            raise self._error(f"updating the TTL of {history}", error) from error
+        return bool(found)
+
+    def ping(self) -> None:
+        """Round-trip to the server; raise :class:`StateBackendError` when it does not answer."""
+        try:
+            self._redis().ping()
+        except redis.RedisError as error:
+            raise self._error("pinging", error) from error
+
+    # -- internals ------------------------------------------------------------------------
+    def _redis(self) -> redis.Redis:
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._client is None:
+                self._client = self._connect()
+            return self._client
+
+    def _connect(self) -> redis.Redis:
+        settings = self.settings
+        errors: tuple[type[Exception], ...] = (redis.ConnectionError,)
+        if settings.retry_on_timeout:
+            errors += (redis.TimeoutError,)
+        options: dict[str, Any] = {
+            "max_connections": settings.max_connections,
+            "socket_connect_timeout": settings.connect_timeout,
+            "socket_timeout": settings.socket_timeout,
+            "health_check_interval": settings.health_check_interval,
+            "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), settings.retries, errors),
+        }
+        if settings.username is not None:
+            options["username"] = settings.username
+        if settings.password is not None:
+            options["password"] = settings.password.get_secret_value()
+        if settings.url.startswith("rediss://"):
+            options["ssl_cert_reqs"] = settings.ssl_cert_reqs
+            if settings.ssl_ca_certs is not None:
+                options["ssl_ca_certs"] = settings.ssl_ca_certs
+        try:
+            pool = redis.ConnectionPool.from_url(settings.url, **options)
+        except (ValueError, TypeError) as error:
+            raise StateBackendError(
+                f"Redis state backend: cannot use URL {self.url}: {error}. Give a URL like "
+                "redis://[:password@]host:6379/0 (state option 'url', QMTL_REDIS__URL or "
+                "redis_uri=)"
+            ) from error
+        client = redis.Redis(connection_pool=pool)
+        try:
+            client.ping()
+        except redis.RedisError as error:
+            pool.disconnect()
+            raise self._error("connecting", error) from error
+        log.debug("qmtl.state.redis.connected", url=self.url)
+        return client
+
+    def _encode(self, writes: Iterable[BucketWrite]) -> Iterator[tuple[list[str], list[Any]]]:
+        """Script calls of at most ``write_batch`` writes, grouped by series in order."""
+        limit = self.settings.write_batch
+        dumps = orjson.dumps
+        groups: dict[SeriesKey, list[Any]] = {}
+        ordered: list[list[Any]] = []
+        pending = 0
+        for key, timestamp, value, max_items, ttl in writes:
+            ts = float(timestamp)
+            if not math.isfinite(ts):
+                raise StateBackendError(
+                    f"Bucket timestamp {timestamp!r} of node '{key.node_id}' is not a finite "
+                    "number; pass epoch seconds"
+                )
+            try:
+                payload = dumps(value, option=_DUMPS_OPTIONS)
+            except TypeError as error:
+                raise StateBackendError(
+                    f"The value of node '{key.node_id}' at interval '{_interval(key.interval)}' "
+                    f"(bucket {ts:g}) cannot be stored in Redis: {error}. Return JSON data "
+                    "from the node (numbers, strings, booleans, None, lists, dicts with string "
+                    "keys), or convert it first"
+                ) from error
+            ttl_text = _ttl_arg(ttl)
+            group = groups.get(key)
+            if group is None or group[2] != max_items or group[3] != ttl_text:
+                history, meta = _keys(key)
+                group = [history, meta, max_items, ttl_text, []]
+                groups[key] = group
+                ordered.append(group)
+            group[4] += (ts, b"%r %b" % (ts, payload))
+            pending += 1
+            if pending == limit:
+                yield _pack(ordered)
+                groups, ordered, pending = {}, [], 0
+        if ordered:
+            yield _pack(ordered)
+
+    def _call_scripts(
+        self, client: redis.Redis, calls: Sequence[tuple[list[str], list[Any]]]
+    ) -> None:
+        if len(calls) == 1:
+            keys, args = calls[0]
+            self._evalsha(client, _WRITE_SHA, keys, args)
+            return
+        for attempt in (1, 2):
+            pipe = client.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.execute_command("EVALSHA", _WRITE_SHA, len(keys), *keys, *args)
+            try:
+                pipe.execute()
+                return
+            except redis.exceptions.NoScriptError:
+                # A restarted or flushed server forgot the script: load it and replay (writes
+                # are idempotent per bucket, so replaying the calls that did run is harmless).
+                if attempt == 2:
+                    raise
+                client.script_load(_WRITE_SCRIPT)
+
+    @staticmethod
+    def _evalsha(
+        client: redis.Redis, sha: str, keys: Sequence[str], args: Sequence[Any]
+    ) -> Any:
+        try:
+            return client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            client.script_load(_SCRIPTS[sha])
+            return client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+
+    def _error(self, action: str, error: Exception) -> StateBackendError:
+        detail = str(error)
+        password = self.settings.password
+        if password is not None and password.get_secret_value():
+            detail = detail.replace(password.get_secret_value(), "***")
+        if len(detail) > _MAX_DETAIL:
+            detail = detail[:_MAX_DETAIL] + "..."
+        if isinstance(error, redis.AuthenticationError):
+            fix = "check the password/user in the URL or the 'password' option"
+        elif isinstance(error, redis.ConnectionError | redis.TimeoutError):
+            fix = (
+                "check that Redis is running and reachable at that URL (state option 'url', "
+                "QMTL_REDIS__URL or redis_uri=)"
+            )
+        else:
+            fix = "check that these keys are not used by something else on that Redis"
+        log.debug("qmtl.state.redis.failed", url=self.url, action=action,
+                    error=type(error).__name__)
+        return StateBackendError(
+            f"Redis state backend at {self.url}: {action} failed: "
+            f"{type(error).__name__}: {detail}; {fix}"
+        )
+
+
+def _pack(groups: list[list[Any]]) -> tuple[list[str], list[Any]]:
+    keys: list[str] = []
+    args: list[Any] = [repr(time.time())]
+    for history, meta, max_items, ttl_text, items in groups:
+        keys += (history, meta)
+        args += (len(items) // 2, max_items, ttl_text)
+        args += items
+    return keys, args
+
+
+def _pairs(reply: list[Any]) -> list[tuple[bytes, Any]]:
+    """``(member, score)`` pairs of a WITHSCORES reply, flat (RESP2) or nested (newer clients)."""
+    if reply and isinstance(reply[0], list | tuple):
+        return [(member, score) for member, score in reply]
+    return list(zip(reply[::2], reply[1::2], strict=True))
+
+
+def _decode_history(reply: list[Any], history: str) -> list[dict[str, Any]]:
+    loads = orjson.loads
+    try:
+        return [
+            {"timestamp": float(score), "value": loads(member[member.index(b" ") + 1 :])}
+            for member, score in _pairs(reply)
+        ]
+    except (ValueError, TypeError, orjson.JSONDecodeError) as error:
+        raise StateBackendError(
+            f"Redis key {history} holds data QMTL did not write ({error}); delete the key or "
+            "use another pipeline name"
+        ) from error
+
+
+def _series_of(name: str, prefix: str) -> str | None:
+    """``node:interval`` of a key under ``prefix``, or None for a key QMTL did not lay out."""
+    parts = name[len(prefix) :].split(":")
+    if len(parts) != 3 or parts[2] not in (_HISTORY, _META):
+        return None
+    return f"{parts[0]}:{parts[1]}"
