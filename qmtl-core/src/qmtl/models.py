@@ -255,19 +255,31 @@ class PipelineDefinition(QmtlModel):
         return cls.model_validate(definition)
 
 
+#: ``filter_meta`` keys a ``filter`` selector understands (see :mod:`qmtl.selectors`).
+FILTER_KEYS = frozenset({
+    "name", "node_id", "type", "kind", "tags", "upstreams", "key_params", "params", "window",
+    "stream_settings", "interval_settings", "interval", "period",
+})
+
+
 class QueryNodeResultSelector(QmtlModel):
-    """One step applied to a query node's matches, in list order.
+    """One step applied to a query node's matches, in list order (see :mod:`qmtl.selectors`).
 
     ``list`` keeps all; ``filter`` keeps the nodes where every key of ``filter_meta`` holds;
-    ``random`` draws ``sample_size`` (reproducible with ``seed``); ``batch`` splits the matches
-    into batches of ``batch_size``.
+    ``random`` draws ``sample_size`` (the same draw every run with ``seed``); ``batch`` splits
+    the selection into batches of ``batch_size`` that the query's value exposes. An unknown
+    mode, a missing parameter or an unknown ``filter_meta`` key is a validation error.
     """
 
-    mode: Literal["list", "filter", "random", "batch"] = "list"
-    filter_meta: dict[str, Any] | None = None
-    sample_size: int | None = Field(default=None, ge=1)
-    batch_size: int | None = Field(default=None, ge=1)
-    seed: int | None = None
+    mode: Literal["list", "filter", "random", "batch"] = Field(
+        default="list", description="Selection step: list, filter, random or batch"
+    )
+    filter_meta: dict[str, Any] | None = Field(
+        default=None, description="filter: every key must hold (tags, stream_settings, ...)"
+    )
+    sample_size: int | None = Field(default=None, ge=1, description="random: how many to draw")
+    batch_size: int | None = Field(default=None, ge=1, description="batch: names per batch")
+    seed: int | None = Field(default=None, description="random: seed for a reproducible draw")
 
     @model_validator(mode="after")
     def _check_mode_fields(self) -> QueryNodeResultSelector:
@@ -277,6 +289,11 @@ class QueryNodeResultSelector(QmtlModel):
             raise ValueError("selector mode 'batch' needs batch_size")
         if self.mode == "filter" and not self.filter_meta:
             raise ValueError("selector mode 'filter' needs filter_meta")
+        unknown = sorted(set(self.filter_meta or {}) - FILTER_KEYS)
+        if unknown:
+            raise ValueError(
+                f"filter_meta key(s) {unknown} are not node attributes; use {sorted(FILTER_KEYS)}"
+            )
         return self
 
 
@@ -284,15 +301,23 @@ QueryNodeDefinition.model_rebuild()
 
 
 class AnalyzerResult(QmtlModel):
-    """One node's outcome in one analyzer query."""
+    """One node's outcome in one analyzer query of one run.
 
-    analyzer_id: str
-    query_node: str
-    node: str
-    value: Any = None
-    status: Literal["OK", "FAIL", "SKIPPED"] = "OK"
-    error: str | None = None
-    generated_at: datetime
+    ``status`` is ``OK`` (``value`` holds the node's value), ``FAIL`` (the node raised; ``error``
+    says what, ``value`` is ``None``) or ``SKIPPED`` (an upstream failed or a window was still
+    warming up, so the node did not run). A query with ``fn`` also gets a result whose ``node`` is
+    the query's own name, holding ``fn``'s value. ``batch`` is the batch index under a ``batch``
+    selector.
+    """
+
+    analyzer_id: str = Field(description="Name of the analyzer")
+    query_node: str = Field(description="Query node the result belongs to")
+    node: str = Field(description="Matched node (or the query itself for its fn value)")
+    value: Any = Field(default=None, description="The node's value when status is OK")
+    status: Literal["OK", "FAIL", "SKIPPED"] = Field(default="OK", description="Outcome")
+    error: str | None = Field(default=None, description="Why the node failed or was skipped")
+    batch: int | None = Field(default=None, description="Batch index under a batch selector")
+    generated_at: datetime = Field(description="When the run produced the result (UTC)")
 
 
 class HistoryItem(QmtlModel):

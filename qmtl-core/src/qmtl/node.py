@@ -25,6 +25,7 @@ from qmtl.models import (
     QueryNodeResultSelector,
     to_interval,
 )
+from qmtl.selectors import as_selectors
 
 Invoker = Callable[[Sequence[Any]], Any]
 CallStyle = Literal["positional", "keyword"]
@@ -316,9 +317,12 @@ _NOTHING = object()
 class QueryNode:
     """A node whose value is ``{matched_name: value}`` for every node whose tags match.
 
-    ``match_mode="all"`` needs every tag, ``"any"`` at least one. ``interval`` and ``period``
-    must hold on the same interval entry of a matched node. ``fn``, when given, is applied to
-    the dict. Matching happens when the pipeline is built.
+    ``match_mode="all"`` (default) needs every tag, ``"any"`` at least one; tags compare as exact
+    strings. ``interval`` and ``period`` (a count of intervals or a duration such as ``"7d"``)
+    must hold on the **same** interval entry of a matched node's effective settings; the enum
+    and its string are equal. Matching happens when the pipeline is built, through a tag index.
+    ``result_selectors`` then narrow the matches (see :mod:`qmtl.selectors`); ``fn``, when given,
+    is applied to the selected dict. Other nodes may list a query node as an upstream.
     """
 
     kind = "query"
@@ -326,48 +330,61 @@ class QueryNode:
     def __init__(
         self,
         name: str,
-        tags: Iterable[str],
+        tags: Iterable[str] | str,
         match_mode: Literal["all", "any"] = "all",
         interval: IntervalEnum | str | None = None,
         period: int | str | None = None,
         fn: Callable[[dict[str, Any]], Any] | None = None,
         result_selectors: Iterable[QueryNodeResultSelector | Mapping[str, Any]] | None = None,
     ) -> None:
+        if not isinstance(name, str) or not name:
+            raise PipelineValidationError(
+                f"A query node name must be a non-empty string, got {name!r}"
+            )
         if match_mode not in ("all", "any"):
             raise PipelineValidationError(
                 f"QueryNode '{name}': match_mode must be 'all' or 'any', got {match_mode!r}"
             )
         self.name = name
-        self.query_tags: list[str] = list(tags)
+        self.query_tags: list[str] = [tags] if isinstance(tags, str) else list(tags or ())
+        if not self.query_tags or not all(isinstance(t, str) for t in self.query_tags):
+            raise PipelineValidationError(
+                f"QueryNode '{name}' needs at least one tag (strings), got {tags!r}"
+            )
         self.tags: list[str] = []
         self.match_mode = match_mode
         self.interval = to_interval(interval) if interval is not None else None
         if period is not None and self.interval is not None:
             period = IntervalSettings(interval=self.interval, period=period).period
-        elif period is not None and not isinstance(period, int):
+        elif period is not None and (isinstance(period, bool) or not isinstance(period, int)
+                                     or period < 1):
             raise PipelineValidationError(
-                f"QueryNode '{name}': a duration period {period!r} needs an interval"
+                f"QueryNode '{name}': period {period!r} needs interval= (a duration such as "
+                "'7d' is converted to a count of intervals), or pass a count >= 1"
             )
         self.period: int | None = period
+        if fn is not None and not callable(fn):
+            raise UnbindableFunctionError(f"QueryNode '{name}': fn must be callable, got {fn!r}")
         self.fn = fn
-        self.result_selectors = [
-            s if isinstance(s, QueryNodeResultSelector) else QueryNodeResultSelector(**s)
-            for s in result_selectors or ()
-        ]
+        self.result_selectors: list[QueryNodeResultSelector] = as_selectors(
+            result_selectors, f"QueryNode '{name}'"
+        )
         self.upstreams: list[str] = []  # filled with the matches when the pipeline is built
         self.stream_settings: NodeStreamSettings | None = None
         self.window = None
         self._node_id: str | None = None
 
     def matches(self, node: Node) -> bool:
-        """Whether ``node`` satisfies the tags and the interval/period filter."""
-        tags = set(node.tags)
+        """Whether ``node`` satisfies the tags and the interval/period filter (one entry)."""
+        tags = node.tags
         wanted = self.query_tags
         hit = all(t in tags for t in wanted) if self.match_mode == "all" else any(
             t in tags for t in wanted
         )
-        if not hit:
-            return False
+        return hit and self.entry_matches(node)
+
+    def entry_matches(self, node: Node) -> bool:
+        """Whether one interval entry of ``node`` has the query's interval and period."""
         if self.interval is None and self.period is None:
             return True
         entries = node.stream_settings.intervals.values() if node.stream_settings else ()
@@ -378,13 +395,21 @@ class QueryNode:
         )
 
     @property
+    def matched(self) -> list[str]:
+        """Names of the matched nodes (known once the pipeline is built)."""
+        return list(self.upstreams)
+
+    @property
     def node_id(self) -> str:
         if self._node_id is not None:
             return self._node_id
-        return content_id(self.kind, ",".join(self.query_tags), self.match_mode)
+        return content_id(
+            self.kind, ",".join(self.query_tags), self.match_mode,
+            self.interval.value if self.interval else "", stable_repr(self.period),
+        )
 
     def to_definition(self) -> dict[str, Any]:
-        """Plain JSON-compatible description."""
+        """Plain JSON-compatible description (``fn`` is not serialised)."""
         return QueryNodeDefinition(
             name=self.name,
             node_id=self.node_id,
@@ -396,5 +421,27 @@ class QueryNode:
             result_selectors=list(self.result_selectors),
         ).model_dump(mode="json", exclude_none=True)
 
+    @classmethod
+    def from_definition(
+        cls,
+        definition: QueryNodeDefinition | Mapping[str, Any],
+        fn: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> QueryNode:
+        """Rebuild a query node from :meth:`to_definition` (give ``fn`` again; it is code)."""
+        if not isinstance(definition, QueryNodeDefinition):
+            definition = QueryNodeDefinition.from_definition(dict(definition))
+        return cls(
+            definition.name,
+            definition.query_tags,
+            match_mode=definition.match_mode,
+            interval=definition.interval,
+            period=definition.period,
+            fn=fn,
+            result_selectors=definition.result_selectors,
+        )
+
     def __repr__(self) -> str:
-        return f"QueryNode(name={self.name!r}, tags={self.query_tags!r})"
+        return (
+            f"QueryNode(name={self.name!r}, tags={self.query_tags!r}, "
+            f"match_mode={self.match_mode!r})"
+        )

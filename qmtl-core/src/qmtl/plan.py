@@ -21,8 +21,10 @@ from qmtl.errors import (
     UnknownNodeError,
     UnknownUpstreamError,
 )
-from qmtl.models import IntervalEnum, IntervalSettings, NodeStreamSettings
+from qmtl.identity import content_id, function_fingerprint, stable_repr
+from qmtl.models import IntervalEnum, IntervalSettings, NodeStreamSettings, QueryNodeResultSelector
 from qmtl.node import Invoker, Node, QueryNode
+from qmtl.selectors import is_deterministic, query_value, select
 from qmtl.state import SeriesKey
 
 if TYPE_CHECKING:
@@ -247,7 +249,8 @@ def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
             query.upstreams = list(upstreams[name])
             query.stream_settings = settings
             node_id = query._node_id = _query_id(query, [ids[u] for u in upstreams[name]])
-            invoke, kind, tags, window = _query_invoker(query), "query", (), None
+            matched = [nodes[u] for u in upstreams[name]]
+            invoke, kind, tags, window = _query_invoker(query, matched), "query", (), None
             obj: Node | QueryNode = query
         else:
             node = nodes[name]
@@ -294,25 +297,67 @@ def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
 def resolve_queries(
     nodes: Mapping[str, Node], queries: Mapping[str, QueryNode]
 ) -> dict[str, list[str]]:
-    """Matched node names of each query, in pipeline order, found through a tag index."""
-    index: dict[str, list[str]] = {}
-    order = {name: i for i, name in enumerate(nodes)}
-    for name, node in nodes.items():
-        for tag in dict.fromkeys(node.tags):
-            index.setdefault(tag, []).append(name)
+    """Matched node names of each query, in pipeline order, found through indexes.
+
+    One pass over the nodes builds ``tag → positions`` and, when a query filters on them,
+    ``interval``, ``(interval, period)`` and ``period`` → positions of the nodes having such an
+    interval entry (so interval and period hold on the same entry). Each query is then a few
+    set operations: no per-query scan of the pipeline.
+    """
+    if not queries:
+        return {}
+    names = list(nodes)
+    by_tag: dict[str, list[int]] = {}
+    for position, node in enumerate(nodes.values()):
+        for tag in node.tags:
+            positions = by_tag.get(tag)
+            if positions is None:
+                by_tag[tag] = [position]
+            elif positions[-1] != position:
+                positions.append(position)
+    tag_sets: dict[str, set[int]] = {}
+
+    def tagged(tag: str) -> set[int]:
+        found = tag_sets.get(tag)
+        if found is None:
+            found = tag_sets[tag] = set(by_tag.get(tag, ()))
+        return found
+
+    by_entry: dict[tuple[IntervalEnum | None, int | None], set[int]] | None = None
     result: dict[str, list[str]] = {}
     for qname, query in queries.items():
-        lists = [index.get(tag, []) for tag in query.query_tags]
-        if not lists:
-            candidates: set[str] = set()
-        elif query.match_mode == "all":
-            candidates = set(min(lists, key=len)).intersection(*lists)
+        wanted = dict.fromkeys(query.query_tags)
+        if query.match_mode == "all":
+            sets = sorted((tagged(tag) for tag in wanted), key=len)
+            candidates = sets[0].intersection(*sets[1:]) if sets else set()
         else:
-            candidates = set().union(*lists)
-        result[qname] = sorted(
-            (name for name in candidates if query.matches(nodes[name])), key=order.__getitem__
-        )
+            candidates = set().union(*(tagged(tag) for tag in wanted))
+        if query.interval is not None or query.period is not None:
+            if by_entry is None:
+                by_entry = _entry_index(nodes)
+            candidates &= by_entry.get((query.interval, query.period), set())
+        result[qname] = [names[position] for position in sorted(candidates)]
     return result
+
+
+def _entry_index(
+    nodes: Mapping[str, Node],
+) -> dict[tuple[IntervalEnum | None, int | None], set[int]]:
+    """``(interval, None)``, ``(interval, period)`` and ``(None, period)`` → positions of the
+    nodes with such an interval entry in their effective settings."""
+    index: dict[tuple[IntervalEnum | None, int | None], set[int]] = {}
+    for position, node in enumerate(nodes.values()):
+        settings = node.stream_settings
+        if settings is None:
+            continue
+        for interval, entry in settings.intervals.items():
+            for key in ((interval, None), (interval, entry.period), (None, entry.period)):
+                found = index.get(key)
+                if found is None:
+                    index[key] = {position}
+                else:
+                    found.add(position)
+    return index
 
 
 def _query_settings(
@@ -333,7 +378,9 @@ def _query_settings(
         return merge_settings(query.name, None, defaults)
     intervals = {}
     for interval in wanted:
-        periods = [m.intervals[interval].period or 1 for m in matched if m and interval in m.intervals]
+        periods = [
+            m.intervals[interval].period or 1 for m in matched if m and interval in m.intervals
+        ]
         intervals[interval] = IntervalSettings(
             interval=interval, period=query.period or max(periods, default=1)
         )
@@ -361,8 +408,7 @@ def _check_interval_coverage(
 
 
 def _query_id(query: QueryNode, upstream_ids: Sequence[str]) -> str:
-    from qmtl.identity import content_id, function_fingerprint, stable_repr
-
+    """Content id of a query node: its matches' ids, ``fn`` and its own selectors."""
     return content_id(
         "query",
         ",".join(upstream_ids),
@@ -371,12 +417,31 @@ def _query_id(query: QueryNode, upstream_ids: Sequence[str]) -> str:
     )
 
 
-def _query_invoker(query: QueryNode) -> Invoker:
-    names = tuple(query.upstreams)
+def _query_invoker(
+    query: QueryNode,
+    matched: Sequence[Node],
+    selectors: Sequence[QueryNodeResultSelector] | None = None,
+) -> Invoker:
+    """``call(values)`` over the matches' values (upstream order) giving the query's value.
+
+    ``selectors`` (default: the query's own) are applied to ``matched``; a deterministic
+    selection is computed here, once, an unseeded random draw at every call.
+    """
+    names = tuple(node.name for node in matched)
+    chosen = list(query.result_selectors if selectors is None else selectors)
     fn = query.fn
+    if not is_deterministic(chosen):
+
+        def draw(values: Sequence[Any]) -> Any:
+            selection = select(chosen, matched)
+            return query_value(selection, dict(zip(names, values, strict=True)), fn)
+
+        return draw
+    selection = select(chosen, matched)
+    at = {name: i for i, name in enumerate(names)}
+    picks = tuple((name, at[name]) for name in selection.names)
 
     def invoke(values: Sequence[Any]) -> Any:
-        matched = dict(zip(names, values, strict=True))
-        return fn(matched) if fn is not None else matched
+        return query_value(selection, {name: values[i] for name, i in picks}, fn)
 
     return invoke
