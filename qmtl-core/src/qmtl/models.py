@@ -40,6 +40,12 @@ class QmtlModel(BaseModel):
         except pydantic.ValidationError as error:
             raise _model_error(type(self).__name__, error) from error
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except pydantic.ValidationError as error:
+            raise _model_error(type(self).__name__, error) from error
+
     @classmethod
     def model_validate(cls, obj: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         try:
