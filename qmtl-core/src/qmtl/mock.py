@@ -60,3 +60,29 @@ class MockExecutionEngine(EngineBase):
         timeout: float | None = None,
     ) -> dict[str, Any]:
         return execute_plan(plan, state, inputs=inputs, ts=ts, invoke_hook=self._invoke)
+
+    def run(self, plan: ExecutionPlan, *, state: StateBackend, **options: Any) -> Any:
+        """Stream the sources to their end as the local engine does, with mocks applied.
+
+        A mocked processing node's value (or ``mock(*inputs)``) replaces each bucket it
+        computes; a mocked source keeps its events' times and replaces each value with the mock
+        (a callable mock is called with no arguments per event). ``calls`` records the inputs of
+        every bucket computation.
+        """
+        from qmtl.sources import source_events
+        from qmtl.streaming import run_in_process
+
+        sources = dict(options.pop("sources", None) or {})
+        for node in plan.nodes:
+            if node.upstreams or node.name not in self.mocks or options.get("events"):
+                continue
+            declared = getattr(node.node, "source", getattr(node.node, "fn", None))
+            raw = sources.get(node.name, declared)
+            sources[node.name] = _mocked(source_events(raw, node.name), self.mocks[node.name])
+        options.setdefault("engine", self.name)
+        return run_in_process(plan, state, sources=sources, invoke_hook=self._invoke, **options)
+
+
+def _mocked(events: Any, mock: Any) -> Any:
+    for ts, _value in events:
+        yield ts, (mock() if callable(mock) else mock)

@@ -192,7 +192,18 @@ class Pipeline:
     ) -> Any:
         """Stream the sources to their end in event time; return the engine's run summary.
 
-        ``on_output`` receives every final bucket as it is produced.
+        Semantics (SPEC §5.2, :mod:`qmtl.streaming`): every node's output is bucketed per
+        interval; a bucket is final once every upstream's watermark passed its end (or the
+        stream ended); a node computes a bucket from its upstreams' final buckets (as-of join,
+        ``window=N`` lists after warm-up). Every final bucket is written to the state backend
+        and passed to ``on_output`` as an :class:`~qmtl.streaming.OutputEvent` (``node``,
+        ``interval``, ``ts`` = bucket end, ``value``). Returns a
+        :class:`~qmtl.streaming.RunSummary` (events in, late events, buckets out, per node).
+
+        Engine options go through ``**options``; the local and mock engines take ``sources``
+        (``{source name: events}`` replacing declared inputs) and ``events`` (``[(source, ts,
+        value), ...]`` in arrival order, replacing all sources). A failing node raises
+        :class:`~qmtl.errors.NodeExecutionError`; buckets written before it stay.
         """
         plan = self.build()
         engine_obj, state_obj = self._runtime(
@@ -200,6 +211,36 @@ class Pipeline:
         )
         self._last_state = state_obj
         return engine_obj.run(plan, state=state_obj, on_output=on_output, **options)
+
+    def stream(
+        self,
+        *,
+        engine: str | Engine | None = None,
+        state: str | StateBackend | None = None,
+        engine_options: Mapping[str, Any] | None = None,
+        state_options: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        """The iterator form of :meth:`run` (for notebooks): yields every final bucket as an
+        :class:`~qmtl.streaming.OutputEvent` as it is produced; the iterator's ``summary`` is
+        the run summary once it is exhausted. ``for bar in pipeline.stream(): ...``
+
+        An engine with a ``stream`` method produces the iterator itself; any other engine's
+        ``run`` is driven in a background thread (``close()`` on the iterator stops it).
+        """
+        from qmtl.streaming import ThreadedOutputStream
+
+        plan = self.build()
+        engine_obj, state_obj = self._runtime(
+            engine, state, engine_options, state_options, False, False, None, None
+        )
+        self._last_state = state_obj
+        own = getattr(engine_obj, "stream", None)
+        if callable(own):
+            return own(plan, state=state_obj, **options)
+        return ThreadedOutputStream(
+            lambda emit: engine_obj.run(plan, state=state_obj, on_output=emit, **options)
+        )
 
     def _runtime(
         self,

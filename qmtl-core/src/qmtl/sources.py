@@ -1,0 +1,288 @@
+"""Where source nodes get their events, and how an in-process engine orders them.
+
+A source yields events ``(ts, value)``: ``ts`` is event time in epoch seconds (int or float; a
+:class:`datetime.datetime` is converted, a naive one read as UTC). What a ``SourceNode``'s
+``source`` may be, in streaming:
+
+- a :class:`SourceProcessor` (anything with ``events()``), e.g. :class:`FileSourceProcessor`;
+- an iterable or generator of ``(ts, value)`` pairs, or of plain values, which are stamped with
+  the wall-clock time they are read (ingestion time, for live feeds; give ``ts`` for
+  backtests). A value that is itself a 2-tuple with a number first must be wrapped as
+  ``(ts, (a, b))``;
+- a callable: called once per run; if it returns an iterable (not a string or mapping), that is
+  the event stream (so ``source=lambda: my_generator()`` restarts on every run), otherwise
+  the result is one event stamped now.
+
+A generator object can be consumed once only; pass a list, a processor or a callable to run a
+pipeline more than once.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from qmtl.errors import SourceError
+
+if TYPE_CHECKING:
+    from qmtl.plan import ExecutionPlan
+
+Event = tuple[float, Any]
+
+
+@runtime_checkable
+class SourceProcessor(Protocol):
+    """A user-defined source: ``events()`` yields ``(ts, value)`` pairs in the order they
+    arrive. ``latest()``, when present, gives the value of a one-shot ``execute``."""
+
+    def events(self) -> Iterable[Event]:
+        ...
+
+
+def to_timestamp(ts: Any, where: str) -> float:
+    """Epoch seconds of ``ts`` (a real number or a datetime); :class:`SourceError` otherwise."""
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        if isinstance(ts, datetime):
+            if ts.tzinfo is None:
+                ts = ts.replace(tzinfo=UTC)
+            return ts.timestamp()
+        raise SourceError(f"{where}: event time {ts!r} is not epoch seconds or a datetime")
+    if not math.isfinite(ts):
+        raise SourceError(f"{where}: event time {ts!r} is not a finite number")
+    return ts
+
+
+def _is_pair(item: Any) -> bool:
+    return (
+        type(item) is tuple
+        and len(item) == 2
+        and (isinstance(item[0], int | float | datetime) and not isinstance(item[0], bool))
+    )
+
+
+def _normalise(items: Iterable[Any], name: str, clock: Callable[[], float]) -> Iterator[Event]:
+    where = f"source '{name}'"
+    for item in items:
+        if _is_pair(item):
+            ts = item[0]
+            if (type(ts) is not float and type(ts) is not int) or ts != ts or ts in _INF:
+                ts = to_timestamp(ts, where)
+            yield ts, item[1]
+        else:
+            yield clock(), item
+
+
+_INF = (math.inf, -math.inf)
+
+
+def source_events(
+    source: Any, name: str, *, clock: Callable[[], float] = time.time
+) -> Iterator[Event]:
+    """The events of a source, normalised to ``(ts, value)`` (see the module docstring)."""
+    if source is None:
+        return iter(())
+    if hasattr(source, "events") and callable(source.events):
+        return _normalise(source.events(), name, clock)
+    if callable(source):
+        produced = source()
+        if _is_stream(produced):
+            return _normalise(produced, name, clock)
+        return iter(((clock(), produced),))
+    if _is_stream(source):
+        return _normalise(source, name, clock)
+    raise SourceError(
+        f"source '{name}' is {type(source).__name__}; give an iterable of (ts, value) pairs, "
+        "a callable or a SourceProcessor"
+    )
+
+
+def _is_stream(obj: Any) -> bool:
+    return isinstance(obj, Iterable) and not isinstance(obj, str | bytes | Mapping)
+
+
+def merged_events(
+    plan: ExecutionPlan,
+    *,
+    sources: Mapping[str, Any] | None = None,
+    events: Iterable[tuple[str, Any, Any]] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Iterator[tuple[int, float | None, Any]]:
+    """``(source index, ts, value)`` in event-time order across a plan's sources.
+
+    Each source is read lazily at its own pace; the next event is always the earliest head
+    (ties by plan order), so a source's own order is kept. When a source ends,
+    ``(index, None, None)`` is yielded. ``sources`` replaces named sources' inputs;
+    ``events``, a list of ``(source name, ts, value)``, replaces all of them and is fed in
+    exactly that arrival order (how tests control arrival).
+    """
+    roots = [node for node in plan.nodes if not node.upstreams]
+    index = {node.name: node.index for node in roots}
+    if events is not None:
+        return _explicit(plan, index, events)
+    overrides = dict(sources or {})
+    unknown = sorted(set(overrides) - set(index))
+    if unknown:
+        raise SourceError(
+            f"sources= names {unknown}, which are not sources of pipeline '{plan.pipeline}'; "
+            f"its sources are {sorted(index)}"
+        )
+    streams = []
+    for node in roots:
+        if node.kind == "query":
+            continue  # a query with no match has no events
+        raw = overrides[node.name] if node.name in overrides else _declared(node.node)
+        streams.append((node.index, source_events(raw, node.name, clock=clock)))
+    if len(streams) == 1:
+        return _single(*streams[0])
+    return _merge(streams)
+
+
+def _declared(node: Any) -> Any:
+    return node.source if hasattr(node, "source") else node.fn
+
+
+def _single(index: int, stream: Iterator[Event]) -> Iterator[tuple[int, float | None, Any]]:
+    for ts, value in stream:
+        yield index, ts, value
+    yield index, None, None
+
+
+def _merge(streams: Sequence[tuple[int, Iterator[Event]]]) -> Iterator[tuple[int, Any, Any]]:
+    heap: list[tuple[float, int, Any, Iterator[Event]]] = []
+    for index, stream in streams:
+        first = next(stream, None)
+        if first is None:
+            yield index, None, None
+        else:
+            heap.append((first[0], index, first[1], stream))
+    heapq.heapify(heap)
+    while heap:
+        ts, index, value, stream = heap[0]
+        yield index, ts, value
+        following = next(stream, None)
+        if following is None:
+            heapq.heappop(heap)
+            yield index, None, None
+        else:
+            heapq.heapreplace(heap, (following[0], index, following[1], stream))
+
+
+def _explicit(
+    plan: ExecutionPlan, index: Mapping[str, int], events: Iterable[tuple[str, Any, Any]]
+) -> Iterator[tuple[int, float | None, Any]]:
+    for name, ts, value in events:
+        if name not in index:
+            raise SourceError(
+                f"events= names '{name}', which is not a source of pipeline '{plan.pipeline}'; "
+                f"its sources are {sorted(index)}"
+            )
+        yield index[name], to_timestamp(ts, f"source '{name}'"), value
+
+
+class FileSourceProcessor:
+    """Events from a CSV file with a header row.
+
+    ``timestamp_column`` holds epoch seconds or an ISO-8601 time (naive = UTC). The value is
+    ``value_column`` when given, else a dict of every other column; cells are converted with
+    ``convert`` (default: int, then float, else the text). Rows are read lazily, in file order.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        timestamp_column: str = "timestamp",
+        value_column: str | None = None,
+        convert: Callable[[str], Any] | None = None,
+        delimiter: str = ",",
+        encoding: str = "utf-8",
+    ) -> None:
+        self.path = Path(path)
+        self.timestamp_column = timestamp_column
+        self.value_column = value_column
+        self.convert = convert or _cell
+        self.delimiter = delimiter
+        self.encoding = encoding
+
+    def events(self) -> Iterator[Event]:
+        try:
+            handle = self.path.open(newline="", encoding=self.encoding)
+        except OSError as error:
+            raise SourceError(f"cannot open CSV source {self.path}: {error}") from error
+        with handle:
+            reader = csv.DictReader(handle, delimiter=self.delimiter)
+            columns = reader.fieldnames or []
+            for needed in (self.timestamp_column, self.value_column):
+                if needed is not None and needed not in columns:
+                    raise SourceError(
+                        f"CSV source {self.path} has no column '{needed}'; columns: {columns}"
+                    )
+            convert = self.convert
+            for row in reader:
+                where = f"CSV source {self.path} line {reader.line_num}"
+                ts = _csv_time(row.get(self.timestamp_column), where)
+                if self.value_column is not None:
+                    value = convert(row[self.value_column])
+                else:
+                    value = {k: convert(v) for k, v in row.items()
+                             if k != self.timestamp_column}
+                yield ts, value
+
+    def latest(self) -> Any:
+        """The last row's value (the one-shot form)."""
+        last: Any = None
+        for last in self.events():  # noqa: B007
+            pass
+        if last is None:
+            raise SourceError(f"CSV source {self.path} has no rows")
+        return last[1]
+
+    def __repr__(self) -> str:
+        return (
+            f"FileSourceProcessor({str(self.path)!r}, timestamp_column="
+            f"{self.timestamp_column!r}, value_column={self.value_column!r})"
+        )
+
+
+def _csv_time(text: str | None, where: str) -> float:
+    if text is None or not text.strip():
+        raise SourceError(f"{where}: the timestamp cell is empty")
+    text = text.strip()
+    try:
+        return to_timestamp(float(text), where)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise SourceError(
+            f"{where}: cannot read timestamp {text!r}; use epoch seconds or ISO 8601"
+        ) from None
+    return to_timestamp(moment, where)
+
+
+def _cell(text: str) -> Any:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+__all__ = [
+    "Event",
+    "FileSourceProcessor",
+    "SourceProcessor",
+    "merged_events",
+    "source_events",
+    "to_timestamp",
+]
