@@ -334,7 +334,9 @@ _API_VERSIONS = 18
 _MAX_NON_FLEXIBLE_METADATA = 8
 
 
-def _request(sock: socket.socket, api_key: int, version: int, correlation: int, body: bytes) -> bytes:
+def _request(
+    sock: socket.socket, api_key: int, version: int, correlation: int, body: bytes
+) -> bytes:
     client_id = b"qmtl-services"
     header = struct.pack(">hhih", api_key, version, correlation, len(client_id)) + client_id
     payload = header + body

@@ -1,0 +1,148 @@
+"""Options of the Kafka engine and their mapping to a confluent-kafka (librdkafka) config.
+
+Secrets (``sasl_password``, ``ssl_key_password``) are :class:`pydantic.SecretStr`: they print as
+``**********`` in reprs, ``str()`` and ``model_dump()``; only :func:`client_config` unwraps them,
+into a dict that goes straight to the client and is never logged (:func:`redacted` shows one
+safely).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from qmtl.models import QmtlModel
+
+__all__ = ["KafkaEngineSettings", "client_config", "redacted"]
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"]
+
+#: librdkafka properties whose values are never shown.
+_SECRET_KEYS = ("password", "secret", "sasl.oauthbearer.config", "ssl.key.pem", "ssl_key")
+
+
+class KafkaEngineSettings(QmtlModel):
+    """Where the brokers are, how topics are laid out, and how to authenticate."""
+
+    bootstrap_servers: str = Field(
+        "localhost:9092",
+        description="Comma-separated host:port list of Kafka (or Redpanda) brokers.",
+    )
+    partitions: int = Field(
+        1, ge=1, description="Partitions of each topic QMTL creates (the most workers per node)."
+    )
+    replication_factor: int = Field(
+        1, ge=1, description="Replication factor of each topic QMTL creates (1 for one broker)."
+    )
+    security_protocol: SecurityProtocol = Field(
+        "PLAINTEXT", description="How clients talk to the brokers."
+    )
+    sasl_mechanism: SaslMechanism | None = Field(
+        None, description="SASL mechanism; required with SASL_PLAINTEXT or SASL_SSL."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
+    ssl_ca_location: str | None = Field(None, description="Path of the CA certificate file.")
+    ssl_certificate_location: str | None = Field(
+        None, description="Path of the client certificate (mutual TLS)."
+    )
+    ssl_key_location: str | None = Field(None, description="Path of the client private key.")
+    ssl_key_password: SecretStr | None = Field(
+        None, description="Password of the client private key (never logged)."
+    )
+    connect_timeout_s: float = Field(
+        5.0, gt=0, description="How long to wait for a broker to answer before failing."
+    )
+    delivery_timeout_s: float = Field(
+        30.0, gt=0, description="How long a produced message may take to be acknowledged."
+    )
+    max_message_bytes: int = Field(
+        1_000_000, ge=1024, description="Largest envelope accepted; larger ones are dead-lettered."
+    )
+    topic_create_attempts: int = Field(
+        6, ge=1, description="Attempts to create and verify a topic before giving up."
+    )
+    topic_create_backoff_s: float = Field(
+        0.2, gt=0, description="First wait between topic attempts; doubles each time."
+    )
+    client_options: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        repr=False,
+        description="Extra librdkafka properties passed through as they are (e.g. linger.ms).",
+    )
+
+    @field_validator("bootstrap_servers", mode="before")
+    @classmethod
+    def _join_servers(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return ",".join(str(v) for v in value)
+        return value
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers_present(cls, value: str) -> str:
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        if not servers:
+            raise ValueError("give at least one host:port, e.g. 'localhost:9092'")
+        return ",".join(servers)
+
+    @model_validator(mode="after")
+    def _security_consistent(self) -> KafkaEngineSettings:
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and self.sasl_mechanism is None:
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_mechanism "
+                "(PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or GSSAPI)"
+            )
+        if not sasl and self.sasl_mechanism is not None:
+            raise ValueError(
+                f"sasl_mechanism is set but security_protocol is {self.security_protocol}; "
+                "use SASL_SSL or SASL_PLAINTEXT"
+            )
+        needs_login = self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+        if needs_login and (self.sasl_username is None or self.sasl_password is None):
+            raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_username and "
+                             "sasl_password")
+        return self
+
+
+def client_config(
+    settings: KafkaEngineSettings, overrides: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The librdkafka configuration for ``settings``, with secrets unwrapped: never log it."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "security.protocol": settings.security_protocol,
+        "socket.connection.setup.timeout.ms": int(settings.connect_timeout_s * 1000),
+    }
+    if settings.sasl_mechanism is not None:
+        config["sasl.mechanism"] = settings.sasl_mechanism
+    if settings.sasl_username is not None:
+        config["sasl.username"] = settings.sasl_username
+    if settings.sasl_password is not None:
+        config["sasl.password"] = settings.sasl_password.get_secret_value()
+    for field, key in (
+        ("ssl_ca_location", "ssl.ca.location"),
+        ("ssl_certificate_location", "ssl.certificate.location"),
+        ("ssl_key_location", "ssl.key.location"),
+    ):
+        value = getattr(settings, field)
+        if value is not None:
+            config[key] = value
+    if settings.ssl_key_password is not None:
+        config["ssl.key.password"] = settings.ssl_key_password.get_secret_value()
+    config.update(settings.client_options)
+    if overrides:
+        config.update(overrides)
+    return config
+
+
+def redacted(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a client config that is safe to show: secret values replaced by asterisks."""
+    return {
+        key: "**********" if any(marker in key for marker in _SECRET_KEYS) else value
+        for key, value in config.items()
+    }

@@ -1,0 +1,156 @@
+"""The versioned JSON envelope: round trips, each failure's specific error, and fuzzing."""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qmtl_engine_kafka import (
+    ENVELOPE_VERSION,
+    Envelope,
+    EnvelopeEncodeError,
+    EnvelopeError,
+    EnvelopeVersionError,
+    MalformedEnvelopeError,
+    OversizedEnvelopeError,
+    TruncatedEnvelopeError,
+    UndecodableEnvelopeError,
+    decode,
+    encode,
+)
+
+EVENT = Envelope(
+    pipeline="prices", node="close", node_id="ab12", interval="1m", ts=1_700_000_060.0,
+    bucket=28_333_334, watermark=1_700_000_000.0, origin="close/0",
+    value={"px": 101.25, "sym": "AAPL", "levels": [1, 2, 3]},
+)
+
+
+def test_an_envelope_survives_encode_and_decode() -> None:
+    assert decode(encode(EVENT)) == EVENT
+    assert orjson.loads(encode(EVENT))["v"] == ENVELOPE_VERSION
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf])
+def test_infinite_values_survive_although_json_has_no_infinity(value: float) -> None:
+    assert decode(encode(EVENT._replace(value=value))).value == value
+
+
+def test_nan_survives_as_nan_not_null() -> None:
+    assert math.isnan(decode(encode(EVENT._replace(value=math.nan))).value)
+
+
+def test_watermark_and_end_markers_carry_no_value() -> None:
+    marker = Envelope(pipeline="p", node="n", ts=60.0, watermark=60.0, kind="end")
+    assert decode(encode(marker)) == marker
+
+
+def test_a_value_json_cannot_hold_names_the_node() -> None:
+    with pytest.raises(EnvelopeEncodeError, match=r"Node 'close' .* type object"):
+        encode(EVENT._replace(value=object()))
+
+
+def _raw(**changes: object) -> bytes:
+    data = orjson.loads(encode(EVENT))
+    data.update(changes)
+    return orjson.dumps({k: v for k, v in data.items() if v is not ...})
+
+
+@pytest.mark.parametrize(
+    ("payload", "error", "reason"),
+    [
+        (b"", TruncatedEnvelopeError, "truncated"),
+        (None, TruncatedEnvelopeError, "truncated"),
+        (encode(EVENT)[:-7], TruncatedEnvelopeError, "truncated"),
+        (b"\xff\xfe\x00garbage", UndecodableEnvelopeError, "undecodable"),
+        (b"{not json}", UndecodableEnvelopeError, "undecodable"),
+        (b"[1, 2, 3]", MalformedEnvelopeError, "malformed"),
+        (_raw(v=...), MalformedEnvelopeError, "malformed"),
+        (_raw(v="1"), MalformedEnvelopeError, "malformed"),
+        (_raw(ts="yesterday"), MalformedEnvelopeError, "malformed"),
+        (_raw(ts=...), MalformedEnvelopeError, "malformed"),
+        (_raw(node=""), MalformedEnvelopeError, "malformed"),
+        (_raw(kind="tick"), MalformedEnvelopeError, "malformed"),
+        (_raw(bucket=1.5), MalformedEnvelopeError, "malformed"),
+        (_raw(nf="maybe", value=None), MalformedEnvelopeError, "malformed"),
+        (_raw(v=2), EnvelopeVersionError, "unsupported_version"),
+        (_raw(v=0), EnvelopeVersionError, "unsupported_version"),
+    ],
+)
+def test_each_kind_of_poison_raises_its_own_error_and_reason(
+    payload: bytes | None, error: type[EnvelopeError], reason: str
+) -> None:
+    with pytest.raises(error) as caught:
+        decode(payload)
+    assert caught.value.reason == reason
+
+
+def test_an_oversized_message_is_rejected_before_parsing() -> None:
+    big = encode(EVENT._replace(value="x" * 5000))
+    with pytest.raises(OversizedEnvelopeError, match=r"over the limit of 2048 bytes"):
+        decode(big, max_bytes=2048)
+    assert decode(big, max_bytes=len(big)).value == "x" * 5000
+
+
+def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
+    assert decode(_raw(trace_id="abc")) == EVENT
+
+
+@given(st.binary(max_size=400))
+@settings(max_examples=600, deadline=None)
+def test_any_bytes_decode_or_raise_an_envelope_error(payload: bytes) -> None:
+    try:
+        envelope = decode(payload, max_bytes=300)
+    except EnvelopeError as error:
+        assert error.reason in {
+            "truncated", "undecodable", "malformed", "unsupported_version", "oversized"
+        }
+    else:
+        assert isinstance(envelope, Envelope)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "v": st.sampled_from([1, 2, "1", None, True]),
+        "kind": st.sampled_from(["event", "watermark", "end", "x", 3]),
+        "pipeline": st.sampled_from(["p", "", 1]),
+        "node": st.text(max_size=3),
+        "node_id": st.text(max_size=3) | st.integers(),
+        "interval": st.sampled_from(["1m", None, 60]),
+        "ts": st.floats() | st.integers() | st.text(max_size=2),
+        "bucket": st.integers() | st.floats() | st.none(),
+        "watermark": st.floats() | st.none() | st.booleans(),
+        "origin": st.text(max_size=3) | st.none(),
+        "value": _json,
+        "nf": st.sampled_from(["nan", "inf", "-inf", "x"]),
+    },
+)
+
+
+@given(_fields)
+@settings(max_examples=600, deadline=None)
+def test_any_json_object_decodes_or_raises_an_envelope_error(fields: dict) -> None:
+    try:
+        payload = orjson.dumps(fields)
+    except TypeError:
+        return  # outside what JSON can say at all
+    try:
+        envelope = decode(payload)
+    except EnvelopeError:
+        return
+    assert envelope.v == 1
+    assert isinstance(envelope.ts, int | float) and math.isfinite(envelope.ts)
+    assert envelope.pipeline and envelope.node
+    assert decode(encode(envelope)) == envelope or (
+        isinstance(envelope.value, float) and math.isnan(envelope.value)
+    )
