@@ -7,6 +7,7 @@ so plugin lookups never happen per node call.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -51,8 +52,53 @@ def create_plugin_manager(
                     f"{dist} failed to load: {type(error).__name__}: {error}. Reinstall or fix "
                     f"{dist}, or skip it with QMTL_DISABLE_PLUGINS={entry_point.name}"
                 ) from error
+        check_core_compatibility(pm)
     pm.check_pending()
     return pm
+
+
+class QmtlWarning(UserWarning):
+    """Base class of the warnings QMTL issues."""
+
+
+class PluginCompatibilityWarning(QmtlWarning):
+    """A loaded plugin's distribution requires a qmtl-core version other than the installed one."""
+
+
+def check_core_compatibility(pm: pluggy.PluginManager) -> None:
+    """Warn for each loaded plugin whose distribution requires a qmtl-core range that excludes
+    the installed qmtl-core; the warning names the plugin, its distribution, the range and the
+    installed version."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    core = _version("qmtl-core")
+    if core is None:  # running from a source tree without metadata: nothing to compare
+        return
+    installed = Version(core)
+    for plugin, dist in pm.list_plugin_distinfo():
+        for line in dist.requires or ():
+            try:
+                requirement = Requirement(line)
+            except InvalidRequirement:
+                continue
+            if canonicalize_name(requirement.name) != "qmtl-core":
+                continue
+            if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+                continue
+            if requirement.specifier.contains(installed, prereleases=True):
+                continue
+            name, distribution = pm.get_name(plugin), dist.metadata["name"]
+            wanted = f"qmtl-core{requirement.specifier}"
+            warnings.warn(
+                PluginCompatibilityWarning(
+                    f"Plugin '{name}' from {distribution} {dist.version} requires {wanted}, but "
+                    f"qmtl-core {core} is installed; it may fail. Install a {distribution} "
+                    f"release built for qmtl-core {core}, or pip install '{wanted}'"
+                ),
+                stacklevel=3,
+            )
 
 
 @dataclass
