@@ -111,17 +111,18 @@ def run_docker(args: Sequence[str], *, output: OutputHandler | None = None) -> N
         )
     except OSError as error:
         raise DockerError(f"Could not start {executable}: {error}") from error
-    try:
-        assert process.stdout is not None
-        for raw in process.stdout:
-            line = raw.rstrip("\n")
-            tail.append(line)
-            emit(line)
-        returncode = process.wait()
-    finally:
-        if process.poll() is None:  # interrupted (Ctrl-C) or the handler raised
-            process.kill()
-            process.wait()
+    with process:
+        try:
+            assert process.stdout is not None
+            for raw in process.stdout:
+                line = raw.rstrip("\n")
+                tail.append(line)
+                emit(line)
+            returncode = process.wait()
+        finally:
+            if process.poll() is None:  # interrupted (Ctrl-C) or the handler raised
+                process.kill()
+                process.wait()
     if returncode != 0:
         last = "\n".join(tail)
         lowered = last.lower()
