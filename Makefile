@@ -12,14 +12,15 @@ uv:
 sync: uv
 	$(UV) sync --all-packages --locked
 
+# Every test, unit and integration, with a throwaway redis-server and Kafka broker.
 test: sync
-	$(UV) run --no-sync pytest
+	$(UV) run --no-sync python scripts/services.py --redis --kafka -- $(UV) run --no-sync pytest
 
 run: sync
 	$(UV) run --no-sync python examples/moving_average.py
 
 bench: sync
-	$(UV) run --no-sync python benchmarks/run.py
+	$(UV) run --no-sync python scripts/services.py --redis --kafka -- $(UV) run --no-sync python benchmarks/run.py
 
 lint: sync
 	$(UV) run --no-sync ruff check .
