@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 ENV_VAR = "QMTL_TEST_REDIS_URL"
@@ -65,8 +66,11 @@ def _tail(path: Path, lines: int = 20) -> str:
 class RedisServer:
     """One running ``redis-server`` process; ``env`` names it, ``stop()`` ends it."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, extra_args: Sequence[str] = ()
+    ) -> None:
         self.workdir = Path(workdir)
+        self.extra_args = list(extra_args)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.log_path = self.workdir / f"redis-{self.port}.log"
@@ -91,6 +95,7 @@ class RedisServer:
             "--dir", str(self.workdir),
             "--logfile", str(self.log_path),
             "--daemonize", "no",
+            *self.extra_args,  # later options override the defaults above
         ]
         self.process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT

@@ -38,11 +38,17 @@ __all__ = ["RedisStateBackend"]
 
 # KEYS: (history, meta) per group of consecutive writes to one series with the same settings.
 # ARGV: now, then per group: n, max_items, ttl ('' = no expiry), then n pairs (ts, member).
+# Returns the (1-based) groups whose series had no metadata before this write: new series, or
+# series that vanished (expired, evicted, lost in a restart without persistence).
 _WRITE_SCRIPT = """
 local now = ARGV[1]
 local a = 2
+local fresh = {}
 for g = 1, #KEYS, 2 do
   local history, meta = KEYS[g], KEYS[g + 1]
+  if redis.call('EXISTS', meta) == 0 then
+    fresh[#fresh + 1] = (g + 1) / 2
+  end
   local n, max_items, ttl = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2]
   a = a + 3
   for _ = 1, n do
@@ -67,7 +73,7 @@ for g = 1, #KEYS, 2 do
     redis.call('PEXPIRE', meta, ms)
   end
 end
-return #KEYS / 2
+return fresh
 """
 
 # KEYS: history, meta. ARGV: ttl ('' = no expiry). Returns 0 when the series does not exist.
@@ -94,6 +100,8 @@ _HISTORY, _META = "history", "meta"
 _SCAN_COUNT = 1000
 _UNLINK_BATCH = 500
 _MAX_DETAIL = 300
+#: Seconds of clock slack before a missing series counts as "vanished", not expired.
+_EXPIRY_SLACK = 0.25
 
 
 def _escape(part: str) -> str:
@@ -167,6 +175,9 @@ class RedisStateBackend:
         self.url = mask_url(settings.url)
         self._client: redis.Redis | None = None
         self._lock = threading.Lock()
+        # history key -> wall-clock time until which the series must exist (it was written by
+        # this backend and its TTL has not run out): a write that finds it gone raises.
+        self._alive_until: dict[str, float] = {}
 
     def __repr__(self) -> str:
         return f"RedisStateBackend(url={self.url!r})"
@@ -185,11 +196,12 @@ class RedisStateBackend:
             return
         client = self._redis()
         try:
-            self._call_scripts(client, calls)
+            replies = self._call_scripts(client, calls)
         except redis.RedisError as error:
-            series = {key for keys, _ in calls for key in keys[::2]}
+            series = {key for keys, _, _ in calls for key in keys[::2]}
             what = next(iter(series)) if len(series) == 1 else f"{len(series)} series"
             raise self._error(f"writing {what}", error) from error
+        self._check_continuity(calls, replies)
 
     def read(
         self,
@@ -271,6 +283,7 @@ class RedisStateBackend:
                         removed.add(series)
         except redis.RedisError as error:
             raise self._error(f"deleting {what}", error) from error
+        self._forget(prefix, node_id, interval)
         log.debug("qmtl.state.redis.deleted", pipeline=pipeline, node_id=node_id,
                   interval=interval, series=len(removed))
         return len(removed)
@@ -291,6 +304,8 @@ class RedisStateBackend:
             found = self._evalsha(self._redis(), _TTL_SHA, (history, meta), (_ttl_arg(ttl),))
         except redis.RedisError as error:
             raise self._error(f"updating the TTL of {history}", error) from error
+        if found and history in self._alive_until:
+            self._alive_until[history] = math.inf if ttl is None else time.time() + ttl
         return bool(found)
 
     def ping(self) -> None:
@@ -347,7 +362,7 @@ class RedisStateBackend:
         log.debug("qmtl.state.redis.connected", url=self.url)
         return client
 
-    def _encode(self, writes: Iterable[BucketWrite]) -> Iterator[tuple[list[str], list[Any]]]:
+    def _encode(self, writes: Iterable[BucketWrite]) -> Iterator[_Call]:
         """Script calls of at most ``write_batch`` writes, grouped by series in order."""
         limit = self.settings.write_batch
         dumps = orjson.dumps
@@ -374,7 +389,7 @@ class RedisStateBackend:
             group = groups.get(key)
             if group is None or group[2] != max_items or group[3] != ttl_text:
                 history, meta = _keys(key)
-                group = [history, meta, max_items, ttl_text, []]
+                group = [history, meta, max_items, ttl_text, [], ttl]
                 groups[key] = group
                 ordered.append(group)
             group[4] += (ts, b"%r %b" % (ts, payload))
@@ -385,26 +400,49 @@ class RedisStateBackend:
         if ordered:
             yield _pack(ordered)
 
-    def _call_scripts(
-        self, client: redis.Redis, calls: Sequence[tuple[list[str], list[Any]]]
-    ) -> None:
+    def _call_scripts(self, client: redis.Redis, calls: Sequence[_Call]) -> list[Any]:
         if len(calls) == 1:
-            keys, args = calls[0]
-            self._evalsha(client, _WRITE_SHA, keys, args)
-            return
-        for attempt in (1, 2):
-            pipe = client.pipeline(transaction=False)
-            for keys, args in calls:
-                pipe.execute_command("EVALSHA", _WRITE_SHA, len(keys), *keys, *args)
-            try:
-                pipe.execute()
-                return
-            except redis.exceptions.NoScriptError:
-                # A restarted or flushed server forgot the script: load it and replay (writes
-                # are idempotent per bucket, so replaying the calls that did run is harmless).
-                if attempt == 2:
-                    raise
-                client.script_load(_WRITE_SCRIPT)
+            keys, args, _ = calls[0]
+            return [self._evalsha(client, _WRITE_SHA, keys, args)]
+        pipe = client.pipeline(transaction=False)
+        for keys, args, _ in calls:
+            pipe.execute_command("EVALSHA", _WRITE_SHA, len(keys), *keys, *args)
+        try:
+            return pipe.execute()
+        except redis.exceptions.NoScriptError:
+            # A restarted or flushed server forgot the script: load it and replay (writes are
+            # idempotent per bucket, so replaying the calls that did run is harmless).
+            client.script_load(_WRITE_SCRIPT)
+            return pipe.execute()
+
+    def _check_continuity(self, calls: Sequence[_Call], replies: Sequence[Any]) -> None:
+        """Raise when a series this backend wrote is gone before its TTL ran out.
+
+        Redis restarted without persistence, evicted keys (``maxmemory-policy``) or someone
+        deleted them: the write just made landed, but the older buckets are lost, and carrying
+        on would leave a silent gap in the history.
+        """
+        now = time.time()
+        alive = self._alive_until
+        vanished: list[str] = []
+        for (_, _, series), fresh in zip(calls, replies, strict=True):
+            for index in fresh or ():
+                history = series[int(index) - 1][0]
+                if alive.get(history, 0.0) - _EXPIRY_SLACK > now:
+                    vanished.append(history)
+            for history, ttl in series:
+                alive[history] = math.inf if ttl is None else now + ttl
+        if vanished:
+            shown = ", ".join(vanished[:3])
+            if len(vanished) > 3:
+                shown += f" and {len(vanished) - 3} more"
+            raise StateBackendError(
+                f"Redis state backend at {self.url}: the history of {shown} vanished between "
+                "two writes before its TTL ran out (Redis restarted without persistence, "
+                "evicted keys, or they were deleted). The latest write was stored but older "
+                "buckets are lost; enable persistence (appendonly yes), use "
+                "maxmemory-policy noeviction, and rerun the affected range"
+            )
 
     @staticmethod
     def _evalsha(
@@ -415,6 +453,17 @@ class RedisStateBackend:
         except redis.exceptions.NoScriptError:
             client.script_load(_SCRIPTS[sha])
             return client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+
+    def _forget(self, prefix: str, node_id: str | None, interval: str | None) -> None:
+        """Stop expecting deleted series to exist."""
+        node = None if node_id is None else _escape(node_id)
+        step = None if interval is None else _escape(_interval(interval))
+        for name in list(self._alive_until):
+            if not name.startswith(prefix):
+                continue
+            parts = name[len(prefix) :].split(":")
+            if (node is None or parts[0] == node) and (step is None or parts[1] == step):
+                self._alive_until.pop(name, None)
 
     def _error(self, action: str, error: Exception) -> StateBackendError:
         detail = str(error)
@@ -435,19 +484,25 @@ class RedisStateBackend:
         log.debug("qmtl.state.redis.failed", url=self.url, action=action,
                     error=type(error).__name__)
         return StateBackendError(
-            f"Redis state backend at {self.url}: {action} failed: "
-            f"{type(error).__name__}: {detail}; {fix}"
+            f"Redis state backend at {self.url}: {action} failed "
+            f"({type(error).__name__}: {detail.rstrip('.')}); {fix}"
         )
 
 
-def _pack(groups: list[list[Any]]) -> tuple[list[str], list[Any]]:
+#: One script call: its keys, its arguments, and (history key, ttl) of each group in order.
+_Call = tuple[list[str], list[Any], list[tuple[str, float | None]]]
+
+
+def _pack(groups: list[list[Any]]) -> _Call:
     keys: list[str] = []
     args: list[Any] = [repr(time.time())]
-    for history, meta, max_items, ttl_text, items in groups:
+    series: list[tuple[str, float | None]] = []
+    for history, meta, max_items, ttl_text, items, ttl in groups:
         keys += (history, meta)
         args += (len(items) // 2, max_items, ttl_text)
         args += items
-    return keys, args
+        series.append((history, ttl))
+    return keys, args, series
 
 
 def _pairs(reply: list[Any]) -> list[tuple[bytes, Any]]:
