@@ -86,3 +86,27 @@ def test_seed_import_paths_resolve_to_qmtl_deploy() -> None:
 
     assert container is qmtl_deploy.container
     assert K8sJobGenerator is qmtl_deploy.K8sJobGenerator
+
+
+def test_package_readme_examples_run(fake_docker, make_project, monkeypatch, capsys) -> None:
+    """Every python block of qmtl-deploy/README.md runs, in order, in one namespace."""
+    from qmtl.models import PipelineDefinition
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(encoding="utf-8"), re.DOTALL)
+    assert len(blocks) >= 6
+    project = make_project(
+        {
+            "requirements.txt": "-r requirements/prod.txt\n",
+            "requirements/prod.txt": "qmtl-core>=0.1\nnumpy\n",
+            "main.py": "",
+        }
+    )
+    monkeypatch.chdir(project)
+    namespace: dict[str, object] = {"pipeline_def": PipelineDefinition(name="momentum")}
+    for block in blocks:
+        exec(compile(block, str(readme), "exec"), namespace)
+    assert namespace["job"].metadata.namespace == "trading"
+    assert namespace["deployment"].spec.replicas == 3
+    assert "kind: Deployment" in capsys.readouterr().out
+    assert ["push", "ghcr.io/acme/my-strategy:1.4"] in fake_docker.calls
