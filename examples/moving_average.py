@@ -52,7 +52,9 @@ def build_pipeline() -> Pipeline:
     for symbol, start in SYMBOLS.items():
         walk = price_walk(symbol, start)
         next_close: Callable[[], float] = lambda walk=walk: next(walk)  # noqa: E731
-        price = pipeline.add_node(Node(name=f"{symbol}_close", fn=next_close, tags=["PRICE", symbol]))
+        price = pipeline.add_node(
+            Node(name=f"{symbol}_close", fn=next_close, tags=["PRICE", symbol])
+        )
         fast = pipeline.add_node(
             Node(name=f"{symbol}_ma{FAST}", fn=mean, upstreams=[price], window=FAST)
         )
@@ -60,8 +62,12 @@ def build_pipeline() -> Pipeline:
             Node(name=f"{symbol}_ma{SLOW}", fn=mean, upstreams=[price], window=SLOW)
         )
         pipeline.add_node(
-            Node(name=f"{symbol}_signal", fn=crossover, upstreams=[fast, slow],
-                 tags=["SIGNAL", symbol])
+            Node(
+                name=f"{symbol}_signal",
+                fn=crossover,
+                upstreams=[fast, slow],
+                tags=["SIGNAL", symbol],
+            )
         )
     pipeline.add_query_node(QueryNode(name="portfolio", tags=["SIGNAL"]))
     return pipeline

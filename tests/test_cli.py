@@ -26,7 +26,11 @@ def make():
 def qmtl(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     qmtl_bin = Path(sys.executable).with_name("qmtl")
     return subprocess.run(
-        [str(qmtl_bin), *args], cwd=cwd, capture_output=True, text=True, timeout=60,
+        [str(qmtl_bin), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, **(env or {})},
     )
 

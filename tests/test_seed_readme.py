@@ -7,6 +7,7 @@ import io
 
 from readme_blocks import SEED_README, block_containing
 
+
 def run_block(marker: str, namespace: dict | None = None) -> tuple[dict, str]:
     namespace = dict(namespace or {})
     output = io.StringIO()
@@ -19,7 +20,9 @@ def test_serialisation_example() -> None:
     from qmtl.sdk.pipeline import Node, Pipeline
 
     # The block uses Pipeline and Node without importing them, as in the seed's own context.
-    namespace, _ = run_block("PipelineDefinition.from_definition", {"Pipeline": Pipeline, "Node": Node})
+    namespace, _ = run_block(
+        "PipelineDefinition.from_definition", {"Pipeline": Pipeline, "Node": Node}
+    )
     assert namespace["pipeline_def"].nodes[0].name == "A"
 
 

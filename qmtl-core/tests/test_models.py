@@ -21,13 +21,29 @@ def test_interval_enum_and_string_are_interchangeable() -> None:
     assert f"{IntervalEnum.MINUTE}" == "1m"
     assert str(IntervalEnum.WEEK) == "1w"
     assert to_interval("1d") is IntervalEnum.DAY
-    assert {i.value for i in IntervalEnum} >= {"1s", "1m", "5m", "15m", "30m", "1h", "4h", "1d", "1w"}
+    assert {i.value for i in IntervalEnum} >= {
+        "1s",
+        "1m",
+        "5m",
+        "15m",
+        "30m",
+        "1h",
+        "4h",
+        "1d",
+        "1w",
+    }
 
 
 @pytest.mark.parametrize(
     ("period", "interval", "expected"),
-    [("7d", "1d", 7), ("2d", "1h", 48), ("90m", "1m", 90), (14, "1d", 14), ("3", "1h", 3),
-     ("1w", "1d", 7)],
+    [
+        ("7d", "1d", 7),
+        ("2d", "1h", 48),
+        ("90m", "1m", 90),
+        (14, "1d", 14),
+        ("3", "1h", 3),
+        ("1w", "1d", 7),
+    ],
 )
 def test_period_converts_durations_to_interval_counts(period, interval, expected) -> None:
     assert period_in_intervals(period, interval) == expected

@@ -16,7 +16,9 @@ class Fetcher:
 
 def test_source_node_fields() -> None:
     source = Fetcher()
-    node = Node(name="src", fn=source.fetch, interval_settings={"1d": {"interval": "1d", "period": 1}})
+    node = Node(
+        name="src", fn=source.fetch, interval_settings={"1d": {"interval": "1d", "period": 1}}
+    )
     assert node.name == "src"
     assert node.tags == []
     assert node.upstreams == []
@@ -52,9 +54,10 @@ def test_key_param_order_does_not_matter() -> None:
 
 
 def test_code_change_changes_the_id() -> None:
-    assert Node(name="n", fn=lambda x: x + 1, upstreams=["u"]).node_id != Node(
-        name="n", fn=lambda x: x + 2, upstreams=["u"]
-    ).node_id
+    assert (
+        Node(name="n", fn=lambda x: x + 1, upstreams=["u"]).node_id
+        != Node(name="n", fn=lambda x: x + 2, upstreams=["u"]).node_id
+    )
 
 
 def _closure(k: int):
@@ -62,23 +65,32 @@ def _closure(k: int):
 
 
 def test_closure_values_and_defaults_enter_the_id() -> None:
-    assert Node(name="n", fn=_closure(2), upstreams=["u"]).node_id == Node(
-        name="m", fn=_closure(2), upstreams=["u"]
-    ).node_id
-    assert Node(name="n", fn=_closure(2), upstreams=["u"]).node_id != Node(
-        name="n", fn=_closure(3), upstreams=["u"]
-    ).node_id
-    assert Node(name="n", fn=lambda x, k=1: x, upstreams=["u"]).node_id != Node(
-        name="n", fn=lambda x, k=2: x, upstreams=["u"]
-    ).node_id
+    assert (
+        Node(name="n", fn=_closure(2), upstreams=["u"]).node_id
+        == Node(name="m", fn=_closure(2), upstreams=["u"]).node_id
+    )
+    assert (
+        Node(name="n", fn=_closure(2), upstreams=["u"]).node_id
+        != Node(name="n", fn=_closure(3), upstreams=["u"]).node_id
+    )
+    assert (
+        Node(name="n", fn=lambda x, k=1: x, upstreams=["u"]).node_id
+        != Node(name="n", fn=lambda x, k=2: x, upstreams=["u"]).node_id
+    )
 
 
 def test_upstream_and_settings_enter_the_id_inside_a_pipeline() -> None:
     def build(source_value: int, period: int) -> Pipeline:
         pipeline = Pipeline(name="p")
         pipeline.add_node(Node(name="a", fn=lambda: source_value))
-        pipeline.add_node(Node(name="b", fn=lambda a: a, upstreams=["a"],
-                               interval_settings={"1d": {"period": period}}))
+        pipeline.add_node(
+            Node(
+                name="b",
+                fn=lambda a: a,
+                upstreams=["a"],
+                interval_settings={"1d": {"period": period}},
+            )
+        )
         pipeline.build()
         return pipeline
 
@@ -102,7 +114,9 @@ def test_params_flow_into_the_call() -> None:
 
 
 def test_two_upstreams_by_name_and_kwargs_functions() -> None:
-    assert Node(name="c", fn=lambda a, b: a + b, upstreams=["a", "b"]).execute({"a": 3, "b": 4}) == 7
+    assert (
+        Node(name="c", fn=lambda a, b: a + b, upstreams=["a", "b"]).execute({"a": 3, "b": 4}) == 7
+    )
 
     def lengths(**values):
         return sum(len(v) if isinstance(v, str) else v for v in values.values())
@@ -147,4 +161,8 @@ def test_node_definition_round_trips_without_the_function() -> None:
     assert "fn" not in definition
     model = NodeDefinition.from_definition(definition)
     assert (model.name, model.tags, model.upstreams, model.node_id) == (
-        "A", ["RAW"], [], node.node_id)
+        "A",
+        ["RAW"],
+        [],
+        node.node_id,
+    )

@@ -22,12 +22,20 @@ DAY, HOUR = IntervalEnum.DAY, IntervalEnum.HOUR
 
 
 def _defaults() -> dict:
-    return {DAY: IntervalSettings(interval=DAY, period=14), HOUR: IntervalSettings(interval=HOUR, period=7)}
+    return {
+        DAY: IntervalSettings(interval=DAY, period=14),
+        HOUR: IntervalSettings(interval=HOUR, period=7),
+    }
 
 
 def _node(name: str, period: int | None = None, interval=DAY) -> ProcessingNode:
-    settings = None if period is None and interval is None else NodeStreamSettings(
-        intervals={interval: IntervalSettings(interval=interval, period=period)})
+    settings = (
+        None
+        if period is None and interval is None
+        else NodeStreamSettings(
+            intervals={interval: IntervalSettings(interval=interval, period=period)}
+        )
+    )
     return ProcessingNode(name=name, fn=lambda x: x, upstreams=["up"], stream_settings=settings)
 
 
@@ -72,7 +80,8 @@ def test_merge_keeps_intervals_only_on_the_node_and_never_mutates_inputs() -> No
     declared = NodeStreamSettings(intervals={"1m": IntervalSettings(interval="1m", period=90)})
     pipeline = Pipeline(name="p", default_intervals=defaults)
     node = pipeline.add_node(
-        ProcessingNode(name="n", fn=lambda x: x, upstreams=["up"], stream_settings=declared))
+        ProcessingNode(name="n", fn=lambda x: x, upstreams=["up"], stream_settings=declared)
+    )
     assert node.stream_settings.intervals[IntervalEnum.MINUTE].period == 90
     assert set(node.stream_settings.intervals) == {IntervalEnum.MINUTE, DAY, HOUR}
     assert set(declared.intervals) == {IntervalEnum.MINUTE}
@@ -116,7 +125,9 @@ def test_cycle_names_its_path() -> None:
         pipeline.get_execution_order()
     assert isinstance(caught.value, ValueError)
     message = str(caught.value)
-    assert any(path in message for path in ("A -> B -> C -> A", "B -> C -> A -> B", "C -> A -> B -> C"))
+    assert any(
+        path in message for path in ("A -> B -> C -> A", "B -> C -> A -> B", "C -> A -> B -> C")
+    )
 
 
 def test_long_chain_needs_no_recursion() -> None:
@@ -137,9 +148,10 @@ def test_unknown_upstream_names_node_and_upstream() -> None:
 def test_upstream_must_provide_every_interval_of_the_node() -> None:
     pipeline = Pipeline(name="p")
     pipeline.add_node(Node(name="m", fn=lambda: 1, interval_settings={"1m": {"period": 60}}))
-    pipeline.add_node(Node(name="h", fn=lambda m: m, upstreams=["m"],
-                           interval_settings={"1h": {"period": 24}}))
-    with pytest.raises(IntervalError, match="Node 'h' runs at '1h'.*upstream 'm'.*add '1h'"):
+    pipeline.add_node(
+        Node(name="h", fn=lambda m: m, upstreams=["m"], interval_settings={"1h": {"period": 24}})
+    )
+    with pytest.raises(IntervalError, match=r"Node 'h' runs at '1h'.*upstream 'm'.*add '1h'"):
         pipeline.build()
 
 
@@ -159,7 +171,13 @@ def test_node_id_collisions_are_rejected() -> None:
 
 
 def test_every_validation_error_is_a_qmtl_error() -> None:
-    for cls in (CycleError, DuplicateNodeError, IntervalError, MissingPeriodError, UnknownUpstreamError):
+    for cls in (
+        CycleError,
+        DuplicateNodeError,
+        IntervalError,
+        MissingPeriodError,
+        UnknownUpstreamError,
+    ):
         assert issubclass(cls, QmtlError)
 
 

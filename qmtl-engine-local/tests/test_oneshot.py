@@ -27,7 +27,10 @@ def chain(*specs) -> Pipeline:
 
 def test_chain_and_diamond() -> None:
     assert chain(("A", lambda: 1), ("B", lambda a: a + 1), ("C", lambda b: b * 2)).execute() == {
-        "A": 1, "B": 2, "C": 4}
+        "A": 1,
+        "B": 2,
+        "C": 4,
+    }
     diamond = Pipeline(name="diamond")
     diamond.add_node(Node(name="A", fn=lambda: 10))
     diamond.add_node(Node(name="B", fn=lambda a: a // 2, upstreams=["A"]))
@@ -51,8 +54,11 @@ def test_several_sources_and_strings() -> None:
 def test_node_failure_names_the_node_and_stops_recording() -> None:
     pipeline = Pipeline(name="fails")
     pipeline.add_node(Node(name="A", fn=lambda: 1))
-    pipeline.add_node(Node(name="B", fn=lambda a: (_ for _ in ()).throw(ValueError("의도적 오류")),
-                           upstreams=["A"]))
+    pipeline.add_node(
+        Node(
+            name="B", fn=lambda a: (_ for _ in ()).throw(ValueError("의도적 오류")), upstreams=["A"]
+        )
+    )
     pipeline.add_node(Node(name="C", fn=lambda b: b, upstreams=["B"]))
     with pytest.raises(NodeExecutionError) as caught:
         pipeline.execute(ts=0)
@@ -88,8 +94,9 @@ def test_timeout_names_the_running_node_and_leaves_fn_untouched() -> None:
 def test_history_is_bucketed_per_interval_and_reruns_replace_the_bucket() -> None:
     counter = itertools.count(1)
     pipeline = Pipeline(name="hist")
-    pipeline.add_node(Node(name="counter", fn=lambda: next(counter),
-                           interval_settings={"1d": {"period": 10}}))
+    pipeline.add_node(
+        Node(name="counter", fn=lambda: next(counter), interval_settings={"1d": {"period": 10}})
+    )
     pipeline.execute(ts=5 * DAY + 10)
     pipeline.execute(ts=5 * DAY + 20)  # same bucket: replaced, not duplicated
     assert pipeline.get_history("counter") == [{"timestamp": 6.0 * DAY, "value": 2}]
@@ -101,19 +108,30 @@ def test_history_is_bucketed_per_interval_and_reruns_replace_the_bucket() -> Non
 def test_history_time_range_is_exclusive_start_inclusive_end() -> None:
     pipeline = Pipeline(name="range")
     values = iter(range(100))
-    pipeline.add_node(Node(name="n", fn=lambda: next(values), interval_settings={"1d": {"period": 30}}))
+    pipeline.add_node(
+        Node(name="n", fn=lambda: next(values), interval_settings={"1d": {"period": 30}})
+    )
     for day in range(5):
         pipeline.execute(ts=day * DAY)
-    stamps = [item["timestamp"] for item in pipeline.get_history("n", count=None,
-                                                                start_ts=1 * DAY, end_ts=3 * DAY)]
+    stamps = [
+        item["timestamp"]
+        for item in pipeline.get_history("n", count=None, start_ts=1 * DAY, end_ts=3 * DAY)
+    ]
     assert stamps == [3 * DAY, 2 * DAY]
 
 
 def test_max_history_per_interval() -> None:
     pipeline = Pipeline(name="trim")
-    pipeline.add_node(Node(name="src", fn=lambda: {"price": 1.5},
-                           interval_settings={"1d": {"period": 30, "max_history": 2},
-                                              "1h": {"period": 48, "max_history": 3}}))
+    pipeline.add_node(
+        Node(
+            name="src",
+            fn=lambda: {"price": 1.5},
+            interval_settings={
+                "1d": {"period": 30, "max_history": 2},
+                "1h": {"period": 48, "max_history": 3},
+            },
+        )
+    )
     for hour in range(50):
         pipeline.execute(ts=hour * 3600 * 12)
     assert len(pipeline.get_history("src", "1d", count=None)) == 2
@@ -124,8 +142,14 @@ def test_max_history_per_interval() -> None:
 def test_five_runs_source_keeps_all_processor_keeps_three() -> None:
     pipeline = Pipeline(name="runs")
     pipeline.add_node(Node(name="Source", fn=lambda: 42, interval_settings={"1d": {"period": 30}}))
-    pipeline.add_node(Node(name="Processor", fn=lambda s: s * 2, upstreams=["Source"],
-                           interval_settings={"1d": {"period": 30, "max_history": 3}}))
+    pipeline.add_node(
+        Node(
+            name="Processor",
+            fn=lambda s: s * 2,
+            upstreams=["Source"],
+            interval_settings={"1d": {"period": 30, "max_history": 3}},
+        )
+    )
     for day in range(5):
         assert pipeline.execute(ts=day * DAY) == {"Source": 42, "Processor": 84}
     assert len(pipeline.get_history("Source", count=100)) == 5
@@ -137,12 +161,22 @@ def test_five_runs_source_keeps_all_processor_keeps_three() -> None:
 
 def test_metadata_of_the_seed_example() -> None:
     pipeline = Pipeline(name="meta")
-    pipeline.add_node(Node(name="price_source", fn=lambda: {"price": 100.5}, interval_settings={
-        "1d": {"interval": "1d", "period": "7d", "max_history": 100},
-        "1h": {"interval": "1h", "period": "2d", "max_history": 50}}))
+    pipeline.add_node(
+        Node(
+            name="price_source",
+            fn=lambda: {"price": 100.5},
+            interval_settings={
+                "1d": {"interval": "1d", "period": "7d", "max_history": 100},
+                "1h": {"interval": "1h", "period": "2d", "max_history": 50},
+            },
+        )
+    )
     pipeline.execute(ts=0)
-    assert {k: v for k, v in pipeline.get_node_metadata("price_source", "1d").items()
-            if k in ("count", "max_items", "ttl")} == {"count": 1, "max_items": 100, "ttl": 604_800}
+    assert {
+        k: v
+        for k, v in pipeline.get_node_metadata("price_source", "1d").items()
+        if k in ("count", "max_items", "ttl")
+    } == {"count": 1, "max_items": 100, "ttl": 604_800}
     assert pipeline.get_node_metadata("price_source", "1h")["ttl"] == 48 * 3600
 
 
@@ -157,15 +191,26 @@ def test_unknown_node_in_history_is_a_value_error() -> None:
 
 def test_clear_history_scopes() -> None:
     pipeline = Pipeline(name="clear")
-    pipeline.add_node(Node(name="a", fn=lambda: 1, interval_settings={"1d": {"period": 2},
-                                                                        "1h": {"period": 2}}))
-    pipeline.add_node(Node(name="b", fn=lambda a: a, upstreams=["a"],
-                           interval_settings={"1d": {"period": 2}, "1h": {"period": 2}}))
+    pipeline.add_node(
+        Node(name="a", fn=lambda: 1, interval_settings={"1d": {"period": 2}, "1h": {"period": 2}})
+    )
+    pipeline.add_node(
+        Node(
+            name="b",
+            fn=lambda a: a,
+            upstreams=["a"],
+            interval_settings={"1d": {"period": 2}, "1h": {"period": 2}},
+        )
+    )
     pipeline.execute(ts=0)
     pipeline.clear_history("a", "1d")
-    assert pipeline.get_interval_data("a", "1d") == [] and pipeline.get_interval_data("a", "1h") == [1]
+    assert pipeline.get_interval_data("a", "1d") == [] and pipeline.get_interval_data(
+        "a", "1h"
+    ) == [1]
     pipeline.clear_history("a")
-    assert pipeline.get_interval_data("a", "1h") == [] and pipeline.get_interval_data("b", "1d") == [1]
+    assert pipeline.get_interval_data("a", "1h") == [] and pipeline.get_interval_data(
+        "b", "1d"
+    ) == [1]
     pipeline.clear_history()
     assert pipeline.get_interval_data("b", "1h") == []
 
@@ -233,7 +278,9 @@ def test_mock_engine_replaces_outputs_and_records_calls() -> None:
 def test_windowed_node_waits_for_a_full_window() -> None:
     prices = iter([1.0, 2.0, 3.0, 4.0])
     pipeline = Pipeline(name="window")
-    pipeline.add_node(Node(name="p", fn=lambda: next(prices), interval_settings={"1d": {"period": 5}}))
+    pipeline.add_node(
+        Node(name="p", fn=lambda: next(prices), interval_settings={"1d": {"period": 5}})
+    )
     pipeline.add_node(Node(name="ma", fn=lambda p: sum(p) / len(p), upstreams=["p"], window=3))
     pipeline.add_node(Node(name="sig", fn=lambda ma: ma > 1, upstreams=["ma"]))
     assert pipeline.execute(ts=0) == {"p": 1.0}

@@ -35,6 +35,4 @@ def qmtl_register_engines(registry: Registry) -> None:
 
 @hookimpl
 def qmtl_register_state_backends(registry: Registry) -> None:
-    registry.add(
-        "memory", _memory_state, NoOptions, description="In-process history (the default)"
-    )
+    registry.add("memory", _memory_state, NoOptions, description="In-process history (the default)")

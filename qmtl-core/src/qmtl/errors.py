@@ -63,8 +63,7 @@ class NodeExecutionError(QmtlError, RuntimeError):
     def __init__(self, node: str, cause: BaseException) -> None:
         self.node = node
         super().__init__(
-            f"An error occurred while executing node '{node}': "
-            f"{type(cause).__name__}: {cause}"
+            f"An error occurred while executing node '{node}': {type(cause).__name__}: {cause}"
         )
 
 

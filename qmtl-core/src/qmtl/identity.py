@@ -54,7 +54,9 @@ def stable_repr(value: Any, _depth: int = 0) -> str:
         local_values = stable_repr(dict(frame.f_locals), depth) if frame is not None else "done"
         return "generator:" + code_fingerprint(value.gi_code, depth) + ":" + local_values
     if isinstance(value, types.MethodType):
-        return stable_repr(value.__self__, depth) + "." + function_fingerprint(value.__func__, depth)
+        return (
+            stable_repr(value.__self__, depth) + "." + function_fingerprint(value.__func__, depth)
+        )
     if isinstance(value, types.BuiltinFunctionType | type | types.ModuleType):
         return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', value)}"
     return f"{type(value).__module__}.{type(value).__qualname__}:{_ADDRESS.sub('', repr(value))}"
@@ -84,7 +86,9 @@ def function_fingerprint(fn: Callable[..., Any], _depth: int = 0) -> str:
     code = getattr(fn, "__code__", None)
     if code is None:  # a callable object or builtin
         call = getattr(type(fn), "__call__", None)
-        inner = function_fingerprint(call, _depth + 1) if isinstance(call, types.FunctionType) else ""
+        inner = (
+            function_fingerprint(call, _depth + 1) if isinstance(call, types.FunctionType) else ""
+        )
         return stable_repr(fn, _depth + 1) + inner
     closure = getattr(fn, "__closure__", None) or ()
     captured = []

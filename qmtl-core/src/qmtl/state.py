@@ -158,14 +158,21 @@ class MemoryStateBackend:
                 raise StateBackendError(f"count must be >= 0, got {count} for {key.node_id}")
             low = max(low, high - count)
         return [
-            {"timestamp": stamps[i], "value": series.values[i]} for i in range(high - 1, low - 1, -1)
+            {"timestamp": stamps[i], "value": series.values[i]}
+            for i in range(high - 1, low - 1, -1)
         ]
 
     def metadata(self, key: SeriesKey) -> dict[str, Any]:
         series = self._live(key)
         if series is None:
-            return {"count": 0, "max_items": None, "ttl": None, "last_update": None,
-                    "oldest": None, "newest": None}
+            return {
+                "count": 0,
+                "max_items": None,
+                "ttl": None,
+                "last_update": None,
+                "oldest": None,
+                "newest": None,
+            }
         return {
             "count": len(series.timestamps),
             "max_items": series.max_items,

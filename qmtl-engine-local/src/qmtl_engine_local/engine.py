@@ -111,7 +111,11 @@ def _with_deadline(
     def work() -> None:
         try:
             outcome["results"] = execute_plan(
-                plan, _StopWrites(state, stopped), inputs=inputs, ts=ts, on_node=on_node,  # type: ignore[arg-type]
+                plan,
+                _StopWrites(state, stopped),
+                inputs=inputs,
+                ts=ts,
+                on_node=on_node,  # type: ignore[arg-type]
                 timings=timings,
             )
         except QmtlError as error:

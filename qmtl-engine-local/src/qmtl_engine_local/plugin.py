@@ -18,6 +18,4 @@ def _local_engine(options: Any) -> Any:
 def qmtl_register_engines(registry: Registry) -> None:
     from qmtl_engine_local.engine import LocalEngineSettings
 
-    registry.add(
-        "local", _local_engine, LocalEngineSettings, description="One process, no server"
-    )
+    registry.add("local", _local_engine, LocalEngineSettings, description="One process, no server")
