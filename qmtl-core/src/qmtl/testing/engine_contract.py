@@ -1,0 +1,246 @@
+"""The engine contract: every engine gives the local engine's streaming results (SPEC §5.2).
+
+Subclass :class:`EngineContract` in a test module; pytest collects the inherited tests::
+
+    from qmtl.testing.engine_contract import EngineContract
+
+    class TestMyEngine(EngineContract):
+        engine = "my-engine"            # a kind, an engine object, or a zero-argument factory
+        state = "memory"                # the same forms; default: a fresh MemoryStateBackend
+
+Or override the fixtures to use services (``redis_url`` / ``kafka_bootstrap`` come from
+``qmtl.testing.services``)::
+
+    class TestKafkaEngine(EngineContract):
+        @pytest.fixture
+        def contract_engine(self, kafka_bootstrap):
+            engine = KafkaEngine(bootstrap_servers=kafka_bootstrap)
+            yield engine
+            engine.close()
+
+        @pytest.fixture
+        def contract_state(self, redis_url):
+            return RedisStateBackend(url=redis_url)
+
+Every test runs a library case (:mod:`qmtl.testing.pipelines`) with
+``pipeline.run(on_output=..., engine=..., state=..., **run_options)`` and compares with the
+oracle: the same case run by :func:`qmtl.streaming.run_in_process` (the local engine's code)
+into a fresh :class:`~qmtl.state.MemoryStateBackend`. Compared: every series' outputs (in
+emission order, which must be bucket order), the final history of every series, and the run
+summary's per-node counts. The arrival-order property (hypothesis) feeds the sources' events
+interleaved at random with ``events=[(source, ts, value), ...]``: an engine must accept that
+option and consume events in that order. The contract deletes each case pipeline's data from the
+state backend before running it, so one backend may serve all tests. ``cases`` restricts the
+cases; ``max_examples`` sizes the property test; ``run_options`` are extra options for ``run``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from qmtl.errors import NodeExecutionError
+from qmtl.pipeline import Pipeline
+from qmtl.state import MemoryStateBackend, StateBackend
+from qmtl.streaming import OutputEvent, run_in_process
+from qmtl.testing.pipelines import CASES, FAIL_AT, Case, events_of
+
+Outputs = dict[tuple[str, str], list[tuple[float, Any]]]
+PASSING = [name for name, case in CASES.items() if case.fails is None]
+MULTI_SOURCE = ["multi_source_join", "windows", "query", "lateness", "diamond"]
+
+
+def collect(events: list[OutputEvent]) -> Outputs:
+    """Outputs per ``(node, interval)`` series, in emission order."""
+    series: Outputs = {}
+    for event in events:
+        series.setdefault((event.node, str(event.interval)), []).append(
+            (float(event.ts), event.value)
+        )
+    return series
+
+
+def history(pipeline: Pipeline, state: StateBackend) -> dict[tuple[str, str], list[Any]]:
+    """Every series' full stored history, newest first."""
+    result = {}
+    for node in pipeline.build().nodes:
+        for spec in node.series:
+            result[(node.name, spec.interval.value)] = [
+                (float(item["timestamp"]), item["value"]) for item in state.read(spec.key)
+            ]
+    return result
+
+
+def counts(summary: Any) -> dict[str, Any]:
+    """Per-node counts of a summary (what every engine must agree on)."""
+    data = summary.to_dict() if hasattr(summary, "to_dict") else dict(summary)
+    return {name: {k: v for k, v in node.items()} for name, node in data["nodes"].items()}
+
+
+class Oracle:
+    """The reference results of one case: the local engine's code on memory state."""
+
+    def __init__(self, case: Case, **options: Any) -> None:
+        pipeline = case.build()
+        self.state = MemoryStateBackend()
+        events: list[OutputEvent] = []
+        self.summary = run_in_process(
+            pipeline.build(), self.state, on_output=events.append, engine="oracle", **options
+        )
+        self.outputs = collect(events)
+        self.history = history(pipeline, self.state)
+
+
+_ORACLES: dict[str, Oracle] = {}
+
+
+def oracle(name: str) -> Oracle:
+    if name not in _ORACLES:
+        _ORACLES[name] = Oracle(CASES[name])
+    return _ORACLES[name]
+
+
+def _resolve(value: Any, state: bool = False) -> Any:
+    if isinstance(value, str) and state:
+        from qmtl.runtime import Resolver
+
+        return Resolver().state(value, {})
+    if isinstance(value, type) or (
+        callable(value) and not hasattr(value, "run") and not hasattr(value, "write")
+    ):
+        return value()
+    return value
+
+
+class EngineContract:
+    """Inherit and set ``engine`` (and ``state``), or override the two fixtures."""
+
+    engine: Any = None
+    state: Any = None
+    cases: tuple[str, ...] = tuple(CASES)
+    max_examples: int = 25
+    run_options: dict[str, Any] = {}  # noqa: RUF012 — read-only, overridden by subclasses
+
+    @pytest.fixture
+    def contract_engine(self) -> Any:
+        if self.engine is None:
+            pytest.fail(f"{type(self).__name__}: set engine = ... or override contract_engine")
+        return _resolve(self.engine)
+
+    @pytest.fixture
+    def contract_state(self) -> Iterator[Any]:
+        state = MemoryStateBackend() if self.state is None else _resolve(self.state, state=True)
+        yield state
+        state.close()
+
+    # -- helpers a subclass may override ---------------------------------------------------
+    def run_case(self, case: Case, engine: Any, state: Any, **options: Any
+                 ) -> tuple[Pipeline, Outputs, Any]:
+        """Run ``case`` on the engine under test from a clean slate."""
+        if case.name not in self.cases:
+            pytest.skip(f"case '{case.name}' is not in {type(self).__name__}.cases")
+        pipeline = case.build()
+        _clean(pipeline, state)
+        events: list[OutputEvent] = []
+        summary = pipeline.run(events.append, engine=engine, state=state,
+                               **{**self.run_options, **options})
+        return pipeline, collect(events), summary
+
+    # -- the contract ------------------------------------------------------------------------
+    @pytest.mark.parametrize("name", PASSING)
+    def test_outputs_match_the_oracle(self, name: str, contract_engine: Any,
+                                      contract_state: Any) -> None:
+        _pipeline, outputs, summary = self.run_case(CASES[name], contract_engine, contract_state)
+        expected = oracle(name)
+        assert sorted(outputs) == sorted(expected.outputs), "different series produced output"
+        for series, items in expected.outputs.items():
+            assert outputs[series] == items, f"outputs of {series} differ from the local engine"
+        assert counts(summary) == counts(expected.summary)
+
+    @pytest.mark.parametrize("name", PASSING)
+    def test_history_matches_the_oracle(self, name: str, contract_engine: Any,
+                                        contract_state: Any) -> None:
+        pipeline, _outputs, _summary = self.run_case(CASES[name], contract_engine,
+                                                     contract_state)
+        assert history(pipeline, contract_state) == oracle(name).history
+
+    @pytest.mark.parametrize("name", PASSING)
+    def test_each_series_is_emitted_in_bucket_order(self, name: str, contract_engine: Any,
+                                                    contract_state: Any) -> None:
+        _pipeline, outputs, _summary = self.run_case(CASES[name], contract_engine,
+                                                     contract_state)
+        assert outputs, "the case produced no output"
+        for series, items in outputs.items():
+            stamps = [ts for ts, _value in items]
+            assert stamps == sorted(set(stamps)), f"{series} is not in strict bucket order"
+
+    @pytest.mark.parametrize("name", ["multi_source_join", "windows", "lateness"])
+    def test_rerun_leaves_history_unchanged(self, name: str, contract_engine: Any,
+                                            contract_state: Any) -> None:
+        pipeline, _outputs, _summary = self.run_case(CASES[name], contract_engine,
+                                                     contract_state)
+        first = history(pipeline, contract_state)
+        again = CASES[name].build()
+        again.run(engine=contract_engine, state=contract_state, **self.run_options)
+        assert history(again, contract_state) == first
+
+    def test_failing_node_is_named_and_later_buckets_are_not_written(
+        self, contract_engine: Any, contract_state: Any
+    ) -> None:
+        case = CASES["failing"]
+        with pytest.raises(NodeExecutionError) as caught:
+            self.run_case(case, contract_engine, contract_state)
+        assert caught.value.node == case.fails
+        assert "explode" in str(caught.value)
+        written = history(case.build(), contract_state)[(case.fails or "", "1m")]
+        assert all(value < FAIL_AT * 10 for _ts, value in written)
+        assert len(written) <= FAIL_AT
+
+    @pytest.mark.parametrize("name", MULTI_SOURCE)
+    def test_arrival_order_across_sources_never_changes_outputs(
+        self, name: str, contract_engine: Any, contract_state: Any
+    ) -> None:
+        if name not in self.cases:
+            pytest.skip(f"case '{name}' is not in {type(self).__name__}.cases")
+        expected = oracle(name)
+        per_source = events_of(CASES[name].build())
+
+        @settings(max_examples=self.max_examples, deadline=None, derandomize=True,
+                  suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                         HealthCheck.too_slow])
+        @given(st.randoms(use_true_random=False))
+        def check(rng: random.Random) -> None:
+            arrival = interleave(per_source, rng)
+            _p, outputs, summary = self.run_case(
+                CASES[name], contract_engine, contract_state, events=arrival
+            )
+            assert outputs == expected.outputs
+            assert counts(summary) == counts(expected.summary)
+
+        check()
+
+
+def interleave(per_source: dict[str, list[tuple[float, Any]]], rng: random.Random
+               ) -> list[tuple[str, float, Any]]:
+    """A random arrival order across sources that keeps each source's own order."""
+    slots = [name for name, events in per_source.items() for _ in events]
+    rng.shuffle(slots)
+    positions = dict.fromkeys(per_source, 0)
+    arrival = []
+    for name in slots:
+        ts, value = per_source[name][positions[name]]
+        positions[name] += 1
+        arrival.append((name, ts, value))
+    return arrival
+
+
+def _clean(pipeline: Pipeline, state: Any) -> None:
+    state.delete(pipeline.name)
+
+
+__all__ = ["EngineContract", "Oracle", "collect", "counts", "history", "interleave"]
