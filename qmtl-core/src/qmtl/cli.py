@@ -144,6 +144,61 @@ def plugins(as_json: bool) -> None:
     Console(width=140).print(table)
 
 
+@cli.command()
+@click.argument("target")
+@click.option("--format", "fmt", default="mermaid", show_default=True,
+              type=click.Choice(["mermaid", "dot", "json", "svg", "png"]),
+              help="Mermaid/DOT/JSON text, or SVG/PNG drawn by Graphviz's dot")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+              help="Write to FILE instead of standard output (needed for png)")
+def graph(target: str, fmt: str, output: str | None) -> None:
+    """Draw the pipeline TARGET (module:attribute): nodes with tags and intervals, edges, and
+    query nodes with their matches."""
+    from qmtl.visualize import render
+
+    pipeline = load_object(target)
+    if fmt == "png" and output is None:
+        raise click.UsageError("--format png writes a binary image: pass --output FILE")
+    text = render(pipeline, format=fmt, path=output)
+    if output is None:
+        click.echo(text, nl=not text.endswith("\n"))
+    else:
+        click.echo(f"wrote {output}", err=True)
+
+
+@cli.command()
+@click.argument("target")
+@click.argument("node")
+@click.option("--interval", default="1d", show_default=True, help="Interval of the series")
+@click.option("--count", type=int, default=10, show_default=True, help="Newest items to show")
+@click.option("--start-ts", type=float, default=None, help="Only after this time (epoch s)")
+@click.option("--end-ts", type=float, default=None, help="Only up to this time (epoch s)")
+@click.option("--state", default=None, help="State backend kind (default: settings)")
+@click.option("--redis-url", default=None, help="Read the Redis state backend at this URL")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON")
+def history(target: str, node: str, interval: str, count: int, start_ts: float | None,
+            end_ts: float | None, state: str | None, redis_url: str | None,
+            as_json: bool) -> None:
+    """Print NODE's history (newest first) from the state backend the pipeline TARGET is
+    configured with (QMTL_STATE / qmtl.toml, or --state / --redis-url)."""
+    from datetime import UTC, datetime
+
+    pipeline = load_object(target)
+    items = pipeline.get_history(node, interval, count, start_ts, end_ts, state=state,
+                                 redis_uri=redis_url)
+    if as_json:
+        click.echo(json.dumps(_jsonable(items), indent=2))
+        return
+    if not items:
+        meta = pipeline.get_node_metadata(node, interval, state=state, redis_uri=redis_url)
+        click.echo(f"no history for node '{node}' at {interval} in state backend "
+                   f"'{meta['source']}' (pipeline '{pipeline.name}')")
+        return
+    for item in items:
+        when = datetime.fromtimestamp(item["timestamp"], UTC).isoformat().replace("+00:00", "Z")
+        click.echo(f"{when}  {json.dumps(_jsonable(item['value']))}")
+
+
 def build_cli() -> click.Group:
     """The root group with plugin commands added (``qmtl_register_commands``)."""
     from qmtl.plugins import create_plugin_manager, register_commands

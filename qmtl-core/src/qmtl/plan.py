@@ -408,9 +408,15 @@ def _check_interval_coverage(
 
 
 def _query_id(query: QueryNode, upstream_ids: Sequence[str]) -> str:
-    """Content id of a query node: its matches' ids, ``fn`` and its own selectors."""
+    """Content id of a query node: its criteria, its matches' ids, ``fn`` and its own selectors.
+
+    The criteria are included so two queries that happen to match the same nodes today keep
+    separate series.
+    """
     return content_id(
         "query",
+        stable_repr([query.query_tags, query.match_mode,
+                     query.interval.value if query.interval else None, query.period]),
         ",".join(upstream_ids),
         function_fingerprint(query.fn) if query.fn else "",
         stable_repr([s.model_dump(mode="json") for s in query.result_selectors]),
