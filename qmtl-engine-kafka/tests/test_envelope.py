@@ -154,3 +154,22 @@ def test_any_json_object_decodes_or_raises_an_envelope_error(fields: dict) -> No
     assert decode(encode(envelope)) == envelope or (
         isinstance(envelope.value, float) and math.isnan(envelope.value)
     )
+
+
+@given(_fields)
+@settings(max_examples=600, deadline=None)
+def test_the_fast_path_accepts_exactly_what_the_full_validator_accepts(fields: dict) -> None:
+    from qmtl_engine_kafka.envelope import _validated, from_object
+
+    try:
+        expected: object = _validated(fields)
+    except EnvelopeError as error:
+        expected = type(error)
+    try:
+        got: object = from_object(fields)
+    except EnvelopeError as error:
+        got = type(error)
+    if isinstance(expected, Envelope) and isinstance(got, Envelope):
+        assert got == expected or (math.isnan(got.value) and math.isnan(expected.value))
+    else:
+        assert got == expected

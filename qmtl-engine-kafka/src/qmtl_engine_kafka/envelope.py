@@ -169,8 +169,43 @@ def _text(obj: dict[str, Any], field: str, *, required: bool) -> str | None:
     return value
 
 
+_NUMBER = (int, float)
+_new_envelope = tuple.__new__
+
+
 def from_object(obj: Any) -> Envelope:
-    """Validate parsed JSON as an envelope (see the module docstring for the fields)."""
+    """Validate parsed JSON as an envelope (see the module docstring for the fields).
+
+    The common case is checked inline (this runs once per message on a worker's hot path);
+    anything unusual goes through :func:`_validated`, which explains what is wrong.
+    """
+    if type(obj) is dict:
+        get = obj.get
+        v, pipeline, node, ts = get("v"), get("pipeline"), get("node"), get("ts")
+        node_id, interval, bucket = get("node_id", ""), get("interval"), get("bucket")
+        watermark, kind, origin = get("watermark"), get("kind", "event"), get("origin")
+        if (
+            v == 1 and type(v) is int
+            and type(pipeline) is str and pipeline
+            and type(node) is str and node
+            and type(ts) in _NUMBER and ts - ts == 0  # finite: inf - inf and nan are not 0
+            and type(node_id) is str
+            and (interval is None or type(interval) is str)
+            and (bucket is None or type(bucket) is int)
+            and (watermark is None or (type(watermark) in _NUMBER and watermark - watermark == 0))
+            and kind in _KINDS
+            and (origin is None or type(origin) is str)
+            and "nf" not in obj
+        ):
+            return _new_envelope(  # type: ignore[no-any-return]
+                Envelope,
+                (pipeline, node, ts, get("value"), node_id, interval, bucket, watermark, kind,
+                 origin, v),
+            )
+    return _validated(obj)
+
+
+def _validated(obj: Any) -> Envelope:
     if type(obj) is not dict:
         raise MalformedEnvelopeError(
             f"The message is JSON {type(obj).__name__}, not an envelope object"

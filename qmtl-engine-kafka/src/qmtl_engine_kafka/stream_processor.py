@@ -168,7 +168,9 @@ class StreamProcessor:
         if errors:
             raise PublishError(
                 f"Kafka at {self.settings.bootstrap_servers} did not accept "
-                f"{len(errors)} message(s): {'; '.join(errors[:5])}"
+                f"{len(errors)} message(s): {'; '.join(errors[:5])}; check that the topic "
+                "exists (QMTL creates its topics with TopicManager and never relies on "
+                "auto-creation) and that the broker is up"
             )
 
     def _produce(
