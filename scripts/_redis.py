@@ -46,11 +46,12 @@ def find_binary() -> str:
 
 
 def ping(port: int, timeout: float = 1.0) -> bool:
-    """True when a Redis on 127.0.0.1:``port`` answers ``PING`` with ``+PONG``."""
+    """True when a Redis on 127.0.0.1:``port`` answers ``PING`` (``+PONG``, or ``-NOAUTH``
+    from a server that requires a password: it is up either way)."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
             sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
+            return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
     except OSError:
         return False
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator
 
 from qmtl.models import QmtlModel
 
@@ -14,8 +14,11 @@ class RedisStateSettings(QmtlModel):
     """How to reach Redis. ``QMTL_REDIS__URL`` / ``redis_uri=`` fill :attr:`url`.
 
     Passwords and TLS go through the URL (``rediss://:secret@host:6380/0``) or through
-    :attr:`password` / the ``ssl_*`` fields; they never appear in logs or error messages.
+    :attr:`password` / the ``ssl_*`` fields; they never appear in logs or error messages
+    (``repr`` masks the URL's password, validation errors omit the input).
     """
+
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     url: str = Field(
         default="redis://localhost:6379/0",
@@ -52,6 +55,10 @@ class RedisStateSettings(QmtlModel):
                 f"URL {mask_url(url)!r} must start with redis://, rediss:// (TLS) or unix://"
             )
         return url
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, mask_url(value) if name == "url" else value
 
 
 def mask_url(url: str) -> str:
