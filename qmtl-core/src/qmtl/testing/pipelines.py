@@ -38,7 +38,7 @@ def _prices(count: int, step: float, start: float, seed: int, offset: float = 0.
     return events
 
 
-def _minute(name: str, period: int = 30, max_history: int = 1000) -> dict[str, Any]:
+def _minute(period: int = 30, max_history: int = 1000) -> dict[str, Any]:
     return {"1m": {"interval": "1m", "period": period, "max_history": max_history}}
 
 
@@ -53,54 +53,54 @@ def double(x: float) -> float:
 def chain() -> Pipeline:
     """src -> plus_one -> double -> label (strings)."""
     p = Pipeline("contract-chain")
-    p.add_node(SourceNode("src", source=_prices(200, 13, 100.0, 1), interval_settings=_minute("src")))
-    p.add_node(Node("plus_one", fn=plus_one, upstreams=["src"], interval_settings=_minute("a")))
-    p.add_node(Node("double", fn=double, upstreams=["plus_one"], interval_settings=_minute("b")))
+    p.add_node(SourceNode("src", source=_prices(200, 13, 100.0, 1), interval_settings=_minute()))
+    p.add_node(Node("plus_one", fn=plus_one, upstreams=["src"], interval_settings=_minute()))
+    p.add_node(Node("double", fn=double, upstreams=["plus_one"], interval_settings=_minute()))
     p.add_node(Node("label", fn=lambda double: f"v={double:.2f}", upstreams=["double"],
-                    interval_settings=_minute("c")))
+                    interval_settings=_minute()))
     return p
 
 
 def diamond() -> Pipeline:
     """A -> B, C -> D(B, C) -> E(D, A)."""
     p = Pipeline("contract-diamond")
-    p.add_node(SourceNode("A", source=_prices(150, 20, 50.0, 2), interval_settings=_minute("A")))
-    p.add_node(Node("B", fn=lambda A: A / 2, upstreams=["A"], interval_settings=_minute("B")))
-    p.add_node(Node("C", fn=lambda A: A * 3, upstreams=["A"], interval_settings=_minute("C")))
+    p.add_node(SourceNode("A", source=_prices(150, 20, 50.0, 2), interval_settings=_minute()))
+    p.add_node(Node("B", fn=lambda A: A / 2, upstreams=["A"], interval_settings=_minute()))
+    p.add_node(Node("C", fn=lambda A: A * 3, upstreams=["A"], interval_settings=_minute()))
     p.add_node(Node("D", fn=lambda B, C: round(B * C, 4), upstreams=["B", "C"],
-                    interval_settings=_minute("D")))
+                    interval_settings=_minute()))
     p.add_node(Node("E", fn=lambda D, A: {"d": D, "a": A}, upstreams=["D", "A"],
-                    interval_settings=_minute("E")))
+                    interval_settings=_minute()))
     return p
 
 
 def multi_source_join() -> Pipeline:
     """Three sources at their own paces; an as-of join; a sparse source that starts late."""
     p = Pipeline("contract-join")
-    p.add_node(SourceNode("fast", source=_prices(300, 7, 10.0, 3), interval_settings=_minute("f")))
+    p.add_node(SourceNode("fast", source=_prices(300, 7, 10.0, 3), interval_settings=_minute()))
     p.add_node(SourceNode("slow", source=_prices(50, 45, 20.0, 4, offset=30),
-                          interval_settings=_minute("s")))
+                          interval_settings=_minute()))
     p.add_node(SourceNode("sparse", source=_prices(6, 300, 30.0, 5, offset=400),
-                          interval_settings=_minute("p")))
+                          interval_settings=_minute()))
     p.add_node(Node("spread", fn=lambda fast, slow: round(slow - fast, 4),
-                    upstreams=["fast", "slow"], interval_settings=_minute("j")))
+                    upstreams=["fast", "slow"], interval_settings=_minute()))
     p.add_node(Node("basket", fn=lambda fast, slow, sparse: [fast, slow, sparse],
-                    upstreams=["fast", "slow", "sparse"], interval_settings=_minute("k")))
+                    upstreams=["fast", "slow", "sparse"], interval_settings=_minute()))
     return p
 
 
 def windows() -> Pipeline:
     """window=3 mean, window=True (the period, 4), a two-upstream window."""
     p = Pipeline("contract-windows")
-    p.add_node(SourceNode("px", source=_prices(120, 25, 70.0, 6), interval_settings=_minute("x")))
+    p.add_node(SourceNode("px", source=_prices(120, 25, 70.0, 6), interval_settings=_minute()))
     p.add_node(SourceNode("vol", source=[(BASE + 90 * i + 5, float(i % 7)) for i in range(30)],
-                          interval_settings=_minute("v")))
+                          interval_settings=_minute()))
     p.add_node(Node("mean3", fn=lambda px: round(sum(px) / 3, 6), upstreams=["px"], window=3,
-                    interval_settings=_minute("m")))
+                    interval_settings=_minute()))
     p.add_node(Node("lastn", fn=lambda px: px, upstreams=["px"], window=True,
                     interval_settings={"1m": {"interval": "1m", "period": 4}}))
     p.add_node(Node("both", fn=lambda px, vol: [px, vol], upstreams=["px", "vol"], window=2,
-                    interval_settings=_minute("w")))
+                    interval_settings=_minute()))
     return p
 
 
@@ -123,12 +123,12 @@ def query() -> Pipeline:
     for i, name in enumerate(["btc", "eth", "sol"]):
         p.add_node(SourceNode(name, source=_prices(60 + 20 * i, 23 + 11 * i, 100.0 * (i + 1),
                                                    10 + i, offset=3 * i),
-                              tags=["price"], interval_settings=_minute(name)))
+                              tags=["price"], interval_settings=_minute()))
     p.add_node(SourceNode("noise", source=_prices(40, 31, 1.0, 20), tags=["other"],
-                          interval_settings=_minute("n")))
+                          interval_settings=_minute()))
     p.add_query_node(QueryNode("prices", tags=["price"]))
     p.add_node(Node("best", fn=lambda prices: max(prices, key=prices.__getitem__),
-                    upstreams=["prices"], interval_settings=_minute("q")))
+                    upstreams=["prices"], interval_settings=_minute()))
     return p
 
 
@@ -147,10 +147,10 @@ def lateness() -> Pipeline:
     """Sources with out-of-order events: one with allowed_lateness=30 s, one with none."""
     p = Pipeline("contract-lateness")
     p.add_node(SourceNode("lenient", source=_jittered(160, 8), allowed_lateness=30,
-                          interval_settings=_minute("l")))
-    p.add_node(SourceNode("strict", source=_jittered(160, 9), interval_settings=_minute("s")))
+                          interval_settings=_minute()))
+    p.add_node(SourceNode("strict", source=_jittered(160, 9), interval_settings=_minute()))
     p.add_node(Node("diff", fn=lambda lenient, strict: round(lenient - strict, 4),
-                    upstreams=["lenient", "strict"], interval_settings=_minute("d")))
+                    upstreams=["lenient", "strict"], interval_settings=_minute()))
     return p
 
 
@@ -168,8 +168,8 @@ def failing() -> Pipeline:
     """``explode`` raises at the bucket whose counter reaches :data:`FAIL_AT`."""
     p = Pipeline("contract-failing")
     p.add_node(SourceNode("counter", source=[(BASE + 60 * i + 1, float(i)) for i in range(20)],
-                          interval_settings=_minute("c")))
-    p.add_node(Node("explode", fn=explode, upstreams=["counter"], interval_settings=_minute("e")))
+                          interval_settings=_minute()))
+    p.add_node(Node("explode", fn=explode, upstreams=["counter"], interval_settings=_minute()))
     return p
 
 

@@ -1,0 +1,152 @@
+"""Sources feeding streaming runs, the notebook iterator, the mock engine and the CLI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from qmtl import Node, Pipeline, SourceNode
+from qmtl.errors import SourceError
+from qmtl.mock import MockExecutionEngine
+from qmtl.sources import FileSourceProcessor, source_events
+from qmtl.state import MemoryStateBackend
+from qmtl.streaming import OutputEvent
+
+MINUTE = {"1m": {"interval": "1m", "period": 10}}
+
+
+def one_source(source: object, **kwargs: object) -> Pipeline:
+    p = Pipeline("src", default_intervals=MINUTE)
+    p.add_node(SourceNode("px", source=source, **kwargs))
+    p.add_node(Node("x10", fn=lambda px: px * 10, upstreams=["px"]))
+    return p
+
+
+def bars(pipeline: Pipeline, node: str = "x10", **options: object) -> list[tuple[float, object]]:
+    events: list[OutputEvent] = []
+    pipeline.run(events.append, engine="local", state=MemoryStateBackend(), **options)
+    return [(e.ts, e.value) for e in events if e.node == node]
+
+
+def test_csv_file_source_with_epoch_and_iso_timestamps(tmp_path: Path) -> None:
+    path = tmp_path / "ticks.csv"
+    path.write_text(
+        "timestamp,price,symbol\n"
+        "1970-01-01T00:00:10Z,1.5,A\n"
+        "50,2.5,A\n"
+        "1970-01-01T00:01:05,4,A\n"
+    )
+    assert bars(one_source(FileSourceProcessor(path, value_column="price"))) == [
+        (60.0, 25.0), (120.0, 40)
+    ]
+    rows = list(FileSourceProcessor(path).events())
+    assert rows[0] == (10.0, {"price": 1.5, "symbol": "A"})
+
+
+def test_csv_errors_name_the_file_line_and_fix(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("timestamp,price\n10,1\nyesterday,2\n")
+    with pytest.raises(SourceError, match=r"bad.csv line 3: cannot read timestamp 'yesterday'"):
+        list(FileSourceProcessor(path).events())
+    with pytest.raises(SourceError, match="has no column 'close'"):
+        list(FileSourceProcessor(path, value_column="close").events())
+    with pytest.raises(SourceError, match="cannot open CSV source"):
+        list(FileSourceProcessor(tmp_path / "missing.csv").events())
+
+
+def test_a_callable_returning_a_generator_restarts_on_every_run() -> None:
+    def ticks() -> Iterator[tuple[float, float]]:
+        yield from [(5, 1.0), (65, 2.0)]
+
+    pipeline = one_source(ticks)
+    assert bars(pipeline) == [(60.0, 10.0), (120.0, 20.0)]
+    assert bars(pipeline) == [(60.0, 10.0), (120.0, 20.0)]
+
+
+def test_plain_values_are_stamped_when_read_and_datetimes_converted() -> None:
+    stamps = iter([30.0, 90.0, 95.0])
+    assert list(source_events([7, 8, 9], "px", clock=lambda: next(stamps))) == [
+        (30.0, 7), (90.0, 8), (95.0, 9)
+    ]
+    moment = datetime(2024, 1, 1, 0, 0, 30, tzinfo=UTC)
+    naive = datetime(2024, 1, 1, 0, 1, 30)
+    events = list(source_events([(moment, 1), (naive, 2)], "px"))
+    assert events == [(moment.timestamp(), 1), (moment.timestamp() + 60, 2)]
+    with pytest.raises(SourceError, match="source 'px': event time nan"):
+        list(source_events([(float("nan"), 1)], "px"))
+
+
+def test_a_user_defined_source_processor() -> None:
+    class Ticks:
+        def events(self) -> list[tuple[float, float]]:
+            return [(0, 3.0), (61, 4.0)]
+
+    assert bars(one_source(Ticks())) == [(60.0, 30.0), (120.0, 40.0)]
+
+
+def test_sources_with_their_own_pace_are_merged_in_event_time() -> None:
+    p = Pipeline("paces", default_intervals=MINUTE)
+    p.add_node(SourceNode("fast", source=[(i * 10, float(i)) for i in range(30)]))
+    p.add_node(SourceNode("slow", source=[(i * 100, float(i)) for i in range(3)]))
+    p.add_node(Node("pair", fn=lambda fast, slow: [fast, slow], upstreams=["fast", "slow"]))
+    got = bars(p, "pair")
+    assert got[:3] == [(60.0, [5.0, 0.0]), (120.0, [11.0, 1.0]), (180.0, [17.0, 1.0])]
+    assert got[-1] == (300.0, [29.0, 2.0])  # slow ended at 200: its last price carries
+
+
+def test_sources_option_replaces_declared_input() -> None:
+    assert bars(one_source([(0, 1.0)]), sources={"px": [(0, 9.0)]}) == [(60.0, 90.0)]
+    with pytest.raises(SourceError, match="not sources of pipeline"):
+        bars(one_source([(0, 1.0)]), sources={"nope": []})
+
+
+def test_the_iterator_form_yields_bars_and_then_the_summary() -> None:
+    stream = one_source([(0, 1.0), (61, 2.0), (130, 3.0)]).stream(engine="local")
+    got = [(e.node, e.ts, e.value) for e in stream]
+    assert got[:2] == [("px", 60.0, 1.0), ("x10", 60.0, 10.0)]
+    assert len(got) == 6
+    assert stream.summary.buckets_out == 6
+
+
+def test_the_iterator_can_stop_early() -> None:
+    stream = one_source([(i * 60, float(i)) for i in range(10_000)]).stream(engine="local")
+    first = next(stream)
+    stream.close()
+    assert first.value == 0.0
+    with pytest.raises(StopIteration):
+        next(stream)
+
+
+def test_mock_engine_streams_with_mocks_and_records_calls() -> None:
+    engine = MockExecutionEngine(mocks={"x10": lambda px: -px, "px": 2.0})
+    events: list[OutputEvent] = []
+    one_source([(0, 1.0), (70, 5.0)]).run(events.append, engine=engine, state="memory")
+    assert [(e.node, e.value) for e in events] == [
+        ("px", 2.0), ("x10", -2.0), ("px", 2.0), ("x10", -2.0)
+    ]
+    assert engine.calls["x10"] == [{"px": 2.0}, {"px": 2.0}]
+
+
+def test_cli_run_stream_prints_the_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    (tmp_path / "strategy_stream.py").write_text(
+        "from qmtl import Node, Pipeline, SourceNode\n"
+        "pipeline = Pipeline('cli', default_intervals={'1m': {'interval': '1m', 'period': 2}})\n"
+        "pipeline.add_node(SourceNode('px', source=[(0, 1.0), (30, 2.0), (90, 3.0), (95, 1.0)]))\n"
+        "pipeline.add_node(Node('x', fn=lambda px: px * 2, upstreams=['px']))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from qmtl.cli import cli
+
+    result = CliRunner().invoke(cli, ["run", "strategy_stream:pipeline", "--stream", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["events_in"] == 4
+    assert data["buckets_out"] == 4
+    assert data["nodes"]["x"]["buckets_out"] == {"1m": 2}
