@@ -354,11 +354,14 @@ class RedisStateBackend:
                 "redis_uri=)"
             ) from error
         client = redis.Redis(connection_pool=pool)
-        try:
-            client.ping()
-        except redis.RedisError as error:
-            pool.disconnect()
-            raise self._error("connecting", error) from error
+        if not settings.health_check_interval:
+            # With health checks on, redis-py pings before a connection's first command
+            # anyway; either way the first use pings exactly once.
+            try:
+                client.ping()
+            except redis.RedisError as error:
+                pool.disconnect()
+                raise self._error("connecting", error) from error
         log.debug("qmtl.state.redis.connected", url=self.url)
         return client
 
