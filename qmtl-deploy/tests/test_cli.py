@@ -194,3 +194,19 @@ def test_deploy_targets_are_registered_through_the_plugin_hook(make_project) -> 
     project = make_project({"requirements.txt": "qmtl-core\n"})
     written = registry.get("dockerfile").create({"worker": "m:p"}).write(project)
     assert 'CMD ["qmtl", "worker", "m:p"]' in Path(written).read_text()
+
+
+def test_loading_the_plugin_imports_nothing_else_and_exports_resolve() -> None:
+    import subprocess
+
+    code = (
+        "import sys, qmtl_deploy.plugin\n"
+        "print(sorted(m for m in sys.modules if m.startswith('qmtl_deploy')))\n"
+        "import qmtl_deploy\n"
+        "missing = [n for n in qmtl_deploy.__all__ if getattr(qmtl_deploy, n, None) is None]\n"
+        "print(missing)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded, missing = out.stdout.splitlines()
+    assert loaded == "['qmtl_deploy', 'qmtl_deploy.plugin']"
+    assert missing == "[]"

@@ -130,3 +130,17 @@ def test_build_without_dockerfile_says_how_to_make_one(fake_docker, make_project
     project = make_project({"requirements.txt": "x\n"}, name="bare")
     with pytest.raises(DeployError, match="write_dockerfile"):
         container.build_docker_image(project, "my-strategy:latest")
+
+
+def test_a_failing_output_handler_stops_docker(fake_docker, project, tmp_path, monkeypatch) -> None:
+    import time
+
+    monkeypatch.setenv("FAKE_DOCKER_GO", str(tmp_path / "never"))  # docker would wait 10 s
+
+    def broken(line: str) -> None:
+        raise RuntimeError("disk full")
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="disk full"):
+        container.build_docker_image(project, "my-strategy:latest", output=broken)
+    assert time.monotonic() - started < 5  # the child was killed, not waited for
