@@ -332,3 +332,12 @@ def test_schema_validation_rejects_what_kubernetes_would(assert_valid_manifest) 
     data["spec"]["template"]["spec"]["containers"][0]["runAsNonRoot"] = True  # wrong level
     with pytest.raises(ValidationError):
         assert_valid_manifest(data)
+
+
+def test_env_from_secret_names_are_checked(assert_valid_manifest) -> None:
+    job = K8sJobGenerator.generate_job("p", IMAGE, env_from_secrets=["kafka.sasl-creds"])
+    assert assert_valid_manifest(job)["spec"]["template"]["spec"]["containers"][0]["envFrom"] == [
+        {"secretRef": {"name": "kafka.sasl-creds"}}
+    ]
+    with pytest.raises(DeployError, match="kubectl get secrets"):
+        K8sJobGenerator.generate_job("p", IMAGE, env_from_secrets=["Kafka_Creds"])

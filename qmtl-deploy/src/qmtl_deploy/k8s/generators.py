@@ -166,6 +166,15 @@ def _environment(
     return env or None
 
 
+def _secret_name(name: str) -> str:
+    if len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
+        raise DeployError(
+            f"Secret name {name!r} is not a valid Kubernetes name (lower-case letters, digits, "
+            "'-' and '.'); use the name shown by `kubectl get secrets`"
+        )
+    return name
+
+
 def _resources(resources: ResourcesArg) -> ResourceRequirements:
     if resources is None:
         return DEFAULT_RESOURCES
@@ -215,7 +224,7 @@ def _build_pod(
     if run_as_user < 1:
         raise DeployError(f"run_as_user={run_as_user} is root; pass a non-zero uid such as 10001")
     env_from = [
-        EnvFromSource(secret_ref=SecretEnvSource(name=check_dns1123_label(name, "Secret")))
+        EnvFromSource(secret_ref=SecretEnvSource(name=_secret_name(name)))
         for name in env_from_secrets or ()
     ]
     container = Container(
