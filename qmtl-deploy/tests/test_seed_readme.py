@@ -1,7 +1,7 @@
 """The seed README's container and K8s examples run as written.
 
-The code blocks are read from the seed document itself (``shared/seed/qmtl-sdk-README.ko.md``
-next to the repository), so the test follows the document rather than a copy of it. The
+The code blocks are read from the seed document kept in the repository
+(``docs/seed-README.ko.md``, a verbatim copy of ``shared/seed/qmtl-sdk-README.ko.md``). The
 container example runs in a fresh project directory against the stand-in ``docker``.
 """
 
@@ -14,17 +14,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-SEED_README = "qmtl-sdk-README.ko.md"
+SEED_README = "seed-README.ko.md"
 CONTAINER_SECTION = "## 컨테이너 빌드 유틸리티 사용법"
 K8S_SECTION = "## K8s Job 템플릿 자동 생성 예시"
 
 
 def seed_readme() -> Path:
     for parent in Path(__file__).resolve().parents:
-        candidate = parent / "shared" / "seed" / SEED_README
+        candidate = parent / "docs" / SEED_README
         if candidate.is_file():
             return candidate
-    message = f"seed document shared/seed/{SEED_README} not found next to the repository"
+    message = f"seed document docs/{SEED_README} not found in the repository"
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
