@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import fcntl
 import os
 import shutil
@@ -27,6 +28,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -41,6 +43,7 @@ SLF4J_VERSION = "1.7.36"
 _FETCH_TIMEOUT = 900.0
 _STOP_GRACE = 20.0
 _LOG_TAIL_LINES = 60
+_PR_SET_PDEATHSIG = 1
 
 
 class KafkaStartError(RuntimeError):
@@ -257,8 +260,9 @@ def start(workdir: Path, *, version: str | None = None, timeout: float | None = 
     jvm = _jvm_command(libs, heap)
 
     # The formatter runs for a second or two: C1 only starts it faster.
+    formatter = [jvm[0], "-XX:TieredStopAtLevel=1", *jvm[1:], "kafka.tools.StorageTool"]
     formatted = subprocess.run(
-        [*jvm[:1], "-XX:TieredStopAtLevel=1", *jvm[1:], "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(properties)],
+        [*formatter, "format", "-t", _cluster_id(), "-c", str(properties)],
         capture_output=True, text=True, timeout=120, check=False,
     )
     if formatted.returncode != 0:
@@ -271,7 +275,7 @@ def start(workdir: Path, *, version: str | None = None, timeout: float | None = 
         process = subprocess.Popen(
             [*jvm, "kafka.Kafka", str(properties)],
             stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_parent,
         )
     bootstrap = f"127.0.0.1:{port}"
     service = Service(
@@ -304,6 +308,14 @@ def start(workdir: Path, *, version: str | None = None, timeout: float | None = 
         time.sleep(0.25)
     service.started_in = time.monotonic() - began
     return service
+
+
+def _die_with_parent() -> None:
+    """In the child: on Linux, get SIGTERM when the starting process dies, even by SIGKILL,
+    so a killed test run never leaves a broker behind."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _terminate(process: subprocess.Popen[bytes], grace: float) -> None:
@@ -404,8 +416,7 @@ def probe_metadata(host: str, port: int, timeout: float = 2.0) -> list[tuple[int
     return brokers
 
 
-if __name__ == "__main__":  # manual check: python scripts/_kafka.py
-    import sys
+if __name__ == "__main__":  # manual check: python scripts/_kafka.py [CMD ...]
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="qmtl-kafka-") as tmp:

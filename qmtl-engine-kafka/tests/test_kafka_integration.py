@@ -196,3 +196,18 @@ def test_publishing_to_a_missing_topic_raises_within_the_delivery_timeout(
     with StreamProcessor(settings) as sp, pytest.raises(Exception, match=f"missing-{unique}"):
         sp.publish(f"missing-{unique}", {"x": 1})
     assert time.monotonic() - began < 10
+
+
+def test_stop_ends_a_running_loop_promptly(
+    kafka_settings: KafkaEngineSettings, unique: str
+) -> None:
+    pipeline = f"stop-{unique}"
+    topic = output_topic(pipeline, "sma")
+    TopicManager(kafka_settings).create_topic(topic)
+    with StreamProcessor(kafka_settings, pipeline=pipeline) as sp:
+        sp.publish(topic, encode(Envelope(pipeline=pipeline, node="sma", ts=60.0, value=1)))
+        sp.on("sma", lambda event: sp.stop())
+        began = time.monotonic()
+        handled = sp.run(timeout=60)
+    assert handled == 1
+    assert time.monotonic() - began < 15

@@ -354,8 +354,13 @@ class StreamProcessor:
 
     def _resubscribe(self) -> None:
         topics = list(dict.fromkeys([*self._topics, *self._triggers]))
-        if topics:
+        if not topics:
+            return
+        try:
             self._ensure_consumer().subscribe(topics)
+        except self._kafka.KafkaException as e:
+            raise EngineError(f"Subscribing group '{self.group_id}' to {topics} failed: "
+                              f"{e.args[0]}") from e
 
     def _pipeline(self, pipeline: str | None) -> str:
         name = pipeline or self.pipeline
@@ -367,13 +372,16 @@ class StreamProcessor:
     # ------------------------------------------------------------------------------ closing
 
     def close(self) -> None:
-        """Flush what was produced, commit handled offsets, and close both clients."""
+        """Flush what was produced, commit handled offsets, and close both clients.
+
+        Raises PublishError (after closing) when produced messages were not acknowledged.
+        """
         if self._closed:
             return
         self._closed = True
         self._stop.set()
         try:
-            self._producer.flush(self.settings.delivery_timeout_s)
+            self.flush()
         finally:
             if self._consumer is not None:
                 self._consumer.close()
