@@ -51,12 +51,25 @@ def load_object(target: str) -> Any:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         raise click.BadParameter(f"cannot import module '{module_name}': {error}") from error
+    except Exception as error:  # the user's module failed while importing
+        raise click.ClickException(
+            f"importing module '{module_name}' failed: {type(error).__name__}: {error}; run "
+            f'python -c "import {module_name}" to see the traceback'
+        ) from error
     try:
         obj = getattr(module, attribute)
     except AttributeError:
         raise click.BadParameter(f"module '{module_name}' has no attribute '{attribute}'") from None
     if not isinstance(obj, Pipeline) and callable(obj):
-        obj = obj()
+        try:
+            obj = obj()
+        except QmtlError:
+            raise
+        except Exception as error:  # the user's factory failed
+            raise click.ClickException(
+                f"{target}: calling {attribute}() to build the pipeline failed: "
+                f"{type(error).__name__}: {error}"
+            ) from error
     if not isinstance(obj, Pipeline):
         raise click.BadParameter(f"{target} is {type(obj).__name__}, not a qmtl Pipeline")
     return obj

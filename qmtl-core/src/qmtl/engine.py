@@ -8,11 +8,13 @@ event-time rules of :mod:`qmtl.streaming`.
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from qmtl.errors import MissingInputError, NodeExecutionError, QmtlError
+from qmtl.errors import ConfigurationError, MissingInputError, NodeExecutionError, QmtlError
 
 if TYPE_CHECKING:
     from qmtl.plan import ExecutionPlan, PlanNode
@@ -146,6 +148,22 @@ def check_inputs(plan: ExecutionPlan, inputs: Mapping[str, Any] | None) -> None:
             raise MissingInputError(
                 f"inputs name '{name}', which is not a node of pipeline '{plan.pipeline}'; "
                 f"nodes are {sorted(plan.by_name)}"
+            )
+
+
+def check_run_options(plan: ExecutionPlan, ts: Any, timeout: Any) -> None:
+    """Reject a ``ts`` that is not finite epoch seconds and a ``timeout`` that is not > 0."""
+    for option, value, wanted in (
+        ("ts", ts, "finite epoch seconds (a number such as 1700000000)"),
+        ("timeout", timeout, "a positive number of seconds"),
+    ):
+        if value is None:
+            continue
+        number = not isinstance(value, bool) and isinstance(value, numbers.Real)
+        if not number or not math.isfinite(value) or (option == "timeout" and value <= 0):
+            raise ConfigurationError(
+                f"Run of pipeline '{plan.pipeline}': {option}={value!r} is not usable; "
+                f"pass {wanted}"
             )
 
 

@@ -14,7 +14,13 @@ import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
-from qmtl.errors import MissingInputError, PipelineValidationError, UnbindableFunctionError
+from qmtl.errors import (
+    IntervalError,
+    MissingInputError,
+    ModelValidationError,
+    PipelineValidationError,
+    UnbindableFunctionError,
+)
 from qmtl.identity import content_id, function_fingerprint, stable_repr
 from qmtl.models import (
     IntervalEnum,
@@ -40,13 +46,23 @@ def _stream_settings(
         raise PipelineValidationError(
             f"Node '{node}' got both stream_settings and interval_settings; pass only one"
         )
-    if interval_settings is not None:
-        return NodeStreamSettings(intervals=dict(interval_settings))
-    if stream_settings is None or isinstance(stream_settings, NodeStreamSettings):
-        return stream_settings
-    if "intervals" in stream_settings:
-        return NodeStreamSettings.model_validate(dict(stream_settings))
-    return NodeStreamSettings(intervals=dict(stream_settings))
+    for option, value in (("interval_settings", interval_settings),
+                          ("stream_settings", stream_settings)):
+        if value is not None and not isinstance(value, Mapping | NodeStreamSettings):
+            raise PipelineValidationError(
+                f"Node '{node}': {option} must be a mapping of interval to settings, such as "
+                f"{{'1d': {{'period': 30}}}}, not {type(value).__name__}"
+            )
+    try:
+        if interval_settings is not None:
+            return NodeStreamSettings(intervals=dict(interval_settings))
+        if stream_settings is None or isinstance(stream_settings, NodeStreamSettings):
+            return stream_settings
+        if "intervals" in stream_settings:
+            return NodeStreamSettings.model_validate(dict(stream_settings))
+        return NodeStreamSettings(intervals=dict(stream_settings))
+    except (ModelValidationError, IntervalError) as error:
+        raise type(error)(f"Node '{node}': {error}") from error
 
 
 def _call_style(
@@ -138,7 +154,9 @@ class Node:
         if fn is None or not callable(fn):
             raise UnbindableFunctionError(f"Node '{name}' needs a callable fn, got {fn!r}")
         self.fn = fn
-        self.upstreams: list[str] = [u.name if isinstance(u, Node) else u for u in upstreams or ()]
+        self.upstreams: list[str] = [
+            u.name if isinstance(u, Node) else u for u in _names(name, "upstreams", upstreams)
+        ]
         for upstream in self.upstreams:
             if not isinstance(upstream, str):
                 raise PipelineValidationError(
@@ -146,7 +164,12 @@ class Node:
                 )
         if len(set(self.upstreams)) != len(self.upstreams):
             raise PipelineValidationError(f"Node '{name}' lists an upstream twice: {self.upstreams}")
-        self.tags: list[str] = list(tags or ())
+        self.tags: list[str] = list(_names(name, "tags", tags))
+        for tag in self.tags:
+            if not isinstance(tag, str):
+                raise PipelineValidationError(
+                    f"Node '{name}': tag {tag!r} is not a string; tags are a list of strings"
+                )
         self.params: dict[str, Any] = params
         self.key_params: list[str] = sorted(key_params or ())
         missing = [key for key in self.key_params if key not in params]
@@ -230,6 +253,19 @@ class Node:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, upstreams={self.upstreams!r})"
+
+
+def _names(node: str, option: str, value: Any) -> list[Any]:
+    """``value`` as a list: ``None`` is empty, one string is one item (not its characters)."""
+    if value is None:
+        return []
+    if isinstance(value, str | Node):
+        return [value]
+    if not isinstance(value, Iterable) or isinstance(value, bytes | Mapping):
+        raise PipelineValidationError(
+            f"Node '{node}': {option} must be a list of strings, got {value!r}"
+        )
+    return list(value)
 
 
 def _jsonable(value: Any) -> Any:

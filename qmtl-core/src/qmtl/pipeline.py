@@ -10,8 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from qmtl.engine import Engine, check_inputs
-from qmtl.errors import DuplicateNodeError, PipelineValidationError
+from qmtl.engine import Engine, check_inputs, check_run_options
+from qmtl.errors import (
+    DuplicateNodeError,
+    IntervalError,
+    ModelValidationError,
+    PipelineValidationError,
+)
 from qmtl.models import (
     IntervalEnum,
     IntervalSettings,
@@ -59,12 +64,22 @@ class _Members(dict[str, Any]):
         return super().setdefault(key, default)
 
 
-def _defaults(value: NodeStreamSettings | Mapping[Any, Any] | None) -> NodeStreamSettings | None:
+def _defaults(
+    pipeline: str, value: NodeStreamSettings | Mapping[Any, Any] | None
+) -> NodeStreamSettings | None:
     if value is None or isinstance(value, NodeStreamSettings):
         return value
-    if "intervals" in value:
-        return NodeStreamSettings.model_validate(dict(value))
-    return NodeStreamSettings(intervals=dict(value))
+    if not isinstance(value, Mapping):
+        raise PipelineValidationError(
+            f"Pipeline '{pipeline}': default_intervals must be a mapping of interval to "
+            f"settings, such as {{'1d': {{'period': 30}}}}, not {type(value).__name__}"
+        )
+    try:
+        if "intervals" in value:
+            return NodeStreamSettings.model_validate(dict(value))
+        return NodeStreamSettings(intervals=dict(value))
+    except (ModelValidationError, IntervalError) as error:
+        raise type(error)(f"Pipeline '{pipeline}' default_intervals: {error}") from error
 
 
 class Pipeline:
@@ -89,7 +104,7 @@ class Pipeline:
         if not isinstance(name, str) or not name:
             raise PipelineValidationError(f"A pipeline name must be a non-empty string, got {name!r}")
         self.name = name
-        self.default_intervals = _defaults(default_intervals)
+        self.default_intervals = _defaults(name, default_intervals)
         self.metadata = metadata
         self.tags: list[str] = list(tags or ())
         self.nodes: dict[str, Node] = _Members(self._changed)
@@ -122,6 +137,11 @@ class Pipeline:
 
     def add_query_node(self, query: QueryNode) -> str:
         """Add a query node; returns its name."""
+        if not isinstance(query, QueryNode):
+            raise PipelineValidationError(
+                f"add_query_node takes a QueryNode, got {type(query).__name__}; use add_node "
+                "for other nodes"
+            )
         if query.name in self.nodes or query.name in self.query_nodes:
             raise DuplicateNodeError(
                 f"Pipeline '{self.name}' already has a node named '{query.name}'; rename one"
@@ -174,6 +194,7 @@ class Pipeline:
         """
         plan = self.build()
         check_inputs(plan, inputs)
+        check_run_options(plan, ts, timeout)
         engine_obj, state_obj = self._runtime(
             engine, state, engine_options, state_options, test_mode, parallel, brokers, redis_uri
         )
@@ -391,6 +412,8 @@ class Pipeline:
     @classmethod
     def from_definition(cls, definition: Mapping[str, Any]) -> PipelineDefinition:
         """The validated model of a definition (metadata; rebuild runnable pipelines from code)."""
+        if not isinstance(definition, Mapping):
+            return PipelineDefinition.model_validate(definition)  # raises ModelValidationError
         return PipelineDefinition.from_definition(dict(definition))
 
     def visualize(self, format: str = "mermaid", path: str | None = None) -> str:

@@ -53,7 +53,15 @@ def create_plugin_manager(
                     f"{dist}, or skip it with QMTL_DISABLE_PLUGINS={entry_point.name}"
                 ) from error
         check_core_compatibility(pm)
-    pm.check_pending()
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as error:
+        name, dist, _version = _origin(pm, error.plugin)
+        raise PluginLoadError(
+            f"Plugin '{name}' (from {dist or 'an unknown distribution'}) does not fit QMTL's "
+            f"hooks: {error}. Fix the hook name (see qmtl.hookspecs) or skip the plugin with "
+            f"QMTL_DISABLE_PLUGINS={name}"
+        ) from error
     return pm
 
 

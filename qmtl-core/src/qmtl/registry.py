@@ -6,9 +6,10 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import pydantic
 from pydantic import BaseModel, ConfigDict
 
-from qmtl.errors import ConfigurationError, PluginError, UnknownBackendError
+from qmtl.errors import ConfigurationError, PluginError, QmtlError, UnknownBackendError
 
 Category = Literal["engine", "state", "deploy"]
 
@@ -47,8 +48,23 @@ class Registration:
     description: str
 
     def create(self, options: Mapping[str, Any] | BaseModel | None = None) -> Any:
-        """Validate ``options`` with the plugin's settings model and call its factory."""
-        return self.factory(self.validate_options(options))
+        """Validate ``options`` with the plugin's settings model and call its factory.
+
+        A factory that fails with anything but a :class:`QmtlError` raises :class:`PluginError`
+        naming the kind and the distribution that registered it.
+        """
+        validated = self.validate_options(options)
+        try:
+            return self.factory(validated)
+        except QmtlError:
+            raise
+        except Exception as error:  # third-party factory code
+            raise PluginError(
+                f"{_NOUN[self.category].capitalize()} '{self.kind}' (from "
+                f"{self.distribution or self.plugin}) failed to start: "
+                f"{type(error).__name__}: {error}. Check its options, or report it to "
+                f"{self.distribution or self.plugin}"
+            ) from error
 
     def validate_options(self, options: Mapping[str, Any] | BaseModel | None) -> BaseModel:
         """Return ``options`` as an instance of this kind's settings model."""
@@ -61,8 +77,18 @@ class Registration:
         except ValueError as error:
             raise ConfigurationError(
                 f"Invalid options for {_NOUN[self.category]} '{self.kind}' "
-                f"(from {self.distribution or self.plugin}): {error}"
+                f"(from {self.distribution or self.plugin}): {_without_inputs(error)}"
             ) from error
+
+
+def _without_inputs(error: ValueError) -> str:
+    """A validation error as text without the rejected values (they may be passwords)."""
+    if not isinstance(error, pydantic.ValidationError):
+        return str(error)
+    return "; ".join(
+        f"{'.'.join(str(p) for p in item['loc']) or '(options)'}: {item['msg']}"
+        for item in error.errors(include_url=False, include_input=False)
+    )
 
 
 class Registry:

@@ -10,6 +10,7 @@ provides ``<KIND>`` (``QMTL_KAFKA__BOOTSTRAP_SERVERS``, ``QMTL_REDIS__URL``). Co
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -125,5 +126,23 @@ def load_settings(**overrides: Any) -> QmtlSettings:
 
     try:
         return QmtlSettings(**overrides)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigurationError(
+            f"Invalid QMTL settings: {_broken_toml()} is not valid TOML ({error}); fix the TOML "
+            "syntax of that file"
+        ) from error
     except ValueError as error:
         raise ConfigurationError(f"Invalid QMTL settings: {error}") from error
+
+
+def _broken_toml() -> str:
+    """Which of the config files QmtlSettings reads fails to parse."""
+    for name in ("qmtl.toml", "pyproject.toml"):
+        try:
+            with open(name, "rb") as handle:
+                tomllib.load(handle)
+        except OSError:
+            continue
+        except tomllib.TOMLDecodeError:
+            return f"{os.path.abspath(name)}"
+    return "qmtl.toml or pyproject.toml"
