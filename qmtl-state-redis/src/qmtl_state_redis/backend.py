@@ -51,9 +51,17 @@ for g = 1, #KEYS, 2 do
   end
   local n, max_items, ttl = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2]
   a = a + 3
+  -- A bucket newer than the newest stored one cannot replace anything: skip the removal.
+  local top = redis.call('ZRANGE', history, -1, -1, 'WITHSCORES')[2]
+  top = top and tonumber(top) or -math.huge
   for _ = 1, n do
     local ts = ARGV[a]
-    redis.call('ZREMRANGEBYSCORE', history, ts, ts)
+    local t = tonumber(ts)
+    if t > top then
+      top = t
+    else
+      redis.call('ZREMRANGEBYSCORE', history, ts, ts)
+    end
     redis.call('ZADD', history, ts, ARGV[a + 1])
     a = a + 2
   end

@@ -1,0 +1,180 @@
+"""Benchmark ``redis_state``: bucket writes through RedisStateBackend vs raw redis-py.
+
+N bucket writes (default 100,000; ``QMTL_BENCH_REDIS_WRITES``) spread over 100 series of a
+1-minute interval, 1,000 buckets per series with ``max_items=100`` so every series is trimmed
+continuously, flushed in batches of 1,000 writes (what an engine hands ``write_many`` per poll).
+Measured side by side on the same loopback Redis, same values, same batches, best of 3 rounds
+run interleaved:
+
+- ``qmtl``: ``RedisStateBackend.write_many``: JSON encoding, bucket replace, trim, metadata and
+  TTL refresh, all server-side, one round trip per batch;
+- ``raw_zadd``: a redis-py pipeline with one ``ZADD`` per write (the floor: no replace, no trim,
+  no TTL), one round trip per batch;
+- ``raw_zadd_trim``: the same pipeline with ``ZADD`` + ``ZREMRANGEBYRANK`` + ``EXPIRE`` per write,
+  i.e. doing the backend's job by hand;
+- ``single``: ``RedisStateBackend.write`` one bucket at a time (round-trip bound), for scale.
+
+Goal: ``qmtl_writes_per_s`` >= 100,000 and ``ratio_vs_raw_zadd`` >= 0.7.
+Uses ``QMTL_TEST_REDIS_URL``; without it a throwaway redis-server is started (scripts/_redis.py).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+from qmtl.state import BucketWrite, SeriesKey
+from qmtl_state_redis import RedisStateBackend
+
+SERIES = 100
+MAX_ITEMS = 100
+BATCH = 1000
+TTL = 6000
+ROUNDS = 3
+SINGLE_WRITES = 5000
+
+
+def _launcher() -> Any:
+    path = Path(__file__).resolve().parents[1] / "scripts" / "_redis.py"
+    spec = importlib.util.spec_from_file_location("qmtl_scripts_redis", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _workload(total: int, pipeline: str) -> list[list[BucketWrite]]:
+    keys = [SeriesKey(pipeline, f"node{i:03d}", "1m") for i in range(SERIES)]
+    writes = [
+        BucketWrite(keys[i % SERIES], 60.0 * (i // SERIES + 1),
+                    {"px": 100.0 + (i % 97) * 0.01, "qty": i % 13, "i": i}, MAX_ITEMS, TTL)
+        for i in range(total)
+    ]
+    return [writes[at : at + BATCH] for at in range(0, total, BATCH)]
+
+
+def _timed(fn: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def _raw(client: redis.Redis, batches: list[list[BucketWrite]], prefix: str, trim: bool) -> None:
+    dumps = orjson.dumps
+    for batch in batches:
+        pipe = client.pipeline(transaction=False)
+        for key, ts, value, max_items, ttl in batch:
+            name = f"{prefix}{key.node_id}"
+            pipe.zadd(name, {b"%r %b" % (ts, dumps(value)): ts})
+            if trim:
+                pipe.zremrangebyrank(name, 0, -max_items - 1)
+                pipe.expire(name, ttl)
+        pipe.execute()
+
+
+def _clear(client: redis.Redis, pattern: str) -> None:
+    names = list(client.scan_iter(match=pattern, count=1000))
+    for at in range(0, len(names), 500):
+        client.unlink(*names[at : at + 500])
+
+
+def _verify(backend: RedisStateBackend, batches: list[list[BucketWrite]]) -> None:
+    """The backend really did its job: every series trimmed to its newest MAX_ITEMS."""
+    last = batches[-1][-1]
+    history = backend.read(last.key)
+    assert len(history) == MAX_ITEMS, len(history)
+    assert history[0] == {"timestamp": last.timestamp, "value": last.value}
+    assert backend.metadata(last.key)["count"] == MAX_ITEMS
+
+
+def _server_usec(client: redis.Redis) -> float:
+    """Microseconds Redis has spent executing commands so far (all commands)."""
+    return float(sum(stat["usec"] for stat in client.info("commandstats").values()))
+
+
+def _measure(url: str, total: int) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:8]
+    pipeline = f"bench-{tag}"
+    raw_prefix = f"bench-raw-{tag}:"
+    batches = _workload(total, pipeline)
+    backend = RedisStateBackend(url)
+    client = redis.Redis.from_url(url)
+    best: dict[str, float] = {}
+    server_usec: dict[str, float] = {}
+    try:
+        backend.ping()
+        for _ in range(ROUNDS):
+            for name, job in (
+                ("raw_zadd", lambda: _raw(client, batches, raw_prefix, trim=False)),
+                ("qmtl", lambda: [backend.write_many(batch) for batch in batches]),
+                ("raw_zadd_trim", lambda: _raw(client, batches, raw_prefix, trim=True)),
+            ):
+                backend.delete(pipeline)
+                _clear(client, f"{raw_prefix}*")
+                before = _server_usec(client)
+                elapsed = _timed(job)
+                server_usec[name] = server_usec.get(name, 0.0) + _server_usec(client) - before
+                best[name] = min(best.get(name, float("inf")), elapsed)
+                if name == "qmtl":
+                    _verify(backend, batches)
+        backend.delete(pipeline)
+        single = [write for batch in batches for write in batch][:SINGLE_WRITES]
+        single_s = _timed(lambda: [
+            backend.write(w.key, w.timestamp, w.value, max_items=w.max_items, ttl=w.ttl)
+            for w in single
+        ])
+    finally:
+        backend.delete(pipeline)
+        _clear(client, f"{raw_prefix}*")
+        backend.close()
+        client.close()
+    rate = {name: total / seconds for name, seconds in best.items()}
+    return {
+        "writes": total,
+        "series": SERIES,
+        "max_items": MAX_ITEMS,
+        "batch": BATCH,
+        "qmtl_writes_per_s": round(rate["qmtl"]),
+        "raw_zadd_writes_per_s": round(rate["raw_zadd"]),
+        "raw_zadd_trim_writes_per_s": round(rate["raw_zadd_trim"]),
+        "ratio_vs_raw_zadd": round(rate["qmtl"] / rate["raw_zadd"], 3),
+        "ratio_vs_raw_zadd_trim": round(rate["qmtl"] / rate["raw_zadd_trim"], 3),
+        "single_write_per_s": round(len(single) / single_s),
+        # Redis CPU per write (INFO commandstats), to tell server cost from client cost.
+        **{
+            f"{name}_server_us_per_write": round(usec / (ROUNDS * total), 2)
+            for name, usec in server_usec.items()
+        },
+        "goal_writes_per_s": 100_000,
+        "goal_ratio_vs_raw_zadd": 0.7,
+    }
+
+
+def run() -> dict[str, Any]:
+    total = int(os.environ.get("QMTL_BENCH_REDIS_WRITES", "100000"))
+    url = os.environ.get("QMTL_TEST_REDIS_URL")
+    if url:
+        return _measure(url, total)
+    with tempfile.TemporaryDirectory(prefix="qmtl-bench-redis-") as workdir:
+        server = _launcher().start(Path(workdir))
+        try:
+            return {**_measure(server.url, total), "server": "throwaway redis-server"}
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(), indent=2))
