@@ -24,3 +24,19 @@ bench: sync
 
 lint: sync
 	$(UV) run --no-sync ruff check .
+
+# -- Release checks ------------------------------------------------------------------------------
+.PHONY: isolation
+
+# Five sdists and five wheels in dist/, each checked: metadata, license files, sibling pins,
+# changelog entry, wheel contents (scripts/dist_check.py), then `twine check --strict`.
+dist: sync
+	rm -rf dist
+	$(UV) build --all-packages --out-dir dist
+	$(UV) run --no-sync python scripts/dist_check.py dist
+	$(UV) tool run --from 'twine>=6.1' twine check --strict dist/*
+
+# Each distribution's own tests in a fresh environment holding only that distribution, what it
+# declares and pytest tooling, so an undeclared dependency fails (scripts/isolation.py).
+isolation: sync
+	UV="$(UV)" $(UV) run --no-sync python scripts/services.py --redis --kafka -- $(UV) run --no-sync python scripts/isolation.py
