@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import qmtl_engine_local  # noqa: F401  (test-only: the README's pipeline runs on the local engine)
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
 

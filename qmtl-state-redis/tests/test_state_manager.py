@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+import qmtl_engine_local  # noqa: F401  (test-only: the pipeline test runs on the local engine)
 from qmtl import IntervalEnum, Node, Pipeline
 from qmtl.plugins import load_plugins
 from qmtl.state import SeriesKey
@@ -204,8 +205,8 @@ def test_pipeline_and_state_manager_share_the_data(
     manager = StateManager(redis_uri=redis_url, pipeline=pipeline_name)
     try:
         for run in range(5):
-            result = pipeline.execute(state="redis", state_options={"url": redis_url},
-                                      ts=NOW + run * DAY)
+            result = pipeline.execute(engine="local", state="redis",
+                                      state_options={"url": redis_url}, ts=NOW + run * DAY)
             assert result == {"price": 42, "double": 84}
         history = pipeline.get_history("price", "1d", count=10, redis_uri=redis_url)
         assert len(history) == 5
