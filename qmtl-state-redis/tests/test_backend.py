@@ -377,3 +377,20 @@ def test_behaves_like_the_memory_backend(
         assert ours == reference
     assert backend.delete(pipeline_name, "a") == memory.delete(pipeline_name, "a")
     assert backend.delete(pipeline_name) == memory.delete(pipeline_name)
+
+
+def test_foreign_keys_are_refused_before_anything_is_written(
+    backend: RedisStateBackend, pipeline_name: str, raw: redis.Redis
+) -> None:
+    key = SeriesKey(pipeline_name, "node", "1d")
+    history, meta = f"qmtl:{pipeline_name}:node:1d:history", f"qmtl:{pipeline_name}:node:1d:meta"
+    raw.set(meta, "someone else's string")
+    with pytest.raises(StateBackendError, match="not a hash"):
+        backend.write(key, DAY, 1, max_items=10, ttl=60)
+    assert raw.exists(history) == 0  # nothing half-written
+    assert raw.get(meta) == b"someone else's string"
+    raw.delete(meta)
+    backend.write(key, DAY, 1, max_items=10, ttl=60)
+    raw.hset(meta, mapping={"max_items": "lots"})
+    with pytest.raises(StateBackendError, match="did not write"):
+        backend.metadata(key)

@@ -41,6 +41,17 @@ __all__ = ["RedisStateBackend"]
 # Returns the (1-based) groups whose series had no metadata before this write: new series, or
 # series that vanished (expired, evicted, lost in a restart without persistence).
 _WRITE_SCRIPT = """
+-- Refuse before changing anything when a key holds something QMTL did not write.
+for g = 1, #KEYS, 2 do
+  local kind = redis.call('TYPE', KEYS[g]).ok
+  if kind ~= 'none' and kind ~= 'zset' then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[g] .. ' holds a ' .. kind .. ', not a sorted set')
+  end
+  kind = redis.call('TYPE', KEYS[g + 1]).ok
+  if kind ~= 'none' and kind ~= 'hash' then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[g + 1] .. ' holds a ' .. kind .. ', not a hash')
+  end
+end
 local now = ARGV[1]
 local a = 2
 local fresh = {}
@@ -253,14 +264,20 @@ class RedisStateBackend:
             raise self._error(f"reading the metadata of {history}", error) from error
         if not count and max_items is None:
             return _empty_metadata()
-        return {
-            "count": int(count),
-            "max_items": _number(max_items),
-            "ttl": _number(ttl),
-            "last_update": None if last_update is None else float(last_update),
-            "oldest": float(_pairs(oldest)[0][1]) if oldest else None,
-            "newest": float(_pairs(newest)[0][1]) if newest else None,
-        }
+        try:
+            return {
+                "count": int(count),
+                "max_items": _number(max_items),
+                "ttl": _number(ttl),
+                "last_update": None if last_update is None else float(last_update),
+                "oldest": float(_pairs(oldest)[0][1]) if oldest else None,
+                "newest": float(_pairs(newest)[0][1]) if newest else None,
+            }
+        except (ValueError, TypeError) as error:
+            raise StateBackendError(
+                f"Redis key {meta} holds data QMTL did not write ({error}); delete the key or "
+                "use another pipeline name"
+            ) from error
 
     def delete(self, pipeline: str, node_id: str | None = None, interval: str | None = None) -> int:
         """Delete a pipeline's, a node's or one interval's series (SCAN under the prefix, never
