@@ -231,3 +231,22 @@ def test_pipeline_and_state_manager_share_the_data(
     finally:
         manager.clear_all()
         manager.close()
+
+
+def test_settings_from_the_environment_select_redis(
+    redis_url: str, pipeline_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # QMTL_STATE=redis and QMTL_REDIS__URL, read once when the pipeline first runs.
+    monkeypatch.setenv("QMTL_STATE", "redis")
+    monkeypatch.setenv("QMTL_REDIS__URL", redis_url)
+    monkeypatch.setenv("QMTL_ENGINE", "local")
+    pipeline = _pipeline(pipeline_name)
+    manager = StateManager(redis_uri=redis_url, pipeline=pipeline_name)
+    try:
+        assert pipeline.execute(ts=NOW) == {"price": 42, "double": 84}
+        price_id = pipeline.build().node("price").node_id
+        assert manager.get_interval_data(price_id, "1d") == [42]
+        assert pipeline.get_node_metadata("price", "1d")["source"] == "redis"
+    finally:
+        manager.clear_all()
+        manager.close()
