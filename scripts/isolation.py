@@ -134,25 +134,53 @@ def build(project: Project, out: Path, drop: str | None, work: Path) -> Path:
 
 
 IMPORT_CHECK = """
-import importlib, json, pkgutil, sys
-root, packages = sys.argv[1], sys.argv[2:]
+import ast, importlib, json, pkgutil, re, sys
+from importlib import metadata
+from pathlib import Path
+
+root, dist, packages = sys.argv[1], sys.argv[2], sys.argv[3:]
+norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+declared = {norm(re.split(r"[\\s\\[<>=!~;(@]", r, maxsplit=1)[0])
+            for r in metadata.requires(dist) or [] if "extra ==" not in r}
+providers = metadata.packages_distributions()
 failures, count = [], 0
 for package in packages:
     module = importlib.import_module(package)
     if module.__file__.startswith(root):
         failures.append(f"{package} imported from the workspace: {module.__file__}")
-    for info in pkgutil.walk_packages(module.__path__, package + "."):
-        if info.name.startswith("qmtl.testing"):
+    names = [package] + [i.name for i in pkgutil.walk_packages(module.__path__, package + ".")]
+    for name in names:
+        if ".testing" in name:  # test support: needs pytest, hypothesis (the tests' tooling)
             continue
         try:
-            importlib.import_module(info.name)
+            loaded = importlib.import_module(name)
             count += 1
         except Exception as error:
-            failures.append(f"{info.name}: {type(error).__name__}: {error}")
+            failures.append(f"{name}: {type(error).__name__}: {error}")
+            continue
+        # Every import in the source, lazy ones inside functions included, must come from a
+        # distribution this one declares directly (not one that happens to come along).
+        tree = ast.parse(Path(loaded.__file__).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                tops = [alias.name.split(".")[0] for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                tops = [node.module.split(".")[0]]
+            else:
+                continue
+            for top in tops:
+                if top in sys.stdlib_module_names or top in packages or top == "__future__":
+                    continue
+                owners = {norm(d) for d in providers.get(top, [])}
+                if not owners:
+                    failures.append(f"{name} imports {top}, which is not installed")
+                elif not owners & (declared | {norm(dist)}):
+                    failures.append(f"{name} imports {top} from {sorted(owners)[0]}, "
+                                    f"which {dist} does not declare")
 leaks = [p for p in sys.path if p.startswith(root)]
 if leaks:
     failures.append(f"workspace on sys.path: {leaks}")
-print(json.dumps({"modules": count + len(packages), "failures": failures}))
+print(json.dumps({"modules": count, "failures": sorted(set(failures))}))
 """
 
 
@@ -189,7 +217,8 @@ def isolate(project: Project, wheels: Path, dev: dict[str, str], drop: str | Non
         freeze = run([*UV, "pip", "freeze", "--python", str(python)], work).stdout.split()
         outcome.steps["install"] = f"{len(freeze)} packages"
 
-        check = run([str(python), "-c", IMPORT_CHECK, str(ROOT), *project.packages], work, outcome)
+        check = run([str(python), "-c", IMPORT_CHECK, str(ROOT), project.name, *project.packages],
+                    work, outcome)
         plugins = run([str(venv / "bin" / "qmtl"), "plugins", "--json"], work, outcome)
         if check.returncode != 0 or plugins.returncode != 0:
             outcome.steps["imports"] = "FAILED"
