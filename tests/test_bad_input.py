@@ -786,19 +786,11 @@ REDIS_CASES = [
     RedisCase("redis-meta-garbage-numbers",
               lambda r, k, h, m: (r.zadd(h, {b'60.0 1': 60}),
                                   r.hset(m, mapping={"max_items": "lots", "ttl": "x"})),
-              lambda b, k: b.metadata(k), ("meta",), ("did not write",), True,
-              (pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-                  "qmtl_state_redis owner: metadata() parses a foreign meta hash with "
-                  "int()/float() and leaks a bare ValueError; raise StateBackendError naming "
-                  "the key")),)),
+              lambda b, k: b.metadata(k), ("meta",), ("did not write",)),
     RedisCase("redis-write-over-foreign-history", lambda r, k, h, m: r.set(h, "not ours"),
               _write, ("history",), ("not used by something else",)),
     RedisCase("redis-write-over-foreign-meta", lambda r, k, h, m: r.set(m, "not ours"),
-              _write, ("history",), ("not used by something else",), True,
-              (pytest.mark.xfail(strict=True, reason=(
-                  "qmtl_state_redis owner: the write script adds the bucket to history before "
-                  "HSET on a foreign meta key fails, leaving a half-written series with no "
-                  "TTL; check both keys' types first (TYPE) and fail before any write")),)),
+              _write, ("meta",), ("not used by something else",)),
 ]
 
 
