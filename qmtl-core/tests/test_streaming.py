@@ -174,7 +174,7 @@ def test_state_is_bounded() -> None:
     for b in range(1000):
         aligner.on_bucket(0, b, float(b))
     data = aligner.to_dict()
-    assert data["pending"] == [[]]
+    assert data["pending"] == []
     assert data["windows"] == [[997.0, 998.0, 999.0]]
     bucketer = SourceBucketer([60, 3600])
     for ts in range(0, 100_000, 7):

@@ -108,9 +108,26 @@ def test_sources_option_replaces_declared_input() -> None:
 def test_the_iterator_form_yields_bars_and_then_the_summary() -> None:
     stream = one_source([(0, 1.0), (61, 2.0), (130, 3.0)]).stream(engine="local")
     got = [(e.node, e.ts, e.value) for e in stream]
-    assert got[:2] == [("px", 60.0, 1.0), ("x10", 60.0, 10.0)]
+    assert [g for g in got if g[0] == "x10"] == [
+        ("x10", 60.0, 10.0), ("x10", 120.0, 20.0), ("x10", 180.0, 30.0)
+    ]
     assert len(got) == 6
     assert stream.summary.buckets_out == 6
+
+
+def test_live_sources_are_not_batched() -> None:
+    """A generator may be a live feed: each bucket flows through as soon as it is final."""
+    seen: list[tuple[str, float]] = []
+
+    def live() -> Iterator[tuple[float, float]]:
+        for i in range(4):
+            yield i * 60.0, float(i)
+            seen.append(("read", i * 60.0))
+
+    one_source(live).run(lambda e: seen.append((e.node, e.ts)), engine="local", state="memory")
+    # x10's first bar (minute 0) is out as soon as the event at 60 s closes that minute,
+    # before the source is asked for its next event
+    assert seen.index(("x10", 60.0)) < seen.index(("read", 60.0))
 
 
 def test_the_iterator_can_stop_early() -> None:

@@ -40,8 +40,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from qmtl.errors import NodeExecutionError, QmtlError
-from qmtl.sources import merged_events
+from qmtl.errors import NodeExecutionError
+from qmtl.sources import all_bounded, merged_events
 
 if TYPE_CHECKING:
     from qmtl.plan import ExecutionPlan, PlanNode
@@ -55,6 +55,8 @@ _NOTHING: tuple[Any, ...] = ()
 #: ``(interval position, [(bucket, value), ...], final through)`` of one interval.
 Closure = tuple[int, list[tuple[int, Any]], float]
 STATE_VERSION = 1
+#: Source events per propagation step when every source is bounded (see run_in_process).
+AUTO_BATCH = 256
 
 
 def final_through(watermark: float, seconds: int) -> float:
@@ -100,7 +102,8 @@ class SourceBucketer:
     watermark crossed a bucket that had no event).
     """
 
-    __slots__ = ("_finest", "events", "final", "late", "lateness", "open", "seconds", "watermark")
+    __slots__ = ("_finest", "_late_before", "_next", "events", "final", "late", "lateness",
+                 "open", "pairs", "seconds", "watermark")
 
     def __init__(self, seconds: Sequence[int], allowed_lateness: float | None = None) -> None:
         if not seconds:
@@ -110,26 +113,36 @@ class SourceBucketer:
         self.watermark = _NEVER  #: highest event ts seen
         self.final: list[float] = [_NEVER] * len(self.seconds)
         self.open: list[dict[int, tuple[float, Any]]] = [{} for _ in self.seconds]
+        self.pairs = tuple(zip(self.seconds, self.open, strict=True))
         self.events = 0
         self.late = 0
         self._finest = min(range(len(self.seconds)), key=self.seconds.__getitem__)
+        self._bounds()
 
-    def on_event(self, ts: float, value: Any) -> list[Closure] | None:
+    def _bounds(self) -> None:
+        # An event before _late_before is late; the watermark must reach _next to close more.
+        f = self._finest
+        self._late_before = (self.final[f] + 1) * self.seconds[f]
+        self._next = min((final + 2) * s for final, s in zip(self.final, self.seconds,
+                                                             strict=True))
+
+    def on_event(self, ts: float, value: Any) -> list[Closure] | tuple[()] | None:
         self.events += 1
-        finest = self._finest
-        if ts // self.seconds[finest] <= self.final[finest]:
+        if ts < self._late_before:
             self.late += 1
             return None
-        opened = self.open
-        for i, s in enumerate(self.seconds):
+        for s, opened in self.pairs:
             b = int(ts // s)
-            slot = opened[i].get(b)
+            slot = opened.get(b)
             if slot is None or ts >= slot[0]:
-                opened[i][b] = (ts, value)
+                opened[b] = (ts, value)
         if ts <= self.watermark:
-            return []
+            return _NOTHING
         self.watermark = ts
-        return self._advance(ts - self.lateness)
+        wm = ts - self.lateness
+        if wm < self._next:
+            return _NOTHING
+        return self._advance(wm)
 
     def on_watermark(self, watermark: float) -> list[Closure]:
         """Close buckets by an external clock (idle flush): every bucket ending ``<= watermark``."""
@@ -140,13 +153,13 @@ class SourceBucketer:
         return self._advance(END)
 
     def _advance(self, wm: float) -> list[Closure]:
-        closed = []
-        for i, s in enumerate(self.seconds):
+        closed: list[Closure] = []
+        final = self.final
+        for i, (s, opened) in enumerate(self.pairs):
             through = final_through(wm, s)
-            if through <= self.final[i]:
+            if through <= final[i]:
                 continue
-            self.final[i] = through
-            opened = self.open[i]
+            final[i] = through
             if len(opened) == 1:
                 (b,) = opened
                 if b <= through:
@@ -156,6 +169,7 @@ class SourceBucketer:
                 continue
             ready = sorted(b for b in opened if b <= through)
             closed.append((i, [(b, opened.pop(b)[1]) for b in ready], through))
+        self._bounds()
         return closed
 
     def to_dict(self) -> dict[str, Any]:
@@ -177,7 +191,9 @@ class SourceBucketer:
         self.watermark = _dec(data["watermark"])
         self.final = [_dec(f) for f in data["final"]]
         self.open = [{int(b): (ts, v) for b, ts, v in o} for o in data["open"]]
+        self.pairs = tuple(zip(self.seconds, self.open, strict=True))
         self.events, self.late = data["events"], data["late"]
+        self._bounds()
         return self
 
 
@@ -199,13 +215,17 @@ class NodeAligner:
     done`` are ignored as replays.
     """
 
-    __slots__ = ("done", "final", "last", "missing", "pending", "seconds", "size", "windows")
+    __slots__ = ("done", "final", "last", "missing", "pending", "seconds", "size", "width",
+                 "windows")
 
     def __init__(self, upstreams: int, seconds: int, window: int | None = None) -> None:
         self.seconds = int(seconds)
         self.size = window
+        self.width = upstreams
         self.final: list[float] = [_NEVER] * upstreams
-        self.pending: list[dict[int, Any]] = [{} for _ in range(upstreams)]
+        #: bucket -> one value per upstream (``_MISSING`` where it has none): buckets not final
+        #: for every upstream yet.
+        self.pending: dict[int, list[Any]] = {}
         self.last: list[Any] = [_MISSING] * upstreams
         self.missing = upstreams
         self.windows: list[deque[Any]] | None = (
@@ -227,44 +247,44 @@ class NodeAligner:
         return self.push(upstream, _NOTHING, END)
 
     def push(
-        self, upstream: int, buckets: Iterable[tuple[int, Any]], through: float
+        self, upstream: int, buckets: Sequence[tuple[int, Any]], through: float
     ) -> list[tuple[int, Any]] | None:
         """Buckets of ``upstream`` (increasing) and its new *final through*, in one call."""
-        pending = self.pending[upstream]
         done = self.done
-        for b, value in buckets:
-            if b > done:
-                pending[b] = value
-                if b > through:
-                    through = b
+        if buckets:
+            pending = self.pending
+            for b, value in buckets:
+                if b > done:
+                    row = pending.get(b)
+                    if row is None:
+                        row = pending[b] = [_MISSING] * self.width
+                    row[upstream] = value
+            if buckets[-1][0] > through:
+                through = buckets[-1][0]
         final = self.final
         if through <= final[upstream]:
             return None
         final[upstream] = through
-        frontier = min(final)
+        frontier = min(final) if self.width > 1 else through
         if frontier <= done:
             return None
-        return self._drain(frontier)
-
-    @property
-    def watermark(self) -> float:
-        """The node's own watermark in epoch seconds (end of its last final bucket)."""
-        return (self.done + 1) * self.seconds if self.done not in (END, _NEVER) else self.done
-
-    def _drain(self, frontier: float) -> list[tuple[int, Any]]:
+        self.done = frontier
         pending = self.pending
+        if not pending:
+            return []
         if len(pending) == 1:
-            keys = [b for b in pending[0] if b <= frontier]
-            if len(keys) > 1:
-                keys.sort()
+            (b,) = pending
+            if b > frontier:
+                return []
+            keys = [b]
         else:
-            keys = sorted({b for p in pending for b in p if b <= frontier})
+            keys = sorted(b for b in pending if b <= frontier)
         ready: list[tuple[int, Any]] = []
         last = self.last
         windows = self.windows
         for b in keys:
-            for i, p in enumerate(pending):
-                value = p.pop(b, _MISSING)
+            row = pending.pop(b)
+            for i, value in enumerate(row):
                 if value is not _MISSING:
                     if last[i] is _MISSING:
                         self.missing -= 1
@@ -276,21 +296,25 @@ class NodeAligner:
                 if all(len(w) == size for w in windows):
                     ready.append((b, [list(w) for w in windows]))
             elif not self.missing:
-                ready.append((b, list(last)))
-        self.done = frontier
+                ready.append((b, last.copy()))
         return ready
+
+    @property
+    def watermark(self) -> float:
+        """The node's own watermark in epoch seconds (end of its last final bucket)."""
+        return (self.done + 1) * self.seconds if self.done not in (END, _NEVER) else self.done
 
     # -- persistence --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON data (values must be JSON values)."""
+        """Plain JSON data (values must be JSON values; ``[]`` marks "no value")."""
         return {
             "version": STATE_VERSION,
             "seconds": self.seconds,
             "window": self.size,
             "done": _enc(self.done),
             "final": [_enc(f) for f in self.final],
-            "pending": [[[b, v] for b, v in sorted(p.items())] for p in self.pending],
-            "last": [[] if v is _MISSING else [v] for v in self.last],
+            "pending": [[b, [_held(v) for v in row]] for b, row in sorted(self.pending.items())],
+            "last": [_held(v) for v in self.last],
             "windows": [list(w) for w in self.windows] if self.windows is not None else None,
         }
 
@@ -299,12 +323,20 @@ class NodeAligner:
         self = cls(len(data["final"]), data["seconds"], data["window"])
         self.done = _dec(data["done"])
         self.final = [_dec(f) for f in data["final"]]
-        self.pending = [{int(b): v for b, v in p} for p in data["pending"]]
-        self.last = [held[0] if held else _MISSING for held in data["last"]]
+        self.pending = {int(b): [_unheld(v) for v in row] for b, row in data["pending"]}
+        self.last = [_unheld(v) for v in data["last"]]
         self.missing = sum(1 for v in self.last if v is _MISSING)
         if data["windows"] is not None:
             self.windows = [deque(w, maxlen=self.size) for w in data["windows"]]
         return self
+
+
+def _held(value: Any) -> list[Any]:
+    return [] if value is _MISSING else [value]
+
+
+def _unheld(held: list[Any]) -> Any:
+    return held[0] if held else _MISSING
 
 
 # -- run summary ----------------------------------------------------------------------------
@@ -362,12 +394,31 @@ class RunSummary:
 InvokeHook = Callable[["PlanNode", Sequence[Any]], Any]
 
 
+class _Series:
+    """One node's series at one interval, as the runner needs it on the hot path."""
+
+    __slots__ = ("count", "interval", "key", "max_items", "name", "readers", "seconds", "ttl")
+
+    def __init__(self, node: PlanNode, k: int) -> None:
+        spec = node.series[k]
+        self.name = node.name
+        self.interval = spec.interval.value
+        self.key = spec.key
+        self.seconds = spec.seconds
+        self.max_items = spec.max_items
+        self.ttl = spec.ttl
+        self.count = 0
+        #: (reader's aligner, position among its upstreams, reader's series, reader's invoke)
+        self.readers: list[tuple[NodeAligner, int, _Series, Callable[[Any], Any]]] = []
+
+
 class StreamRunner:
     """Runs a plan's streaming semantics in one process.
 
     Feed it with :meth:`on_event` (a source's event), :meth:`end_source` and :meth:`finish`.
     Every final bucket is written to ``state`` (key and bounds of the node's series spec) and
-    passed to ``on_output`` as an :class:`OutputEvent`.
+    passed to ``on_output`` as an :class:`OutputEvent`. Nothing is looked up per event: series,
+    readers and invokers are bound here.
     """
 
     def __init__(
@@ -378,25 +429,25 @@ class StreamRunner:
         on_output: Callable[[OutputEvent], None] | None = None,
         invoke_hook: InvokeHook | None = None,
         engine: str = "local",
+        batch: int = 1,
     ) -> None:
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
         self.plan = plan
         self.state = state
         self.on_output = on_output
         self.engine = engine
+        self.batch = batch
+        self._held: dict[_Series, list[Any]] = {}
+        self._waiting = 0
         nodes = plan.nodes
         self.bucketers: list[SourceBucketer | None] = [None] * len(nodes)
         self.aligners: list[list[NodeAligner]] = [[] for _ in nodes]
-        self.counts: list[list[int]] = [[0] * len(n.series) for n in nodes]
-        #: (node index, series position) -> [(reader index, upstream position, reader series)]
-        self.readers: list[list[list[tuple[int, int, int]]]] = [
-            [[] for _ in n.series] for n in nodes
+        self.series: list[list[_Series]] = [
+            [_Series(n, k) for k in range(len(n.series))] for n in nodes
         ]
-        self.invokers: list[Callable[[Any], Any]] = []
         for node in nodes:
-            if invoke_hook is None:
-                self.invokers.append(node.invoke)
-            else:
-                self.invokers.append(_hooked(invoke_hook, node))
+            invoke = node.invoke if invoke_hook is None else _hooked(invoke_hook, node)
             if not node.upstreams:
                 lateness = getattr(node.node, "allowed_lateness", None)
                 self.bucketers[node.index] = SourceBucketer(
@@ -404,33 +455,56 @@ class StreamRunner:
                 )
                 continue
             for j, spec in enumerate(node.series):
-                size = node.window_size(spec)
-                self.aligners[node.index].append(
-                    NodeAligner(len(node.upstreams), spec.seconds, size)
-                )
+                aligner = NodeAligner(len(node.upstreams), spec.seconds, node.window_size(spec))
+                self.aligners[node.index].append(aligner)
                 for pos, up in enumerate(node.upstream_index):
                     k = next(k for k, s in enumerate(nodes[up].series) if s.seconds == spec.seconds)
-                    self.readers[up][k].append((node.index, pos, j))
+                    self.series[up][k].readers.append(
+                        (aligner, pos, self.series[node.index][j], invoke)
+                    )
         self.started = time.perf_counter()
 
     def on_event(self, source: int, ts: float, value: Any) -> None:
         """One event of the source at plan index ``source``."""
-        bucketer = self.bucketers[source]
-        assert bucketer is not None
-        closed = bucketer.on_event(ts, value)
+        closed = self.bucketers[source].on_event(ts, value)  # type: ignore[union-attr]
+        if self.batch == 1:
+            if closed:
+                series = self.series[source]
+                for k, buckets, through in closed:
+                    self._emit(series[k], buckets, through)
+            return
         if closed:
+            held = self._held
+            series = self.series[source]
             for k, buckets, through in closed:
-                self._emit(source, k, buckets, through)
+                target = series[k]
+                slot = held.get(target)
+                if slot is None:
+                    held[target] = [buckets, through]
+                else:
+                    slot[0].extend(buckets)
+                    slot[1] = through
+        self._waiting += 1
+        if self._waiting >= self.batch:
+            self.flush()
+
+    def flush(self) -> None:
+        """Propagate the source buckets held back by batching (see ``batch``)."""
+        held, self._held, self._waiting = self._held, {}, 0
+        for series, (buckets, through) in held.items():
+            self._emit(series, buckets, through)
 
     def end_source(self, source: int) -> None:
         """The source at plan index ``source`` has no more events."""
         bucketer = self.bucketers[source]
         assert bucketer is not None
+        self.flush()
         for k, buckets, through in bucketer.flush():
-            self._emit(source, k, buckets, through)
+            self._emit(self.series[source][k], buckets, through)
 
     def finish(self) -> RunSummary:
         """End every source still open; return the run's summary."""
+        self.flush()
         for index, bucketer in enumerate(self.bucketers):
             if bucketer is not None and bucketer.final[0] != END:
                 self.end_source(index)
@@ -443,54 +517,48 @@ class StreamRunner:
             nodes[node.name] = NodeSummary(
                 events_in=b.events if b else 0,
                 late_events=b.late if b else 0,
-                buckets_out={
-                    s.interval.value: c for s, c in zip(node.series, self.counts[node.index],
-                                                        strict=True)
-                },
+                buckets_out={s.interval: s.count for s in self.series[node.index]},
             )
         return RunSummary(self.plan.pipeline, self.engine, nodes,
                           time.perf_counter() - self.started)
 
-    def _emit(self, index: int, k: int, buckets: list[tuple[int, Any]], through: float) -> None:
+    def _emit(self, series: _Series, buckets: list[tuple[int, Any]], through: float) -> None:
         # An explicit stack instead of recursion: any DAG depth works.
-        stack = [(index, k, buckets, through)]
-        nodes = self.plan.nodes
-        write = self.state.write
-        on_output = self.on_output
+        stack = [(series, buckets, through)]
+        write = self._write
         while stack:
-            index, k, buckets, through = stack.pop()
+            series, buckets, through = stack.pop()
             if buckets:
-                node = nodes[index]
-                spec = node.series[k]
-                key, seconds, max_items, ttl = spec.key, spec.seconds, spec.max_items, spec.ttl
-                for b, value in buckets:
-                    end = float((b + 1) * seconds)
-                    write(key, end, value, max_items=max_items, ttl=ttl)
-                    if on_output is not None:
-                        on_output(OutputEvent(node.name, spec.interval.value, end, value, b))
-                self.counts[index][k] += len(buckets)
-            for reader, pos, j in self.readers[index][k]:
-                aligner = self.aligners[reader][j]
+                write(series, buckets)
+            for aligner, pos, target, invoke in series.readers:
                 ready = aligner.push(pos, buckets, through)
                 if ready is None:
                     continue
                 if ready:
-                    ready = self._compute(reader, ready)
-                stack.append((reader, j, ready, aligner.done))
+                    out = []
+                    try:
+                        for b, args in ready:
+                            out.append((b, invoke(args)))
+                    except Exception as error:
+                        # The failing node's buckets before the failing one are kept.
+                        if out:
+                            write(target, out)
+                        if isinstance(error, NodeExecutionError):
+                            raise
+                        raise NodeExecutionError(target.name, error) from error
+                    ready = out
+                stack.append((target, ready, aligner.done))
 
-    def _compute(self, index: int, ready: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
-        invoke = self.invokers[index]
-        out = []
-        try:
-            for b, args in ready:
-                out.append((b, invoke(args)))
-        except NodeExecutionError:
-            raise
-        except QmtlError as error:
-            raise NodeExecutionError(self.plan.nodes[index].name, error) from error
-        except Exception as error:  # the user's function failed
-            raise NodeExecutionError(self.plan.nodes[index].name, error) from error
-        return out
+    def _write(self, series: _Series, buckets: list[tuple[int, Any]]) -> None:
+        write, on_output = self.state.write, self.on_output
+        key, seconds = series.key, series.seconds
+        max_items, ttl = series.max_items, series.ttl
+        for b, value in buckets:
+            end = float((b + 1) * seconds)
+            write(key, end, value, max_items=max_items, ttl=ttl)
+            if on_output is not None:
+                on_output(OutputEvent(series.name, series.interval, end, value, b))
+        series.count += len(buckets)
 
 
 def _hooked(hook: InvokeHook, node: PlanNode) -> Callable[[Any], Any]:
@@ -554,14 +622,20 @@ def run_in_process(
     clock: Callable[[], float] = time.time,
     invoke_hook: InvokeHook | None = None,
     engine: str = "local",
+    batch: int | None = None,
 ) -> RunSummary:
     """Run ``plan``'s sources to their end in this process (the local engine's semantics).
 
     ``sources`` replaces named sources' inputs; ``events`` (``(source name, ts, value)`` in
     arrival order) replaces all of them; ``clock`` stamps values that come without a ts.
+    ``batch`` propagates source buckets every that many events (default: ``AUTO_BATCH`` when
+    every source's data is at hand, else 1 so live outputs are never held back); results do
+    not depend on it.
     """
+    if batch is None:
+        batch = AUTO_BATCH if all_bounded(plan, sources=sources, events=events) else 1
     runner = StreamRunner(plan, state, on_output=on_output, invoke_hook=invoke_hook,
-                          engine=engine)
+                          engine=engine, batch=batch)
     return drive(runner, merged_events(plan, sources=sources, events=events, clock=clock))
 
 
@@ -575,10 +649,13 @@ def stream_in_process(
     clock: Callable[[], float] = time.time,
     invoke_hook: InvokeHook | None = None,
     engine: str = "local",
+    batch: int | None = None,
 ) -> OutputStream:
     """The iterator form of :func:`run_in_process`; work happens as you iterate."""
+    if batch is None:
+        batch = AUTO_BATCH if all_bounded(plan, sources=sources, events=events) else 1
     runner = StreamRunner(plan, state, on_output=on_output, invoke_hook=invoke_hook,
-                          engine=engine)
+                          engine=engine, batch=batch)
     return OutputStream(runner, merged_events(plan, sources=sources, events=events, clock=clock))
 
 
