@@ -8,7 +8,7 @@ every series. Engines never look anything up per node call.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -299,21 +299,23 @@ def resolve_queries(
 ) -> dict[str, list[str]]:
     """Matched node names of each query, in pipeline order, found through indexes.
 
-    One pass over the nodes builds ``tag → positions`` and, when a query filters on them,
-    ``interval``, ``(interval, period)`` and ``period`` → positions of the nodes having such an
-    interval entry (so interval and period hold on the same entry). Each query is then a few
-    set operations: no per-query scan of the pipeline.
+    One pass over the nodes builds ``tag → positions``; each query's tag candidates are then
+    set intersections (``all``) or unions (``any``). When queries filter on interval/period, one
+    pass over the interval entries of the nodes their tags selected indexes the
+    ``(interval, period)`` keys they ask for, so both hold on the same entry. No query scans
+    the pipeline.
     """
     if not queries:
         return {}
     names = list(nodes)
     by_tag: dict[str, list[int]] = {}
+    found_tag = by_tag.get
     for position, node in enumerate(nodes.values()):
         for tag in node.tags:
-            positions = by_tag.get(tag)
+            positions = found_tag(tag)
             if positions is None:
                 by_tag[tag] = [position]
-            elif positions[-1] != position:
+            else:
                 positions.append(position)
     tag_sets: dict[str, set[int]] = {}
 
@@ -323,40 +325,52 @@ def resolve_queries(
             found = tag_sets[tag] = set(by_tag.get(tag, ()))
         return found
 
-    by_entry: dict[tuple[IntervalEnum | None, int | None], set[int]] | None = None
-    result: dict[str, list[str]] = {}
+    candidates: dict[str, set[int]] = {}
     for qname, query in queries.items():
-        wanted = dict.fromkeys(query.query_tags)
+        tags = dict.fromkeys(query.query_tags)
         if query.match_mode == "all":
-            sets = sorted((tagged(tag) for tag in wanted), key=len)
-            candidates = sets[0].intersection(*sets[1:]) if sets else set()
+            sets = sorted((tagged(tag) for tag in tags), key=len)
+            candidates[qname] = sets[0].intersection(*sets[1:])
         else:
-            candidates = set().union(*(tagged(tag) for tag in wanted))
-        if query.interval is not None or query.period is not None:
-            if by_entry is None:
-                by_entry = _entry_index(nodes)
-            candidates &= by_entry.get((query.interval, query.period), set())
-        result[qname] = [names[position] for position in sorted(candidates)]
-    return result
+            candidates[qname] = set().union(*(tagged(tag) for tag in tags))
+    on_entry = [q for q in queries if queries[q].interval is not None
+                or queries[q].period is not None]
+    if on_entry:
+        # interval entries are read only for the nodes some interval query's tags selected
+        values = list(nodes.values())
+        to_check = set().union(*(candidates[q] for q in on_entry))
+        wanted = {(queries[q].interval, queries[q].period) for q in on_entry}
+        by_entry = _entry_index(((p, values[p]) for p in to_check), wanted)
+        for qname in on_entry:
+            query = queries[qname]
+            candidates[qname] &= by_entry[(query.interval, query.period)]
+    return {qname: [names[p] for p in sorted(found)] for qname, found in candidates.items()}
+
+
+EntryKey = tuple[IntervalEnum | None, int | None]
 
 
 def _entry_index(
-    nodes: Mapping[str, Node],
-) -> dict[tuple[IntervalEnum | None, int | None], set[int]]:
-    """``(interval, None)``, ``(interval, period)`` and ``(None, period)`` → positions of the
-    nodes with such an interval entry in their effective settings."""
-    index: dict[tuple[IntervalEnum | None, int | None], set[int]] = {}
-    for position, node in enumerate(nodes.values()):
+    nodes: Iterable[tuple[int, Node]], wanted: set[EntryKey]
+) -> dict[EntryKey, set[int]]:
+    """``wanted`` keys → positions of the ``(position, node)`` pairs having such an interval
+    entry in their effective settings. A key is ``(interval, None)``, ``(interval, period)`` or
+    ``(None, period)``."""
+    index: dict[EntryKey, set[int]] = {key: set() for key in wanted}
+    by_interval = {i for i, p in wanted if p is None}
+    by_pair = {(i, p) for i, p in wanted if i is not None and p is not None}
+    by_period = {p for i, p in wanted if i is None}
+    for position, node in nodes:
         settings = node.stream_settings
         if settings is None:
             continue
         for interval, entry in settings.intervals.items():
-            for key in ((interval, None), (interval, entry.period), (None, entry.period)):
-                found = index.get(key)
-                if found is None:
-                    index[key] = {position}
-                else:
-                    found.add(position)
+            if interval in by_interval:
+                index[(interval, None)].add(position)
+            if by_pair and (interval, entry.period) in by_pair:
+                index[(interval, entry.period)].add(position)
+            if by_period and entry.period in by_period:
+                index[(None, entry.period)].add(position)
     return index
 
 
