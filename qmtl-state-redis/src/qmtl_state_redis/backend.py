@@ -41,40 +41,51 @@ __all__ = ["RedisStateBackend"]
 # Returns the (1-based) groups whose series had no metadata before this write: new series, or
 # series that vanished (expired, evicted, lost in a restart without persistence).
 _WRITE_SCRIPT = """
--- Refuse before changing anything when a key holds something QMTL did not write.
+-- Refuse before changing anything when a key holds something QMTL did not write; note the
+-- series that have no metadata yet (new, or vanished).
+local fresh = {}
 for g = 1, #KEYS, 2 do
   local kind = redis.call('TYPE', KEYS[g]).ok
   if kind ~= 'none' and kind ~= 'zset' then
     return redis.error_reply('WRONGTYPE ' .. KEYS[g] .. ' holds a ' .. kind .. ', not a sorted set')
   end
   kind = redis.call('TYPE', KEYS[g + 1]).ok
-  if kind ~= 'none' and kind ~= 'hash' then
+  if kind == 'none' then
+    fresh[#fresh + 1] = (g + 1) / 2
+  elseif kind ~= 'hash' then
     return redis.error_reply('WRONGTYPE ' .. KEYS[g + 1] .. ' holds a ' .. kind .. ', not a hash')
   end
 end
 local now = ARGV[1]
 local a = 2
-local fresh = {}
 for g = 1, #KEYS, 2 do
   local history, meta = KEYS[g], KEYS[g + 1]
-  if redis.call('EXISTS', meta) == 0 then
-    fresh[#fresh + 1] = (g + 1) / 2
-  end
   local n, max_items, ttl = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2]
   a = a + 3
-  -- A bucket newer than the newest stored one cannot replace anything: skip the removal.
+  -- Buckets newer than the newest stored one cannot replace anything: add them in one ZADD.
+  -- An older bucket first drops the member it replaces.
   local top = redis.call('ZRANGE', history, -1, -1, 'WITHSCORES')[2]
   top = top and tonumber(top) or -math.huge
+  local newer = {}
   for _ = 1, n do
     local ts = ARGV[a]
     local t = tonumber(ts)
     if t > top then
       top = t
+      newer[#newer + 1] = ts
+      newer[#newer + 1] = ARGV[a + 1]
     else
+      if #newer > 0 then
+        redis.call('ZADD', history, unpack(newer))
+        newer = {}
+      end
       redis.call('ZREMRANGEBYSCORE', history, ts, ts)
+      redis.call('ZADD', history, ts, ARGV[a + 1])
     end
-    redis.call('ZADD', history, ts, ARGV[a + 1])
     a = a + 2
+  end
+  if #newer > 0 then
+    redis.call('ZADD', history, unpack(newer))
   end
   local keep = tonumber(max_items)
   if keep > 0 then
@@ -456,7 +467,7 @@ class RedisStateBackend:
         for (_, _, series), fresh in zip(calls, replies, strict=True):
             for index in fresh or ():
                 history = series[int(index) - 1][0]
-                if alive.get(history, 0.0) - _EXPIRY_SLACK > now:
+                if alive.get(history, 0.0) - _EXPIRY_SLACK > now and history not in vanished:
                     vanished.append(history)
             for history, ttl in series:
                 alive[history] = math.inf if ttl is None else now + ttl
