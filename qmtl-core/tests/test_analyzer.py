@@ -265,3 +265,17 @@ def test_runs_through_the_mock_engine() -> None:
     assert analyzer.execute(engine=engine) == {"q": {"price": 21.0, "twice": 42.0}}
     assert engine.calls["twice"] == [{"price": 21.0}]
     assert analyzer.execute(local=False, engine="mock") == {"q": {"price": 1.0, "twice": 2.0}}
+
+
+def test_a_window_warming_up_is_skipped_not_failed() -> None:
+    analyzer = Analyzer(name="warm")
+    analyzer.add_node(Node("p", fn=lambda: 1.0, tags=["F"]))
+    analyzer.add_node(Node("avg", fn=lambda p: sum(p) / len(p), upstreams=["p"], window=2,
+                           tags=["F"]))
+    analyzer.add_query_node(QueryNode("q", ["F"]))
+    day = 86_400
+    assert analyzer.execute(ts=0) == {}  # the query waits for every match, as on any engine
+    assert [(r.node, r.status) for r in analyzer.analyzer_results] == [
+        ("p", "OK"), ("avg", "SKIPPED")]
+    assert analyzer.last_run is not None and analyzer.last_run.status == "OK"
+    assert analyzer.execute(ts=day) == {"q": {"p": 1.0, "avg": 1.0}}

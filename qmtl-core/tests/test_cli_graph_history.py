@@ -39,7 +39,7 @@ def _reset_logging() -> Iterator[None]:
 
 
 @pytest.fixture
-def module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+def module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A strategy module importable under a fresh name."""
     name = f"cli_strategy_{next(_counter)}"
     (tmp_path / f"{name}.py").write_text(STRATEGY, encoding="utf-8")
@@ -130,3 +130,52 @@ def test_qmtl_graph_console_script(module: str, tmp_path: Path) -> None:
                           check=False)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["pipeline"] == "cli-demo"
+
+
+ANALYZER = '''
+from qmtl import Node, QueryNode
+from qmtl.analyzer import Analyzer
+
+analyzer = Analyzer("cli-analyzer-{suffix}", tags=["CORRELATION"])
+analyzer.add_node(Node("a", fn=lambda: 1.5, tags=["F"]))
+analyzer.add_node(Node("b", fn=lambda: 2.5, tags=["F"]))
+analyzer.add_query_node(QueryNode("q", ["F"]))
+'''
+
+
+@pytest.mark.integration
+def test_history_reads_analyzer_results_from_redis_in_another_process(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Analyzer results recorded in Redis are read back by `qmtl history` in a new process."""
+    pytest.importorskip("qmtl_state_redis", reason="qmtl-state-redis is not installed")
+    name = f"cli_analyzer_{next(_counter)}"
+    suffix = os.urandom(4).hex()
+    (tmp_path / f"{name}.py").write_text(ANALYZER.format(suffix=suffix), encoding="utf-8")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        analyzer = importlib.import_module(name).analyzer
+        day = 86_400
+        try:
+            for n in range(2):
+                assert analyzer.execute(state="redis", state_options={"url": redis_url},
+                                        ts=day * (n + 1)) == {"q": {"a": 1.5, "b": 2.5}}
+            [latest, _] = analyzer.get_result_history("q")
+            assert [r.status for r in latest["results"]] == ["OK", "OK"]
+            env = {**os.environ, "PYTHONPATH": str(tmp_path), "QMTL_STATE": "redis",
+                   "QMTL_REDIS__URL": redis_url}
+            done = subprocess.run(
+                [str(Path(sys.executable).with_name("qmtl")), "history", f"{name}:analyzer", "q",
+                 "--interval", "1d", "--json"],
+                capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60, check=False,
+            )
+            assert done.returncode == 0, done.stderr
+            assert json.loads(done.stdout) == [
+                {"timestamp": 3.0 * day, "value": {"a": 1.5, "b": 2.5}},
+                {"timestamp": 2.0 * day, "value": {"a": 1.5, "b": 2.5}},
+            ]
+        finally:
+            analyzer.clear_history()
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop(name, None)
