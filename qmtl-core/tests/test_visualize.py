@@ -118,3 +118,19 @@ def test_text_formats_can_be_written_to_a_file(tmp_path: Path) -> None:
     target = tmp_path / "graph.mmd"
     text = strategy().visualize(format="mermaid", path=str(target))
     assert target.read_text(encoding="utf-8") == text
+
+
+def test_matches_left_out_by_deterministic_selectors_are_drawn_as_not_selected() -> None:
+    pipeline = Pipeline("selected")
+    pipeline.add_node(Node("a", fn=lambda: 1, tags=["A"]))
+    pipeline.add_node(Node("b", fn=lambda: 2, tags=["A", "B"]))
+    pipeline.add_query_node(QueryNode("q", ["A"], result_selectors=[
+        {"mode": "filter", "filter_meta": {"tags": ["B"]}}]))
+    data = json.loads(pipeline.visualize(format="json"))
+    assert {n["name"]: n.get("selected") for n in data["nodes"]}["q"] == ["b"]
+    assert {(e["source"], e["kind"]) for e in data["edges"]} == {("a", "unselected"),
+                                                                  ("b", "match")}
+    assert "n0 -. not selected .-x n2" in pipeline.visualize()
+    assert '"a" -> "q" [style=dotted' in pipeline.visualize(format="dot")
+    # an unseeded random draw is not known before the run: every match is drawn as a match
+    assert json.loads(strategy().visualize(format="json"))["nodes"][3]["selected"] is None

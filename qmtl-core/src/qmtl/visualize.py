@@ -3,9 +3,10 @@
 The graph is the compiled plan (so query matches and effective intervals are shown): every node
 with its tags and intervals (``1d/p7`` = interval 1d, period 7), data edges ``upstream → node``,
 and query nodes drawn distinctly (a hexagon, yellow) with dashed "match" edges from the nodes
-they matched. Rendering needs no display; SVG and PNG run the ``dot`` program of Graphviz
-(``apt install graphviz`` / ``brew install graphviz``) and fail with :class:`VisualizationError`
-when it is missing.
+they matched — dotted, grey "not selected" edges from matches their own selectors leave out
+(known when the selection is deterministic). Rendering needs no display; SVG and PNG run the
+``dot`` program of Graphviz (``apt install graphviz`` / ``brew install graphviz``) and fail
+with :class:`VisualizationError` when it is missing.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qmtl.errors import QmtlError
+from qmtl.selectors import is_deterministic, select
 
 if TYPE_CHECKING:
     from qmtl.pipeline import Pipeline
+    from qmtl.plan import ExecutionPlan, PlanNode
 
 FORMATS = ("mermaid", "dot", "json", "svg", "png")
 
@@ -55,12 +58,31 @@ def graph(pipeline: Pipeline) -> dict[str, Any]:
                 matches=list(node.upstreams),
                 selectors=[s.model_dump(mode="json", exclude_none=True)
                            for s in query.result_selectors],  # type: ignore[union-attr]
+                selected=_selected(plan, node),
             )
+            chosen = entry["selected"]
+            edges.extend(
+                {"source": u, "target": node.name,
+                 "kind": "match" if chosen is None or u in chosen else "unselected"}
+                for u in node.upstreams
+            )
+        else:
+            edges.extend({"source": u, "target": node.name, "kind": "data"}
+                         for u in node.upstreams)
         nodes.append(entry)
-        kind = "match" if node.kind == "query" else "data"
-        edges.extend({"source": u, "target": node.name, "kind": kind} for u in node.upstreams)
     return {"pipeline": pipeline.name, "type": pipeline.type, "tags": list(pipeline.tags),
             "nodes": nodes, "edges": edges}
+
+
+def _selected(plan: ExecutionPlan, node: PlanNode) -> list[str] | None:
+    """The matches the query's own selectors keep, or ``None`` when drawn at each evaluation
+    (an unseeded random step)."""
+    query = node.node
+    selectors = query.result_selectors  # type: ignore[union-attr]
+    if not is_deterministic(selectors):
+        return None
+    matched = [plan.by_name[u].node for u in node.upstreams]
+    return list(select(selectors, matched).names)  # type: ignore[arg-type]
 
 
 def _intervals(entry: dict[str, Any]) -> str:
@@ -102,9 +124,9 @@ def to_mermaid(data: dict[str, Any]) -> str:
             out.append(f'    {ids[entry["name"]]}(["{label}"]):::source')
         else:
             out.append(f'    {ids[entry["name"]]}["{label}"]')
+    arrows = {"match": "-. match .->", "unselected": "-. not selected .-x", "data": "-->"}
     for edge in data["edges"]:
-        arrow = "-. match .->" if edge["kind"] == "match" else "-->"
-        out.append(f"    {ids[edge['source']]} {arrow} {ids[edge['target']]}")
+        out.append(f"    {ids[edge['source']]} {arrows[edge['kind']]} {ids[edge['target']]}")
     out.append("    classDef query fill:#fff4c2,stroke:#b8860b,stroke-dasharray:4 2")
     out.append("    classDef source fill:#e8f1ff,stroke:#3b6fb6")
     return "\n".join(out) + "\n"
@@ -132,9 +154,14 @@ def to_dot(data: dict[str, Any]) -> str:
         else:
             style = 'color="#444444"'
         out.append(f'  {_dot_id(entry["name"])} [label="{label}", {style}];')
+    styles = {
+        "match": ' [style=dashed, color="#b8860b", label="match"]',
+        "unselected": ' [style=dotted, color="#aaaaaa", label="not selected", arrowhead=tee]',
+        "data": "",
+    }
     for edge in data["edges"]:
-        extra = ' [style=dashed, color="#b8860b", label="match"]' if edge["kind"] == "match" else ""
-        out.append(f"  {_dot_id(edge['source'])} -> {_dot_id(edge['target'])}{extra};")
+        out.append(f"  {_dot_id(edge['source'])} -> {_dot_id(edge['target'])}"
+                   f"{styles[edge['kind']]};")
     out.append("}")
     return "\n".join(out) + "\n"
 
