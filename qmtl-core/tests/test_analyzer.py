@@ -279,3 +279,13 @@ def test_a_window_warming_up_is_skipped_not_failed() -> None:
         ("p", "OK"), ("avg", "SKIPPED")]
     assert analyzer.last_run is not None and analyzer.last_run.status == "OK"
     assert analyzer.execute(ts=day) == {"q": {"p": 1.0, "avg": 1.0}}
+
+
+def test_the_pipeline_execute_inputs_form_still_works() -> None:
+    analyzer = Analyzer(name="a")
+    analyzer.add_node(Node("x", fn=lambda: 0, tags=["F"]))
+    analyzer.add_query_node(QueryNode("q", ["F"]))
+    assert analyzer.execute({"x": 5}) == {"q": {"x": 5}}
+    assert MockExecutionEngine().execute_pipeline(analyzer, inputs={"x": 6}) == {"q": {"x": 6}}
+    with pytest.raises(ValueError, match="local=True/False"):
+        analyzer.execute("yes")  # type: ignore[arg-type]

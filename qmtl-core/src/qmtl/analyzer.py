@@ -31,7 +31,7 @@ import structlog
 from pydantic import Field
 
 from qmtl.engine import Engine, bucket_end, check_inputs
-from qmtl.errors import QmtlError, UnknownNodeError
+from qmtl.errors import PipelineValidationError, QmtlError, UnknownNodeError
 from qmtl.models import AnalyzerResult, IntervalEnum, QmtlModel, QueryNodeResultSelector
 from qmtl.node import Invoker, Node, QueryNode
 from qmtl.pipeline import Pipeline
@@ -210,8 +210,16 @@ class Analyzer(Pipeline):
         ``local=True`` uses the local engine unless ``engine`` (a kind or an engine object) is
         given; ``local=False`` uses the configured one. ``selectors={query: [selector, ...]}``
         replaces those queries' own selectors for this run. ``inputs`` replaces nodes' values.
-        ``strict=True`` raises :class:`AnalyzerExecutionError` when a node failed.
+        ``strict=True`` raises :class:`AnalyzerExecutionError` when a node failed. A mapping as
+        the first argument is taken as ``inputs`` (the :meth:`Pipeline.execute` form).
         """
+        if isinstance(local, Mapping) and inputs is None:  # Pipeline.execute(inputs) form
+            local, inputs = True, local
+        if not isinstance(local, bool):
+            raise PipelineValidationError(
+                f"Analyzer '{self.name}': execute's first argument is local=True/False, got "
+                f"{type(local).__name__}; pass node values as inputs={{...}}"
+            )
         plan = self.build()
         overrides = self._overrides(plan, selectors)
         check_inputs(plan, inputs)
