@@ -259,3 +259,10 @@ def test_query_node_name_clashing_with_a_node_is_rejected() -> None:
     pipeline = three_nodes()
     with pytest.raises(PipelineValidationError, match="n1"):
         pipeline.add_query_node(QueryNode("n1", ["A"]))
+
+
+def test_a_node_assigned_into_query_nodes_is_rejected_at_build() -> None:
+    pipeline = three_nodes()
+    pipeline.query_nodes["x"] = Node("x", fn=lambda: 1)  # type: ignore[assignment]
+    with pytest.raises(PipelineValidationError, match=r"query_nodes\['x'\] is Node"):
+        pipeline.build()

@@ -204,6 +204,11 @@ def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
         nodes[key] = node
     queries: dict[str, QueryNode] = {}
     for key, query in pipeline.query_nodes.items():
+        if not isinstance(query, QueryNode):
+            raise PipelineValidationError(
+                f"pipeline.query_nodes['{key}'] is {type(query).__name__}, not a QueryNode; "
+                "add nodes with add_node"
+            )
         if key != query.name:
             raise PipelineValidationError(
                 f"pipeline.query_nodes['{key}'] holds query node '{query.name}'; use its name"
