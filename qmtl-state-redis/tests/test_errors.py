@@ -14,7 +14,7 @@ import pytest
 
 from qmtl.errors import ConfigurationError, ModelValidationError, StateBackendError
 from qmtl.plugins import load_plugins
-from qmtl.state import SeriesKey
+from qmtl.state import BucketWrite, SeriesKey
 from qmtl_state_redis import RedisStateBackend, RedisStateSettings, StateManager, mask_url
 
 KEY = SeriesKey("errors", "node", "1d")
@@ -181,3 +181,23 @@ def test_tls_with_rediss_url(
         trusted.close()
         untrusted.close()
 
+
+
+@pytest.mark.integration
+def test_a_server_that_forgot_the_script_gets_it_again(own_redis: Callable[..., Any]) -> None:
+    server = own_redis()
+    backend = RedisStateBackend(server.url, write_batch=10)
+    raw = backend._redis()
+    try:
+        writes = [(SeriesKey("scripts", f"n{i % 3}", "1m"), 60.0 * (i + 1), i) for i in range(35)]
+        for flushed_before in ("single call", "pipelined calls"):
+            raw.script_flush()
+            if flushed_before == "single call":
+                backend.write(*writes[0], max_items=100, ttl=None)
+            else:
+                backend.write_many(BucketWrite(k, ts, v, 100, None) for k, ts, v in writes)
+        assert sum(len(backend.read(SeriesKey("scripts", f"n{i}", "1m"))) for i in range(3)) == 35
+        raw.script_flush()
+        assert backend.update_ttl(SeriesKey("scripts", "n0", "1m"), 60) is True
+    finally:
+        backend.close()

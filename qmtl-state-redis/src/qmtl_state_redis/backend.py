@@ -443,16 +443,19 @@ class RedisStateBackend:
         if len(calls) == 1:
             keys, args, _ = calls[0]
             return [self._evalsha(client, _WRITE_SHA, keys, args)]
-        pipe = client.pipeline(transaction=False)
-        for keys, args, _ in calls:
-            pipe.execute_command("EVALSHA", _WRITE_SHA, len(keys), *keys, *args)
-        try:
-            return pipe.execute()
-        except redis.exceptions.NoScriptError:
-            # A restarted or flushed server forgot the script: load it and replay (writes are
-            # idempotent per bucket, so replaying the calls that did run is harmless).
-            client.script_load(_WRITE_SCRIPT)
-            return pipe.execute()
+        for attempt in (1, 2):
+            pipe = client.pipeline(transaction=False)
+            for keys, args, _ in calls:
+                pipe.execute_command("EVALSHA", _WRITE_SHA, len(keys), *keys, *args)
+            try:
+                return pipe.execute()
+            except redis.exceptions.NoScriptError:
+                # A restarted or flushed server forgot the script: load it and replay (writes
+                # are idempotent per bucket, so replaying calls that did run is harmless).
+                if attempt == 2:
+                    raise
+                client.script_load(_WRITE_SCRIPT)
+        raise AssertionError("unreachable")
 
     def _check_continuity(self, calls: Sequence[_Call], replies: Sequence[Any]) -> None:
         """Raise when a series this backend wrote is gone before its TTL ran out.
