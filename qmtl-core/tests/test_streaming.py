@@ -251,3 +251,17 @@ def test_run_in_process_is_what_the_local_engine_runs() -> None:
     run_in_process(hand_pipeline().build(), state_a, on_output=a.append)
     hand_pipeline().run(b.append, engine="local", state=state_b)
     assert a == b
+
+
+@pytest.mark.parametrize("batch", [1, 2, 7, 256])
+def test_batching_never_changes_a_series(batch: int) -> None:
+    from qmtl.testing.engine_contract import collect
+    from qmtl.testing.pipelines import multi_source_join
+
+    reference: list[OutputEvent] = []
+    run_in_process(multi_source_join().build(), MemoryStateBackend(), on_output=reference.append,
+                   batch=1)
+    got: list[OutputEvent] = []
+    run_in_process(multi_source_join().build(), MemoryStateBackend(), on_output=got.append,
+                   batch=batch)
+    assert collect(got) == collect(reference)

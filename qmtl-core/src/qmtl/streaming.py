@@ -102,8 +102,8 @@ class SourceBucketer:
     watermark crossed a bucket that had no event).
     """
 
-    __slots__ = ("_finest", "_late_before", "_next", "events", "final", "late", "lateness",
-                 "open", "pairs", "seconds", "watermark")
+    __slots__ = ("_closes", "_finest", "_late_before", "_next", "events", "final", "late",
+                 "lateness", "open", "pairs", "seconds", "watermark")
 
     def __init__(self, seconds: Sequence[int], allowed_lateness: float | None = None) -> None:
         if not seconds:
@@ -120,11 +120,12 @@ class SourceBucketer:
         self._bounds()
 
     def _bounds(self) -> None:
-        # An event before _late_before is late; the watermark must reach _next to close more.
+        # Per interval, the watermark that closes its next bucket; an event before
+        # _late_before is late.
+        self._closes = [(f + 2) * s for f, s in zip(self.final, self.seconds, strict=True)]
+        self._next = min(self._closes)
         f = self._finest
         self._late_before = (self.final[f] + 1) * self.seconds[f]
-        self._next = min((final + 2) * s for final, s in zip(self.final, self.seconds,
-                                                             strict=True))
 
     def on_event(self, ts: float, value: Any) -> list[Closure] | tuple[()] | None:
         self.events += 1
@@ -154,12 +155,13 @@ class SourceBucketer:
 
     def _advance(self, wm: float) -> list[Closure]:
         closed: list[Closure] = []
-        final = self.final
+        final, closes = self.final, self._closes
         for i, (s, opened) in enumerate(self.pairs):
-            through = final_through(wm, s)
-            if through <= final[i]:
+            if wm < closes[i]:
                 continue
+            through = END if wm == END else int(wm // s) - 1
             final[i] = through
+            closes[i] = (through + 2) * s
             if len(opened) == 1:
                 (b,) = opened
                 if b <= through:
@@ -169,7 +171,9 @@ class SourceBucketer:
                 continue
             ready = sorted(b for b in opened if b <= through)
             closed.append((i, [(b, opened.pop(b)[1]) for b in ready], through))
-        self._bounds()
+        self._next = min(closes)
+        f = self._finest
+        self._late_before = (final[f] + 1) * self.seconds[f]
         return closed
 
     def to_dict(self) -> dict[str, Any]:
@@ -474,19 +478,23 @@ class StreamRunner:
                     self._emit(series[k], buckets, through)
             return
         if closed:
-            held = self._held
-            series = self.series[source]
-            for k, buckets, through in closed:
-                target = series[k]
-                slot = held.get(target)
-                if slot is None:
-                    held[target] = [buckets, through]
-                else:
-                    slot[0].extend(buckets)
-                    slot[1] = through
+            self.hold(source, closed)
         self._waiting += 1
         if self._waiting >= self.batch:
             self.flush()
+
+    def hold(self, source: int, closed: list[Closure]) -> None:
+        """Keep a source's closed buckets until the next :meth:`flush`."""
+        held = self._held
+        series = self.series[source]
+        for k, buckets, through in closed:
+            target = series[k]
+            slot = held.get(target)
+            if slot is None:
+                held[target] = [buckets, through]
+            else:
+                slot[0].extend(buckets)
+                slot[1] = through
 
     def flush(self) -> None:
         """Propagate the source buckets held back by batching (see ``batch``)."""
@@ -567,12 +575,31 @@ def _hooked(hook: InvokeHook, node: PlanNode) -> Callable[[Any], Any]:
 
 def drive(runner: StreamRunner, events: Iterable[tuple[int, float, Any]]) -> RunSummary:
     """Feed ``(source index, ts, value)`` events (``ts is None``: that source ended)."""
-    on_event, end_source = runner.on_event, runner.end_source
+    batch = runner.batch
+    if batch == 1:
+        on_event, end_source = runner.on_event, runner.end_source
+        for index, ts, value in events:
+            if ts is None:
+                end_source(index)
+            else:
+                on_event(index, ts, value)
+        return runner.finish()
+    # Batched: the same steps as on_event, with the lookups hoisted out of the loop.
+    handlers = [b.on_event if b is not None else None for b in runner.bucketers]
+    hold, flush = runner.hold, runner.flush
+    waiting = 0
     for index, ts, value in events:
         if ts is None:
-            end_source(index)
-        else:
-            on_event(index, ts, value)
+            runner.end_source(index)
+            waiting = 0
+            continue
+        closed = handlers[index](ts, value)  # type: ignore[misc]
+        if closed:
+            hold(index, closed)
+        waiting += 1
+        if waiting >= batch:
+            flush()
+            waiting = 0
     return runner.finish()
 
 
