@@ -166,3 +166,12 @@ def test_a_query_depends_on_all_matches_and_selection_narrows_its_value() -> Non
     plan = pipeline.build()
     assert list(plan.node("q").upstreams) == list(ALL)
     assert pipeline.execute()["q"] == {"f1": 10}
+
+
+def test_filter_accepts_settings_models() -> None:
+    from qmtl import IntervalSettings, NodeStreamSettings
+
+    wanted = NodeStreamSettings(intervals={"1d": IntervalSettings(interval="1d", period=7)})
+    selected = run_query(QueryNodeResultSelector(mode="filter",
+                                                 filter_meta={"stream_settings": wanted}))
+    assert list(selected) == ["f1", "f4"]  # type: ignore[call-overload]

@@ -49,6 +49,7 @@ from qmtl.errors import ModelValidationError
 from qmtl.models import (
     IntervalEnum,
     IntervalSettings,
+    NodeStreamSettings,
     QueryNodeResultSelector,
     period_in_intervals,
     to_interval,
@@ -175,6 +176,8 @@ def node_matches(node: Node, meta: Mapping[str, Any]) -> bool:
             if not set(tags) <= set(node.tags):
                 return False
         elif key == "stream_settings":
+            if isinstance(wanted, NodeStreamSettings):
+                wanted = {"intervals": wanted.intervals}
             intervals = wanted.get("intervals", {}) if isinstance(wanted, Mapping) else None
             if intervals is None or not _intervals_hold(node, intervals):
                 return False
