@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.fresh_install, pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.fresh_install, pytest.mark.slow, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).resolve().parent.parent
 THREADS = ROOT / "examples" / "plugins" / "qmtl-engine-threads"
