@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from qmtl import Node, Pipeline, SourceNode
 from qmtl.errors import SourceError
 from qmtl.mock import MockExecutionEngine
-from qmtl.sources import FileSourceProcessor, source_events
+from qmtl.sources import FileSourceProcessor, Watermark, source_events
 from qmtl.state import MemoryStateBackend
 from qmtl.streaming import OutputEvent
 
@@ -167,3 +167,33 @@ def test_cli_run_stream_prints_the_summary(tmp_path: Path, monkeypatch: pytest.M
     assert data["events_in"] == 4
     assert data["buckets_out"] == 4
     assert data["nodes"]["x"]["buckets_out"] == {"1m": 2}
+
+
+def test_a_live_feed_closes_buckets_with_watermarks() -> None:
+    seen: list[tuple[str, object]] = []
+
+    def live() -> Iterator[object]:
+        yield (10.0, 1.0)
+        yield Watermark(125.0)  # idle: nothing new until 125 s
+        seen.append(("resumed", None))
+        yield (30.0, 9.0)  # minute 0 is final: late
+        yield (130.0, 2.0)
+
+    events: list[OutputEvent] = []
+
+    def record(event: OutputEvent) -> None:
+        seen.append((event.node, event.ts))
+        events.append(event)
+
+    summary = one_source(live).run(record, engine="local", state="memory")
+    assert seen.index(("x10", 60.0)) < seen.index(("resumed", None))
+    assert [(e.ts, e.value) for e in events if e.node == "x10"] == [(60.0, 10.0), (180.0, 20.0)]
+    assert summary.late_events == 1
+
+
+@pytest.mark.parametrize("bad", [-1, "5s", True, float("nan")])
+def test_allowed_lateness_must_be_seconds(bad: object) -> None:
+    from qmtl.errors import PipelineValidationError
+
+    with pytest.raises(PipelineValidationError, match="allowed_lateness must be seconds"):
+        SourceNode("px", source=[], allowed_lateness=bad)

@@ -296,7 +296,9 @@ class SourceNode(Node):
     """A node with no upstreams, fed by ``source``.
 
     ``source`` is a callable (called for the one-shot form), an iterable or generator of values
-    or ``(ts, value)`` pairs, or a :class:`qmtl.sources.SourceProcessor`.
+    or ``(ts, value)`` pairs, or a :class:`qmtl.sources.SourceProcessor`; see
+    :mod:`qmtl.sources` for how each feeds a streaming run. ``allowed_lateness`` (seconds,
+    default 0) keeps buckets open that long past the highest event time seen.
     """
 
     kind = "source"
@@ -316,7 +318,18 @@ class SourceNode(Node):
             raise PipelineValidationError(
                 f"SourceNode '{name}' needs source= (a callable, an iterable or a SourceProcessor)"
             )
+        if allowed_lateness is not None and (
+            isinstance(allowed_lateness, bool)
+            or not isinstance(allowed_lateness, int | float)
+            or not allowed_lateness >= 0
+        ):
+            raise PipelineValidationError(
+                f"SourceNode '{name}': allowed_lateness must be seconds >= 0, "
+                f"got {allowed_lateness!r}"
+            )
         self.source = source if source is not None else fn
+        #: Seconds a bucket stays open after the highest event time seen (streaming); events
+        #: for a bucket already closed are counted late and dropped.
         self.allowed_lateness = allowed_lateness
         super().__init__(name, _latest_of(name, self.source), **kwargs)
 

@@ -15,6 +15,11 @@ A source yields events ``(ts, value)``: ``ts`` is event time in epoch seconds (i
 
 A generator object can be consumed once only; pass a list, a processor or a callable to run a
 pipeline more than once.
+
+A live feed closes buckets by wall clock by yielding :class:`Watermark` ``(ts)`` when it has
+nothing new (e.g. ``Watermark(time.time())`` on an idle tick): the source's watermark moves to
+``ts`` as if an event had been seen, so its open buckets before ``ts - allowed_lateness`` become
+final and later events for them are counted late.
 """
 
 from __future__ import annotations
@@ -34,6 +39,18 @@ if TYPE_CHECKING:
     from qmtl.plan import ExecutionPlan
 
 Event = tuple[float, Any]
+
+
+class Watermark:
+    """Yielded by a source instead of an event: "no event before ``ts`` will follow"."""
+
+    __slots__ = ("ts",)
+
+    def __init__(self, ts: float) -> None:
+        self.ts = to_timestamp(ts, "Watermark")
+
+    def __repr__(self) -> str:
+        return f"Watermark({self.ts!r})"
 
 
 @runtime_checkable
@@ -79,6 +96,9 @@ def _normalise(items: Iterable[Any], name: str, clock: Callable[[], float]) -> I
             if _is_pair(item):
                 yield to_timestamp(ts, where), item[1]
                 continue
+        if type(item) is Watermark:
+            yield item.ts, item
+            continue
         yield clock(), item
 
 
@@ -121,7 +141,8 @@ def merged_events(
 
     Each source is read lazily at its own pace; the next event is always the earliest head
     (ties by plan order), so a source's own order is kept. When a source ends,
-    ``(index, None, None)`` is yielded. ``sources`` replaces named sources' inputs;
+    ``(index, None, None)`` is yielded; a :class:`Watermark` ``wm`` comes as
+    ``(index, None, wm)``. ``sources`` replaces named sources' inputs;
     ``events``, a list of ``(source name, ts, value)``, replaces all of them and is fed in
     exactly that arrival order (how tests control arrival).
     """
@@ -173,7 +194,10 @@ def _declared(node: Any) -> Any:
 
 def _single(index: int, stream: Iterator[Event]) -> Iterator[tuple[int, float | None, Any]]:
     for ts, value in stream:
-        yield index, ts, value
+        if value.__class__ is Watermark:
+            yield index, None, ts
+        else:
+            yield index, ts, value
     yield index, None, None
 
 
@@ -188,7 +212,10 @@ def _merge(streams: Sequence[tuple[int, Iterator[Event]]]) -> Iterator[tuple[int
     heapq.heapify(heap)
     while heap:
         ts, index, value, stream = heap[0]
-        yield index, ts, value
+        if value.__class__ is Watermark:
+            yield index, None, ts
+        else:
+            yield index, ts, value
         following = next(stream, None)
         if following is None:
             heapq.heappop(heap)
@@ -307,6 +334,7 @@ __all__ = [
     "Event",
     "FileSourceProcessor",
     "SourceProcessor",
+    "Watermark",
     "all_bounded",
     "merged_events",
     "source_events",

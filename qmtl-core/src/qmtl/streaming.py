@@ -146,7 +146,11 @@ class SourceBucketer:
         return self._advance(wm)
 
     def on_watermark(self, watermark: float) -> list[Closure]:
-        """Close buckets by an external clock (idle flush): every bucket ending ``<= watermark``."""
+        """Move the watermark without an event (idle flush by wall clock): every bucket ending
+        ``<= watermark - allowed_lateness`` becomes final."""
+        if watermark <= self.watermark:
+            return []
+        self.watermark = watermark
         return self._advance(watermark - self.lateness if watermark != END else END)
 
     def flush(self) -> list[Closure]:
@@ -502,6 +506,13 @@ class StreamRunner:
         for series, (buckets, through) in held.items():
             self._emit(series, buckets, through)
 
+    def on_watermark(self, source: int, watermark: float) -> None:
+        """The source at plan index ``source`` promises no event before ``watermark``."""
+        self.flush()
+        closed = self.bucketers[source].on_watermark(watermark)  # type: ignore[union-attr]
+        for k, buckets, through in closed:
+            self._emit(self.series[source][k], buckets, through)
+
     def end_source(self, source: int) -> None:
         """The source at plan index ``source`` has no more events."""
         bucketer = self.bucketers[source]
@@ -574,15 +585,18 @@ def _hooked(hook: InvokeHook, node: PlanNode) -> Callable[[Any], Any]:
 
 
 def drive(runner: StreamRunner, events: Iterable[tuple[int, float, Any]]) -> RunSummary:
-    """Feed ``(source index, ts, value)`` events (``ts is None``: that source ended)."""
+    """Feed ``(source index, ts, value)`` events; ``(index, None, None)``: that source ended;
+    ``(index, None, wm)``: its watermark moved to ``wm``."""
     batch = runner.batch
     if batch == 1:
         on_event, end_source = runner.on_event, runner.end_source
         for index, ts, value in events:
-            if ts is None:
+            if ts is not None:
+                on_event(index, ts, value)
+            elif value is None:
                 end_source(index)
             else:
-                on_event(index, ts, value)
+                runner.on_watermark(index, value)
         return runner.finish()
     # Batched: the same steps as on_event, with the lookups hoisted out of the loop.
     handlers = [b.on_event if b is not None else None for b in runner.bucketers]
@@ -590,7 +604,10 @@ def drive(runner: StreamRunner, events: Iterable[tuple[int, float, Any]]) -> Run
     waiting = 0
     for index, ts, value in events:
         if ts is None:
-            runner.end_source(index)
+            if value is None:
+                runner.end_source(index)
+            else:
+                runner.on_watermark(index, value)
             waiting = 0
             continue
         closed = handlers[index](ts, value)  # type: ignore[misc]
@@ -632,8 +649,10 @@ class OutputStream(Iterator[OutputEvent]):
             item = next(self._events, None)
             if item is None:
                 self.summary = self._runner.finish()
-            elif item[1] is None:
+            elif item[1] is None and item[2] is None:
                 self._runner.end_source(item[0])
+            elif item[1] is None:
+                self._runner.on_watermark(item[0], item[2])
             else:
                 self._runner.on_event(*item)
         return buffer.popleft()
