@@ -22,6 +22,8 @@ origin      str or null                 which emitter instance (e.g. ``node/part
 value       any JSON                    the value (``kind == "event"`` only)
 nf          "nan"|"inf"|"-inf"          only when ``value`` is a non-finite float, which JSON
                                         cannot hold (then ``value`` is null)
+run         str (optional)              the stream run the message belongs to (the engine keeps
+                                        one run's state apart from another's); absent: none
 ==========  ==========================  ==========================================================
 
 Readers ignore fields they do not know, so a later minor addition does not need a new ``v``.
@@ -81,6 +83,7 @@ class Envelope(NamedTuple):
     kind: EnvelopeKind = "event"
     origin: str | None = None
     v: int = ENVELOPE_VERSION
+    run: str | None = None
 
 
 def encode(envelope: Envelope) -> bytes:
@@ -98,6 +101,8 @@ def encode(envelope: Envelope) -> bytes:
         "origin": envelope.origin,
         "value": envelope.value,
     }
+    if envelope.run is not None:
+        data["run"] = envelope.run
     value = envelope.value
     if isinstance(value, float) and not math.isfinite(value):
         data["value"] = None
@@ -184,6 +189,7 @@ def from_object(obj: Any) -> Envelope:
         v, pipeline, node, ts = get("v"), get("pipeline"), get("node"), get("ts")
         node_id, interval, bucket = get("node_id", ""), get("interval"), get("bucket")
         watermark, kind, origin = get("watermark"), get("kind", "event"), get("origin")
+        run = get("run")
         if (
             v == 1 and type(v) is int
             and type(pipeline) is str and pipeline
@@ -195,12 +201,13 @@ def from_object(obj: Any) -> Envelope:
             and (watermark is None or (type(watermark) in _NUMBER and watermark - watermark == 0))
             and kind in _KINDS
             and (origin is None or type(origin) is str)
+            and (run is None or type(run) is str)
             and "nf" not in obj
         ):
             return _new_envelope(  # type: ignore[no-any-return]
                 Envelope,
                 (pipeline, node, ts, get("value"), node_id, interval, bucket, watermark, kind,
-                 origin, v),
+                 origin, v, run),
             )
     return _validated(obj)
 
@@ -249,4 +256,5 @@ def _validated(obj: Any) -> Envelope:
         origin=_text(obj, "origin", required=False),
         value=value,
         v=version,
+        run=_text(obj, "run", required=False),
     )

@@ -68,6 +68,31 @@ class KafkaEngineSettings(QmtlModel):
     topic_create_backoff_s: float = Field(
         0.2, gt=0, description="First wait between topic attempts; doubles each time."
     )
+    workers: int = Field(
+        1, ge=0, description="Worker threads a run starts in this process; 0 relies on "
+        "external `qmtl worker` processes.",
+    )
+    batch_size: int = Field(
+        2000, ge=1, description="Most messages a node consumes, applies and commits at once."
+    )
+    poll_interval_s: float = Field(
+        0.02, gt=0, description="How long an idle worker waits for messages per poll round."
+    )
+    linger_ms: int = Field(
+        2, ge=0, description="How long the producer waits to fill a batch (latency vs. "
+        "throughput)."
+    )
+    session_timeout_s: float = Field(
+        10.0, ge=1, description="A worker silent this long is considered dead and its "
+        "partitions move to the others.",
+    )
+    max_poll_interval_s: float = Field(
+        600.0, ge=1, description="Longest a node may spend on one batch before the group "
+        "takes its partitions away (size it above the slowest batch: no rebalance storm).",
+    )
+    run_timeout_s: float | None = Field(
+        None, gt=0, description="Longest a finite run may take before it fails (None: no limit)."
+    )
     client_options: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
         repr=False,

@@ -1,0 +1,351 @@
+"""The ``kafka`` engine: a pipeline run as consumer groups over Apache Kafka (SPEC §6).
+
+``run(plan, state=..., on_output=...)`` streams finite sources: it creates the pipeline's topics,
+starts ``workers`` worker threads in this process (0: rely on ``qmtl worker`` processes),
+publishes every source's events to its input topic followed by an end marker, and consumes the
+nodes' output topics until every node has ended. ``execute(...)`` is the one-shot form over the
+same machinery (see :mod:`qmtl_engine_kafka.oneshot`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import structlog
+
+from qmtl.engine import EngineBase
+from qmtl.errors import ConfigurationError, EngineError, NodeExecutionError
+from qmtl.plan import ExecutionPlan
+from qmtl.sources import merged_events
+from qmtl.state import StateBackend
+from qmtl.streaming import NodeSummary, OutputEvent, RunSummary
+from qmtl_engine_kafka import envelope as envelopes
+from qmtl_engine_kafka._client import admin_client, base_config, check_broker, kafka_module
+from qmtl_engine_kafka.envelope import Envelope
+from qmtl_engine_kafka.errors import EnvelopeError, PublishError
+from qmtl_engine_kafka.pending import pending_store_for
+from qmtl_engine_kafka.settings import KafkaEngineSettings
+from qmtl_engine_kafka.topics import TopicManager, pipeline_topics
+from qmtl_engine_kafka.worker import RunContext, Worker, merge_topic, topic_partitions
+
+__all__ = ["KafkaEngine", "RemoteNodeError", "RunTimeoutError"]
+
+log = structlog.get_logger(__name__)
+
+#: The run id external ``qmtl worker`` processes use unless told otherwise.
+LIVE_RUN = "live"
+
+
+class RemoteNodeError(EngineError):
+    """A node failed in a worker process; the message is that worker's error."""
+
+
+class RunTimeoutError(EngineError, TimeoutError):
+    """A Kafka run did not finish in time; the message names the nodes still running."""
+
+
+class KafkaEngine(EngineBase):
+    """Runs pipelines over Kafka with per-node consumer groups (see the package README)."""
+
+    name = "kafka"
+
+    def __init__(self, options: KafkaEngineSettings | None = None, **overrides: Any) -> None:
+        if options is None:
+            options = KafkaEngineSettings(**overrides)
+        elif overrides:
+            options = options.model_copy(update=overrides)
+        self.settings = options
+        self._admin: Any = None
+        self._ready_topics: set[str] = set()
+        self._lock = threading.Lock()
+
+    # -- topics ----------------------------------------------------------------------------
+    def _admin_client(self) -> Any:
+        if self._admin is None:
+            self._admin = admin_client(self.settings, "The Kafka engine")
+        return self._admin
+
+    def prepare(self, plan: ExecutionPlan) -> dict[str, int]:
+        """Create the pipeline's topics (idempotent); return each source's input partitions.
+
+        Raises :class:`~qmtl_engine_kafka.errors.BrokerUnavailableError` within
+        ``connect_timeout_s`` when no broker answers.
+        """
+        admin = self._admin_client()
+        check_broker(admin, self.settings, f"Pipeline '{plan.pipeline}' on the Kafka engine")
+        topics = pipeline_topics(plan.pipeline, [n.name for n in plan.nodes])
+        sources = [n.name for n in plan.nodes if not n.upstreams]
+        inputs = [topics.inputs[s] for s in sources]
+        manager = TopicManager(self.settings, admin=admin)
+        with self._lock:
+            missing_inputs = [t for t in inputs if t not in self._ready_topics]
+            if missing_inputs:
+                manager.create_topics(missing_inputs)
+                self._ready_topics.update(missing_inputs)
+        partitions = topic_partitions(self.settings, admin, inputs)
+        single = [*topics.outputs.values(), topics.dead_letter]
+        single += [merge_topic(plan.pipeline, s) for s in sources
+                   if partitions.get(topics.inputs[s], 1) > 1]
+        with self._lock:
+            missing = [t for t in single if t not in self._ready_topics]
+            if missing:
+                manager.create_topics(missing, partitions=1)
+                self._ready_topics.update(missing)
+        return {s: partitions.get(topics.inputs[s], 1) for s in sources}
+
+    # -- streaming -------------------------------------------------------------------------
+    def run(
+        self,
+        plan: ExecutionPlan,
+        *,
+        state: StateBackend,
+        on_output: Callable[[OutputEvent], None] | None = None,
+        sources: Mapping[str, Any] | None = None,
+        events: Iterable[tuple[str, Any, Any]] | None = None,
+        clock: Callable[[], float] = time.time,
+        workers: int | None = None,
+        run_id: str | None = None,
+        timeout: float | None = None,
+    ) -> RunSummary:
+        """Stream the plan's finite sources through Kafka to their end; see the module doc.
+
+        ``sources`` / ``events`` / ``clock`` are those of the local engine. ``workers`` worker
+        threads run the nodes here (default ``settings.workers``; 0 relies on ``qmtl worker``
+        processes started with the same ``--run``); ``run_id`` names the run (default: a
+        fresh id with in-process workers, ``"live"`` with external ones); ``timeout`` bounds the
+        whole run.
+        """
+        started = time.perf_counter()
+        workers = self.settings.workers if workers is None else workers
+        timeout = self.settings.run_timeout_s if timeout is None else timeout
+        if run_id is None:
+            run_id = uuid.uuid4().hex if workers > 0 else LIVE_RUN
+        partitions = self.prepare(plan)
+        store = pending_store_for(state)
+        if workers == 0 and not store.shared:
+            raise ConfigurationError(
+                f"Pipeline '{plan.pipeline}': workers=0 relies on `qmtl worker` processes, "
+                "which need a shared state backend: use state='redis'"
+            )
+        failures: dict[str, BaseException] = {}
+        ctx = RunContext(plan, run_id, self.settings, state, store, partitions,
+                         batch_size=self.settings.batch_size,
+                         on_failure=lambda node, error: failures.setdefault(node, error))
+        session = _Session(self, ctx, workers)
+        try:
+            session.start()
+            session.publish(merged_events(plan, sources=sources, events=events, clock=clock))
+            ends = session.collect(on_output, failures, timeout)
+        finally:
+            session.close()
+            if not store.shared:
+                store.close()
+        nodes = {}
+        for node in plan.nodes:
+            end = ends[node.name]
+            nodes[node.name] = NodeSummary(
+                events_in=end.get("events", 0), late_events=end.get("late", 0),
+                buckets_out=dict(end.get("buckets", {})),
+            )
+        return RunSummary(plan.pipeline, self.name, nodes, time.perf_counter() - started)
+
+    # -- one-shot --------------------------------------------------------------------------
+    def execute(
+        self,
+        plan: ExecutionPlan,
+        *,
+        state: StateBackend,
+        inputs: Mapping[str, Any] | None = None,
+        ts: float | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        from qmtl_engine_kafka.oneshot import execute_over_kafka
+
+        return execute_over_kafka(self, plan, state=state, inputs=inputs, ts=ts, timeout=timeout)
+
+    def close(self) -> None:
+        """Nothing long-lived is held between runs except the admin client."""
+        self._admin = None
+
+    def __repr__(self) -> str:
+        return f"KafkaEngine(bootstrap_servers={self.settings.bootstrap_servers!r})"
+
+
+class _Session:
+    """One run's publisher, collector and in-process workers."""
+
+    def __init__(self, engine: KafkaEngine, ctx: RunContext, workers: int) -> None:
+        self.engine = engine
+        self.ctx = ctx
+        self.kafka = kafka_module("The Kafka engine")
+        settings = engine.settings
+        self.settings = settings
+        self.workers = workers
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.worker_objects: list[Worker] = []
+        self.errors: list[BaseException] = []
+        self.delivery_errors: list[str] = []
+        self.producer = self.kafka.Producer(base_config(settings, {
+            "linger.ms": settings.linger_ms,
+            "message.timeout.ms": int(settings.delivery_timeout_s * 1000),
+            "queue.buffering.max.messages": 1_000_000,
+            "on_delivery": self._delivered,
+        }))
+        self.collector: Any = None
+
+    def _delivered(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.delivery_errors.append(f"topic '{msg.topic()}': {err.str()}")
+
+    def start(self) -> None:
+        """Position the output collector at the end of every output topic, start workers."""
+        kafka, ctx = self.kafka, self.ctx
+        self.collector = kafka.Consumer(base_config(self.settings, {
+            "group.id": f"qmtl-collector-{ctx.run}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "fetch.wait.max.ms": 10,
+        }))
+        assignment = []
+        for topic in ctx.topics.outputs.values():
+            tp = kafka.TopicPartition(topic, 0)
+            _low, high = self.collector.get_watermark_offsets(
+                tp, timeout=self.settings.connect_timeout_s, cached=False)
+            assignment.append(kafka.TopicPartition(topic, 0, high))
+        self.collector.assign(assignment)
+        for i in range(self.workers):
+            worker = Worker(ctx)
+            self.worker_objects.append(worker)
+            thread = threading.Thread(target=self._work, args=(worker,),
+                                      name=f"qmtl-kafka-{ctx.pipeline}-{i}", daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _work(self, worker: Worker) -> None:
+        try:
+            worker.run_until(self.stop)
+        except BaseException as error:  # handed to the run's thread
+            self.errors.append(error)
+
+    def publish(self, events: Iterable[tuple[int, float | None, Any]]) -> None:
+        """Every source event to partition 0 of its input topic (one ordered stream per
+        source), then an end marker on every input partition."""
+        ctx, producer = self.ctx, self.producer
+        nodes = ctx.plan.nodes
+        pipeline, run = ctx.pipeline, ctx.run
+        inputs = ctx.topics.inputs
+        ended: set[int] = set()
+        encode = envelopes.encode
+        produce = producer.produce
+        count = 0
+        for index, ts, value in events:
+            name = nodes[index].name
+            if ts is None:
+                self._end(index)
+                ended.add(index)
+                continue
+            payload = encode(Envelope(pipeline, name, ts, value, "", None, None, None, "event",
+                                      None, 1, run))
+            while True:
+                try:
+                    produce(inputs[name], payload, partition=0)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            count += 1
+            if count % 1000 == 0:
+                producer.poll(0)
+        for node in ctx.plan.sources:
+            if node.index not in ended:
+                self._end(node.index)
+        self._flush()
+
+    def _end(self, index: int) -> None:
+        ctx = self.ctx
+        name = ctx.plan.nodes[index].name
+        payload = envelopes.encode(Envelope(ctx.pipeline, name, 0.0, None, "", None, None, None,
+                                            "end", None, 1, ctx.run))
+        for partition in range(ctx.input_partitions.get(name, 1)):
+            self.producer.produce(ctx.topics.inputs[name], payload, partition=partition)
+
+    def _flush(self) -> None:
+        remaining = self.producer.flush(self.settings.delivery_timeout_s + 5)
+        if remaining or self.delivery_errors:
+            raise PublishError(
+                f"Publishing the sources of pipeline '{self.ctx.pipeline}' failed: "
+                f"{remaining} unacknowledged, errors {self.delivery_errors[:3]}"
+            )
+
+    def collect(self, on_output: Callable[[OutputEvent], None] | None,
+                failures: dict[str, BaseException], timeout: float | None
+                ) -> dict[str, dict[str, Any]]:
+        """Consume every node's output until all ended; raise the first node failure."""
+        ctx = self.ctx
+        deadline = None if timeout is None else time.monotonic() + timeout
+        names = {n.name for n in ctx.plan.nodes}
+        ends: dict[str, dict[str, Any]] = {}
+        seen: set[tuple[str, str, int]] = set()
+        run = ctx.run
+        max_bytes = self.settings.max_message_bytes
+        decode = envelopes.decode
+        while len(ends) < len(names):
+            if self.errors:
+                raise self.errors[0]
+            if deadline is not None and time.monotonic() > deadline:
+                waiting = sorted(names - set(ends))
+                raise RunTimeoutError(
+                    f"Pipeline '{ctx.pipeline}' on Kafka did not finish within {timeout:g}s; "
+                    f"nodes still running: {waiting}; are workers running (workers=0 needs "
+                    f"`qmtl worker ... --run {run}`)?"
+                )
+            for message in self.collector.consume(1000, 0.05):
+                if message.error() is not None:
+                    continue
+                try:
+                    env = decode(message.value(), max_bytes)
+                except EnvelopeError:
+                    continue  # the worker dead-letters it; nothing for the caller
+                if env.run != run or env.node not in names:
+                    continue
+                if env.kind == "event":
+                    key = (env.node, env.interval or "", env.bucket or 0)
+                    if key in seen:
+                        continue  # a replay after a worker restart
+                    seen.add(key)
+                    if on_output is not None:
+                        on_output(OutputEvent(env.node, env.interval or "", env.ts, env.value,
+                                              env.bucket or 0))
+                elif env.kind == "end":
+                    value = env.value if isinstance(env.value, dict) else {}
+                    if "error" in value and "upstream_failed" not in value:
+                        self._raise_failure(env.node, value["error"], failures)
+                    ends.setdefault(env.node, value)
+        failed = [n for n, v in ends.items() if "error" in v]
+        if failed:
+            origin = next((n for n in failed if "upstream_failed" not in ends[n]), failed[0])
+            self._raise_failure(origin, ends[origin]["error"], failures)
+        return ends
+
+    def _raise_failure(self, node: str, message: str, failures: dict[str, BaseException]
+                       ) -> None:
+        for _ in range(20):  # the in-process worker reports its exception right after its end
+            if node in failures or self.workers == 0:
+                break
+            time.sleep(0.01)
+        cause = failures.get(node) or RemoteNodeError(f"node '{node}' failed in a worker: "
+                                                      f"{message}")
+        raise NodeExecutionError(node, cause) from cause
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+        if self.collector is not None:
+            self.collector.close()
+        self.producer.flush(5)
+
