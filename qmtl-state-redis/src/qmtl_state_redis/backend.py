@@ -174,7 +174,11 @@ def _number(raw: bytes | str | None) -> int | float | None:
 
 
 def _ttl_arg(ttl: float | None) -> str:
-    return "" if ttl is None else repr(ttl)
+    """The TTL as the scripts take it: seconds as text, '' for none (numpy numbers too)."""
+    if ttl is None:
+        return ""
+    seconds = float(ttl)
+    return repr(int(seconds)) if seconds.is_integer() else repr(seconds)
 
 
 def _empty_metadata() -> dict[str, Any]:
@@ -424,7 +428,15 @@ class RedisStateBackend:
                     "from the node (numbers, strings, booleans, None, lists, dicts with string "
                     "keys), or convert it first"
                 ) from error
-            ttl_text = _ttl_arg(ttl)
+            try:
+                ttl_text = _ttl_arg(ttl)
+                max_items = int(max_items)
+            except (TypeError, ValueError) as error:
+                raise StateBackendError(
+                    f"Series settings of node '{key.node_id}' at interval "
+                    f"'{_interval(key.interval)}' are not numbers (max_items={max_items!r}, "
+                    f"ttl={ttl!r}); pass an int max_items and a ttl in seconds or None"
+                ) from error
             group = groups.get(key)
             if group is None or group[2] != max_items or group[3] != ttl_text:
                 history, meta = _keys(key)
@@ -473,7 +485,7 @@ class RedisStateBackend:
                 if alive.get(history, 0.0) - _EXPIRY_SLACK > now and history not in vanished:
                     vanished.append(history)
             for history, ttl in series:
-                alive[history] = math.inf if ttl is None else now + ttl
+                alive[history] = math.inf if ttl is None else now + float(ttl)
         if vanished:
             shown = ", ".join(vanished[:3])
             if len(vanished) > 3:
