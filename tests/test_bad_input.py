@@ -490,6 +490,15 @@ PLUGIN_CASES = [
              def qmtl_register_engines(registry):
                  registry.add('local', lambda options: None)
          """), PluginError, ("'local'", "dup-plugin"), ("QMTL_DISABLE_PLUGINS",)),
+    Case("plugin-commands-raise", "plugin entry points",
+         lambda c: (_load_with(c, "cmd-plugin", """
+             from qmtl import hookimpl
+             @hookimpl
+             def qmtl_register_commands(cli):
+                 import qmtl_cmd_plugin_missing_module
+         """), __import__("qmtl.cli").cli.build_cli()),
+         PluginLoadError, ("cmd-plugin", "qmtl_cmd_plugin_missing_module"),
+         ("QMTL_DISABLE_PLUGINS=cmd-plugin",)),
     Case("plugin-factory-raises", "plugin entry points",
          lambda c: (_load_with(c, "fac-plugin", """
              from qmtl import hookimpl

@@ -178,5 +178,20 @@ def load_plugins(*, autoload: bool = True, disabled: Collection[str] = ()) -> Pl
 
 
 def register_commands(pm: pluggy.PluginManager, cli: Any) -> None:
-    """Let plugins add commands to the root CLI group."""
-    pm.hook.qmtl_register_commands(cli=cli)
+    """Let plugins add commands to the root CLI group.
+
+    A plugin whose ``qmtl_register_commands`` raises is a :class:`PluginLoadError` naming it
+    (the ``qmtl`` command prints one line instead of a traceback).
+    """
+    for impl in pm.hook.qmtl_register_commands.get_hookimpls():
+        try:
+            impl.function(cli=cli)
+        except PluginError:
+            raise
+        except Exception as error:  # third-party registration code
+            name, dist, _version = _origin(pm, impl.plugin)
+            raise PluginLoadError(
+                f"Plugin '{name}' (from {dist or 'an unknown distribution'}) failed to add its "
+                f"commands: {type(error).__name__}: {error}. Reinstall or fix "
+                f"{dist or name}, or skip it with QMTL_DISABLE_PLUGINS={name}"
+            ) from error
