@@ -45,7 +45,11 @@ class RemoteNodeError(EngineError):
 
 
 class RunTimeoutError(EngineError, TimeoutError):
-    """A Kafka run did not finish in time; the message names the nodes still running."""
+    """A Kafka run did not finish in time; ``waiting`` names the nodes still running."""
+
+    def __init__(self, message: str, waiting: list[str]) -> None:
+        super().__init__(message)
+        self.waiting = waiting
 
 
 class KafkaEngine(EngineBase):
@@ -282,9 +286,10 @@ class _Session:
             )
 
     def collect(self, on_output: Callable[[OutputEvent], None] | None,
-                failures: dict[str, BaseException], timeout: float | None
-                ) -> dict[str, dict[str, Any]]:
-        """Consume every node's output until all ended; raise the first node failure."""
+                failures: dict[str, BaseException], timeout: float | None,
+                *, raise_failures: bool = True) -> dict[str, dict[str, Any]]:
+        """Consume every node's output until all ended; raise the first node failure (or,
+        with ``raise_failures=False``, return the ends with their ``error``)."""
         ctx = self.ctx
         deadline = None if timeout is None else time.monotonic() + timeout
         names = {n.name for n in ctx.plan.nodes}
@@ -301,7 +306,7 @@ class _Session:
                 raise RunTimeoutError(
                     f"Pipeline '{ctx.pipeline}' on Kafka did not finish within {timeout:g}s; "
                     f"nodes still running: {waiting}; are workers running (workers=0 needs "
-                    f"`qmtl worker ... --run {run}`)?"
+                    f"`qmtl worker ... --run {run}`)?", waiting
                 )
             for message in self.collector.consume(1000, 0.05):
                 if message.error() is not None:
@@ -322,14 +327,24 @@ class _Session:
                                               env.bucket or 0))
                 elif env.kind == "end":
                     value = env.value if isinstance(env.value, dict) else {}
-                    if "error" in value and "upstream_failed" not in value:
+                    if raise_failures and "error" in value and "upstream_failed" not in value:
                         self._raise_failure(env.node, value["error"], failures)
                     ends.setdefault(env.node, value)
         failed = [n for n, v in ends.items() if "error" in v]
-        if failed:
+        if failed and raise_failures:
             origin = next((n for n in failed if "upstream_failed" not in ends[n]), failed[0])
             self._raise_failure(origin, ends[origin]["error"], failures)
         return ends
+
+    def failure(self, node: str, message: str, failures: dict[str, BaseException]
+                ) -> BaseException:
+        """The exception a node's worker reported (or one carrying its message)."""
+        for _ in range(50):  # the in-process worker reports its exception right after its end
+            if node in failures or self.workers == 0:
+                break
+            time.sleep(0.01)
+        return failures.get(node) or RemoteNodeError(
+            f"node '{node}' failed in a worker: {message}")
 
     def _raise_failure(self, node: str, message: str, failures: dict[str, BaseException]
                        ) -> None:

@@ -92,6 +92,9 @@ class RunContext:
     batch_size: int = 2000
     #: Called (in the worker's thread) with a node's name and the exception its fn raised.
     on_failure: Callable[[str, BaseException], None] | None = None
+    #: Set for a one-shot run (:mod:`qmtl_engine_kafka.oneshot`): nodes compute once, the
+    #: caller records the values in plan order.
+    oneshot: OneShot | None = None
     topics: PipelineTopics = field(init=False)
 
     def __post_init__(self) -> None:
@@ -100,6 +103,14 @@ class RunContext:
     @property
     def pipeline(self) -> str:
         return self.plan.pipeline
+
+
+@dataclass
+class OneShot:
+    """A one-shot run: ``inputs`` replace nodes' values; ``now`` is the run's timestamp."""
+
+    inputs: dict[str, Any]
+    now: float
 
 
 class _Batch:
@@ -126,6 +137,7 @@ class _Emitter:
         self.told: list[float] = [_NEVER] * len(node.series)
         self.through: list[float] = [_NEVER] * len(node.series)
         self.ended = False
+        self.record = ctx.oneshot is None
 
     def emit(self, batch: _Batch, k: int, buckets: Sequence[tuple[int, Any]],
              through: float) -> None:
@@ -139,7 +151,8 @@ class _Emitter:
             encode = envelopes.encode
             for b, value in buckets:
                 end = float((b + 1) * seconds)
-                writes.append(BucketWrite(key, end, value, max_items, ttl))
+                if self.record:
+                    writes.append(BucketWrite(key, end, value, max_items, ttl))
                 messages.append((topic, encode(Envelope(
                     pipeline, name, end, value, node_id, interval, b, None, "event", None, 1, run
                 ))))
@@ -181,6 +194,29 @@ class _Emitter:
         self.ended = data["ended"]
 
 
+_UNSET: Any = object()
+_SKIPPED: Any = object()
+
+
+def _history_windows(ctx: RunContext, node: PlanNode, args: list[Any], now: float
+                     ) -> list[Any] | None:
+    """One-shot windows as :func:`qmtl.engine.execute_plan` reads them: each upstream's last N
+    values at the node's smallest interval up to this run's bucket, this run's value last."""
+    spec = min(node.series, key=lambda s: s.seconds)
+    size = node.window_size(spec)
+    assert size is not None
+    end = float((int(now // spec.seconds) + 1) * spec.seconds)
+    windows = []
+    for name, current in zip(node.upstreams, args, strict=True):
+        key = ctx.plan.by_name[name].spec(spec.interval).key
+        items = [i for i in ctx.state.read(key, count=size, end_ts=end) if i["timestamp"] != end]
+        values = [i["value"] for i in reversed(items[: size - 1])] + [current]
+        if len(values) < size:
+            return None
+        windows.append(values)
+    return windows
+
+
 class _NodeFailed(Exception):
     """A node's function raised: the batch stops there (buckets before it stay)."""
 
@@ -220,10 +256,14 @@ class _NodeSlot(_Slot):
         node = task.node
         plan = task.ctx.plan
         self.emitter = _Emitter(task.ctx, node)
+        self.oneshot = task.ctx.oneshot
+        # One-shot: windows come from the state's history (as in execute_plan), not a buffer.
         self.aligners = [
-            NodeAligner(len(node.upstreams), spec.seconds, node.window_size(spec))
+            NodeAligner(len(node.upstreams), spec.seconds,
+                        None if self.oneshot else node.window_size(spec))
             for spec in node.series
         ]
+        self.value: Any = _UNSET  # one-shot: the node's one value, computed once
         #: upstream name -> [(position, {interval: aligner index})]
         self.readers: dict[str, list[int]] = {}
         for pos, name in enumerate(node.upstreams):
@@ -274,7 +314,9 @@ class _NodeSlot(_Slot):
         ready = aligner.push(pos, buckets, through)
         if ready is None:
             return
-        if ready:
+        if ready and self.oneshot is not None:
+            ready = self._once(ready)
+        elif ready:
             invoke = self.task.node.invoke
             computed = []
             for b, args in ready:
@@ -285,6 +327,28 @@ class _NodeSlot(_Slot):
                     raise _NodeFailed(error) from error
             ready = computed
         self.emitter.emit(batch, k, ready, aligner.done)
+
+    def _once(self, ready: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+        """One-shot: compute the node once (inputs, windows from history, warm-up skip)."""
+        assert self.oneshot is not None
+        node = self.task.node
+        if self.value is _UNSET:
+            b, args = ready[-1]
+            if node.name in self.oneshot.inputs:
+                self.value = self.oneshot.inputs[node.name]
+            else:
+                if node.window is not None:
+                    args = _history_windows(self.task.ctx, node, args, self.oneshot.now)
+                    if args is None:
+                        self.value = _SKIPPED  # warm-up: not run, absent from results
+                if self.value is _UNSET:
+                    try:
+                        self.value = node.invoke(args)
+                    except Exception as error:
+                        raise _NodeFailed(error) from error
+        if self.value is _SKIPPED:
+            return []
+        return [(b, self.value) for b, _args in ready]
 
     def fail(self, batch: _Batch, error: BaseException) -> None:
         self.failed = f"{type(error).__name__}: {error}"
