@@ -78,10 +78,15 @@ class Env:
 
     def install(self, *requirements: str) -> None:
         """``pip install`` from the built wheels (siblings) and the index (the rest)."""
-        wheels = [str(next(self.wheels.glob(f"{r.replace('-', '_')}-*.whl")))
-                  if r.startswith("qmtl-") else r for r in requirements]
+        wheels = [self.wheel(r) if r.startswith("qmtl-") else r for r in requirements]
         check([*uv(), "pip", "install", "--quiet", "--python", str(self.python), *wheels,
                "--find-links", str(self.wheels)], self.work)
+
+    def wheel(self, requirement: str) -> str:
+        """``qmtl-core[testing]`` -> ``qmtl-core[testing] @ file:///.../qmtl_core-0.1.0-...whl``."""
+        name, _, extras = requirement.partition("[")
+        path = next(self.wheels.glob(f"{name.replace('-', '_')}-*.whl"))
+        return f"{name}[{extras} @ {path.as_uri()}" if extras else str(path)
 
     def python_code(self, code: str, **env: str) -> subprocess.CompletedProcess[str]:
         return check([str(self.python), "-c", textwrap.dedent(code)], self.work, **env)
@@ -135,9 +140,8 @@ def local_env(tmp_path_factory: pytest.TempPathFactory, wheels: Path) -> Env:
 
 @pytest.fixture(scope="module")
 def threads_env(local_env: Env) -> Env:
-    """Then ``pip install qmtl-engine-threads`` (and pytest tooling to run its tests)."""
-    local_env.install("qmtl-engine-threads", "pytest>=8.2", "pytest-timeout>=2.3",
-                      "hypothesis>=6.100")
+    """Then ``pip install qmtl-engine-threads``, and ``qmtl-core[testing]`` to run its tests."""
+    local_env.install("qmtl-engine-threads", "qmtl-core[testing]")
     return local_env
 
 
