@@ -38,8 +38,9 @@ __all__ = ["RedisStateBackend"]
 
 # KEYS: (history, meta) per group of consecutive writes to one series with the same settings.
 # ARGV: now, then per group: n, max_items, ttl ('' = no expiry), then n pairs (ts, member).
-# Returns the (1-based) groups whose series had no metadata before this write: new series, or
-# series that vanished (expired, evicted, lost in a restart without persistence).
+# Returns {groups, run_id}: the (1-based) groups whose series had no metadata before this write
+# (new, expired, deleted, or lost in a restart), and the server run's id, which changes when
+# redis-server restarts.
 _WRITE_SCRIPT = """
 -- Refuse before changing anything when a key holds something QMTL did not write; note the
 -- series that have no metadata yet (new, or vanished).
@@ -103,7 +104,7 @@ for g = 1, #KEYS, 2 do
     redis.call('PEXPIRE', meta, ms)
   end
 end
-return fresh
+return {fresh, string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''}
 """
 
 # KEYS: history, meta. ARGV: ttl ('' = no expiry). Returns 0 when the series does not exist.
@@ -209,9 +210,9 @@ class RedisStateBackend:
         self.url = mask_url(settings.url)
         self._client: redis.Redis | None = None
         self._lock = threading.Lock()
-        # history key -> wall-clock time until which the series must exist (it was written by
-        # this backend and its TTL has not run out): a write that finds it gone raises.
-        self._alive_until: dict[str, float] = {}
+        # history key -> (wall-clock time until which the series must exist, the server run it
+        # was last written in), for series this backend wrote: see _check_continuity.
+        self._alive: dict[str, tuple[float, str]] = {}
 
     def __repr__(self) -> str:
         return f"RedisStateBackend(url={self.url!r})"
@@ -344,8 +345,9 @@ class RedisStateBackend:
             found = self._evalsha(self._redis(), _TTL_SHA, (history, meta), (_ttl_arg(ttl),))
         except redis.RedisError as error:
             raise self._error(f"updating the TTL of {history}", error) from error
-        if found and history in self._alive_until:
-            self._alive_until[history] = math.inf if ttl is None else time.time() + ttl
+        if found and history in self._alive:
+            until = math.inf if ttl is None else time.time() + float(ttl)
+            self._alive[history] = (until, self._alive[history][1])
         return bool(found)
 
     def ping(self) -> None:
@@ -470,32 +472,34 @@ class RedisStateBackend:
         raise AssertionError("unreachable")
 
     def _check_continuity(self, calls: Sequence[_Call], replies: Sequence[Any]) -> None:
-        """Raise when a series this backend wrote is gone before its TTL ran out.
+        """Raise when a series this backend wrote was lost in a Redis restart.
 
-        Redis restarted without persistence, evicted keys (``maxmemory-policy``) or someone
-        deleted them: the write just made landed, but the older buckets are lost, and carrying
-        on would leave a silent gap in the history.
+        A series written before, whose TTL has not run out, that the server no longer has after
+        it restarted (a new run id) was lost with the server's memory: the write just made
+        landed, but the older buckets are gone, and carrying on would leave a silent gap in the
+        history. A series deleted on purpose (same server run) or expired is not a gap.
         """
         now = time.time()
-        alive = self._alive_until
+        alive = self._alive
         vanished: list[str] = []
-        for (_, _, series), fresh in zip(calls, replies, strict=True):
+        for (_, _, series), (fresh, run) in zip(calls, replies, strict=True):
+            run_id = run.decode() if isinstance(run, bytes) else str(run)
             for index in fresh or ():
                 history = series[int(index) - 1][0]
-                if alive.get(history, 0.0) - _EXPIRY_SLACK > now and history not in vanished:
+                until, last_run = alive.get(history, (0.0, run_id))
+                if until - _EXPIRY_SLACK > now and last_run != run_id and history not in vanished:
                     vanished.append(history)
             for history, ttl in series:
-                alive[history] = math.inf if ttl is None else now + float(ttl)
+                alive[history] = (math.inf if ttl is None else now + float(ttl), run_id)
         if vanished:
             shown = ", ".join(vanished[:3])
             if len(vanished) > 3:
                 shown += f" and {len(vanished) - 3} more"
             raise StateBackendError(
-                f"Redis state backend at {self.url}: the history of {shown} vanished between "
-                "two writes before its TTL ran out (Redis restarted without persistence, "
-                "evicted keys, or they were deleted). The latest write was stored but older "
-                "buckets are lost; enable persistence (appendonly yes), use "
-                "maxmemory-policy noeviction, and rerun the affected range"
+                f"Redis state backend at {self.url}: the history of {shown} vanished: Redis "
+                "restarted without it before its TTL ran out. The latest write was stored but "
+                "older buckets are lost; run Redis with persistence (appendonly yes) and rerun "
+                "the affected range"
             )
 
     @staticmethod
@@ -512,12 +516,12 @@ class RedisStateBackend:
         """Stop expecting deleted series to exist."""
         node = None if node_id is None else _escape(node_id)
         step = None if interval is None else _escape(_interval(interval))
-        for name in list(self._alive_until):
+        for name in list(self._alive):
             if not name.startswith(prefix):
                 continue
             parts = name[len(prefix) :].split(":")
             if (node is None or parts[0] == node) and (step is None or parts[1] == step):
-                self._alive_until.pop(name, None)
+                self._alive.pop(name, None)
 
     def _error(self, action: str, error: Exception) -> StateBackendError:
         detail = str(error)
