@@ -197,3 +197,38 @@ def test_allowed_lateness_must_be_seconds(bad: object) -> None:
 
     with pytest.raises(PipelineValidationError, match="allowed_lateness must be seconds"):
         SourceNode("px", source=[], allowed_lateness=bad)
+
+
+def test_csv_rows_that_do_not_fit_are_source_errors(tmp_path: Path) -> None:
+    short = tmp_path / "short.csv"
+    short.write_text("timestamp,price\n60,1\n120\n")
+    with pytest.raises(SourceError, match=r"short.csv line 3 has no cell for column 'price'"):
+        list(FileSourceProcessor(short, value_column="price").events())
+    long = tmp_path / "long.csv"
+    long.write_text("timestamp,price\n60,1,2\n")
+    with pytest.raises(SourceError, match="more cells than the header"):
+        list(FileSourceProcessor(long).events())
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"timestamp,name\n60,caf\xe9\n")
+    with pytest.raises(SourceError, match="encoding="):
+        list(FileSourceProcessor(latin).events())
+    assert list(FileSourceProcessor(latin, encoding="latin-1").events()) == [
+        (60.0, {"name": "caf\u00e9"})
+    ]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,price\n60,x\n")
+    with pytest.raises(SourceError, match=r"convert= failed on cell 'x' of column 'price'"):
+        list(FileSourceProcessor(bad, value_column="price", convert=float).events())
+
+
+def test_a_failing_source_keeps_the_buckets_final_before_it(tmp_path: Path) -> None:
+    path = tmp_path / "p.csv"
+    path.write_text("timestamp,price\n" + "".join(f"{60 * i + 1},{i}\n" for i in range(10))
+                    + "oops,1\n")
+    pipeline = one_source(FileSourceProcessor(path, value_column="price"))
+    state = MemoryStateBackend()
+    with pytest.raises(SourceError, match="line 12"):
+        pipeline.run(engine="local", state=state)
+    assert pipeline.get_interval_data("x10", "1m", count=None, state=state) == [
+        i * 10 for i in reversed(range(9))
+    ]

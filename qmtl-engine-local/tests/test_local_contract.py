@@ -15,5 +15,4 @@ class TestLocalEngineByKind(EngineContract):
 
     engine = "local"
     state = "memory"
-    cases = ("chain", "multi_interval", "query", "failing")
     max_examples = 5

@@ -268,23 +268,49 @@ class FileSourceProcessor:
         except OSError as error:
             raise SourceError(f"cannot open CSV source {self.path}: {error}") from error
         with handle:
-            reader = csv.DictReader(handle, delimiter=self.delimiter)
-            columns = reader.fieldnames or []
-            for needed in (self.timestamp_column, self.value_column):
-                if needed is not None and needed not in columns:
-                    raise SourceError(
-                        f"CSV source {self.path} has no column '{needed}'; columns: {columns}"
-                    )
-            convert = self.convert
-            for row in reader:
-                where = f"CSV source {self.path} line {reader.line_num}"
-                ts = _csv_time(row.get(self.timestamp_column), where)
-                if self.value_column is not None:
-                    value = convert(row[self.value_column])
-                else:
-                    value = {k: convert(v) for k, v in row.items()
-                             if k != self.timestamp_column}
-                yield ts, value
+            try:
+                yield from self._rows(handle)
+            except UnicodeDecodeError as error:
+                raise SourceError(
+                    f"CSV source {self.path} is not valid {self.encoding} ({error}); pass "
+                    "encoding= with the file's encoding (e.g. encoding='latin-1')"
+                ) from error
+
+    def _rows(self, handle: Any) -> Iterator[Event]:
+        reader = csv.DictReader(handle, delimiter=self.delimiter)
+        columns = reader.fieldnames or []
+        for needed in (self.timestamp_column, self.value_column):
+            if needed is not None and needed not in columns:
+                raise SourceError(
+                    f"CSV source {self.path} has no column '{needed}'; columns: {columns}"
+                )
+        for row in reader:
+            where = f"CSV source {self.path} line {reader.line_num}"
+            if None in row:
+                raise SourceError(
+                    f"{where} has more cells than the header's {len(columns)} columns; "
+                    "fix the row or quote cells that contain the delimiter"
+                )
+            ts = _csv_time(row.get(self.timestamp_column), where)
+            if self.value_column is not None:
+                value = self._convert(row[self.value_column], self.value_column, where)
+            else:
+                value = {k: self._convert(v, k, where) for k, v in row.items()
+                         if k != self.timestamp_column}
+            yield ts, value
+
+    def _convert(self, text: str | None, column: str, where: str) -> Any:
+        if text is None:
+            raise SourceError(
+                f"{where} has no cell for column '{column}' (the row is shorter than the header)"
+            )
+        try:
+            return self.convert(text)
+        except Exception as error:  # the user's convert= failed on this cell
+            raise SourceError(
+                f"{where}: convert= failed on cell {text!r} of column '{column}': "
+                f"{type(error).__name__}: {error}"
+            ) from error
 
     def latest(self) -> Any:
         """The last row's value (the one-shot form)."""

@@ -602,21 +602,26 @@ def drive(runner: StreamRunner, events: Iterable[tuple[int, float, Any]]) -> Run
     handlers = [b.on_event if b is not None else None for b in runner.bucketers]
     hold, flush = runner.hold, runner.flush
     waiting = 0
-    for index, ts, value in events:
-        if ts is None:
-            if value is None:
-                runner.end_source(index)
-            else:
-                runner.on_watermark(index, value)
-            waiting = 0
-            continue
-        closed = handlers[index](ts, value)  # type: ignore[misc]
-        if closed:
-            hold(index, closed)
-        waiting += 1
-        if waiting >= batch:
-            flush()
-            waiting = 0
+    try:
+        for index, ts, value in events:
+            if ts is None:
+                if value is None:
+                    runner.end_source(index)
+                else:
+                    runner.on_watermark(index, value)
+                waiting = 0
+                continue
+            closed = handlers[index](ts, value)  # type: ignore[misc]
+            if closed:
+                hold(index, closed)
+            waiting += 1
+            if waiting >= batch:
+                flush()
+                waiting = 0
+    except Exception:
+        # A source failed: the buckets that were final before it are written, as unbatched.
+        flush()
+        raise
     return runner.finish()
 
 
