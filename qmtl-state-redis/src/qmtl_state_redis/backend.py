@@ -6,10 +6,12 @@ Layout (``{pipeline}``, ``{node}`` and ``{interval}`` with ``%`` and ``:`` perce
     qmtl:{pipeline}:{node}:{interval}:meta      HASH  max_items, ttl, last_update
 
 A member starts with its own timestamp, so two buckets holding equal values stay two members.
-A write runs one server-side script that removes the bucket's old member (``ZREMRANGEBYSCORE ts
-ts``), adds the new one, trims to ``max_items`` (``ZREMRANGEBYRANK``), records the metadata and
-refreshes the TTL of both keys; ``write_many`` sends up to ``write_batch`` writes per script call
-and all calls in one round trip. Reads are one ``ZREVRANGEBYSCORE ... LIMIT`` (O(log n + k)).
+A write runs one server-side script (atomic, one round trip) that checks both keys hold QMTL's
+types, adds the bucket (an older bucket first drops the member it replaces, ``ZREMRANGEBYSCORE
+ts ts``), trims to ``max_items`` (``ZREMRANGEBYRANK``), records the metadata and refreshes the
+TTL of both keys. ``write_many`` groups writes per series, sends up to ``write_batch`` writes per
+script call and all calls in one round trip. Reads are one ``ZREVRANGEBYSCORE ... LIMIT``
+(O(log n + k)). The package README explains the choices.
 """
 
 from __future__ import annotations
