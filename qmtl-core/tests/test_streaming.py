@@ -9,15 +9,8 @@ import pytest
 from qmtl import Node, Pipeline, SourceNode
 from qmtl.errors import NodeExecutionError
 from qmtl.state import MemoryStateBackend
-from qmtl.streaming import (
-    END,
-    NodeAligner,
-    OutputEvent,
-    SourceBucketer,
-    StreamRunner,
-    drive,
-    run_in_process,
-)
+from qmtl.stream_runner import StreamRunner, drive, run_in_process
+from qmtl.streaming import END, NodeAligner, OutputEvent, SourceBucketer
 
 H = 3600
 HOURLY = {"1h": {"interval": "1h", "period": 24}}

@@ -70,7 +70,7 @@ class MockExecutionEngine(EngineBase):
         every bucket computation.
         """
         from qmtl.sources import source_events
-        from qmtl.streaming import run_in_process
+        from qmtl.stream_runner import run_in_process
 
         sources = dict(options.pop("sources", None) or {})
         for node in plan.nodes:

@@ -249,7 +249,7 @@ class Pipeline:
         An engine with a ``stream`` method produces the iterator itself; any other engine's
         ``run`` is driven in a background thread (``close()`` on the iterator stops it).
         """
-        from qmtl.streaming import ThreadedOutputStream
+        from qmtl.stream_runner import ThreadedOutputStream
 
         plan = self.build()
         engine_obj, state_obj = self._runtime(

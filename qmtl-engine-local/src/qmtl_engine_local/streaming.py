@@ -1,7 +1,8 @@
 """Streaming on the local engine: every source consumed in event-time order, in one process.
 
-The semantics live in :mod:`qmtl.streaming` (shared with every engine, and the oracle of the
-:mod:`qmtl.testing` contract suites); this module is the local engine's entry to them.
+The semantics live in :mod:`qmtl.streaming` (shared with every engine) and the in-process
+runner in :mod:`qmtl.stream_runner` (also the oracle of the :mod:`qmtl.testing` contract
+suites); this module is the local engine's entry to them.
 Sources are ordered by :func:`qmtl.sources.merged_events`: the earliest head first (ties by
 plan order), each source read lazily at its own pace and flushed as soon as it ends.
 
@@ -16,7 +17,8 @@ from typing import Any
 
 from qmtl.plan import ExecutionPlan
 from qmtl.state import StateBackend
-from qmtl.streaming import OutputStream, RunSummary, run_in_process, stream_in_process
+from qmtl.stream_runner import OutputStream, run_in_process, stream_in_process
+from qmtl.streaming import RunSummary
 
 
 def run_stream(plan: ExecutionPlan, state: StateBackend, **options: Any) -> RunSummary:

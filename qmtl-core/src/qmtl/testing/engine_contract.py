@@ -24,7 +24,7 @@ Or override the fixtures to use services (``redis_url`` / ``kafka_bootstrap`` co
 
 Every test runs a library case (:mod:`qmtl.testing.pipelines`) with
 ``pipeline.run(on_output=..., engine=..., state=..., **run_options)`` and compares with the
-oracle: the same case run by :func:`qmtl.streaming.run_in_process` (the local engine's code)
+oracle: the same case run by :func:`qmtl.stream_runner.run_in_process` (the local engine's code)
 into a fresh :class:`~qmtl.state.MemoryStateBackend`. Compared: every series' outputs (in
 emission order, which must be bucket order), the final history of every series, and the run
 summary's per-node counts. The arrival-order property (hypothesis) feeds the sources' events
@@ -47,7 +47,8 @@ from hypothesis import strategies as st
 from qmtl.errors import NodeExecutionError
 from qmtl.pipeline import Pipeline
 from qmtl.state import MemoryStateBackend, StateBackend
-from qmtl.streaming import OutputEvent, run_in_process
+from qmtl.stream_runner import run_in_process
+from qmtl.streaming import OutputEvent
 from qmtl.testing.pipelines import CASES, FAIL_AT, Case, events_of
 
 Outputs = dict[tuple[str, str], list[tuple[float, Any]]]

@@ -1,0 +1,416 @@
+"""Running a plan's streaming semantics in one process: the local and mock engines' core.
+
+:class:`StreamRunner` binds a :class:`~qmtl.plan.ExecutionPlan` once (one
+:class:`~qmtl.streaming.SourceBucketer` per source, one :class:`~qmtl.streaming.NodeAligner`
+per node and interval, readers and invokers pre-bound) and then does no lookup per event.
+:func:`run_in_process` orders the sources' events (:func:`qmtl.sources.merged_events`) and
+drives it; :class:`OutputStream` is its iterator form, :class:`ThreadedOutputStream` the
+iterator form of any engine's ``run``.
+
+Bounded sources (lists, CSV files) are propagated in batches of ``AUTO_BATCH`` events, which
+changes no result (buckets are final or not whatever the batching); live sources go event by
+event so no output is held back.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from qmtl.errors import NodeExecutionError
+from qmtl.sources import all_bounded, merged_events
+from qmtl.streaming import (
+    END,
+    Closure,
+    NodeAligner,
+    NodeSummary,
+    OutputEvent,
+    RunSummary,
+    SourceBucketer,
+)
+
+if TYPE_CHECKING:
+    from qmtl.plan import ExecutionPlan, PlanNode
+    from qmtl.state import StateBackend
+
+#: Source events per propagation step when every source is bounded (see run_in_process).
+AUTO_BATCH = 256
+
+
+#: ``hook(node, args) -> value``: replaces how a node is invoked (the mock engine).
+InvokeHook = Callable[["PlanNode", Sequence[Any]], Any]
+
+
+class _Series:
+    """One node's series at one interval, as the runner needs it on the hot path."""
+
+    __slots__ = ("count", "interval", "key", "max_items", "name", "readers", "seconds", "ttl")
+
+    def __init__(self, node: PlanNode, k: int) -> None:
+        spec = node.series[k]
+        self.name = node.name
+        self.interval = spec.interval.value
+        self.key = spec.key
+        self.seconds = spec.seconds
+        self.max_items = spec.max_items
+        self.ttl = spec.ttl
+        self.count = 0
+        #: (reader's aligner, position among its upstreams, reader's series, reader's invoke)
+        self.readers: list[tuple[NodeAligner, int, _Series, Callable[[Any], Any]]] = []
+
+
+class StreamRunner:
+    """Runs a plan's streaming semantics in one process.
+
+    Feed it with :meth:`on_event` (a source's event), :meth:`end_source` and :meth:`finish`.
+    Every final bucket is written to ``state`` (key and bounds of the node's series spec) and
+    passed to ``on_output`` as an :class:`OutputEvent`. Nothing is looked up per event: series,
+    readers and invokers are bound here.
+    """
+
+    def __init__(
+        self,
+        plan: ExecutionPlan,
+        state: StateBackend,
+        *,
+        on_output: Callable[[OutputEvent], None] | None = None,
+        invoke_hook: InvokeHook | None = None,
+        engine: str = "local",
+        batch: int = 1,
+    ) -> None:
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        self.plan = plan
+        self.state = state
+        self.on_output = on_output
+        self.engine = engine
+        self.batch = batch
+        self._held: dict[_Series, list[Any]] = {}
+        self._waiting = 0
+        nodes = plan.nodes
+        self.bucketers: list[SourceBucketer | None] = [None] * len(nodes)
+        self.aligners: list[list[NodeAligner]] = [[] for _ in nodes]
+        self.series: list[list[_Series]] = [
+            [_Series(n, k) for k in range(len(n.series))] for n in nodes
+        ]
+        for node in nodes:
+            invoke = node.invoke if invoke_hook is None else _hooked(invoke_hook, node)
+            if not node.upstreams:
+                lateness = getattr(node.node, "allowed_lateness", None)
+                self.bucketers[node.index] = SourceBucketer(
+                    [s.seconds for s in node.series], lateness
+                )
+                continue
+            for j, spec in enumerate(node.series):
+                aligner = NodeAligner(len(node.upstreams), spec.seconds, node.window_size(spec))
+                self.aligners[node.index].append(aligner)
+                for pos, up in enumerate(node.upstream_index):
+                    k = next(k for k, s in enumerate(nodes[up].series) if s.seconds == spec.seconds)
+                    self.series[up][k].readers.append(
+                        (aligner, pos, self.series[node.index][j], invoke)
+                    )
+        self.started = time.perf_counter()
+
+    def on_event(self, source: int, ts: float, value: Any) -> None:
+        """One event of the source at plan index ``source``."""
+        closed = self.bucketers[source].on_event(ts, value)  # type: ignore[union-attr]
+        if self.batch == 1:
+            if closed:
+                series = self.series[source]
+                for k, buckets, through in closed:
+                    self._emit(series[k], buckets, through)
+            return
+        if closed:
+            self.hold(source, closed)
+        self._waiting += 1
+        if self._waiting >= self.batch:
+            self.flush()
+
+    def hold(self, source: int, closed: list[Closure]) -> None:
+        """Keep a source's closed buckets until the next :meth:`flush`."""
+        held = self._held
+        series = self.series[source]
+        for k, buckets, through in closed:
+            target = series[k]
+            slot = held.get(target)
+            if slot is None:
+                held[target] = [buckets, through]
+            else:
+                slot[0].extend(buckets)
+                slot[1] = through
+
+    def flush(self) -> None:
+        """Propagate the source buckets held back by batching (see ``batch``)."""
+        held, self._held, self._waiting = self._held, {}, 0
+        for series, (buckets, through) in held.items():
+            self._emit(series, buckets, through)
+
+    def on_watermark(self, source: int, watermark: float) -> None:
+        """The source at plan index ``source`` promises no event before ``watermark``."""
+        self.flush()
+        closed = self.bucketers[source].on_watermark(watermark)  # type: ignore[union-attr]
+        for k, buckets, through in closed:
+            self._emit(self.series[source][k], buckets, through)
+
+    def end_source(self, source: int) -> None:
+        """The source at plan index ``source`` has no more events."""
+        bucketer = self.bucketers[source]
+        assert bucketer is not None
+        self.flush()
+        for k, buckets, through in bucketer.flush():
+            self._emit(self.series[source][k], buckets, through)
+
+    def finish(self) -> RunSummary:
+        """End every source still open; return the run's summary."""
+        self.flush()
+        for index, bucketer in enumerate(self.bucketers):
+            if bucketer is not None and bucketer.final[0] != END:
+                self.end_source(index)
+        return self.summary()
+
+    def summary(self) -> RunSummary:
+        nodes = {}
+        for node in self.plan.nodes:
+            b = self.bucketers[node.index]
+            nodes[node.name] = NodeSummary(
+                events_in=b.events if b else 0,
+                late_events=b.late if b else 0,
+                buckets_out={s.interval: s.count for s in self.series[node.index]},
+            )
+        return RunSummary(self.plan.pipeline, self.engine, nodes,
+                          time.perf_counter() - self.started)
+
+    def _emit(self, series: _Series, buckets: list[tuple[int, Any]], through: float) -> None:
+        # An explicit stack instead of recursion: any DAG depth works.
+        stack = [(series, buckets, through)]
+        write = self._write
+        while stack:
+            series, buckets, through = stack.pop()
+            if buckets:
+                write(series, buckets)
+            for aligner, pos, target, invoke in series.readers:
+                ready = aligner.push(pos, buckets, through)
+                if ready is None:
+                    continue
+                if ready:
+                    out = []
+                    try:
+                        for b, args in ready:
+                            out.append((b, invoke(args)))
+                    except Exception as error:
+                        # The failing node's buckets before the failing one are kept.
+                        if out:
+                            write(target, out)
+                        if isinstance(error, NodeExecutionError):
+                            raise
+                        raise NodeExecutionError(target.name, error) from error
+                    ready = out
+                stack.append((target, ready, aligner.done))
+
+    def _write(self, series: _Series, buckets: list[tuple[int, Any]]) -> None:
+        write, on_output = self.state.write, self.on_output
+        key, seconds = series.key, series.seconds
+        max_items, ttl = series.max_items, series.ttl
+        for b, value in buckets:
+            end = float((b + 1) * seconds)
+            write(key, end, value, max_items=max_items, ttl=ttl)
+            if on_output is not None:
+                on_output(OutputEvent(series.name, series.interval, end, value, b))
+        series.count += len(buckets)
+
+
+def _hooked(hook: InvokeHook, node: PlanNode) -> Callable[[Any], Any]:
+    return lambda args: hook(node, args)
+
+
+def drive(runner: StreamRunner, events: Iterable[tuple[int, float, Any]]) -> RunSummary:
+    """Feed ``(source index, ts, value)`` events; ``(index, None, None)``: that source ended;
+    ``(index, None, wm)``: its watermark moved to ``wm``."""
+    batch = runner.batch
+    if batch == 1:
+        on_event, end_source = runner.on_event, runner.end_source
+        for index, ts, value in events:
+            if ts is not None:
+                on_event(index, ts, value)
+            elif value is None:
+                end_source(index)
+            else:
+                runner.on_watermark(index, value)
+        return runner.finish()
+    # Batched: the same steps as on_event, with the lookups hoisted out of the loop.
+    handlers = [b.on_event if b is not None else None for b in runner.bucketers]
+    hold, flush = runner.hold, runner.flush
+    waiting = 0
+    try:
+        for index, ts, value in events:
+            if ts is None:
+                if value is None:
+                    runner.end_source(index)
+                else:
+                    runner.on_watermark(index, value)
+                waiting = 0
+                continue
+            closed = handlers[index](ts, value)  # type: ignore[misc]
+            if closed:
+                hold(index, closed)
+            waiting += 1
+            if waiting >= batch:
+                flush()
+                waiting = 0
+    except Exception:
+        # A source failed: the buckets that were final before it are written, as unbatched.
+        flush()
+        raise
+    return runner.finish()
+
+
+class OutputStream(Iterator[OutputEvent]):
+    """The notebook form of a run: iterate final buckets as they are produced.
+
+    ``summary`` is set once the iterator is exhausted.
+    """
+
+    def __init__(self, runner: StreamRunner, events: Iterable[tuple[int, float, Any]]) -> None:
+        self.summary: RunSummary | None = None
+        self._buffer: deque[OutputEvent] = deque()
+        user = runner.on_output
+        buffer = self._buffer
+
+        def collect(event: OutputEvent) -> None:
+            buffer.append(event)
+            if user is not None:
+                user(event)
+
+        runner.on_output = collect
+        self._runner = runner
+        self._events = iter(events)
+
+    def __next__(self) -> OutputEvent:
+        buffer = self._buffer
+        while not buffer:
+            if self.summary is not None:
+                raise StopIteration
+            item = next(self._events, None)
+            if item is None:
+                self.summary = self._runner.finish()
+            elif item[1] is None and item[2] is None:
+                self._runner.end_source(item[0])
+            elif item[1] is None:
+                self._runner.on_watermark(item[0], item[2])
+            else:
+                self._runner.on_event(*item)
+        return buffer.popleft()
+
+
+def run_in_process(
+    plan: ExecutionPlan,
+    state: StateBackend,
+    *,
+    on_output: Callable[[OutputEvent], None] | None = None,
+    sources: Mapping[str, Any] | None = None,
+    events: Iterable[tuple[str, Any, Any]] | None = None,
+    clock: Callable[[], float] = time.time,
+    invoke_hook: InvokeHook | None = None,
+    engine: str = "local",
+    batch: int | None = None,
+) -> RunSummary:
+    """Run ``plan``'s sources to their end in this process (the local engine's semantics).
+
+    ``sources`` replaces named sources' inputs; ``events`` (``(source name, ts, value)`` in
+    arrival order) replaces all of them; ``clock`` stamps values that come without a ts.
+    ``batch`` propagates source buckets every that many events (default: ``AUTO_BATCH`` when
+    every source's data is at hand, else 1 so live outputs are never held back); results do
+    not depend on it.
+    """
+    if batch is None:
+        batch = AUTO_BATCH if all_bounded(plan, sources=sources, events=events) else 1
+    runner = StreamRunner(plan, state, on_output=on_output, invoke_hook=invoke_hook,
+                          engine=engine, batch=batch)
+    return drive(runner, merged_events(plan, sources=sources, events=events, clock=clock))
+
+
+def stream_in_process(
+    plan: ExecutionPlan,
+    state: StateBackend,
+    *,
+    on_output: Callable[[OutputEvent], None] | None = None,
+    sources: Mapping[str, Any] | None = None,
+    events: Iterable[tuple[str, Any, Any]] | None = None,
+    clock: Callable[[], float] = time.time,
+    invoke_hook: InvokeHook | None = None,
+    engine: str = "local",
+    batch: int | None = None,
+) -> OutputStream:
+    """The iterator form of :func:`run_in_process`; work happens as you iterate."""
+    if batch is None:
+        batch = AUTO_BATCH if all_bounded(plan, sources=sources, events=events) else 1
+    runner = StreamRunner(plan, state, on_output=on_output, invoke_hook=invoke_hook,
+                          engine=engine, batch=batch)
+    return OutputStream(runner, merged_events(plan, sources=sources, events=events, clock=clock))
+
+
+class _Stop(Exception):
+    """Raised inside a threaded run when its reader went away."""
+
+
+class ThreadedOutputStream(Iterator[OutputEvent]):
+    """Iterator form of any engine's ``run(on_output=...)``: the run happens in a thread and
+    hands final buckets over a bounded queue. Closing the iterator (or dropping it) stops the
+    run at its next output. ``summary`` is set once the iterator is exhausted; an error of the
+    run is raised by ``next``."""
+
+    def __init__(self, run: Callable[[Callable[[OutputEvent], None]], Any],
+                 on_output: Callable[[OutputEvent], None] | None = None) -> None:
+        self.summary: Any = None
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1024)
+        self._stopped = threading.Event()
+        self._finished = False
+
+        def emit(event: OutputEvent) -> None:
+            if on_output is not None:
+                on_output(event)
+            while True:
+                if self._stopped.is_set():
+                    raise _Stop
+                try:
+                    self._queue.put(("event", event), timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        def work() -> None:
+            try:
+                result = run(emit)
+            except _Stop:
+                return
+            except BaseException as error:  # handed to the reader's thread
+                self._queue.put(("error", error))
+                return
+            self._queue.put(("done", result))
+
+        self._thread = threading.Thread(target=work, name="qmtl-stream", daemon=True)
+        self._thread.start()
+
+    def __next__(self) -> OutputEvent:
+        if self._finished:
+            raise StopIteration
+        kind, item = self._queue.get()
+        if kind == "event":
+            return item  # type: ignore[no-any-return]
+        self._finished = True
+        if kind == "error":
+            raise item
+        self.summary = item
+        raise StopIteration
+
+    def close(self) -> None:
+        """Stop the run (at its next output) and release the thread."""
+        self._stopped.set()
+        self._finished = True
+
+    def __del__(self) -> None:
+        self._stopped.set()
