@@ -30,14 +30,18 @@ from qmtl_engine_kafka.errors import EnvelopeError, PublishError
 from qmtl_engine_kafka.pending import pending_store_for
 from qmtl_engine_kafka.settings import KafkaEngineSettings
 from qmtl_engine_kafka.topics import TopicManager, pipeline_topics
-from qmtl_engine_kafka.worker import RunContext, Worker, merge_topic, topic_partitions
+from qmtl_engine_kafka.worker import (
+    LIVE_RUN,
+    RunContext,
+    Worker,
+    merge_topic,
+    topic_partitions,
+)
 
 __all__ = ["KafkaEngine", "RemoteNodeError", "RunTimeoutError"]
 
 log = structlog.get_logger(__name__)
 
-#: The run id external ``qmtl worker`` processes use unless told otherwise.
-LIVE_RUN = "live"
 
 
 class RemoteNodeError(EngineError):
@@ -237,8 +241,8 @@ class _Session:
             self.errors.append(error)
 
     def publish(self, events: Iterable[tuple[int, float | None, Any]]) -> None:
-        """Every source event to partition 0 of its input topic (one ordered stream per
-        source), then an end marker on every input partition."""
+        """Every source event (and live-source watermark) to partition 0 of its input topic
+        (one ordered stream per source), then an end marker on every input partition."""
         ctx, producer = self.ctx, self.producer
         nodes = ctx.plan.nodes
         pipeline, run = ctx.pipeline, ctx.run
@@ -250,8 +254,13 @@ class _Session:
         for index, ts, value in events:
             name = nodes[index].name
             if ts is None:
-                self._end(index)
-                ended.add(index)
+                if value is None:
+                    self._end(index)
+                    ended.add(index)
+                else:  # a live source's Watermark(ts): close buckets by its clock
+                    payload = encode(Envelope(pipeline, name, value, None, "", None, None, value,
+                                              "watermark", None, 1, run))
+                    produce(inputs[name], payload, partition=0)
                 continue
             payload = encode(Envelope(pipeline, name, ts, value, "", None, None, None, "event",
                                       None, 1, run))
@@ -315,7 +324,7 @@ class _Session:
                     env = decode(message.value(), max_bytes)
                 except EnvelopeError:
                     continue  # the worker dead-letters it; nothing for the caller
-                if env.run != run or env.node not in names:
+                if (env.run or LIVE_RUN) != run or env.node not in names:
                     continue
                 if env.kind == "event":
                     key = (env.node, env.interval or "", env.bucket or 0)

@@ -58,6 +58,8 @@ log = structlog.get_logger(__name__)
 
 _NEVER = -math.inf
 HEARTBEAT_ENV = "QMTL_WORKER_HEARTBEAT_FILE"
+#: The run of messages without a run id (external producers) and of ``qmtl worker`` by default.
+LIVE_RUN = "live"
 
 
 def merge_topic(pipeline: str, node: str) -> str:
@@ -659,7 +661,7 @@ class _Task:
             except EnvelopeError as e:
                 dlq.send_envelope_error(message, e, node=self.node.name)
                 continue
-            if env.run != run:
+            if (env.run or LIVE_RUN) != run:
                 self.stats["other_runs"] += 1
                 continue
             applied += 1
@@ -708,12 +710,14 @@ class _Task:
                 )
 
     def _commit(self) -> None:
+        # The saved pending state holds the applied offsets, so a failed commit (a rebalance
+        # started, the coordinator moved) only means the next owner skips a little more.
         try:
             self.consumer.commit(asynchronous=False)
         except self.kafka.KafkaException as e:
             if e.args[0].code() != self.kafka.KafkaError._NO_OFFSET:
-                raise EngineError(f"Committing offsets of group '{self.group}' failed: "
-                                  f"{e.args[0]}") from e
+                self.stats["commit_failures"] += 1
+                log.warning("qmtl.kafka.commit_failed", group=self.group, error=str(e.args[0]))
 
     def lag(self) -> int:
         """Messages waiting in this node's assigned partitions (best effort, no broker call
