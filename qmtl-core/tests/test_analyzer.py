@@ -289,3 +289,37 @@ def test_the_pipeline_execute_inputs_form_still_works() -> None:
     assert MockExecutionEngine().execute_pipeline(analyzer, inputs={"x": 6}) == {"q": {"x": 6}}
     with pytest.raises(ValueError, match="local=True/False"):
         analyzer.execute("yes")  # type: ignore[arg-type]
+
+
+@pytest.mark.integration
+def test_the_analyzer_gives_the_same_results_and_failures_on_kafka(kafka_bootstrap: str) -> None:
+    pytest.importorskip("qmtl_engine_kafka", reason="qmtl-engine-kafka is not installed")
+    import os
+
+    def build() -> Analyzer:
+        def broken(p: float) -> float:
+            raise ValueError("boom")
+
+        analyzer = Analyzer(name=f"analyzer-kafka-{os.urandom(3).hex()}")
+        analyzer.add_node(Node("p", fn=lambda: 2.0, tags=["F"]))
+        analyzer.add_node(Node("sq", fn=lambda p: p * p, upstreams=["p"], tags=["F"]))
+        analyzer.add_node(Node("bad", fn=broken, upstreams=["p"], tags=["F"]))
+        analyzer.add_query_node(QueryNode("q", ["F"]))
+        analyzer.add_node(Node("tot", fn=lambda q: sum(q.values()), upstreams=["q"], tags=["G"]))
+        analyzer.add_query_node(QueryNode("g", ["G"]))
+        return analyzer
+
+    local, kafka = build(), build()
+    expected = {"q": {"p": 2.0, "sq": 4.0}, "g": {"tot": 6.0}}
+    assert local.execute(ts=86_400) == expected
+    assert kafka.execute(local=False, engine="kafka", ts=86_400, timeout=90,
+                         engine_options={"bootstrap_servers": kafka_bootstrap}) == expected
+
+    def outcome(analyzer: Analyzer) -> list[tuple[str, str, str, object]]:
+        return [(r.query_node, r.node, r.status, r.error) for r in analyzer.analyzer_results]
+
+    assert outcome(kafka) == outcome(local)
+    assert ("q", "bad", "FAIL", "ValueError: boom") in outcome(kafka)
+    assert kafka.last_run is not None and kafka.last_run.failures == {"bad": "ValueError: boom"}
+    assert kafka.get_interval_data("q") == [{"p": 2.0, "sq": 4.0}]
+    assert kafka.get_history("bad") == []

@@ -10,8 +10,10 @@ runs every branch it can: a node that raises is a ``FAIL`` :class:`~qmtl.models.
 carrying the error (never a value), nodes reading it are ``SKIPPED``, queries keep their other
 matches, and :attr:`Analyzer.last_run` says ``PARTIAL`` and lists every failed node. Nothing is
 recorded for a failed or skipped node. ``execute(strict=True)`` raises
-:class:`AnalyzerExecutionError` after recording instead. Failure isolation works on engines that
-run the plan's node functions in process (local, mock).
+:class:`AnalyzerExecutionError` after recording instead. This works on every engine that runs the
+plan it is given (local, mock, kafka): the analyzer hands the engine a copy of the plan whose
+node calls report failures as a marker value instead of raising (a one-key JSON object, so it
+crosses Kafka too), and a state view that never records a marker.
 
 Results. ``results_cache`` holds the last run's return value; ``analyzer_results`` the last run's
 :class:`~qmtl.models.AnalyzerResult` list (empty before the first run). Every query's value is
@@ -78,15 +80,40 @@ class AnalyzerRun(QmtlModel):
         return self.status == "OK"
 
 
-class _Failed:
-    """Stands where a failed (or skipped) node's value would be; never recorded or returned."""
+_FAILED_KEY = "__qmtl_analyzer_failed__"
 
-    __slots__ = ("error", "node", "status")
+
+class _Failed(dict[str, Any]):
+    """Stands where a failed (or skipped) node's value would be; never recorded or returned.
+
+    It is a one-key JSON object so that it can cross an engine that moves values as JSON (the
+    Kafka engine); :func:`_failure` recognises it on the other side.
+    """
 
     def __init__(self, node: str, status: Literal["FAIL", "SKIPPED"], error: str) -> None:
-        self.node = node
-        self.status = status
-        self.error = error
+        super().__init__({_FAILED_KEY: {"node": node, "status": status, "error": error}})
+
+    @property
+    def node(self) -> str:
+        return self[_FAILED_KEY]["node"]  # type: ignore[no-any-return]
+
+    @property
+    def status(self) -> Literal["FAIL", "SKIPPED"]:
+        return self[_FAILED_KEY]["status"]  # type: ignore[no-any-return]
+
+    @property
+    def error(self) -> str:
+        return self[_FAILED_KEY]["error"]  # type: ignore[no-any-return]
+
+
+def _failure(value: Any) -> _Failed | None:
+    """The failure marker ``value`` is (possibly decoded from JSON), or ``None``."""
+    if isinstance(value, _Failed):
+        return value
+    if type(value) is dict and len(value) == 1 and _FAILED_KEY in value:
+        info = value[_FAILED_KEY]
+        return _Failed(info["node"], info["status"], info["error"])
+    return None
 
 
 class _RecordValues:
@@ -96,11 +123,11 @@ class _RecordValues:
         self._state = state
 
     def write(self, key: SeriesKey, timestamp: float, value: Any, **kwargs: Any) -> None:
-        if not isinstance(value, _Failed):
+        if _failure(value) is None:
             self._state.write(key, timestamp, value, **kwargs)
 
     def write_many(self, writes: Iterable[Any]) -> None:
-        self._state.write_many(w for w in writes if not isinstance(w.value, _Failed))
+        self._state.write_many(w for w in writes if _failure(w.value) is None)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._state, name)
@@ -112,8 +139,9 @@ def _guarded(node: PlanNode) -> Invoker:
 
     def invoke(values: Sequence[Any]) -> Any:
         for value in values:
-            if isinstance(value, _Failed):
-                return _Failed(name, "SKIPPED", f"upstream '{value.node}' did not produce a value")
+            failed = _failure(value)
+            if failed is not None:
+                return _Failed(name, "SKIPPED", f"upstream '{failed.node}' did not produce a value")
         try:
             return inner(values)
         except Exception as error:  # the user's function failed: reported, not raised
@@ -144,7 +172,8 @@ class _QueryEval:
     def __call__(self, values: Sequence[Any]) -> Any:
         selection = self.fixed or select_matches(self.selectors, self.matched)
         self.selection = selection
-        self.inputs = dict(zip(self.names, values, strict=True))
+        self.inputs = {name: _failure(value) or value
+                       for name, value in zip(self.names, values, strict=True)}
         ok = {
             name: self.inputs[name]
             for name in selection.names
@@ -285,6 +314,7 @@ class Analyzer(Pipeline):
         started: datetime,
         finished: datetime,
     ) -> tuple[AnalyzerRun, list[AnalyzerResult], dict[str, Any]]:
+        values = {name: _failure(value) or value for name, value in values.items()}
         failures = {n: v.error for n, v in values.items()
                     if isinstance(v, _Failed) and v.status == "FAIL"}
         skipped = {n: v.error for n, v in values.items()
