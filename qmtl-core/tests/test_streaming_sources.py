@@ -232,3 +232,13 @@ def test_a_failing_source_keeps_the_buckets_final_before_it(tmp_path: Path) -> N
     assert pipeline.get_interval_data("x10", "1m", count=None, state=state) == [
         i * 10 for i in reversed(range(9))
     ]
+
+
+def test_mock_engine_applies_source_mocks_to_explicit_arrivals() -> None:
+    engine = MockExecutionEngine(mocks={"px": 3.0})
+    events: list[OutputEvent] = []
+    one_source([(0, 1.0)]).run(events.append, engine=engine, state="memory",
+                               events=[("px", 5, 1.0), ("px", 65, 2.0)])
+    assert [(e.node, e.ts, e.value) for e in events if e.node == "x10"] == [
+        ("x10", 60.0, 30.0), ("x10", 120.0, 30.0)
+    ]

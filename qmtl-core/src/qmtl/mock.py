@@ -72,17 +72,25 @@ class MockExecutionEngine(EngineBase):
         from qmtl.sources import source_events
         from qmtl.stream_runner import run_in_process
 
+        mocked = {n.name: self.mocks[n.name] for n in plan.nodes
+                  if not n.upstreams and n.name in self.mocks}
+        events = options.pop("events", None)
         sources = dict(options.pop("sources", None) or {})
-        for node in plan.nodes:
-            if node.upstreams or node.name not in self.mocks or options.get("events"):
-                continue
-            declared = getattr(node.node, "source", getattr(node.node, "fn", None))
-            raw = sources.get(node.name, declared)
-            sources[node.name] = _mocked(source_events(raw, node.name), self.mocks[node.name])
+        if events is not None:
+            events = [(name, ts, _value_of(mocked[name]) if name in mocked else value)
+                      for name, ts, value in events]
+        else:
+            for name in mocked:
+                node = plan.node(name).node
+                raw = sources.get(name, getattr(node, "source", getattr(node, "fn", None)))
+                replaced = ((ts, _value_of(mocked[name])) for ts, _v in source_events(raw, name))
+                # bounded data stays a list (batched like the local engine); a feed stays lazy
+                bounded = isinstance(raw, list | tuple) or getattr(raw, "bounded", False)
+                sources[name] = list(replaced) if bounded else replaced
         options.setdefault("engine", self.name)
-        return run_in_process(plan, state, sources=sources, invoke_hook=self._invoke, **options)
+        return run_in_process(plan, state, sources=sources, events=events,
+                              invoke_hook=self._invoke, **options)
 
 
-def _mocked(events: Any, mock: Any) -> Any:
-    for ts, _value in events:
-        yield ts, (mock() if callable(mock) else mock)
+def _value_of(mock: Any) -> Any:
+    return mock() if callable(mock) else mock
