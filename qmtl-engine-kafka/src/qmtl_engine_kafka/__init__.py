@@ -1,13 +1,16 @@
 """qmtl-engine-kafka: QMTL over Apache Kafka (or Redpanda).
 
-This release holds the transport layer: topic naming and idempotent creation
+The ``kafka`` engine (:class:`KafkaEngine`, seed name :class:`ParallelExecutionEngine`) runs a
+pipeline as one consumer group per node with Redis state, in worker threads or ``qmtl worker``
+processes (:mod:`~qmtl_engine_kafka.worker`). Under it: topic naming and idempotent creation
 (:mod:`~qmtl_engine_kafka.topics`), the versioned JSON envelope
 (:mod:`~qmtl_engine_kafka.envelope`), dead-lettering (:mod:`~qmtl_engine_kafka.dead_letter`),
-the public :class:`StreamProcessor`, and :class:`KafkaEngineSettings`. The distributed engine and
-its ``qmtl worker`` build on these. confluent-kafka is imported only when a client is created.
+the public :class:`StreamProcessor`, and :class:`KafkaEngineSettings`. confluent-kafka is
+imported only when a client is created.
 """
 
 from qmtl_engine_kafka.dead_letter import DeadLetterQueue, dead_letter_headers
+from qmtl_engine_kafka.engine import KafkaEngine
 from qmtl_engine_kafka.envelope import ENVELOPE_VERSION, Envelope, decode, encode
 from qmtl_engine_kafka.errors import (
     BrokerUnavailableError,
@@ -25,6 +28,7 @@ from qmtl_engine_kafka.errors import (
     TruncatedEnvelopeError,
     UndecodableEnvelopeError,
 )
+from qmtl_engine_kafka.parallel import ParallelExecutionEngine
 from qmtl_engine_kafka.settings import KafkaEngineSettings, client_config, redacted
 from qmtl_engine_kafka.stream_processor import Event, StreamProcessor
 from qmtl_engine_kafka.topics import (
@@ -49,9 +53,11 @@ __all__ = [
     "EnvelopeVersionError",
     "Event",
     "KafkaClientMissingError",
+    "KafkaEngine",
     "KafkaEngineSettings",
     "MalformedEnvelopeError",
     "OversizedEnvelopeError",
+    "ParallelExecutionEngine",
     "PipelineTopics",
     "PublishError",
     "StreamProcessor",
