@@ -55,7 +55,7 @@ class _Series:
         self.name = node.name
         self.interval = spec.interval.value
         self.key = spec.key
-        self.seconds = spec.seconds
+        self.seconds = float(spec.seconds)  # bucket ends come out as floats
         self.max_items = spec.max_items
         self.ttl = spec.ttl
         self.count = 0
@@ -216,7 +216,7 @@ class StreamRunner:
         key, seconds = series.key, series.seconds
         max_items, ttl = series.max_items, series.ttl
         for b, value in buckets:
-            end = float((b + 1) * seconds)
+            end = (b + 1) * seconds
             write(key, end, value, max_items=max_items, ttl=ttl)
             if on_output is not None:
                 on_output(OutputEvent(series.name, series.interval, end, value, b))

@@ -253,6 +253,8 @@ class NodeAligner:
         self, upstream: int, buckets: Sequence[tuple[int, Any]], through: float
     ) -> list[tuple[int, Any]] | None:
         """Buckets of ``upstream`` (increasing) and its new *final through*, in one call."""
+        if self.width == 1 and not self.pending:
+            return self._push_one(buckets, through)
         done = self.done
         if buckets:
             pending = self.pending
@@ -300,6 +302,35 @@ class NodeAligner:
                     ready.append((b, [list(w) for w in windows]))
             elif not self.missing:
                 ready.append((b, last.copy()))
+        return ready
+
+    def _push_one(
+        self, buckets: Sequence[tuple[int, Any]], through: float
+    ) -> list[tuple[int, Any]] | None:
+        # One upstream: nothing to align, each final bucket is computable at once.
+        if buckets and buckets[-1][0] > through:
+            through = buckets[-1][0]
+        done = self.done
+        if through <= done:
+            return None
+        self.final[0] = self.done = through
+        ready: list[tuple[int, Any]] = []
+        value = _MISSING
+        windows = self.windows
+        if windows is None:
+            for b, value in buckets:
+                if b > done:
+                    ready.append((b, [value]))
+        else:
+            window, size = windows[0], self.size
+            for b, value in buckets:
+                if b > done:
+                    window.append(value)
+                    if len(window) == size:
+                        ready.append((b, [list(window)]))
+        if value is not _MISSING:
+            self.last[0] = value
+            self.missing = 0
         return ready
 
     @property
