@@ -258,3 +258,23 @@ def test_batching_never_changes_a_series(batch: int) -> None:
     run_in_process(multi_source_join().build(), MemoryStateBackend(), on_output=got.append,
                    batch=batch)
     assert collect(got) == collect(reference)
+
+
+def test_upstream_values_bind_by_name_whatever_the_parameter_order() -> None:
+    minute = {"1m": {"interval": "1m", "period": 2}}
+    p = Pipeline("binding", default_intervals=minute)
+    p.add_node(SourceNode("a", source=[(0, 1.0)]))
+    p.add_node(SourceNode("b", source=[(0, 10.0)]))
+    p.add_node(Node("ab", fn=lambda a, b: b - a, upstreams=["a", "b"]))
+    p.add_node(Node("ba", fn=lambda a, b: b - a, upstreams=["b", "a"]))
+    p.add_node(Node("scaled", fn=lambda a, b, scale: (b - a) * scale, upstreams=["a", "b"],
+                    scale=2))
+    p.add_node(Node("kw", fn=lambda **kw: sorted(kw.items()), upstreams=["b", "a"]))
+    p.add_node(Node("pos", fn=lambda x, y: [x, y], upstreams=["b", "a"]))
+    events: list[OutputEvent] = []
+    p.run(events.append, engine="local", state="memory")
+    got = {e.node: e.value for e in events}
+    assert got["ab"] == got["ba"] == 9.0
+    assert got["scaled"] == 18.0
+    assert got["kw"] == [("a", 1.0), ("b", 10.0)]
+    assert got["pos"] == [10.0, 1.0]
