@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import structlog
 
 from qmtl.errors import EngineError, QmtlError
@@ -145,19 +146,32 @@ class _Emitter:
              through: float) -> None:
         spec = self.series[k]
         if buckets:
+            # The hot path: envelopes as literal dicts (what envelopes.encode builds), with
+            # encode() itself for the rare value JSON cannot hold as it is.
             seconds, key, max_items, ttl = spec.seconds, spec.key, spec.max_items, spec.ttl
             interval = self.intervals[k]
             pipeline, name, node_id, run = (self.ctx.pipeline, self.node.name, self.node.node_id,
                                             self.ctx.run)
             messages, writes, topic = batch.messages, batch.writes, self.topic
-            encode = envelopes.encode
+            record = self.record
+            dumps = orjson.dumps
             for b, value in buckets:
                 end = float((b + 1) * seconds)
-                if self.record:
-                    writes.append(BucketWrite(key, end, value, max_items, ttl))
-                messages.append((topic, encode(Envelope(
-                    pipeline, name, end, value, node_id, interval, b, None, "event", None, 1, run
-                ))))
+                if record:
+                    writes.append(_new_write(BucketWrite, (key, end, value, max_items, ttl)))
+                try:
+                    if type(value) is float and value - value != 0:
+                        raise TypeError("non-finite")
+                    payload = dumps({
+                        "v": 1, "kind": "event", "pipeline": pipeline, "node": name,
+                        "node_id": node_id, "interval": interval, "ts": end, "bucket": b,
+                        "watermark": None, "origin": None, "value": value, "run": run,
+                    }, option=_DUMP_OPTIONS)
+                except TypeError:
+                    payload = envelopes.encode(Envelope(
+                        pipeline, name, end, value, node_id, interval, b, None, "event", None, 1,
+                        run))
+                messages.append((topic, payload))
             self.counts[k] += len(buckets)
             last = buckets[-1][0]
             if last > self.told[k]:
@@ -197,6 +211,8 @@ class _Emitter:
 
 
 _UNSET: Any = object()
+_new_write = tuple.__new__
+_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _SKIPPED: Any = object()
 
 
@@ -631,9 +647,14 @@ class _Task:
         touched: dict[str, _Slot] = {}
         applied = 0
         max_bytes = ctx.settings.max_message_bytes
-        decode = envelopes.decode
         failure: BaseException | None = None
         dead = dlq.count
+        current: tuple[str, int] | None = None
+        slot: _Slot | None = None
+        where = ""
+        offsets: dict[str, int] = {}
+        applied_floor = 0
+        parse, from_object = envelopes.parse, envelopes.from_object
         for message in messages:
             error = message.error()
             if error is not None:
@@ -645,19 +666,26 @@ class _Task:
                     log.warning("qmtl.kafka.consume_error", group=self.group,
                                 error=error.str())
                 continue
-            topic, partition, offset = message.topic(), message.partition(), message.offset()
-            slot = touched.get(topic + "/" + str(partition))
-            if slot is None:
-                slot = touched[topic + "/" + str(partition)] = self._slot(topic, partition)
-            where = f"{topic}/{partition}"
-            if offset < slot.offsets.get(where, 0):
+            partition = message.partition()
+            if current is None or current[1] != partition or current[0] != message.topic():
+                topic = message.topic()
+                current = (topic, partition)
+                where = f"{topic}/{partition}"
+                slot = touched.get(where)
+                if slot is None:
+                    slot = touched[where] = self._slot(topic, partition)
+                offsets = slot.offsets
+                applied_floor = offsets.get(where, 0)
+            assert slot is not None
+            offset = message.offset()
+            if offset < applied_floor:
                 self.stats["replayed"] += 1
                 continue  # already applied before a restart or rebalance
-            slot.offsets[where] = offset + 1
+            offsets[where] = offset + 1
             if failure is not None:
                 continue
             try:
-                env = decode(message.value(), max_bytes)
+                env = from_object(parse(message.value(), max_bytes))
             except EnvelopeError as e:
                 dlq.send_envelope_error(message, e, node=self.node.name)
                 continue
@@ -691,12 +719,16 @@ class _Task:
                dlq: DeadLetterQueue) -> None:
         produce = producer.produce
         for topic, payload in batch.messages:
-            while True:
-                try:
-                    produce(topic, payload, partition=0)
-                    break
-                except BufferError:
+            try:
+                produce(topic, payload, partition=0)
+            except BufferError:  # the local queue is full: let deliveries drain, then retry
+                while True:
                     producer.poll(0.05)
+                    try:
+                        produce(topic, payload, partition=0)
+                        break
+                    except BufferError:
+                        continue
         if batch.messages or dead:
             remaining = producer.flush(self.ctx.settings.delivery_timeout_s + 5)
             if dead:
