@@ -266,3 +266,12 @@ def test_a_node_assigned_into_query_nodes_is_rejected_at_build() -> None:
     pipeline.query_nodes["x"] = Node("x", fn=lambda: 1)  # type: ignore[assignment]
     with pytest.raises(PipelineValidationError, match=r"query_nodes\['x'\] is Node"):
         pipeline.build()
+
+
+def test_a_tag_listed_twice_on_a_node_matches_it_once() -> None:
+    pipeline = Pipeline("twice")
+    pipeline.add_node(source("n", 1, ["A", "A"]))
+    pipeline.add_query_node(QueryNode("q", ["A"]))
+    pipeline.add_query_node(QueryNode("q2", ["A", "A"], match_mode="any"))
+    assert matches(pipeline, "q") == ["n"]
+    assert matches(pipeline, "q2") == ["n"]

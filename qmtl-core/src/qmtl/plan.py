@@ -320,7 +320,7 @@ def resolve_queries(
             positions = found_tag(tag)
             if positions is None:
                 by_tag[tag] = [position]
-            else:
+            elif positions[-1] != position:  # a tag listed twice on one node counts once
                 positions.append(position)
     tag_sets: dict[str, set[int]] = {}
 
@@ -330,9 +330,14 @@ def resolve_queries(
             found = tag_sets[tag] = set(by_tag.get(tag, ()))
         return found
 
+    result: dict[str, list[str]] = {}
     candidates: dict[str, set[int]] = {}
     for qname, query in queries.items():
         tags = dict.fromkeys(query.query_tags)
+        if len(tags) == 1 and query.interval is None and query.period is None:
+            # one tag, no entry filter: its positions are the answer, already in order
+            result[qname] = [names[p] for p in by_tag.get(query.query_tags[0], ())]
+            continue
         if query.match_mode == "all":
             sets = sorted((tagged(tag) for tag in tags), key=len)
             candidates[qname] = sets[0].intersection(*sets[1:])
@@ -349,7 +354,9 @@ def resolve_queries(
         for qname in on_entry:
             query = queries[qname]
             candidates[qname] &= by_entry[(query.interval, query.period)]
-    return {qname: [names[p] for p in sorted(found)] for qname, found in candidates.items()}
+    for qname, found in candidates.items():
+        result[qname] = [names[p] for p in sorted(found)]
+    return {qname: result[qname] for qname in queries}
 
 
 EntryKey = tuple[IntervalEnum | None, int | None]
@@ -360,22 +367,34 @@ def _entry_index(
 ) -> dict[EntryKey, set[int]]:
     """``wanted`` keys → positions of the ``(position, node)`` pairs having such an interval
     entry in their effective settings. A key is ``(interval, None)``, ``(interval, period)`` or
-    ``(None, period)``."""
+    ``(None, period)``. Entries are looked up by interval (a dict lookup), not iterated."""
     index: dict[EntryKey, set[int]] = {key: set() for key in wanted}
-    by_interval = {i for i, p in wanted if p is None}
-    by_pair = {(i, p) for i, p in wanted if i is not None and p is not None}
-    by_period = {p for i, p in wanted if i is None}
+    per_interval: dict[IntervalEnum, set[int | None]] = {}
+    for interval, period in wanted:
+        if interval is not None:
+            per_interval.setdefault(interval, set()).add(period)
+    checks = [
+        (interval, index.get((interval, None)), {p for p in periods if p is not None})
+        for interval, periods in per_interval.items()
+    ]
+    period_only = {p for i, p in wanted if i is None}
     for position, node in nodes:
         settings = node.stream_settings
         if settings is None:
             continue
-        for interval, entry in settings.intervals.items():
-            if interval in by_interval:
-                index[(interval, None)].add(position)
-            if by_pair and (interval, entry.period) in by_pair:
+        intervals = settings.intervals
+        for interval, any_period, periods in checks:
+            entry = intervals.get(interval)
+            if entry is None:
+                continue
+            if any_period is not None:
+                any_period.add(position)
+            if periods and entry.period in periods:
                 index[(interval, entry.period)].add(position)
-            if by_period and entry.period in by_period:
-                index[(None, entry.period)].add(position)
+        if period_only:
+            for entry in intervals.values():
+                if entry.period in period_only:
+                    index[(None, entry.period)].add(position)
     return index
 
 
