@@ -9,10 +9,14 @@ The binary is found on ``PATH`` or through ``QMTL_REDIS_SERVER``
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +24,7 @@ from pathlib import Path
 ENV_VAR = "QMTL_TEST_REDIS_URL"
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
+_PR_SET_PDEATHSIG = 1
 
 
 class ServiceError(RuntimeError):
@@ -85,8 +90,13 @@ class RedisServer:
     def env(self) -> dict[str, str]:
         return {ENV_VAR: self.url}
 
-    def start(self, timeout: float = START_TIMEOUT) -> RedisServer:
-        """Launch the server and wait until it answers PING, or raise ServiceError."""
+    def start(self, timeout: float = START_TIMEOUT, die_with_parent: bool = False) -> RedisServer:
+        """Launch the server and wait until it answers PING, or raise ServiceError.
+
+        ``die_with_parent`` (Linux): the server gets SIGTERM when the thread that started it
+        ends, even by SIGKILL, so a killed run never leaves it behind. Leave it off when
+        starting from a short-lived thread.
+        """
         command = [
             find_binary(),
             "--port", str(self.port),
@@ -99,7 +109,9 @@ class RedisServer:
             *self.extra_args,  # later options override the defaults above
         ]
         self.process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent if die_with_parent else None,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -137,13 +149,21 @@ class RedisServer:
             process.wait()
 
 
+def _die_with_parent() -> None:
+    """In the child: on Linux, get SIGTERM when the starting thread dies."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def start(workdir: Path) -> RedisServer:
-    """Start a throwaway redis-server under ``workdir``; retries once on a port race."""
+    """Start a throwaway redis-server under ``workdir`` that dies with this process; retries
+    on a port race."""
     last_error: ServiceError | None = None
     for _ in range(3):
         server = RedisServer(workdir)
         try:
-            return server.start()
+            return server.start(die_with_parent=True)
         except ServiceError as error:
             last_error = error
     assert last_error is not None
