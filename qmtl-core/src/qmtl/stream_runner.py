@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from qmtl.errors import NodeExecutionError
+from qmtl.errors import IntervalError, NodeExecutionError
 from qmtl.sources import all_bounded, merged_events
 from qmtl.streaming import (
     END,
@@ -110,7 +110,7 @@ class StreamRunner:
                 aligner = NodeAligner(len(node.upstreams), spec.seconds, node.window_size(spec))
                 self.aligners[node.index].append(aligner)
                 for pos, up in enumerate(node.upstream_index):
-                    k = next(k for k, s in enumerate(nodes[up].series) if s.seconds == spec.seconds)
+                    k = _series_at(nodes[up], spec.seconds, node.name)
                     self.series[up][k].readers.append(
                         (aligner, pos, self.series[node.index][j], invoke)
                     )
@@ -222,6 +222,17 @@ class StreamRunner:
             if on_output is not None:
                 on_output(OutputEvent(series.name, series.interval, end, value, b))
         series.count += len(buckets)
+
+
+def _series_at(upstream: PlanNode, seconds: int, reader: str) -> int:
+    for k, spec in enumerate(upstream.series):
+        if spec.seconds == seconds:
+            return k
+    raise IntervalError(
+        f"Node '{reader}' reads '{upstream.name}' at a {seconds}s interval that "
+        f"'{upstream.name}' does not keep (it has {[s.interval.value for s in upstream.series]}); "
+        "add that interval to it"
+    )
 
 
 def _invoker(node: PlanNode) -> Callable[[Any], Any]:
