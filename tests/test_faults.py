@@ -189,6 +189,80 @@ def test_a_worker_killed_with_sigkill_mid_stream_is_replaced_and_history_is_iden
     assert figures["history_duplicates"] == 0 and figures["history_gaps"] == 0
 
 
+def _strategy_pipeline(tmp: Path, name: str, delay: float) -> Any:
+    """Write the strategy module the workers import, and import it here as well."""
+    (tmp / "strategy.py").write_text(textwrap.dedent(STRATEGY.format(
+        base=BASE, delay=delay, name=name, events=EVENTS)))
+    sys.path.insert(0, str(tmp))
+    try:
+        import importlib
+
+        return importlib.import_module("strategy").pipeline
+    finally:
+        sys.path.remove(str(tmp))
+        sys.modules.pop("strategy", None)
+
+
+def test_a_rebalance_while_buckets_are_pending_keeps_history_identical(
+    tmp_path: Path, kafka_bootstrap: str, redis_url: str
+) -> None:
+    """Worker A runs alone; mid-stream worker B joins every group (a rebalance while buckets are
+    pending), then A leaves with SIGTERM (a second rebalance): B finishes from the pending state
+    saved in Redis, and the history equals the oracle's."""
+    from qmtl_state_redis import RedisStateBackend
+
+    name = f"fault-rebalance-{uuid.uuid4().hex[:6]}"
+    pipeline = _strategy_pipeline(tmp_path, name, 0.01)
+    run_id = uuid.uuid4().hex
+    log_a, log_b = tmp_path / "worker-a.log", tmp_path / "worker-b.log"
+    workers = [_worker(tmp_path, run_id, kafka_bootstrap, redis_url, log_a)]
+    outputs: list[Any] = []
+    steps: dict[str, int] = {}
+
+    def on_output(event: Any) -> None:
+        outputs.append(event)
+        if len(outputs) == 40 and "joined" not in steps:
+            workers.append(_worker(tmp_path, run_id, kafka_bootstrap, redis_url, log_b))
+            steps["joined"] = len(outputs)
+        if len(outputs) == 120 and "left" not in steps:
+            # B is in every group before A leaves: wait (the stream waits with us) for B's
+            # consumers to take part in a rebalance, then stop A gracefully.
+            deadline = time.monotonic() + 30
+            while "qmtl.kafka.assigned" not in log_b.read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            workers[0].terminate()  # finishes its batch, commits, leaves the groups
+            steps["left"] = len(outputs)
+
+    state = RedisStateBackend(redis_url)
+    try:
+        pipeline.run(engine="kafka", state=state, on_output=on_output,
+                     engine_options={"bootstrap_servers": kafka_bootstrap,
+                                     "connect_timeout_s": 10},
+                     workers=0, run_id=run_id, timeout=110)
+    finally:
+        for process in workers:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+    history = _history(pipeline, state)
+    oracle = _oracle(name)
+    figures = _figures("rebalance", outputs, history, oracle)
+    print(f"[rebalance] B joined at output {steps.get('joined')}, A left at {steps.get('left')}")
+    a_text, b_text = log_a.read_text(), log_b.read_text()
+    print(f"[rebalance] A: assigned {a_text.count('qmtl.kafka.assigned')}, revoked "
+          f"{a_text.count('qmtl.kafka.revoked')}; B: assigned "
+          f"{b_text.count('qmtl.kafka.assigned')}, buckets {b_text.count('buckets')}")
+    state.delete(name)
+    state.close()
+    assert steps.keys() == {"joined", "left"}, "the stream ended before the rebalance"
+    assert "qmtl.kafka.assigned" in b_text, "worker B never joined a group"
+    assert history == oracle, (a_text + b_text)[-3000:]
+    assert figures["history_duplicates"] == 0 and figures["history_gaps"] == 0
+
+
 # ----------------------------------------------------------- redis-server restart (durable)
 
 
