@@ -403,3 +403,86 @@ def test_a_batch_longer_than_max_poll_interval_evicts_no_other_node(
     assigned, _revoked = _slow_run(kafka_bootstrap, redis_url, max_poll_interval_s=8.0,
                                    session_timeout_s=6.0)
     assert all(count == 1 for count in assigned.values()), assigned
+
+
+# ------------------------------------------------------------ broker stopped and restarted
+
+
+@pytest.fixture
+def private_kafka(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """A broker of this test's own (scripts/_kafka.py), which it can stop and start again on
+    the same port and log directory."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    try:
+        import _kafka
+    finally:
+        sys.path.pop(0)
+    monkeypatch.setenv("QMTL_KAFKA_HEAP", "256m")
+    try:
+        service = _kafka.start(tmp_path)
+    except Exception as error:  # no java, no jars: this machine cannot run a broker
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"cannot start a private Kafka broker: {error}")
+        pytest.skip(f"cannot start a private Kafka broker: {error}")
+    bootstrap = service.env["QMTL_TEST_KAFKA_BOOTSTRAP"]
+    port = int(bootstrap.rsplit(":", 1)[1])
+    properties = tmp_path / "kafka" / "server.properties"
+    command = [*_kafka._jvm_command(_kafka.fetch_jars(_kafka.DEFAULT_VERSION), "256m"),
+               "kafka.Kafka", str(properties)]
+    broker: dict[str, Any] = {"bootstrap": bootstrap, "process": service.process}
+
+    def restart(down_for: float) -> float:
+        _kafka._terminate(broker["process"], 20)  # SIGTERM: controlled shutdown
+        time.sleep(down_for)
+        began = time.monotonic()
+        with (tmp_path / "kafka" / "broker.log").open("ab") as log:
+            broker["process"] = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
+                                                 stderr=subprocess.STDOUT)
+        while time.monotonic() - began < 90:
+            try:
+                if _kafka.probe_metadata("127.0.0.1", port, timeout=2.0):
+                    return time.monotonic() - began
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.25)
+        raise RuntimeError("the broker did not come back within 90 s")
+
+    broker["restart"] = restart
+    yield broker
+    _kafka._terminate(broker["process"], 20)
+
+
+def test_a_broker_stopped_and_restarted_mid_stream_completes_with_identical_history(
+    private_kafka: dict[str, Any], redis_url: str
+) -> None:
+    from qmtl_state_redis import RedisStateBackend
+
+    name = f"fault-broker-{uuid.uuid4().hex[:6]}"
+    pipeline = _slow_pipeline(name, 0.01)
+    state = RedisStateBackend(redis_url)
+    outputs: list[Any] = []
+    at: dict[str, float] = {}
+
+    def bounce() -> None:
+        at["stopped_at_output"] = len(outputs)
+        at["restart_seconds"] = private_kafka["restart"](1.0)
+        at["restarted_at_output"] = len(outputs)
+
+    def on_output(event: Any) -> None:
+        outputs.append(event)
+        if len(outputs) == 60:
+            threading.Thread(target=bounce).start()
+
+    pipeline.run(engine="kafka", state=state, on_output=on_output,
+                 engine_options={"bootstrap_servers": private_kafka["bootstrap"],
+                                 "connect_timeout_s": 10, "delivery_timeout_s": 120},
+                 timeout=200)
+    history = _history(pipeline, state)
+    oracle = _oracle(name)
+    figures = _figures("broker-restart", outputs, history, oracle)
+    print(f"[broker-restart] {at}")
+    state.delete(name)
+    state.close()
+    assert "restart_seconds" in at and at["stopped_at_output"] < len(outputs)
+    assert history == oracle
+    assert figures["history_duplicates"] == 0 and figures["history_gaps"] == 0
