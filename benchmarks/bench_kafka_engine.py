@@ -29,6 +29,7 @@ Needs ``QMTL_TEST_KAFKA_BOOTSTRAP`` and ``QMTL_TEST_REDIS_URL`` (``make bench`` 
 
 from __future__ import annotations
 
+import itertools
 import os
 import statistics
 import subprocess
@@ -193,7 +194,7 @@ def _latencies(bootstrap: str, pipeline: str, names: list[str]) -> list[float]:
         consumer.close()
         stamps[name] = seen
     hops = []
-    for upstream, node in zip(names, names[1:], strict=False):
+    for upstream, node in itertools.pairwise(names):
         up, down = stamps[upstream], stamps[node]
         hops += [down[b] - up[b] for b in down if b in up]
     return hops

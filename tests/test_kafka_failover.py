@@ -121,7 +121,7 @@ def _wait_for(predicate: Any, seconds: float, what: str) -> None:
 
 
 def test_sigkill_one_of_two_workers_midway_loses_and_duplicates_nothing(
-    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import uuid
 
@@ -135,7 +135,7 @@ def test_sigkill_one_of_two_workers_midway_loses_and_duplicates_nothing(
     name = f"failover-{unique}"
     run = f"failover-{unique}"
     (tmp_path / "failover_pipeline.py").write_text(textwrap.dedent(MODULE))
-    os.environ["QMTL_FAILOVER_PIPELINE"] = name
+    monkeypatch.setenv("QMTL_FAILOVER_PIPELINE", name)
     sys.path.insert(0, str(tmp_path))
     try:
         import failover_pipeline  # type: ignore[import-not-found]

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections import Counter
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -351,7 +351,7 @@ class _NodeSlot(_Slot):
         assert self.oneshot is not None
         node = self.task.node
         if self.value is _UNSET:
-            b, args = ready[-1]
+            _bucket, args = ready[-1]
             if node.name in self.oneshot.inputs:
                 self.value = self.oneshot.inputs[node.name]
             else:
@@ -703,9 +703,12 @@ class _Task:
                           error=f"{type(failure).__name__}: {failure}")
         for slot in touched.values():
             slot.finish_batch(batch)
-        self._flush(batch, producer, delivery_errors, dlq.count > dead, dlq)
+        # Outputs are handed to the producer first; the state write's round trip overlaps the
+        # broker's acknowledgements, which are awaited before anything is saved or committed.
+        self._produce(batch, producer)
         if batch.writes:
             ctx.state.write_many(batch.writes)
+        self._acknowledged(batch, producer, delivery_errors, dlq.count > dead, dlq)
         for name, slot in {s.name: s for s in touched.values()}.items():
             ctx.store.save(ctx.pipeline, run, name, slot.dump())
         self._commit()
@@ -715,8 +718,7 @@ class _Task:
             ctx.on_failure(self.node.name, failure)
         return applied
 
-    def _flush(self, batch: _Batch, producer: Any, errors: list[str], dead: bool,
-               dlq: DeadLetterQueue) -> None:
+    def _produce(self, batch: _Batch, producer: Any) -> None:
         produce = producer.produce
         for topic, payload in batch.messages:
             try:
@@ -729,6 +731,10 @@ class _Task:
                         break
                     except BufferError:
                         continue
+        producer.poll(0)
+
+    def _acknowledged(self, batch: _Batch, producer: Any, errors: list[str], dead: bool,
+                      dlq: DeadLetterQueue) -> None:
         if batch.messages or dead:
             remaining = producer.flush(self.ctx.settings.delivery_timeout_s + 5)
             if dead:
