@@ -535,23 +535,14 @@ CSV_CASES = [
          SourceError, ("prices.csv", "line 2", "'nan'"), ("epoch seconds or ISO 8601",)),
     Case("csv-short-row", "CSV sources",
          lambda c: _csv_run(c, _csv(c, "timestamp,price\n60,1\n120\n"), value_column="price"),
-         SourceError, ("prices.csv", "line 3", "price"), ("column",),
-         (pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-             "sources.py owner: FileSourceProcessor passes None from a short row to convert() "
-             "(TypeError); raise SourceError naming the file, line and missing column")),)),
+         SourceError, ("prices.csv", "line 3", "price"), ("column",)),
     Case("csv-not-utf8", "CSV sources",
          lambda c: _csv_run(c, _csv(c, b"timestamp,price\n60,\xff\xfe\n")),
-         SourceError, ("prices.csv",), ("encoding",),
-         (pytest.mark.xfail(strict=True, raises=UnicodeDecodeError, reason=(
-             "sources.py owner: a non-UTF-8 CSV raises a bare UnicodeDecodeError; raise "
-             "SourceError naming the file and the encoding= option")),)),
+         SourceError, ("prices.csv",), ("encoding",)),
     Case("csv-convert-raises", "CSV sources",
          lambda c: _csv_run(c, _csv(c, "timestamp,price\n60,x\n"), value_column="price",
                             convert=float),
-         SourceError, ("prices.csv", "line 2", "'x'"), ("convert",),
-         (pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-             "sources.py owner: an exception from convert= escapes bare; raise SourceError "
-             "naming the file, line and cell")),)),
+         SourceError, ("prices.csv", "line 2", "'x'"), ("convert",)),
     Case("csv-latest-of-empty", "CSV sources",
          lambda c: FileSourceProcessor(_csv(c, "timestamp,price\n")).latest(),
          SourceError, ("prices.csv",), ("has no rows",)),
