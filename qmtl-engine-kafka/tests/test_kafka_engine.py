@@ -147,3 +147,17 @@ class TestMultiPartitionSources(EngineContract):
 
     def test_rerun_leaves_history_unchanged(self) -> None:  # type: ignore[override]
         pytest.skip("covered by the one-partition suite (re-runs rebuild the original name)")
+
+
+@pytest.mark.integration
+def test_redis_pending_store_fences_a_previous_owner(redis_url: str, unique: str) -> None:
+    from qmtl_engine_kafka.pending import RedisPendingStore
+
+    store = RedisPendingStore(redis_url, ttl=60)
+    store.claim(unique, "r", "node", "zombie")
+    assert store.save(unique, "r", "node", {"n": 1}, "zombie")
+    store.claim(unique, "r", "node", "new-owner")
+    assert not store.save(unique, "r", "node", {"n": 0}, "zombie")
+    assert store.save(unique, "r", "node", {"n": 2}, "new-owner")
+    assert store.load(unique, "r", "node") == {"n": 2}
+    store.close()

@@ -121,3 +121,13 @@ def test_plugin_registers_the_engine_and_worker_without_heavy_imports() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["KafkaEngineSettings", "False", "False", "True"]
+
+
+def test_a_fenced_out_worker_cannot_overwrite_the_new_owners_state() -> None:
+    store = MemoryPendingStore()
+    store.claim("p", "r", "node", "zombie")
+    assert store.save("p", "r", "node", {"offsets": {"t/0": 10}}, "zombie")
+    store.claim("p", "r", "node", "new-owner")  # the partition moved
+    assert store.save("p", "r", "node", {"offsets": {"t/0": 20}}, "new-owner")
+    assert not store.save("p", "r", "node", {"offsets": {"t/0": 12}}, "zombie")
+    assert store.load("p", "r", "node") == {"offsets": {"t/0": 20}}

@@ -10,6 +10,12 @@ With the ``redis`` state backend the pending state lives in the same Redis, unde
 ``qmtl-kafka:{pipeline}:{run}:{task}`` (never inside ``qmtl:{pipeline}:``, which belongs to the
 state backend), expiring after ``ttl`` seconds of inactivity. Any other state backend gets an
 in-process store: fine for threads in one process, not for ``qmtl worker`` processes.
+
+Fencing: a worker that is assigned a task's input *claims* it (``…:{task}:owner`` = a fresh
+token) before loading its state, and every save succeeds only while the owner is still that
+token (one Lua call). A worker that was paused while its partitions moved elsewhere (a
+"zombie") therefore cannot overwrite the new owner's state: its save returns ``False`` and it
+drops the batch without committing.
 """
 
 from __future__ import annotations
@@ -34,7 +40,10 @@ class PendingStore(Protocol):
 
     def load(self, pipeline: str, run: str, task: str) -> dict[str, Any] | None: ...
 
-    def save(self, pipeline: str, run: str, task: str, data: dict[str, Any]) -> None: ...
+    def claim(self, pipeline: str, run: str, task: str, token: str) -> None: ...
+
+    def save(self, pipeline: str, run: str, task: str, data: dict[str, Any],
+             token: str | None = None) -> bool: ...
 
     def close(self) -> None: ...
 
@@ -46,6 +55,7 @@ class MemoryPendingStore:
 
     def __init__(self) -> None:
         self._data: dict[tuple[str, str, str], bytes] = {}
+        self._owners: dict[tuple[str, str, str], str] = {}
         self._lock = threading.Lock()
 
     def load(self, pipeline: str, run: str, task: str) -> dict[str, Any] | None:
@@ -53,10 +63,19 @@ class MemoryPendingStore:
             raw = self._data.get((pipeline, run, task))
         return None if raw is None else orjson.loads(raw)  # type: ignore[no-any-return]
 
-    def save(self, pipeline: str, run: str, task: str, data: dict[str, Any]) -> None:
-        raw = orjson.dumps(data)
+    def claim(self, pipeline: str, run: str, task: str, token: str) -> None:
         with self._lock:
-            self._data[(pipeline, run, task)] = raw
+            self._owners[(pipeline, run, task)] = token
+
+    def save(self, pipeline: str, run: str, task: str, data: dict[str, Any],
+             token: str | None = None) -> bool:
+        raw = orjson.dumps(data)
+        key = (pipeline, run, task)
+        with self._lock:
+            if token is not None and self._owners.get(key, token) != token:
+                return False
+            self._data[key] = raw
+        return True
 
     def close(self) -> None:
         """Nothing to release."""
@@ -74,6 +93,7 @@ class RedisPendingStore:
         self.url = shown_url or url
         self.ttl = ttl
         self._client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
+        self._save = self._client.register_script(_SAVE_IF_OWNER)
 
     @staticmethod
     def key(pipeline: str, run: str, task: str) -> str:
@@ -89,9 +109,24 @@ class RedisPendingStore:
             ) from error
         return None if raw is None else orjson.loads(raw)  # type: ignore[no-any-return]
 
-    def save(self, pipeline: str, run: str, task: str, data: dict[str, Any]) -> None:
+    def claim(self, pipeline: str, run: str, task: str, token: str) -> None:
         try:
-            self._client.set(self.key(pipeline, run, task), orjson.dumps(data), ex=self.ttl)
+            self._client.set(self.key(pipeline, run, task) + ":owner", token, ex=self.ttl)
+        except self._redis.RedisError as error:
+            raise StateBackendError(
+                f"Claiming '{task}' (pipeline '{pipeline}') in Redis at {self.url} failed: "
+                f"{error}; check that Redis is up"
+            ) from error
+
+    def save(self, pipeline: str, run: str, task: str, data: dict[str, Any],
+             token: str | None = None) -> bool:
+        key = self.key(pipeline, run, task)
+        try:
+            if token is None:
+                self._client.set(key, orjson.dumps(data), ex=self.ttl)
+                return True
+            return bool(self._save(keys=[key, key + ":owner"],
+                                   args=[orjson.dumps(data), token, self.ttl]))
         except self._redis.RedisError as error:
             raise StateBackendError(
                 f"Saving the pending state of '{task}' (pipeline '{pipeline}') to Redis at "
@@ -100,6 +135,14 @@ class RedisPendingStore:
 
     def close(self) -> None:
         self._client.close()
+
+
+_SAVE_IF_OWNER = """
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
 
 
 def pending_store_for(state: Any) -> PendingStore:

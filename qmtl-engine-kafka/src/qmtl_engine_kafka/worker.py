@@ -31,6 +31,7 @@ import math
 import os
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -248,6 +249,7 @@ class _Slot:
     """Pending state for one assigned input (a partition, or all of a node's upstreams)."""
 
     name = "slot"
+    token: str | None = None  #: this worker's claim on the slot (see pending.py: fencing)
 
     def __init__(self, task: _Task) -> None:
         self.task = task
@@ -628,7 +630,10 @@ class _Task:
                 slot = _MergeSlot(self)
             else:
                 slot = _SourceSlot(self, partition)
-            data = self.ctx.store.load(self.ctx.pipeline, self.ctx.run, name)
+            slot.token = uuid.uuid4().hex
+            store = self.ctx.store
+            store.claim(self.ctx.pipeline, self.ctx.run, name, slot.token)
+            data = store.load(self.ctx.pipeline, self.ctx.run, name)
             if data is not None:
                 slot.load(data)
             slot.name = name
@@ -709,8 +714,15 @@ class _Task:
         if batch.writes:
             ctx.state.write_many(batch.writes)
         self._acknowledged(batch, producer, delivery_errors, dlq.count > dead, dlq)
-        for name, slot in {s.name: s for s in touched.values()}.items():
-            ctx.store.save(ctx.pipeline, run, name, slot.dump())
+        fenced = [name for name, slot in {s.name: s for s in touched.values()}.items()
+                  if not ctx.store.save(ctx.pipeline, run, name, slot.dump(), slot.token)]
+        if fenced:
+            # Another worker claimed these inputs while this one was busy (it was paused past
+            # the session timeout): drop the batch uncommitted; the new owner redoes it.
+            self.stats["fenced"] += 1
+            log.warning("qmtl.kafka.fenced", node=self.node.name, slots=fenced)
+            self.slots.clear()
+            return 0
         self._commit()
         self.stats["messages"] += applied
         self.stats["buckets"] += len(batch.writes)
