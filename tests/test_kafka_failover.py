@@ -175,14 +175,18 @@ def test_sigkill_one_of_two_workers_midway_loses_and_duplicates_nothing(
 
         half = int(len(events) * 0.4)
         publish(events[:half])
-        time.sleep(1)  # both workers are busy with the first part
         victim, _beat, victim_log = workers[0]
         assert victim.poll() is None, victim_log.read_text()[-2000:]
         victim_held = set().union(*_assignments(victim_log).values())
         assert victim_held, "the victim held no partition: nothing would fail over"
-        victim.kill()  # SIGKILL: no goodbye, no commit, no state save
+        # Keep events flowing while the victim dies: it is killed in the middle of the stream.
+        rest = events[half:]
+        for i in range(0, len(rest), 200):
+            publish(rest[i:i + 200])
+            if i == 1000:
+                victim.kill()  # SIGKILL: no goodbye, no commit, no state save
+            time.sleep(0.02)
         victim.wait(10)
-        publish(events[half:])
         for source in ("a", "b"):
             end = encode(Envelope(name, source, 0.0, None, kind="end", run=run))
             for partition in range(PARTITIONS):
