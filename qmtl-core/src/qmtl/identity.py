@@ -85,7 +85,7 @@ def function_fingerprint(fn: Callable[..., Any], _depth: int = 0) -> str:
         return stable_repr(fn, _depth)
     code = getattr(fn, "__code__", None)
     if code is None:  # a callable object or builtin
-        call = getattr(type(fn), "__call__", None)
+        call = type(fn).__call__ if callable(fn) else None
         inner = (
             function_fingerprint(call, _depth + 1) if isinstance(call, types.FunctionType) else ""
         )

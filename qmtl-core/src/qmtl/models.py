@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal
 
 import pydantic
@@ -54,7 +54,7 @@ class QmtlModel(BaseModel):
             raise _model_error(cls.__name__, error) from error
 
 
-class IntervalEnum(str, Enum):
+class IntervalEnum(StrEnum):
     """A bar interval. The member and its string (``"1d"``) are interchangeable everywhere."""
 
     SECOND = "1s"
@@ -66,9 +66,6 @@ class IntervalEnum(str, Enum):
     FOUR_HOURS = "4h"
     DAY = "1d"
     WEEK = "1w"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def seconds(self) -> int:
@@ -100,9 +97,7 @@ def to_interval(value: IntervalEnum | str) -> IntervalEnum:
         return IntervalEnum(str(value).strip())
     except ValueError:
         known = ", ".join(INTERVAL_SECONDS)
-        raise IntervalError(
-            f"Unknown interval {value!r}; use one of: {known}"
-        ) from None
+        raise IntervalError(f"Unknown interval {value!r}; use one of: {known}") from None
 
 
 def parse_duration(text: str) -> int:
@@ -120,7 +115,9 @@ def period_in_intervals(period: int | str, interval: IntervalEnum | str) -> int:
     """Convert a period (a count of intervals, or a duration string) to a count of intervals."""
     interval = to_interval(interval)
     if isinstance(period, bool):
-        raise IntervalError(f"Period {period!r} on interval '{interval}' must be an int or a duration")
+        raise IntervalError(
+            f"Period {period!r} on interval '{interval}' must be an int or a duration"
+        )
     if isinstance(period, int):
         count = period
     elif isinstance(period, str) and period.strip().isdigit():
@@ -138,7 +135,9 @@ def period_in_intervals(period: int | str, interval: IntervalEnum | str) -> int:
             f"Period {period!r} on interval '{interval}' must be an int or a duration like '7d'"
         )
     if count < 1:
-        raise IntervalError(f"Period {period!r} on interval '{interval}' must be at least one interval")
+        raise IntervalError(
+            f"Period {period!r} on interval '{interval}' must be at least one interval"
+        )
     return count
 
 
@@ -262,10 +261,23 @@ class PipelineDefinition(QmtlModel):
 
 
 #: ``filter_meta`` keys a ``filter`` selector understands (see :mod:`qmtl.selectors`).
-FILTER_KEYS = frozenset({
-    "name", "node_id", "type", "kind", "tags", "upstreams", "key_params", "params", "window",
-    "stream_settings", "interval_settings", "interval", "period",
-})
+FILTER_KEYS = frozenset(
+    {
+        "name",
+        "node_id",
+        "type",
+        "kind",
+        "tags",
+        "upstreams",
+        "key_params",
+        "params",
+        "window",
+        "stream_settings",
+        "interval_settings",
+        "interval",
+        "period",
+    }
+)
 
 
 class QueryNodeResultSelector(QmtlModel):

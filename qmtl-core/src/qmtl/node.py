@@ -163,7 +163,9 @@ class Node:
                     f"Node '{name}': upstream {upstream!r} must be a node name or a Node"
                 )
         if len(set(self.upstreams)) != len(self.upstreams):
-            raise PipelineValidationError(f"Node '{name}' lists an upstream twice: {self.upstreams}")
+            raise PipelineValidationError(
+                f"Node '{name}' lists an upstream twice: {self.upstreams}"
+            )
         self.tags: list[str] = list(_names(name, "tags", tags))
         for tag in self.tags:
             if not isinstance(tag, str):
@@ -247,7 +249,7 @@ class Node:
             upstreams=list(self.upstreams),
             key_params=list(self.key_params),
             params={key: _jsonable(value) for key, value in self.params.items()},
-            window=self.window if isinstance(self.window, int) and self.window is not True else None,
+            window=self.window if type(self.window) is int else None,
             stream_settings=self.stream_settings,
         ).model_dump(mode="json", exclude_none=True)
 

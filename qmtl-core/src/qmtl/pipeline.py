@@ -102,7 +102,9 @@ class Pipeline:
         **metadata: Any,
     ) -> None:
         if not isinstance(name, str) or not name:
-            raise PipelineValidationError(f"A pipeline name must be a non-empty string, got {name!r}")
+            raise PipelineValidationError(
+                f"A pipeline name must be a non-empty string, got {name!r}"
+            )
         self.name = name
         self.default_intervals = _defaults(name, default_intervals)
         self.metadata = metadata
