@@ -75,6 +75,8 @@ def _raw(**changes: object) -> bytes:
         (_raw(ts=...), MalformedEnvelopeError, "malformed"),
         (_raw(node=""), MalformedEnvelopeError, "malformed"),
         (_raw(kind="tick"), MalformedEnvelopeError, "malformed"),
+        (_raw(kind=["event"]), MalformedEnvelopeError, "malformed"),  # unhashable kinds
+        (_raw(kind={"event": 1}), MalformedEnvelopeError, "malformed"),
         (_raw(bucket=1.5), MalformedEnvelopeError, "malformed"),
         (_raw(nf="maybe", value=None), MalformedEnvelopeError, "malformed"),
         (_raw(v=2), EnvelopeVersionError, "unsupported_version"),
@@ -122,7 +124,7 @@ _fields = st.fixed_dictionaries(
     {},
     optional={
         "v": st.sampled_from([1, 2, "1", None, True]),
-        "kind": st.sampled_from(["event", "watermark", "end", "x", 3]),
+        "kind": st.sampled_from(["event", "watermark", "end", "x", 3, ["event"], {"a": 1}]),
         "pipeline": st.sampled_from(["p", "", 1]),
         "node": st.text(max_size=3),
         "node_id": st.text(max_size=3) | st.integers(),

@@ -199,7 +199,7 @@ def from_object(obj: Any) -> Envelope:
             and (interval is None or type(interval) is str)
             and (bucket is None or type(bucket) is int)
             and (watermark is None or (type(watermark) in _NUMBER and watermark - watermark == 0))
-            and kind in _KINDS
+            and type(kind) is str and kind in _KINDS
             and (origin is None or type(origin) is str)
             and (run is None or type(run) is str)
             and "nf" not in obj
@@ -226,7 +226,7 @@ def _validated(obj: Any) -> Envelope:
             f"{sorted(SUPPORTED_VERSIONS)}: upgrade qmtl-engine-kafka on this worker"
         )
     kind = obj.get("kind", "event")
-    if kind not in _KINDS:
+    if type(kind) is not str or kind not in _KINDS:
         raise MalformedEnvelopeError(
             f"The envelope's 'kind' must be one of {sorted(_KINDS)}, not {kind!r:.60}"
         )
