@@ -56,6 +56,9 @@ def test_plaintext_defaults_carry_no_security_keys() -> None:
         ({"partitions": 0}, "partitions"),
         ({"bootstrap_servers": " , "}, "at least one host:port"),
         ({"security_protocol": "TLS"}, "security_protocol"),
+        ({"max_poll_interval_s": 5}, r"max_poll_interval_s \(5\) must be at least "
+                                     r"session_timeout_s \(10\)"),
+        ({"session_timeout_s": 30, "max_poll_interval_s": 20}, "lower session_timeout_s"),
     ],
 )
 def test_unusable_settings_are_rejected_naming_the_field(options: dict, message: str) -> None:

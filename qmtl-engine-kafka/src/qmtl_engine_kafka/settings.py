@@ -133,6 +133,18 @@ class KafkaEngineSettings(QmtlModel):
                              "sasl_password")
         return self
 
+    @model_validator(mode="after")
+    def _poll_interval_covers_session(self) -> KafkaEngineSettings:
+        # librdkafka refuses to create a consumer whose max.poll.interval.ms is below its
+        # session.timeout.ms: say so here, naming both options, not when a worker starts.
+        if self.max_poll_interval_s < self.session_timeout_s:
+            raise ValueError(
+                f"max_poll_interval_s ({self.max_poll_interval_s:g}) must be at least "
+                f"session_timeout_s ({self.session_timeout_s:g}); raise max_poll_interval_s "
+                "or lower session_timeout_s"
+            )
+        return self
+
 
 def client_config(
     settings: KafkaEngineSettings, overrides: Mapping[str, Any] | None = None
