@@ -31,7 +31,9 @@ summary's per-node counts. The arrival-order property (hypothesis) feeds the sou
 interleaved at random with ``events=[(source, ts, value), ...]``: an engine must accept that
 option and consume events in that order. The contract deletes each case pipeline's data from the
 state backend before running it, so one backend may serve all tests. ``cases`` restricts the
-cases; ``max_examples`` sizes the property test; ``run_options`` are extra options for ``run``.
+cases (each test is generated only for the cases it shares with ``cases``, so a restricted
+subclass shows no skipped tests); ``max_examples`` sizes the property test; ``run_options`` are
+extra options for ``run``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,16 @@ from qmtl.testing.pipelines import CASES, FAIL_AT, Case, events_of
 Outputs = dict[tuple[str, str], list[tuple[float, Any]]]
 PASSING = [name for name, case in CASES.items() if case.fails is None]
 MULTI_SOURCE = ["multi_source_join", "windows", "query", "lateness", "diamond"]
+RERUN = ["multi_source_join", "windows", "lateness"]
+
+def over(*names: str) -> Any:
+    """Mark a contract test as run once per library case in ``names`` that the class enables."""
+
+    def mark(test: Any) -> Any:
+        test.contract_cases = names
+        return test
+
+    return mark
 
 
 def collect(events: list[OutputEvent]) -> Outputs:
@@ -139,13 +151,20 @@ class EngineContract:
         yield state
         state.close()
 
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        wanted = getattr(metafunc.function, "contract_cases", None)
+        if wanted is not None:
+            metafunc.parametrize("name", [name for name in wanted if name in self.cases])
+
     # -- helpers a subclass may override ---------------------------------------------------
+    def build(self, case: Case) -> Pipeline:
+        """A fresh pipeline of ``case`` (override to rename it, e.g. to use other topics)."""
+        return case.build()
+
     def run_case(self, case: Case, engine: Any, state: Any, **options: Any
                  ) -> tuple[Pipeline, Outputs, Any]:
         """Run ``case`` on the engine under test from a clean slate."""
-        if case.name not in self.cases:
-            pytest.skip(f"case '{case.name}' is not in {type(self).__name__}.cases")
-        pipeline = case.build()
+        pipeline = self.build(case)
         _clean(pipeline, state)
         events: list[OutputEvent] = []
         summary = pipeline.run(events.append, engine=engine, state=state,
@@ -153,7 +172,7 @@ class EngineContract:
         return pipeline, collect(events), summary
 
     # -- the contract ------------------------------------------------------------------------
-    @pytest.mark.parametrize("name", PASSING)
+    @over(*PASSING)
     def test_outputs_match_the_oracle(self, name: str, contract_engine: Any,
                                       contract_state: Any) -> None:
         _pipeline, outputs, summary = self.run_case(CASES[name], contract_engine, contract_state)
@@ -163,14 +182,14 @@ class EngineContract:
             assert outputs[series] == items, f"outputs of {series} differ from the local engine"
         assert counts(summary) == counts(expected.summary)
 
-    @pytest.mark.parametrize("name", PASSING)
+    @over(*PASSING)
     def test_history_matches_the_oracle(self, name: str, contract_engine: Any,
                                         contract_state: Any) -> None:
         pipeline, _outputs, _summary = self.run_case(CASES[name], contract_engine,
                                                      contract_state)
         assert history(pipeline, contract_state) == oracle(name).history
 
-    @pytest.mark.parametrize("name", PASSING)
+    @over(*PASSING)
     def test_each_series_is_emitted_in_bucket_order(self, name: str, contract_engine: Any,
                                                     contract_state: Any) -> None:
         _pipeline, outputs, _summary = self.run_case(CASES[name], contract_engine,
@@ -180,36 +199,35 @@ class EngineContract:
             stamps = [ts for ts, _value in items]
             assert stamps == sorted(set(stamps)), f"{series} is not in strict bucket order"
 
-    @pytest.mark.parametrize("name", ["multi_source_join", "windows", "lateness"])
+    @over(*RERUN)
     def test_rerun_leaves_history_unchanged(self, name: str, contract_engine: Any,
                                             contract_state: Any) -> None:
         pipeline, _outputs, _summary = self.run_case(CASES[name], contract_engine,
                                                      contract_state)
         first = history(pipeline, contract_state)
-        again = CASES[name].build()
+        again = self.build(CASES[name])
         again.run(engine=contract_engine, state=contract_state, **self.run_options)
         assert history(again, contract_state) == first
 
+    @over("failing")
     def test_failing_node_is_named_and_later_buckets_are_not_written(
-        self, contract_engine: Any, contract_state: Any
+        self, name: str, contract_engine: Any, contract_state: Any
     ) -> None:
-        case = CASES["failing"]
+        case = CASES[name]
         with pytest.raises(NodeExecutionError) as caught:
             self.run_case(case, contract_engine, contract_state)
         assert caught.value.node == case.fails
         assert "explode" in str(caught.value)
-        written = history(case.build(), contract_state)[(case.fails or "", "1m")]
+        written = history(self.build(case), contract_state)[(case.fails or "", "1m")]
         assert all(value < FAIL_AT * 10 for _ts, value in written)
         assert len(written) <= FAIL_AT
 
-    @pytest.mark.parametrize("name", MULTI_SOURCE)
+    @over(*MULTI_SOURCE)
     def test_arrival_order_across_sources_never_changes_outputs(
         self, name: str, contract_engine: Any, contract_state: Any
     ) -> None:
-        if name not in self.cases:
-            pytest.skip(f"case '{name}' is not in {type(self).__name__}.cases")
         expected = oracle(name)
-        per_source = events_of(CASES[name].build())
+        per_source = events_of(self.build(CASES[name]))
 
         @settings(max_examples=self.max_examples, deadline=None, derandomize=True,
                   suppress_health_check=[HealthCheck.function_scoped_fixture,
