@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaException
 
 from qmtl.errors import (
     ConfigurationError,
@@ -416,12 +415,7 @@ SETTINGS_CASES = [
          ConfigurationError, ("engine",), ("QMTL settings",)),
     Case("kafka-ssl-ca-missing", "settings and environment",
          lambda c: _stream_processor(ssl_ca_location=str(c.tmp / "missing-ca.pem")),
-         ConfigurationError, ("ssl_ca_location", "missing-ca.pem"), ("CA",),
-         (pytest.mark.xfail(strict=True, raises=KafkaException, reason=(
-             "qmtl_engine_kafka owner: a client option librdkafka rejects (missing "
-             "ssl.ca.location file) escapes StreamProcessor() as a bare KafkaException; wrap "
-             "the Producer/Consumer/AdminClient constructors and raise ConfigurationError "
-             "naming the option")),)),
+         ConfigurationError, ("ssl_ca_location", "missing-ca.pem"), ("CA",)),
     Case("redis-url-bad-port", "settings and environment",
          lambda c: _p(Node("a", _one)).execute(
              engine="local", state="redis", state_options={"url": "redis://:pw@localhost:abc/0"}),

@@ -64,3 +64,41 @@ def test_plaintext_defaults_carry_no_security_keys() -> None:
 def test_unusable_settings_are_rejected_naming_the_field(options: dict, message: str) -> None:
     with pytest.raises(ModelValidationError, match=message):
         KafkaEngineSettings(**options)
+
+
+@pytest.mark.parametrize("kind", ["Producer", "Consumer", "AdminClient"])
+@pytest.mark.parametrize(
+    ("settings", "names"),
+    [
+        (KafkaEngineSettings(security_protocol="SSL", ssl_ca_location="/nonexistent/ca.pem"),
+         ("ssl_ca_location", "'/nonexistent/ca.pem'", "no such file", "CA certificate")),
+        (KafkaEngineSettings(client_options={"bogus.prop": 1}),
+         ("client_options['bogus.prop']", "No such configuration property")),
+        (KafkaEngineSettings(client_options={"linger.ms": "soon"}),
+         ("client_options['linger.ms'] = 'soon'", "fix or remove the option")),
+    ],
+)
+def test_an_option_librdkafka_refuses_is_a_configuration_error_naming_it(
+    kind: str, settings: KafkaEngineSettings, names: tuple[str, ...]
+) -> None:
+    from qmtl.errors import ConfigurationError
+    from qmtl_engine_kafka._client import new_client
+
+    overrides = {"group.id": "g"} if kind == "Consumer" else None
+    with pytest.raises(ConfigurationError) as caught:
+        new_client(kind, settings, overrides, what="The test")  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert message.startswith("The test: ")
+    for name in names:
+        assert name in message
+
+
+def test_a_refused_secret_option_is_never_shown() -> None:
+    from qmtl_engine_kafka._client import _refused
+
+    settings = _secure()
+    config = client_config(settings)
+    quoting = ValueError('Invalid value "keypass-secret" for property "ssl.key.password"')
+    message = str(_refused("The test", "Producer", settings, config, {}, quoting))
+    assert "ssl_key_password (librdkafka 'ssl.key.password') = '**********'" in message
+    assert "keypass-secret" not in message

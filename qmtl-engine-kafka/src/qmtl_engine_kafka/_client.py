@@ -1,13 +1,21 @@
-"""The one place confluent-kafka is imported (lazily) and clients are built from settings."""
+"""The one place confluent-kafka is imported (lazily) and clients are built from settings.
+
+Every Producer, Consumer and AdminClient of the engine is made by :func:`new_client`, which
+turns an option librdkafka refuses (a missing CA file, an unknown property, an invalid value)
+into a :class:`~qmtl.errors.ConfigurationError` naming the option and the fix.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Mapping
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
+from qmtl.errors import ConfigurationError
 from qmtl_engine_kafka.errors import BrokerUnavailableError, KafkaClientMissingError
-from qmtl_engine_kafka.settings import KafkaEngineSettings, client_config
+from qmtl_engine_kafka.settings import KafkaEngineSettings, client_config, redacted
 
 # librdkafka's own log lines go to this stdlib logger instead of raw stderr; the application
 # decides where it goes (library code configures no logging).
@@ -30,9 +38,102 @@ def base_config(settings: KafkaEngineSettings, overrides: dict[str, Any] | None 
     return config
 
 
-def admin_client(settings: KafkaEngineSettings, what: str) -> Any:
+ClientKind = Literal["Producer", "Consumer", "AdminClient"]
+
+
+def new_client(kind: ClientKind, settings: KafkaEngineSettings,
+               overrides: Mapping[str, Any] | None = None, *, what: str) -> Any:
+    """A confluent-kafka ``kind`` built from ``settings`` plus ``overrides``.
+
+    A configuration librdkafka refuses raises :class:`~qmtl.errors.ConfigurationError` naming
+    ``what`` needed the client, the option (as the QMTL setting it came from when there is
+    one) and how to fix it; secret values are never shown.
+    """
     kafka = kafka_module(what)
-    return kafka.admin.AdminClient(base_config(settings))
+    factory = kafka.admin.AdminClient if kind == "AdminClient" else getattr(kafka, kind)
+    config = base_config(settings, dict(overrides) if overrides else None)
+    try:
+        return factory(config)
+    except (kafka.KafkaException, ValueError, TypeError) as e:
+        raise _refused(what, kind, settings, config, overrides or {}, e) from e
+
+
+def admin_client(settings: KafkaEngineSettings, what: str) -> Any:
+    return new_client("AdminClient", settings, what=what)
+
+
+#: librdkafka property -> the KafkaEngineSettings field it comes from.
+_FIELDS = {
+    "bootstrap.servers": "bootstrap_servers",
+    "security.protocol": "security_protocol",
+    "sasl.mechanism": "sasl_mechanism",
+    "sasl.username": "sasl_username",
+    "sasl.password": "sasl_password",
+    "ssl.ca.location": "ssl_ca_location",
+    "ssl.certificate.location": "ssl_certificate_location",
+    "ssl.key.location": "ssl_key_location",
+    "ssl.key.password": "ssl_key_password",
+    "socket.connection.setup.timeout.ms": "connect_timeout_s",
+    "session.timeout.ms": "session_timeout_s",
+    "max.poll.interval.ms": "max_poll_interval_s",
+    "linger.ms": "linger_ms",
+    "message.timeout.ms": "delivery_timeout_s",
+}
+#: librdkafka reports some properties under their canonical name.
+_ALIASES = {"queue.buffering.max.ms": "linger.ms", "delivery.timeout.ms": "message.timeout.ms"}
+_FILES = {
+    "ssl.ca.location": "the CA certificate file (PEM) that signed the brokers' certificates",
+    "ssl.certificate.location": "the client certificate file (PEM)",
+    "ssl.key.location": "the client private key file (PEM; set ssl_key_password if it is "
+                        "encrypted)",
+}
+
+
+def _culprit(message: str, config: Mapping[str, Any]) -> str | None:
+    """The property librdkafka's message is about: the one it names first."""
+    found: list[tuple[int, str]] = []
+    for key in config:
+        at = message.find(key)
+        if at >= 0:
+            found.append((at, key))
+    for alias, key in _ALIASES.items():
+        at = message.find(alias)
+        if at >= 0 and key in config:
+            found.append((at, key))
+    return min(found)[1] if found else None
+
+
+def _refused(what: str, kind: str, settings: KafkaEngineSettings, config: Mapping[str, Any],
+             overrides: Mapping[str, Any], error: BaseException) -> ConfigurationError:
+    reason = error.args[0] if error.args else error
+    reason = reason.str() if hasattr(reason, "str") else str(reason)
+    shown = redacted(config)
+    for key, value in config.items():  # librdkafka may quote a value: never a secret one
+        if shown[key] != value and isinstance(value, str) and value:
+            reason = reason.replace(value, shown[key])
+    key = _culprit(reason, config)
+    if key is None:
+        return ConfigurationError(
+            f"{what}: the Kafka client library refused the {kind} configuration: {reason}; "
+            "check the engine's security options and client_options"
+        )
+    value = shown[key]
+    if key in overrides:
+        option = f"the client option '{key}'"
+    elif key in settings.client_options:
+        option = f"client_options['{key}']"
+    elif key in _FIELDS:
+        option = f"{_FIELDS[key]} (librdkafka '{key}')"
+    else:
+        option = f"'{key}'"
+    fix = "fix or remove the option"
+    if key in _FILES:
+        missing = isinstance(value, str) and not os.path.isfile(value)
+        fix = (f"{'no such file: ' if missing else 'the file must be readable: '}point "
+               f"{_FIELDS[key]} at {_FILES[key]}")
+    return ConfigurationError(
+        f"{what}: the Kafka client library refused {option} = {value!r}: {reason}; {fix}"
+    )
 
 
 def check_broker(admin: Any, settings: KafkaEngineSettings, what: str) -> None:

@@ -24,7 +24,7 @@ from qmtl.sources import merged_events
 from qmtl.state import StateBackend
 from qmtl.streaming import NodeSummary, OutputEvent, RunSummary
 from qmtl_engine_kafka import envelope as envelopes
-from qmtl_engine_kafka._client import admin_client, base_config, check_broker, kafka_module
+from qmtl_engine_kafka._client import admin_client, check_broker, kafka_module, new_client
 from qmtl_engine_kafka.envelope import Envelope
 from qmtl_engine_kafka.errors import EnvelopeError, PublishError
 from qmtl_engine_kafka.pending import pending_store_for
@@ -198,12 +198,12 @@ class _Session:
         self.worker_objects: list[Worker] = []
         self.errors: list[BaseException] = []
         self.delivery_errors: list[str] = []
-        self.producer = self.kafka.Producer(base_config(settings, {
+        self.producer = new_client("Producer", settings, {
             "linger.ms": settings.linger_ms,
             "message.timeout.ms": int(settings.delivery_timeout_s * 1000),
             "queue.buffering.max.messages": 1_000_000,
             "on_delivery": self._delivered,
-        }))
+        }, what=f"Pipeline '{ctx.pipeline}' on the Kafka engine")
         self.collector: Any = None
 
     def _delivered(self, err: Any, msg: Any) -> None:
@@ -213,12 +213,12 @@ class _Session:
     def start(self) -> None:
         """Position the output collector at the end of every output topic, start workers."""
         kafka, ctx = self.kafka, self.ctx
-        self.collector = kafka.Consumer(base_config(self.settings, {
+        self.collector = new_client("Consumer", self.settings, {
             "group.id": f"qmtl-collector-{ctx.run}",
             "enable.auto.commit": False,
             "enable.partition.eof": False,
             "fetch.wait.max.ms": 10,
-        }))
+        }, what=f"Pipeline '{ctx.pipeline}' on the Kafka engine")
         assignment = []
         for topic in ctx.topics.outputs.values():
             tp = kafka.TopicPartition(topic, 0)

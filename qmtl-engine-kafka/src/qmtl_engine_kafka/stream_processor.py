@@ -29,7 +29,7 @@ import orjson
 import structlog
 
 from qmtl_engine_kafka import envelope as envelopes
-from qmtl_engine_kafka._client import base_config, check_broker, kafka_module
+from qmtl_engine_kafka._client import check_broker, kafka_module, new_client
 from qmtl_engine_kafka.dead_letter import DeadLetterQueue
 from qmtl_engine_kafka.errors import (
     EngineError,
@@ -91,16 +91,16 @@ class StreamProcessor:
         self._stop = threading.Event()
         self._closed = False
         self._delivery_errors: list[str] = []
-        self._producer = self._kafka.Producer(
-            base_config(
-                self.settings,
-                {
-                    "client.id": self.client_id,
-                    "linger.ms": 5,
-                    "message.timeout.ms": int(self.settings.delivery_timeout_s * 1000),
-                    **(producer_options or {}),
-                },
-            )
+        self._producer = new_client(
+            "Producer",
+            self.settings,
+            {
+                "client.id": self.client_id,
+                "linger.ms": 5,
+                "message.timeout.ms": int(self.settings.delivery_timeout_s * 1000),
+                **(producer_options or {}),
+            },
+            what="StreamProcessor",
         )
         if check_connection:
             check_broker(self._producer, self.settings, "StreamProcessor")
@@ -337,7 +337,8 @@ class StreamProcessor:
         if self._closed:
             raise EngineError("This StreamProcessor is closed; create a new one")
         if self._consumer is None:
-            config = base_config(
+            self._consumer = new_client(
+                "Consumer",
                 self.settings,
                 {
                     "group.id": self.group_id,
@@ -348,8 +349,8 @@ class StreamProcessor:
                     "enable.partition.eof": False,
                     **self._consumer_options,
                 },
+                what="StreamProcessor",
             )
-            self._consumer = self._kafka.Consumer(config)
         return self._consumer
 
     def _resubscribe(self) -> None:

@@ -46,7 +46,7 @@ from qmtl.plan import ExecutionPlan, PlanNode, SeriesSpec
 from qmtl.state import BucketWrite, StateBackend
 from qmtl.streaming import END, NodeAligner, SourceBucketer, final_through
 from qmtl_engine_kafka import envelope as envelopes
-from qmtl_engine_kafka._client import base_config, kafka_module
+from qmtl_engine_kafka._client import kafka_module, new_client
 from qmtl_engine_kafka.dead_letter import DeadLetterQueue
 from qmtl_engine_kafka.envelope import Envelope
 from qmtl_engine_kafka.errors import EnvelopeError, PublishError
@@ -583,7 +583,7 @@ class _Task:
         self.group = group_id(ctx.pipeline, node.name)
         self.slots: dict[str, _Slot] = {}
         self.assigned: list[tuple[str, int]] = []
-        self.consumer = kafka.Consumer(base_config(ctx.settings, {
+        self.consumer = new_client("Consumer", ctx.settings, {
             "group.id": self.group,
             "client.id": f"qmtl-worker-{os.getpid()}-{node.name}"[:200],
             "enable.auto.commit": False,
@@ -596,7 +596,7 @@ class _Task:
             "max.poll.interval.ms": int(ctx.settings.max_poll_interval_s * 1000),
             "fetch.wait.max.ms": 10,
             "fetch.min.bytes": 1,
-        }))
+        }, what=f"The Kafka worker of node '{node.name}'")
         self.consumer.subscribe(self.topics, on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
 
@@ -815,12 +815,12 @@ class Worker:
                                   f"nodes are {sorted(ctx.plan.by_name)}")
         self.stats: Counter[str] = Counter()
         self.delivery_errors: list[str] = []
-        self.producer = self.kafka.Producer(base_config(ctx.settings, {
+        self.producer = new_client("Producer", ctx.settings, {
             "linger.ms": ctx.settings.linger_ms,
             "message.timeout.ms": int(ctx.settings.delivery_timeout_s * 1000),
             "queue.buffering.max.messages": 1_000_000,
             "on_delivery": self._delivered,
-        }))
+        }, what=f"The Kafka worker of pipeline '{ctx.pipeline}'")
         self.dlq = DeadLetterQueue(self.producer, ctx.topics.dead_letter)
         self.tasks = [
             _Task(ctx, node, self.kafka, self.stats)
