@@ -29,11 +29,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import structlog
 from pydantic import Field
 
 from qmtl.engine import Engine, bucket_end, check_inputs
 from qmtl.errors import PipelineValidationError, QmtlError, UnknownNodeError
+from qmtl.logs import get_logger
 from qmtl.models import AnalyzerResult, IntervalEnum, QmtlModel, QueryNodeResultSelector
 from qmtl.node import Invoker, Node, QueryNode
 from qmtl.pipeline import Pipeline
@@ -42,7 +42,7 @@ from qmtl.selectors import Selection, SelectorsInput, as_selectors, is_determini
 from qmtl.selectors import select as select_matches
 from qmtl.state import SeriesKey, StateBackend
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 ANALYZER_TAG = "ANALYZER"
 
@@ -216,9 +216,9 @@ class Analyzer(Pipeline):
         self.last_run: AnalyzerRun | None = None
 
     # -- running --------------------------------------------------------------------------
-    def execute(  # type: ignore[override]
+    def execute(  # type: ignore[override]  # local/selectors come first (see the docstring)
         self,
-        local: bool = True,
+        local: bool | Mapping[str, Any] = True,
         selectors: Mapping[str, SelectorsInput] | None = None,
         inputs: Mapping[str, Any] | None = None,
         engine: str | Engine | None = None,
@@ -243,7 +243,7 @@ class Analyzer(Pipeline):
         the first argument is taken as ``inputs`` (the :meth:`Pipeline.execute` form).
         """
         if isinstance(local, Mapping) and inputs is None:  # Pipeline.execute(inputs) form
-            local, inputs = True, local
+            inputs, local = local, True
         if not isinstance(local, bool):
             raise PipelineValidationError(
                 f"Analyzer '{self.name}': execute's first argument is local=True/False, got "
@@ -262,7 +262,7 @@ class Analyzer(Pipeline):
         started = datetime.now(UTC)
         guarded, evals = self._guarded_plan(plan, overrides)
         values = engine_obj.execute(
-            guarded, state=_RecordValues(state_obj), inputs=inputs, ts=now,  # type: ignore[arg-type]
+            guarded, state=_RecordValues(state_obj), inputs=inputs, ts=now,
             timeout=timeout,
         )
         finished = datetime.now(UTC)

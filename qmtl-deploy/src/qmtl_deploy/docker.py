@@ -15,12 +15,11 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-import structlog
-
 from qmtl.errors import DeployError
+from qmtl.logs import get_logger
 from qmtl_deploy.dockerfile import check_image_reference
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 OutputHandler = Callable[[str], None]
 

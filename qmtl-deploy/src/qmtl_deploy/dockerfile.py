@@ -14,17 +14,17 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from qmtl.errors import DeployError
+from qmtl.logs import get_logger
 from qmtl_deploy.dependencies import (
     PYPROJECT_FILE,
     extract_dependencies,
     referenced_files,
 )
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 APP_USER = "qmtl"

@@ -26,15 +26,15 @@ from typing import Any
 
 import orjson
 import redis
-import structlog
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from qmtl.errors import StateBackendError
+from qmtl.logs import get_logger
 from qmtl.state import BucketWrite, SeriesKey, key_prefix
 from qmtl_state_redis.settings import RedisStateSettings, mask_url
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 __all__ = ["RedisStateBackend"]
 
