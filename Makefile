@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 
-.PHONY: uv sync test run bench dist lint
+.PHONY: uv sync test run bench dist lint typecheck
 
 uv:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -16,14 +16,23 @@ sync: uv
 test: sync
 	$(UV) run --no-sync python scripts/services.py --redis --kafka -- $(UV) run --no-sync pytest
 
+# The example strategy, on the embedded default (local engine, memory state, no server): one-shot
+# daily runs, then the streaming form over a generated minute-price stream.
 run: sync
 	$(UV) run --no-sync python examples/moving_average.py
+	@echo
+	$(UV) run --no-sync python examples/streaming_strategy.py
 
 bench: sync
 	$(UV) run --no-sync python scripts/services.py --redis --kafka -- $(UV) run --no-sync python benchmarks/run.py
 
+# ruff and mypy, both configured in pyproject.toml (tests/test_static_checks.py runs them too).
 lint: sync
 	$(UV) run --no-sync ruff check .
+	$(UV) run --no-sync mypy
+
+typecheck: sync
+	$(UV) run --no-sync mypy
 
 # -- Release checks ------------------------------------------------------------------------------
 .PHONY: isolation
