@@ -65,22 +65,32 @@ def _workload(total: int, pipeline: str) -> list[list[BucketWrite]]:
     return [writes[at : at + BATCH] for at in range(0, total, BATCH)]
 
 
-def _timed(fn: Callable[[], None]) -> float:
+def _timed(fn: Callable[[], object]) -> float:
     started = time.perf_counter()
     fn()
     return time.perf_counter() - started
+
+
+def _write_batches(backend: RedisStateBackend, batches: list[list[BucketWrite]]) -> None:
+    for batch in batches:
+        backend.write_many(batch)
+
+
+def _write_singly(backend: RedisStateBackend, writes: list[BucketWrite]) -> None:
+    for w in writes:
+        backend.write(w.key, w.timestamp, w.value, max_items=w.max_items, ttl=w.ttl)
 
 
 def _raw(client: redis.Redis, batches: list[list[BucketWrite]], prefix: str, trim: bool) -> None:
     dumps = orjson.dumps
     for batch in batches:
         pipe = client.pipeline(transaction=False)
-        for key, ts, value, max_items, ttl in batch:
+        for key, ts, value, max_items, _ttl in batch:
             name = f"{prefix}{key.node_id}"
             pipe.zadd(name, {b"%r %b" % (ts, dumps(value)): ts})
             if trim:
                 pipe.zremrangebyrank(name, 0, -max_items - 1)
-                pipe.expire(name, ttl)
+                pipe.expire(name, TTL)  # every write of the workload has ttl=TTL
         pipe.execute()
 
 
@@ -120,7 +130,7 @@ def _measure(url: str, total: int) -> dict[str, Any]:
         for _ in range(ROUNDS):
             for name, job in (
                 ("raw_zadd", lambda: _raw(client, batches, raw_prefix, trim=False)),
-                ("qmtl", lambda: [backend.write_many(batch) for batch in batches]),
+                ("qmtl", lambda: _write_batches(backend, batches)),
                 ("raw_zadd_trim", lambda: _raw(client, batches, raw_prefix, trim=True)),
             ):
                 backend.delete(pipeline)
@@ -133,10 +143,7 @@ def _measure(url: str, total: int) -> dict[str, Any]:
                     _verify(backend, batches)
         backend.delete(pipeline)
         single = [write for batch in batches for write in batch][:SINGLE_WRITES]
-        single_s = _timed(lambda: [
-            backend.write(w.key, w.timestamp, w.value, max_items=w.max_items, ttl=w.ttl)
-            for w in single
-        ])
+        single_s = _timed(lambda: _write_singly(backend, single))
     finally:
         backend.delete(pipeline)
         _clear(client, f"{raw_prefix}*")

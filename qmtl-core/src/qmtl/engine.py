@@ -12,11 +12,12 @@ import math
 import numbers
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 from qmtl.errors import ConfigurationError, MissingInputError, NodeExecutionError, QmtlError
 
 if TYPE_CHECKING:
+    from qmtl.pipeline import Pipeline
     from qmtl.plan import ExecutionPlan, PlanNode
     from qmtl.state import StateBackend
 
@@ -97,10 +98,11 @@ def execute_plan(
             if warming and any(arg is _MISSING for arg in args):
                 continue
             if node.window is not None:
-                args = _windows(plan, node, state, args, now)
-                if args is None:
+                windows = _windows(plan, node, state, args, now)
+                if windows is None:
                     warming = True
                     continue  # warm-up: a window is not full yet
+                args = windows
             try:
                 value = node.invoke(args) if invoke_hook is None else invoke_hook(node, args)
             except QmtlError as error:
@@ -173,10 +175,14 @@ class EngineBase:
     name = "engine"
 
     def execute_pipeline(
-        self, pipeline: Any, inputs: Mapping[str, Any] | None = None, timeout: float | None = None
+        self,
+        pipeline: Pipeline,
+        inputs: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
         """Seed API: run ``pipeline`` once on this engine and return ``{node: value}``."""
-        return pipeline.execute(inputs=inputs, timeout=timeout, engine=self)
+        engine = cast("Engine", self)  # a subclass supplies execute(); this base is a mixin
+        return pipeline.execute(inputs=inputs, timeout=timeout, engine=engine)
 
     def run(self, plan: ExecutionPlan, *, state: StateBackend, **options: Any) -> Any:
         from qmtl.errors import EngineError

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from qmtl.errors import (
     IntervalError,
@@ -356,10 +356,10 @@ def _latest_of(name: str, source: Any) -> Callable[[], Any]:
     """The one-shot form of a source: call it, ask a processor for its latest value, or take
     the last item of an iterable."""
     if callable(source) and not hasattr(source, "events"):
-        return source
+        return cast("Callable[[], Any]", source)
     latest = getattr(source, "latest", None)
     if callable(latest):
-        return latest
+        return cast("Callable[[], Any]", latest)
 
     def last_item() -> Any:
         items = source.events() if hasattr(source, "events") else source

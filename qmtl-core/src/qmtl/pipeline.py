@@ -405,14 +405,16 @@ class Pipeline:
             name=self.name,
             type=self.type,
             tags=list(self.tags),
-            nodes=nodes,  # type: ignore[arg-type]
-            query_nodes=queries,  # type: ignore[arg-type]
+            nodes=nodes,
+            query_nodes=queries,
             default_intervals=self.default_intervals,
             metadata={key: _plain(value) for key, value in self.metadata.items()},
         ).model_dump(mode="json", exclude_none=True)
 
     @classmethod
-    def from_definition(cls, definition: Mapping[str, Any]) -> PipelineDefinition:
+    def from_definition(
+        cls, definition: Mapping[str, Any] | PipelineDefinition
+    ) -> PipelineDefinition:
         """The validated model of a definition (metadata; rebuild runnable pipelines from code)."""
         if not isinstance(definition, Mapping):
             return PipelineDefinition.model_validate(definition)  # raises ModelValidationError

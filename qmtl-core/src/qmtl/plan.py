@@ -247,6 +247,7 @@ def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
     ids: dict[str, str] = {}
     owners: dict[str, str] = {}
     plan_nodes: list[PlanNode] = []
+    tags: tuple[str, ...]
     for name in order:
         settings = effective[name]
         if name in queries:

@@ -56,9 +56,9 @@ def create_plugin_manager(
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as error:
-        name, dist, _version = _origin(pm, error.plugin)
+        name, origin, _version = _origin(pm, error.plugin)
         raise PluginLoadError(
-            f"Plugin '{name}' (from {dist or 'an unknown distribution'}) does not fit QMTL's "
+            f"Plugin '{name}' (from {origin or 'an unknown distribution'}) does not fit QMTL's "
             f"hooks: {error}. Fix the hook name (see qmtl.hookspecs) or skip the plugin with "
             f"QMTL_DISABLE_PLUGINS={name}"
         ) from error

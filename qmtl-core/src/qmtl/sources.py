@@ -64,15 +64,14 @@ class SourceProcessor(Protocol):
 
 def to_timestamp(ts: Any, where: str) -> float:
     """Epoch seconds of ``ts`` (a real number or a datetime); :class:`SourceError` otherwise."""
-    if isinstance(ts, bool) or not isinstance(ts, int | float):
-        if isinstance(ts, datetime):
-            if ts.tzinfo is None:
-                ts = ts.replace(tzinfo=UTC)
-            return ts.timestamp()
-        raise SourceError(f"{where}: event time {ts!r} is not epoch seconds or a datetime")
-    if not math.isfinite(ts):
-        raise SourceError(f"{where}: event time {ts!r} is not a finite number")
-    return ts
+    if isinstance(ts, int | float) and not isinstance(ts, bool):
+        if not math.isfinite(ts):
+            raise SourceError(f"{where}: event time {ts!r} is not a finite number")
+        return ts
+    if isinstance(ts, datetime):
+        aware = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
+        return aware.timestamp()
+    raise SourceError(f"{where}: event time {ts!r} is not epoch seconds or a datetime")
 
 
 def _is_pair(item: Any) -> bool:

@@ -267,7 +267,7 @@ def _hooked(hook: InvokeHook, node: PlanNode) -> Callable[[Any], Any]:
     return lambda args: hook(node, args)
 
 
-def drive(runner: StreamRunner, events: Iterable[tuple[int, float, Any]]) -> RunSummary:
+def drive(runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]]) -> RunSummary:
     """Feed ``(source index, ts, value)`` events; ``(index, None, None)``: that source ended;
     ``(index, None, wm)``: its watermark moved to ``wm``."""
     batch = runner.batch
@@ -294,7 +294,7 @@ def drive(runner: StreamRunner, events: Iterable[tuple[int, float, Any]]) -> Run
                     runner.on_watermark(index, value)
                 waiting = 0
                 continue
-            closed = handlers[index](ts, value)  # type: ignore[misc]
+            closed = handlers[index](ts, value)  # type: ignore[misc]  # a source has a bucketer
             if closed:
                 hold(index, closed)
             waiting += 1
@@ -314,7 +314,9 @@ class OutputStream(Iterator[OutputEvent]):
     ``summary`` is set once the iterator is exhausted.
     """
 
-    def __init__(self, runner: StreamRunner, events: Iterable[tuple[int, float, Any]]) -> None:
+    def __init__(
+        self, runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]]
+    ) -> None:
         self.summary: RunSummary | None = None
         self._buffer: deque[OutputEvent] = deque()
         user = runner.on_output
@@ -337,12 +339,14 @@ class OutputStream(Iterator[OutputEvent]):
             item = next(self._events, None)
             if item is None:
                 self.summary = self._runner.finish()
-            elif item[1] is None and item[2] is None:
-                self._runner.end_source(item[0])
-            elif item[1] is None:
-                self._runner.on_watermark(item[0], item[2])
+                continue
+            index, ts, value = item
+            if ts is not None:
+                self._runner.on_event(index, ts, value)
+            elif value is None:
+                self._runner.end_source(index)
             else:
-                self._runner.on_event(*item)
+                self._runner.on_watermark(index, value)
         return buffer.popleft()
 
 

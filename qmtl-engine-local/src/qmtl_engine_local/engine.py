@@ -115,7 +115,7 @@ def _with_deadline(
                 _StopWrites(state, stopped),
                 inputs=inputs,
                 ts=ts,
-                on_node=on_node,  # type: ignore[arg-type]
+                on_node=on_node,
                 timings=timings,
             )
         except QmtlError as error:

@@ -39,8 +39,8 @@ extra options for ``run``.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -58,11 +58,15 @@ PASSING = [name for name, case in CASES.items() if case.fails is None]
 MULTI_SOURCE = ["multi_source_join", "windows", "query", "lateness", "diamond"]
 RERUN = ["multi_source_join", "windows", "lateness"]
 
-def over(*names: str) -> Any:
+_Test = TypeVar("_Test", bound=Callable[..., None])
+
+
+def over(*names: str) -> Callable[[_Test], _Test]:
     """Mark a contract test as run once per library case in ``names`` that the class enables."""
 
-    def mark(test: Any) -> Any:
-        test.contract_cases = names
+    def mark(test: _Test) -> _Test:
+        marked: Any = test  # a function takes the attribute that pytest_generate_tests reads
+        marked.contract_cases = names
         return test
 
     return mark
