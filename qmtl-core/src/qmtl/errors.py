@@ -22,7 +22,14 @@ class PipelineValidationError(QmtlError, ValueError):
 
 
 class ModelValidationError(PipelineValidationError):
-    """A QMTL model (settings, definitions, selectors) was given invalid data."""
+    """A QMTL model (settings, definitions, selectors) was given invalid data.
+
+    ``problems`` lists ``(field path, message)`` pairs, nested models' fields included.
+    """
+
+    def __init__(self, message: str, problems: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 class DuplicateNodeError(PipelineValidationError):

@@ -18,11 +18,19 @@ from qmtl.errors import IntervalError, ModelValidationError
 
 
 def _model_error(model: str, error: pydantic.ValidationError) -> ModelValidationError:
-    problems = "; ".join(
-        f"{'.'.join(str(p) for p in item['loc']) or '(model)'}: {item['msg']}"
-        for item in error.errors()
-    )
-    return ModelValidationError(f"Invalid {model}: {problems}")
+    """One message for every bad field; a nested model's own error is spliced in by path
+    instead of being quoted inside its parent's (``nodes.0.stream_settings.intervals.1d...``)."""
+    problems: list[tuple[str, str]] = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"])
+        inner = (item.get("ctx") or {}).get("error")
+        if isinstance(inner, ModelValidationError) and inner.problems:
+            problems += [(".".join(p for p in (where, sub) if p), msg)
+                         for sub, msg in inner.problems]
+        else:
+            problems.append((where, item["msg"].removeprefix("Value error, ")))
+    text = "; ".join(f"{where or '(model)'}: {msg}" for where, msg in problems)
+    return ModelValidationError(f"Invalid {model}: {text}", tuple(problems))
 
 
 class QmtlModel(BaseModel):
@@ -32,7 +40,9 @@ class QmtlModel(BaseModel):
     ``ValueError``) naming the model and each bad field.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Non-finite floats (a param of inf) keep their value in JSON dumps as Python's json module
+    # writes and reads them (Infinity, NaN) instead of turning silently into null.
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
 
     def __init__(self, /, **data: Any) -> None:
         try:
