@@ -218,6 +218,12 @@ PIPELINE_CASES = [
          lambda c: QueryNodeDefinition.model_validate({"name": "q", "query_tags": ["x"],
                                                        "match_mode": "most"}),
          ModelValidationError, ("QueryNodeDefinition", "match_mode"), ("'all' or 'any'",)),
+    Case("definition-nested-bad-interval", "pipeline definition",
+         lambda c: PipelineDefinition.model_validate({"name": "p", "nodes": [
+             {"name": "a", "node_id": "x",
+              "stream_settings": {"intervals": {"1d": {"interval": "1x"}}}}]}),
+         ModelValidationError, ("PipelineDefinition", "nodes.0.stream_settings.intervals"),
+         ("'1d'",)),
 ]
 
 NODE_CASES = [
