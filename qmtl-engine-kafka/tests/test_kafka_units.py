@@ -74,7 +74,7 @@ def test_the_source_ends_when_every_partition_ended_and_counts_add_up() -> None:
     slot.handle(_partial(0, None, 0.0, {"events": 3, "late": 1}, kind="end"), 0, batch)
     assert not slot.emitter.ended
     slot.handle(_partial(1, None, 0.0, {"events": 2, "late": 0}, kind="end"), 1, batch)
-    ends = [orjson.loads(p) for _t, p in batch.messages if b'"end"' in p]
+    ends = [orjson.loads(p) for _t, p in batch.ends]
     assert ends[-1]["value"] == {"buckets": {"1m": 1}, "events": 5, "late": 1}
 
 

@@ -75,6 +75,11 @@ class KafkaEngineSettings(QmtlModel):
     batch_size: int = Field(
         2000, ge=1, description="Most messages a node consumes, applies and commits at once."
     )
+    batch_time_s: float = Field(
+        1.0, gt=0, description="Longest a node works on one batch before it commits what it "
+        "applied and lets the worker's other nodes poll (the rest follows in the next round); "
+        "also kept under max_poll_interval_s / (2 x the worker's nodes).",
+    )
     poll_interval_s: float = Field(
         0.02, gt=0, description="How long an idle worker waits for messages per poll round."
     )
@@ -87,8 +92,9 @@ class KafkaEngineSettings(QmtlModel):
         "partitions move to the others.",
     )
     max_poll_interval_s: float = Field(
-        600.0, ge=1, description="Longest a node may spend on one batch before the group "
-        "takes its partitions away (size it above the slowest batch: no rebalance storm).",
+        600.0, ge=1, description="Longest a worker may go without polling a node's consumer "
+        "before the group takes its partitions away; at least session_timeout_s, and above "
+        "the slowest single call of a node's function.",
     )
     run_timeout_s: float | None = Field(
         None, gt=0, description="Longest a finite run may take before it fails (None: no limit)."

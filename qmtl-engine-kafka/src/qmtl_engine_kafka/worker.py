@@ -17,12 +17,15 @@ batch) and produced to ``qmtl.output.{pipeline}.{node}`` as event envelopes, fol
 watermark envelope when the node's final bucket advanced past its last event, and an ``end``
 envelope (with the node's counts) once every input ended.
 
-Per batch, in this order: produce every output and flush; write the buckets; save the pending
-state (aligners/bucketers plus the next offset of every input partition applied); commit the
-consumer's offsets. A crash anywhere replays the batch from the last commit: messages below the
-saved offsets are skipped (the pending state already holds them), the rest recompute the same
-buckets, which overwrite themselves in the state backend and are ignored by readers that
-already have them (a NodeAligner ignores buckets it has passed).
+Per batch (messages applied for at most ``slice_s``; the consumer seeks back to the rest), in
+this order: hand every output to the producer; write the buckets (overlapping the deliveries);
+produce end markers, then flush; save the pending state (aligners/bucketers plus the next
+offset of every input partition applied); commit those offsets. A crash anywhere replays the
+batch from the saved offsets: messages below them are skipped (the pending state already holds
+them), the rest recompute the same buckets, which overwrite themselves in the state backend and
+are ignored by readers that already have them (a NodeAligner ignores buckets it has passed).
+Because an end marker follows its batch's write, a node's end on Kafka implies its whole
+history is stored, so a run that saw every end is complete.
 """
 
 from __future__ import annotations
@@ -118,13 +121,15 @@ class OneShot:
 
 
 class _Batch:
-    """What one batch produces: output messages and bucket writes."""
+    """What one batch produces: output messages, bucket writes, and end markers (which are
+    produced only once the writes are stored)."""
 
-    __slots__ = ("messages", "writes")
+    __slots__ = ("ends", "messages", "writes")
 
     def __init__(self) -> None:
         self.messages: list[tuple[str, bytes]] = []
         self.writes: list[BucketWrite] = []
+        self.ends: list[tuple[str, bytes]] = []
 
 
 class _Emitter:
@@ -195,7 +200,7 @@ class _Emitter:
     def end(self, batch: _Batch, stats: dict[str, Any]) -> None:
         self.ended = True
         value = {"buckets": dict(zip(self.intervals, self.counts, strict=True)), **stats}
-        batch.messages.append((self.topic, envelopes.encode(Envelope(
+        batch.ends.append((self.topic, envelopes.encode(Envelope(
             self.ctx.pipeline, self.node.name, 0.0, value, self.node.node_id, None, None, None,
             "end", None, 1, self.ctx.run,
         ))))
@@ -429,7 +434,7 @@ class _SourceSlot(_Slot):
             if self.direct:
                 self.emitter.end(batch, stats)
             else:
-                batch.messages.append((self.merge, envelopes.encode(Envelope(
+                batch.ends.append((self.merge, envelopes.encode(Envelope(
                     self.task.ctx.pipeline, self.task.node.name, 0.0, stats, "", None, None,
                     None, "end", self.origin, 1, self.task.ctx.run,
                 ))))
@@ -583,6 +588,8 @@ class _Task:
         self.group = group_id(ctx.pipeline, node.name)
         self.slots: dict[str, _Slot] = {}
         self.assigned: list[tuple[str, int]] = []
+        #: longest a batch applies messages before it commits; the Worker sets it
+        self.slice_s = ctx.settings.batch_time_s
         self.consumer = new_client("Consumer", ctx.settings, {
             "group.id": self.group,
             "client.id": f"qmtl-worker-{os.getpid()}-{node.name}"[:200],
@@ -596,6 +603,7 @@ class _Task:
             "max.poll.interval.ms": int(ctx.settings.max_poll_interval_s * 1000),
             "fetch.wait.max.ms": 10,
             "fetch.min.bytes": 1,
+            "on_commit": self._committed,
         }, what=f"The Kafka worker of node '{node.name}'")
         self.consumer.subscribe(self.topics, on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
@@ -645,7 +653,12 @@ class _Task:
 
     def process(self, messages: list[Any], producer: Any, dlq: DeadLetterQueue,
                 delivery_errors: list[str]) -> int:
-        """Apply one batch and commit it; returns the number of messages applied."""
+        """Apply one batch and commit it; returns the number of messages applied.
+
+        A batch applies messages for at most ``slice_s`` seconds (at least one message): the
+        messages left are fetched again (the consumer seeks back to them) and applied in the
+        worker's next round, after its other nodes have polled.
+        """
         ctx = self.ctx
         run = ctx.run
         batch = _Batch()
@@ -660,7 +673,13 @@ class _Task:
         offsets: dict[str, int] = {}
         applied_floor = 0
         parse, from_object = envelopes.parse, envelopes.from_object
-        for message in messages:
+        clock = time.monotonic
+        deadline = clock() + self.slice_s
+        rest: list[Any] = []
+        for i, message in enumerate(messages):
+            if i and clock() > deadline:
+                rest = messages[i:]
+                break
             error = message.error()
             if error is not None:
                 if error.fatal():
@@ -708,11 +727,16 @@ class _Task:
                           error=f"{type(failure).__name__}: {failure}")
         for slot in touched.values():
             slot.finish_batch(batch)
-        # Outputs are handed to the producer first; the state write's round trip overlaps the
-        # broker's acknowledgements, which are awaited before anything is saved or committed.
-        self._produce(batch, producer)
+        # Outputs are handed to the producer first, so the state write's round trip overlaps
+        # their delivery. End markers follow only once the write is stored: a node's end on
+        # Kafka (what ends a run) implies its whole history is stored. Outputs that escaped
+        # before a crash are recomputed and written by the next owner (this batch's pending
+        # state was never saved) before it can reach the end marker.
+        self._produce(batch.messages, producer)
         if batch.writes:
             ctx.state.write_many(batch.writes)
+        if batch.ends:
+            self._produce(batch.ends, producer)
         self._acknowledged(batch, producer, delivery_errors, dlq.count > dead, dlq)
         fenced = [name for name, slot in {s.name: s for s in touched.values()}.items()
                   if not ctx.store.save(ctx.pipeline, run, name, slot.dump(), slot.token)]
@@ -723,16 +747,18 @@ class _Task:
             log.warning("qmtl.kafka.fenced", node=self.node.name, slots=fenced)
             self.slots.clear()
             return 0
-        self._commit()
+        if rest:
+            self._rewind(rest)
+        self._commit(touched)
         self.stats["messages"] += applied
         self.stats["buckets"] += len(batch.writes)
         if failure is not None and ctx.on_failure is not None:
             ctx.on_failure(self.node.name, failure)
         return applied
 
-    def _produce(self, batch: _Batch, producer: Any) -> None:
+    def _produce(self, messages: list[tuple[str, bytes]], producer: Any) -> None:
         produce = producer.produce
-        for topic, payload in batch.messages:
+        for topic, payload in messages:
             try:
                 produce(topic, payload, partition=0)
             except BufferError:  # the local queue is full: let deliveries drain, then retry
@@ -747,7 +773,7 @@ class _Task:
 
     def _acknowledged(self, batch: _Batch, producer: Any, errors: list[str], dead: bool,
                       dlq: DeadLetterQueue) -> None:
-        if batch.messages or dead:
+        if batch.messages or batch.ends or dead:
             remaining = producer.flush(self.ctx.settings.delivery_timeout_s + 5)
             if dead:
                 dlq.flush()
@@ -759,15 +785,44 @@ class _Task:
                     f"errors: {failed[:3]}; the batch will be replayed after a restart"
                 )
 
-    def _commit(self) -> None:
-        # The saved pending state holds the applied offsets, so a failed commit (a rebalance
-        # started, the coordinator moved) only means the next owner skips a little more.
+    def _rewind(self, rest: list[Any]) -> None:
+        """Seek back to the first of ``rest`` in each partition: the next poll returns them."""
+        first: dict[tuple[str, int], int] = {}
+        for message in rest:
+            if message.error() is None:
+                first.setdefault((message.topic(), message.partition()), message.offset())
+        for (topic, partition), offset in first.items():
+            try:
+                self.consumer.seek(self.kafka.TopicPartition(topic, partition, offset))
+            except self.kafka.KafkaException as e:
+                # Going on would skip these messages until the next rebalance: stop instead
+                # (a restarted worker resumes from the saved pending state).
+                raise EngineError(
+                    f"Node '{self.node.name}': could not seek {topic}/{partition} back to "
+                    f"offset {offset} after a time-bounded batch: {e.args[0]}"
+                ) from e
+
+    def _commit(self, touched: dict[str, _Slot]) -> None:
+        # The offsets the saved pending state holds, committed asynchronously: the pending
+        # state is what a next owner trusts, so a failed commit (a rebalance started, the
+        # coordinator moved) only means it skips a little more; _committed counts failures.
+        tps = []
+        for where, slot in touched.items():
+            offset = slot.offsets.get(where)
+            if offset is not None:
+                topic, _, partition = where.rpartition("/")
+                tps.append(self.kafka.TopicPartition(topic, int(partition), offset))
+        if not tps:
+            return
         try:
-            self.consumer.commit(asynchronous=False)
+            self.consumer.commit(offsets=tps, asynchronous=True)
         except self.kafka.KafkaException as e:
-            if e.args[0].code() != self.kafka.KafkaError._NO_OFFSET:
-                self.stats["commit_failures"] += 1
-                log.warning("qmtl.kafka.commit_failed", group=self.group, error=str(e.args[0]))
+            self._committed(e.args[0], tps)
+
+    def _committed(self, error: Any, partitions: list[Any]) -> None:
+        if error is not None and error.code() != self.kafka.KafkaError._NO_OFFSET:
+            self.stats["commit_failures"] += 1
+            log.warning("qmtl.kafka.commit_failed", group=self.group, error=error.str())
 
     def lag(self) -> int:
         """Messages waiting in this node's assigned partitions (best effort, no broker call
@@ -827,6 +882,12 @@ class Worker:
             for node in ctx.plan.nodes
             if wanted is None or node.name in wanted
         ]
+        # A round polls every consumer once; its batches together must stay well inside
+        # max.poll.interval.ms, or a consumer waiting its turn would leave its group.
+        slice_s = min(ctx.settings.batch_time_s,
+                      ctx.settings.max_poll_interval_s / (2 * max(1, len(self.tasks))))
+        for task in self.tasks:
+            task.slice_s = slice_s
         self.log_every_s = log_every_s
         heartbeat = heartbeat_file or os.environ.get(HEARTBEAT_ENV)
         self.heartbeat = Path(heartbeat) if heartbeat else None
