@@ -16,7 +16,6 @@ script call and all calls in one round trip. Reads are one ``ZREVRANGEBYSCORE ..
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
 import time
@@ -32,102 +31,13 @@ from redis.retry import Retry
 from qmtl.errors import StateBackendError
 from qmtl.logs import get_logger
 from qmtl.state import BucketWrite, SeriesKey, key_prefix
+from qmtl_state_redis._lua import SCRIPTS, TTL_SHA, WRITE_SCRIPT, WRITE_SHA
 from qmtl_state_redis.settings import RedisStateSettings, mask_url
 
 log = get_logger(__name__)
 
 __all__ = ["RedisStateBackend"]
 
-# KEYS: (history, meta) per group of consecutive writes to one series with the same settings.
-# ARGV: now, then per group: n, max_items, ttl ('' = no expiry), then n pairs (ts, member).
-# Returns {groups, run_id}: the (1-based) groups whose series had no metadata before this write
-# (new, expired, deleted, or lost in a restart), and the server run's id, which changes when
-# redis-server restarts.
-_WRITE_SCRIPT = """
--- Refuse before changing anything when a key holds something QMTL did not write; note the
--- series that have no metadata yet (new, or vanished).
-local fresh = {}
-for g = 1, #KEYS, 2 do
-  local kind = redis.call('TYPE', KEYS[g]).ok
-  if kind ~= 'none' and kind ~= 'zset' then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[g] .. ' holds a ' .. kind .. ', not a sorted set')
-  end
-  kind = redis.call('TYPE', KEYS[g + 1]).ok
-  if kind == 'none' then
-    fresh[#fresh + 1] = (g + 1) / 2
-  elseif kind ~= 'hash' then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[g + 1] .. ' holds a ' .. kind .. ', not a hash')
-  end
-end
-local now = ARGV[1]
-local a = 2
-for g = 1, #KEYS, 2 do
-  local history, meta = KEYS[g], KEYS[g + 1]
-  local n, max_items, ttl = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 2]
-  a = a + 3
-  -- Buckets newer than the newest stored one cannot replace anything: add them in one ZADD.
-  -- An older bucket first drops the member it replaces.
-  local top = redis.call('ZRANGE', history, -1, -1, 'WITHSCORES')[2]
-  top = top and tonumber(top) or -math.huge
-  local newer = {}
-  for _ = 1, n do
-    local ts = ARGV[a]
-    local t = tonumber(ts)
-    if t > top then
-      top = t
-      newer[#newer + 1] = ts
-      newer[#newer + 1] = ARGV[a + 1]
-    else
-      if #newer > 0 then
-        redis.call('ZADD', history, unpack(newer))
-        newer = {}
-      end
-      redis.call('ZREMRANGEBYSCORE', history, ts, ts)
-      redis.call('ZADD', history, ts, ARGV[a + 1])
-    end
-    a = a + 2
-  end
-  if #newer > 0 then
-    redis.call('ZADD', history, unpack(newer))
-  end
-  local keep = tonumber(max_items)
-  if keep > 0 then
-    redis.call('ZREMRANGEBYRANK', history, 0, -keep - 1)
-  else
-    redis.call('DEL', history)
-  end
-  redis.call('HSET', meta, 'max_items', max_items, 'ttl', ttl, 'last_update', now)
-  if ttl == '' then
-    redis.call('PERSIST', history)
-    redis.call('PERSIST', meta)
-  else
-    local ms = math.floor(tonumber(ttl) * 1000 + 0.5)
-    redis.call('PEXPIRE', history, ms)
-    redis.call('PEXPIRE', meta, ms)
-  end
-end
-return {fresh, string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''}
-"""
-
-# KEYS: history, meta. ARGV: ttl ('' = no expiry). Returns 0 when the series does not exist.
-_TTL_SCRIPT = """
-if redis.call('EXISTS', KEYS[1], KEYS[2]) == 0 then return 0 end
-local ttl = ARGV[1]
-redis.call('HSET', KEYS[2], 'ttl', ttl)
-if ttl == '' then
-  redis.call('PERSIST', KEYS[1])
-  redis.call('PERSIST', KEYS[2])
-else
-  local ms = math.floor(tonumber(ttl) * 1000 + 0.5)
-  redis.call('PEXPIRE', KEYS[1], ms)
-  redis.call('PEXPIRE', KEYS[2], ms)
-end
-return 1
-"""
-
-_WRITE_SHA = hashlib.sha1(_WRITE_SCRIPT.encode()).hexdigest()
-_TTL_SHA = hashlib.sha1(_TTL_SCRIPT.encode()).hexdigest()
-_SCRIPTS = {_WRITE_SHA: _WRITE_SCRIPT, _TTL_SHA: _TTL_SCRIPT}
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 _HISTORY, _META = "history", "meta"
 _SCAN_COUNT = 1000
@@ -344,7 +254,7 @@ class RedisStateBackend:
         """Set the series' TTL (None: never expire) without writing; False if it does not exist."""
         history, meta = _keys(key)
         try:
-            found = self._evalsha(self._redis(), _TTL_SHA, (history, meta), (_ttl_arg(ttl),))
+            found = self._evalsha(self._redis(), TTL_SHA, (history, meta), (_ttl_arg(ttl),))
         except redis.RedisError as error:
             raise self._error(f"updating the TTL of {history}", error) from error
         if found and history in self._alive:
@@ -458,11 +368,11 @@ class RedisStateBackend:
     def _call_scripts(self, client: redis.Redis, calls: Sequence[_Call]) -> list[Any]:
         if len(calls) == 1:
             keys, args, _ = calls[0]
-            return [self._evalsha(client, _WRITE_SHA, keys, args)]
+            return [self._evalsha(client, WRITE_SHA, keys, args)]
         for attempt in (1, 2):
             pipe = client.pipeline(transaction=False)
             for keys, args, _ in calls:
-                pipe.execute_command("EVALSHA", _WRITE_SHA, len(keys), *keys, *args)
+                pipe.execute_command("EVALSHA", WRITE_SHA, len(keys), *keys, *args)
             try:
                 return pipe.execute()
             except redis.exceptions.NoScriptError:
@@ -470,7 +380,7 @@ class RedisStateBackend:
                 # are idempotent per bucket, so replaying calls that did run is harmless).
                 if attempt == 2:
                     raise
-                client.script_load(_WRITE_SCRIPT)
+                client.script_load(WRITE_SCRIPT)
         raise AssertionError("unreachable")
 
     def _check_continuity(self, calls: Sequence[_Call], replies: Sequence[Any]) -> None:
@@ -511,7 +421,7 @@ class RedisStateBackend:
         try:
             return client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
-            client.script_load(_SCRIPTS[sha])
+            client.script_load(SCRIPTS[sha])
             return client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
 
     def _forget(self, prefix: str, node_id: str | None, interval: str | None) -> None:
