@@ -125,15 +125,21 @@ _RETRIABLE_CODES = {
     "LEADER_NOT_AVAILABLE", "UNKNOWN_TOPIC_OR_PART", "NETWORK_EXCEPTION",
     "COORDINATOR_NOT_AVAILABLE", "NOT_LEADER_FOR_PARTITION", "BROKER_NOT_AVAILABLE",
     "THROTTLING_QUOTA_EXCEEDED", "_UNKNOWN_TOPIC", "_WAIT_COORD", "_NOT_IMPLEMENTED",
+    "_UNKNOWN_PARTITION", "OFFSET_NOT_AVAILABLE", "REPLICA_NOT_AVAILABLE",
+    "UNKNOWN_LEADER_EPOCH", "FENCED_LEADER_EPOCH", "NOT_ENOUGH_REPLICAS",
 }
 
 
 class TopicManager:
-    """Creates topics idempotently: create, then verify the broker lists them, backing off.
+    """Creates topics idempotently: create, verify, back off and retry.
 
-    ``create_topic`` returns True for a new topic and for one that already existed; anything
-    that stays wrong after ``settings.topic_create_attempts`` raises :class:`TopicError` naming
-    the topic.
+    A topic is ready when the broker lists it with a leader for every partition **and** every
+    leader answers a ListOffsets request: a new topic's leader can appear in metadata a moment
+    before it serves requests, and a produce or offset lookup in that moment fails with
+    NOT_LEADER_FOR_PARTITION (or UNKNOWN_TOPIC_OR_PART). ``create_topic`` returns True for a new
+    topic and for one that already existed; anything that stays wrong after
+    ``settings.topic_create_attempts`` (backing off from ``topic_create_backoff_s``, doubling,
+    at most 2 s) raises :class:`TopicError` naming the topic.
     """
 
     def __init__(self, settings: KafkaEngineSettings, *, admin: Any = None) -> None:
@@ -170,8 +176,17 @@ class TopicManager:
         last_error = ""
         attempts = self.settings.topic_create_attempts
         for attempt in range(1, attempts + 1):
-            pending = self._not_ready(pending)
-            if not pending or attempt == attempts:
+            missing, metadata = self._not_ready(pending)
+            if not missing:
+                pending, error = self._not_serving(pending, metadata)
+                last_error = error or last_error
+                if not pending or attempt == attempts:
+                    break
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            pending = missing
+            if attempt == attempts:
                 break
             timeout = self.settings.connect_timeout_s
             futures = self._admin.create_topics(
@@ -208,7 +223,8 @@ class TopicManager:
             backoff = min(backoff * 2, 2.0)
         if pending:
             raise TopicError(
-                f"Topics {pending} were not ready after {attempts} attempts on "
+                f"Topics {pending} were not ready (listed with a leader answering for every "
+                f"partition) after {attempts} attempts on "
                 f"{self.settings.bootstrap_servers}"
                 + (f" (last error: {last_error})" if last_error else "")
                 + "; check the broker's log"
@@ -216,8 +232,9 @@ class TopicManager:
         created = {topic: True for topic in wanted}
         return created
 
-    def _not_ready(self, topics: list[str]) -> list[str]:
-        """The topics the broker does not list with a leader for every partition."""
+    def _not_ready(self, topics: list[str]) -> tuple[list[str], Any]:
+        """The topics the broker does not list with a leader for every partition, and the
+        metadata."""
         kafka = kafka_module("TopicManager")
         try:
             metadata = self._admin.list_topics(timeout=self.settings.connect_timeout_s)
@@ -238,4 +255,35 @@ class TopicManager:
             )
             if not ready:
                 missing.append(topic)
-        return missing
+        return missing, metadata
+
+    def _not_serving(self, topics: list[str], metadata: Any) -> tuple[list[str], str]:
+        """The topics with a partition whose leader does not answer ListOffsets yet, and the
+        last error. An error that waiting cannot cure (e.g. no Describe permission) skips the
+        check for that topic: the listed leader is then taken at its word."""
+        kafka = kafka_module("TopicManager")
+        requests = {
+            kafka.TopicPartition(topic, partition): kafka.admin.OffsetSpec.latest()
+            for topic in topics
+            for partition in metadata.topics[topic].partitions
+        }
+        if not requests:
+            return [], ""
+        futures = self._admin.list_offsets(requests,
+                                           request_timeout=self.settings.connect_timeout_s)
+        waiting: list[str] = []
+        last_error = ""
+        for tp, future in futures.items():
+            try:
+                future.result()
+            except kafka.KafkaException as e:
+                error = e.args[0]
+                name = error.name() if hasattr(error, "name") else str(error)
+                if name in _RETRIABLE_CODES:
+                    if tp.topic not in waiting:
+                        waiting.append(tp.topic)
+                    last_error = f"{tp.topic}/{tp.partition}: {name}"
+                else:
+                    log.warning("qmtl.kafka.topic_probe_skipped", topic=tp.topic,
+                                partition=tp.partition, error=name)
+        return [t for t in topics if t in waiting], last_error
