@@ -32,7 +32,8 @@ def kafka_module(what: str) -> ModuleType:
     return confluent_kafka
 
 
-def base_config(settings: KafkaEngineSettings, overrides: dict[str, Any] | None = None) -> dict:
+def base_config(settings: KafkaEngineSettings, overrides: dict[str, Any] | None = None
+                ) -> dict[str, Any]:
     config = client_config(settings, overrides)
     config.setdefault("logger", _LIBRDKAFKA_LOGGER)
     return config
@@ -105,12 +106,12 @@ def _culprit(message: str, config: Mapping[str, Any]) -> str | None:
 
 def _refused(what: str, kind: str, settings: KafkaEngineSettings, config: Mapping[str, Any],
              overrides: Mapping[str, Any], error: BaseException) -> ConfigurationError:
-    reason = error.args[0] if error.args else error
-    reason = reason.str() if hasattr(reason, "str") else str(reason)
+    cause = error.args[0] if error.args else error
+    reason = cause.str() if hasattr(cause, "str") else str(cause)
     shown = redacted(config)
-    for key, value in config.items():  # librdkafka may quote a value: never a secret one
-        if shown[key] != value and isinstance(value, str) and value:
-            reason = reason.replace(value, shown[key])
+    for name, value in config.items():  # librdkafka may quote a value: never a secret one
+        if shown[name] != value and isinstance(value, str) and value:
+            reason = reason.replace(value, shown[name])
     key = _culprit(reason, config)
     if key is None:
         return ConfigurationError(
