@@ -13,15 +13,17 @@ import orjson
 from qmtl.node import Node, SourceNode
 from qmtl.pipeline import Pipeline
 from qmtl.state import MemoryStateBackend
+from qmtl_engine_kafka._batch import Batch
+from qmtl_engine_kafka._slots import MergeSlot
 from qmtl_engine_kafka.envelope import Envelope, decode, encode
 from qmtl_engine_kafka.pending import MemoryPendingStore, pending_store_for
 from qmtl_engine_kafka.settings import KafkaEngineSettings
-from qmtl_engine_kafka.worker import RunContext, _Batch, _MergeSlot
+from qmtl_engine_kafka.worker import RunContext
 
 MINUTE = {"1m": {"interval": "1m", "period": 10}}
 
 
-def _merge_slot(partitions: int) -> tuple[_MergeSlot, Any]:
+def _merge_slot(partitions: int) -> tuple[MergeSlot, Any]:
     p = Pipeline("merge-unit")
     p.add_node(SourceNode("px", source=[(0, 1.0)], interval_settings=MINUTE))
     p.add_node(Node("twice", fn=lambda px: px * 2, upstreams=["px"], interval_settings=MINUTE))
@@ -29,7 +31,7 @@ def _merge_slot(partitions: int) -> tuple[_MergeSlot, Any]:
     ctx = RunContext(plan, "r1", KafkaEngineSettings(), MemoryStateBackend(),
                      MemoryPendingStore(), {"px": partitions})
     task = SimpleNamespace(ctx=ctx, node=plan.by_name["px"], partitions=partitions)
-    return _MergeSlot(task), ctx  # type: ignore[arg-type]
+    return MergeSlot(task), ctx  # type: ignore[arg-type]
 
 
 def _partial(origin: int, bucket: int | None, ts: float, value: Any = None,
@@ -38,7 +40,7 @@ def _partial(origin: int, bucket: int | None, ts: float, value: Any = None,
                     str(origin), 1, "r1")
 
 
-def _emitted(batch: _Batch) -> list[tuple[int, Any]]:
+def _emitted(batch: Batch) -> list[tuple[int, Any]]:
     out = []
     for _topic, payload in batch.messages:
         data = orjson.loads(payload)
@@ -49,7 +51,7 @@ def _emitted(batch: _Batch) -> list[tuple[int, Any]]:
 
 def test_a_bucket_waits_for_every_partition_and_takes_the_latest_event() -> None:
     slot, _ctx = _merge_slot(2)
-    batch = _Batch()
+    batch = Batch()
     slot.handle(_partial(0, 10, 605.0, "p0-late"), 0, batch)
     slot.handle(_partial(0, 11, 661.0, "p0-next"), 0, batch)
     assert _emitted(batch) == []  # partition 1 has said nothing about bucket 10 yet
@@ -60,7 +62,7 @@ def test_a_bucket_waits_for_every_partition_and_takes_the_latest_event() -> None
 
 def test_equal_timestamps_go_to_the_higher_partition() -> None:
     slot, _ctx = _merge_slot(3)
-    batch = _Batch()
+    batch = Batch()
     slot.handle(_partial(2, 5, 330.0, "from-2"), 2, batch)
     slot.handle(_partial(0, 5, 330.0, "from-0"), 0, batch)
     slot.handle(_partial(1, None, 0.0, kind="watermark", watermark=360.0), 1, batch)
@@ -69,7 +71,7 @@ def test_equal_timestamps_go_to_the_higher_partition() -> None:
 
 def test_the_source_ends_when_every_partition_ended_and_counts_add_up() -> None:
     slot, _ctx = _merge_slot(2)
-    batch = _Batch()
+    batch = Batch()
     slot.handle(_partial(0, 1, 70.0, 1.5), 0, batch)
     slot.handle(_partial(0, None, 0.0, {"events": 3, "late": 1}, kind="end"), 0, batch)
     assert not slot.emitter.ended
@@ -80,14 +82,14 @@ def test_the_source_ends_when_every_partition_ended_and_counts_add_up() -> None:
 
 def test_merge_state_survives_a_save_and_load() -> None:
     slot, _ctx = _merge_slot(2)
-    batch = _Batch()
+    batch = Batch()
     slot.handle(_partial(0, 4, 250.0, "kept"), 0, batch)
     slot.offsets["qmtl.merge.merge-unit.px/0"] = 7
     data = orjson.loads(orjson.dumps(slot.dump()))
     again, _ = _merge_slot(2)
     again.load(data)
     assert again.offsets == {"qmtl.merge.merge-unit.px/0": 7}
-    batch = _Batch()
+    batch = Batch()
     again.handle(_partial(1, None, 0.0, kind="watermark", watermark=300.0), 1, batch)
     assert _emitted(batch) == [(4, "kept")]
 

@@ -15,9 +15,10 @@ from qmtl.pipeline import Pipeline
 from qmtl.state import MemoryStateBackend
 from qmtl_engine_kafka import Envelope, KafkaEngineSettings, encode
 from qmtl_engine_kafka._client import kafka_module
+from qmtl_engine_kafka._task import Task
 from qmtl_engine_kafka.dead_letter import DeadLetterQueue
 from qmtl_engine_kafka.pending import MemoryPendingStore
-from qmtl_engine_kafka.worker import RunContext, _Task
+from qmtl_engine_kafka.worker import RunContext
 
 MINUTE = {"1m": {"interval": "1m", "period": 10, "max_history": 100}}
 BUCKETS = 10
@@ -90,7 +91,7 @@ def task() -> Any:
     plan = pipeline.build()
     settings = KafkaEngineSettings(bootstrap_servers="127.0.0.1:1", connect_timeout_s=1)
     ctx = RunContext(plan, "r1", settings, MemoryStateBackend(), MemoryPendingStore(), {})
-    task = _Task(ctx, plan.by_name["slow"], kafka_module("test"), Counter())
+    task = Task(ctx, plan.by_name["slow"], kafka_module("test"), Counter())
     task.consumer.close()  # the real one never reaches a broker; stand-ins take its place
     task.consumer = _Consumer()
     yield task

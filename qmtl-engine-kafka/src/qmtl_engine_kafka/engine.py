@@ -29,14 +29,13 @@ from qmtl_engine_kafka.envelope import Envelope
 from qmtl_engine_kafka.errors import EnvelopeError, PublishError
 from qmtl_engine_kafka.pending import pending_store_for
 from qmtl_engine_kafka.settings import KafkaEngineSettings
-from qmtl_engine_kafka.topics import TopicManager, pipeline_topics
-from qmtl_engine_kafka.worker import (
-    LIVE_RUN,
-    RunContext,
-    Worker,
+from qmtl_engine_kafka.topics import (
+    TopicManager,
     merge_topic,
+    pipeline_topics,
     topic_partitions,
 )
+from qmtl_engine_kafka.worker import LIVE_RUN, RunContext, Worker
 
 __all__ = ["KafkaEngine", "RemoteNodeError", "RunTimeoutError"]
 

@@ -22,8 +22,8 @@ from qmtl.errors import NodeExecutionError, PipelineTimeoutError
 from qmtl.plan import ExecutionPlan
 from qmtl.state import StateBackend
 from qmtl.streaming import OutputEvent
+from qmtl_engine_kafka._context import OneShot, RunContext
 from qmtl_engine_kafka.pending import MemoryPendingStore
-from qmtl_engine_kafka.worker import OneShot, RunContext
 
 if TYPE_CHECKING:
     from qmtl_engine_kafka.engine import KafkaEngine

@@ -1,8 +1,10 @@
 """Topic names of a pipeline and their idempotent creation on the broker.
 
 Names: ``qmtl.input.{pipeline}.{node}`` feeds a source node from outside,
-``qmtl.output.{pipeline}.{node}`` carries every event a node emits, and
-``qmtl.dlq.{pipeline}`` holds the pipeline's dead letters. Pipeline and node names are sanitised
+``qmtl.output.{pipeline}.{node}`` carries every event a node emits,
+``qmtl.merge.{pipeline}.{node}`` a multi-partition source's per-partition buckets, and
+``qmtl.dlq.{pipeline}`` holds the pipeline's dead letters; a node's consumer group is
+``qmtl.{pipeline}.{node}``. Pipeline and node names are sanitised
 (characters outside ``[A-Za-z0-9._-]`` become ``_``). Two nodes whose names would share a topic,
 or a name longer than Kafka's 249 characters, are rejected with both names and the fix.
 Kafka also refuses two topics that differ only by ``.`` versus ``_`` (their metric names
@@ -19,6 +21,7 @@ from typing import Any
 
 import structlog
 
+from qmtl.errors import QmtlError
 from qmtl_engine_kafka._client import admin_client, kafka_module
 from qmtl_engine_kafka.errors import (
     BrokerUnavailableError,
@@ -33,10 +36,13 @@ __all__ = [
     "PipelineTopics",
     "TopicManager",
     "dead_letter_topic",
+    "group_id",
     "input_topic",
+    "merge_topic",
     "output_topic",
     "pipeline_topics",
     "sanitize",
+    "topic_partitions",
 ]
 
 log = structlog.get_logger(__name__)
@@ -82,6 +88,17 @@ def output_topic(pipeline: str, node: str) -> str:
 def dead_letter_topic(pipeline: str) -> str:
     """``qmtl.dlq.{pipeline}``, sanitised: messages of the pipeline that could not be used."""
     return _checked(f"qmtl.dlq.{_part(pipeline, 'pipeline')}", f"pipeline '{pipeline}'")
+
+
+def merge_topic(pipeline: str, node: str) -> str:
+    """``qmtl.merge.{pipeline}.{node}``: a multi-partition source's per-partition buckets."""
+    topic = f"qmtl.merge.{_part(pipeline, 'pipeline')}.{_part(node, 'node')}"
+    return _checked(topic, f"node '{node}' of pipeline '{pipeline}'")
+
+
+def group_id(pipeline: str, node: str) -> str:
+    """The consumer group of a node: ``qmtl.{pipeline}.{node}`` (sanitised)."""
+    return f"qmtl.{sanitize(pipeline)}.{sanitize(node)}"
 
 
 @dataclass(frozen=True)
@@ -287,3 +304,14 @@ class TopicManager:
                     log.warning("qmtl.kafka.topic_probe_skipped", topic=tp.topic,
                                 partition=tp.partition, error=name)
         return [t for t in topics if t in waiting], last_error
+
+
+def topic_partitions(settings: KafkaEngineSettings, admin: Any, topics: Iterable[str]
+                     ) -> dict[str, int]:
+    """Partition count of each existing topic (metadata request bounded by connect timeout)."""
+    kafka = kafka_module("The Kafka engine")
+    try:
+        metadata = admin.list_topics(timeout=settings.connect_timeout_s)
+    except kafka.KafkaException as e:
+        raise QmtlError(str(e)) from e
+    return {t: len(metadata.topics[t].partitions) for t in topics if t in metadata.topics}

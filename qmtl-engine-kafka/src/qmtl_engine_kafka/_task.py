@@ -1,0 +1,320 @@
+"""A task: one node of a run in one worker — its consumer, its slots, and its batch loop.
+
+The consumer joins the node's group ``qmtl.{pipeline}.{node}`` and reads the node's inputs (a
+source's input topic, plus its merge topic with more than one partition; otherwise its
+upstreams' output topics). :meth:`Task.process` applies one batch for at most ``slice_s``
+seconds, in this order:
+
+1. decode, skip other runs and offsets already applied, feed the slots (which call the node);
+2. hand the outputs to the producer; write the buckets (``write_many``, overlapping their
+   delivery); produce end markers only now; flush and check every delivery;
+3. save every touched slot's pending state, fenced by its owner token;
+4. commit the applied offsets (asynchronously), and seek back to the messages left when the
+   slice's time ran out, so the next poll returns them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Any
+
+import structlog
+
+from qmtl.errors import EngineError
+from qmtl.plan import PlanNode
+from qmtl_engine_kafka import envelope as envelopes
+from qmtl_engine_kafka._batch import Batch
+from qmtl_engine_kafka._client import new_client
+from qmtl_engine_kafka._context import LIVE_RUN, RunContext
+from qmtl_engine_kafka._slots import MergeSlot, NodeFailed, NodeSlot, Slot, SourceSlot
+from qmtl_engine_kafka.dead_letter import DeadLetterQueue
+from qmtl_engine_kafka.errors import EnvelopeError, PublishError
+from qmtl_engine_kafka.topics import group_id, merge_topic
+
+__all__ = ["Task"]
+
+log = structlog.get_logger(__name__)
+
+
+class Task:
+    """One node of the run in this worker: its consumer, its slots, its batch loop."""
+
+    def __init__(self, ctx: RunContext, node: PlanNode, kafka: Any, stats: dict[str, int]
+                 ) -> None:
+        self.ctx = ctx
+        self.node = node
+        self.kafka = kafka
+        self.stats = stats
+        self.source = not node.upstreams
+        self.partitions = ctx.input_partitions.get(node.name, 1) if self.source else 1
+        topics = ctx.topics
+        if self.source:
+            self.topics = [topics.inputs[node.name]]
+            if self.partitions > 1:
+                self.topics.append(merge_topic(ctx.pipeline, node.name))
+        else:
+            self.topics = list(dict.fromkeys(topics.outputs[u] for u in node.upstreams))
+        self.merge = self.topics[1] if len(self.topics) > 1 and self.source else None
+        self.group = group_id(ctx.pipeline, node.name)
+        self.slots: dict[str, Slot] = {}
+        self.assigned: list[tuple[str, int]] = []
+        #: longest a batch applies messages before it commits; the Worker sets it
+        self.slice_s = ctx.settings.batch_time_s
+        self.consumer = new_client("Consumer", ctx.settings, {
+            "group.id": self.group,
+            "client.id": f"qmtl-worker-{os.getpid()}-{node.name}"[:200],
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "range",
+            "enable.partition.eof": False,
+            "session.timeout.ms": int(ctx.settings.session_timeout_s * 1000),
+            "heartbeat.interval.ms": max(100, int(ctx.settings.session_timeout_s * 1000) // 5),
+            "max.poll.interval.ms": int(ctx.settings.max_poll_interval_s * 1000),
+            "fetch.wait.max.ms": 10,
+            "fetch.min.bytes": 1,
+            "on_commit": self._committed,
+        }, what=f"The Kafka worker of node '{node.name}'")
+        self.consumer.subscribe(self.topics, on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_revoke)
+
+    # rebalance callbacks run inside consume(), between batches
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        self.slots.clear()
+        self.assigned = [(p.topic, p.partition) for p in partitions]
+        log.info("qmtl.kafka.assigned", node=self.node.name, group=self.group,
+                 partitions=[f"{t}/{p}" for t, p in self.assigned])
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        self.slots.clear()
+        self.assigned = []
+        log.info("qmtl.kafka.revoked", node=self.node.name, group=self.group,
+                 partitions=[f"{p.topic}/{p.partition}" for p in partitions])
+
+    def _slot_name(self, topic: str, partition: int) -> str:
+        if not self.source:
+            return self.node.name
+        if topic == self.merge:
+            return f"{self.node.name}#merge"
+        return f"{self.node.name}#{partition}"
+
+    def _slot(self, topic: str, partition: int) -> Slot:
+        name = self._slot_name(topic, partition)
+        slot = self.slots.get(name)
+        if slot is None:
+            if not self.source:
+                slot = NodeSlot(self)
+            elif topic == self.merge:
+                slot = MergeSlot(self)
+            else:
+                slot = SourceSlot(self, partition)
+            slot.token = uuid.uuid4().hex
+            store = self.ctx.store
+            store.claim(self.ctx.pipeline, self.ctx.run, name, slot.token)
+            data = store.load(self.ctx.pipeline, self.ctx.run, name)
+            if data is not None:
+                slot.load(data)
+            slot.name = name
+            self.slots[name] = slot
+        return slot
+
+    def poll(self, timeout: float) -> list[Any]:
+        return self.consumer.consume(self.ctx.batch_size, timeout)  # type: ignore[no-any-return]
+
+    def process(self, messages: list[Any], producer: Any, dlq: DeadLetterQueue,
+                delivery_errors: list[str]) -> int:
+        """Apply one batch and commit it; returns the number of messages applied.
+
+        A batch applies messages for at most ``slice_s`` seconds (at least one message): the
+        messages left are fetched again (the consumer seeks back to them) and applied in the
+        worker's next round, after its other nodes have polled.
+        """
+        ctx = self.ctx
+        run = ctx.run
+        batch = Batch()
+        touched: dict[str, Slot] = {}
+        applied = 0
+        max_bytes = ctx.settings.max_message_bytes
+        failure: BaseException | None = None
+        dead = dlq.count
+        current: tuple[str, int] | None = None
+        slot: Slot | None = None
+        where = ""
+        offsets: dict[str, int] = {}
+        applied_floor = 0
+        parse, from_object = envelopes.parse, envelopes.from_object
+        clock = time.monotonic
+        deadline = clock() + self.slice_s
+        rest: list[Any] = []
+        for i, message in enumerate(messages):
+            if i and clock() > deadline:
+                rest = messages[i:]
+                break
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise EngineError(f"The Kafka consumer of group '{self.group}' hit a fatal "
+                                      f"error: {error.str()}")
+                if error.code() != self.kafka.KafkaError._PARTITION_EOF:
+                    self.stats["consume_errors"] += 1
+                    log.warning("qmtl.kafka.consume_error", group=self.group,
+                                error=error.str())
+                continue
+            partition = message.partition()
+            if current is None or current[1] != partition or current[0] != message.topic():
+                topic = message.topic()
+                current = (topic, partition)
+                where = f"{topic}/{partition}"
+                slot = touched.get(where)
+                if slot is None:
+                    slot = touched[where] = self._slot(topic, partition)
+                offsets = slot.offsets
+                applied_floor = offsets.get(where, 0)
+            assert slot is not None
+            offset = message.offset()
+            if offset < applied_floor:
+                self.stats["replayed"] += 1
+                continue  # already applied before a restart or rebalance
+            offsets[where] = offset + 1
+            if failure is not None:
+                continue
+            try:
+                env = from_object(parse(message.value(), max_bytes))
+            except EnvelopeError as e:
+                dlq.send_envelope_error(message, e, node=self.node.name)
+                continue
+            if (env.run or LIVE_RUN) != run:
+                self.stats["other_runs"] += 1
+                continue
+            applied += 1
+            try:
+                slot.handle(env, partition, batch)
+            except NodeFailed as failed:
+                failure = failed.error
+                assert isinstance(slot, NodeSlot)
+                slot.fail(batch, failure)
+                log.error("qmtl.kafka.node_failed", node=self.node.name,
+                          error=f"{type(failure).__name__}: {failure}")
+        for slot in touched.values():
+            slot.finish_batch(batch)
+        # Outputs are handed to the producer first, so the state write's round trip overlaps
+        # their delivery. End markers follow only once the write is stored: a node's end on
+        # Kafka (what ends a run) implies its whole history is stored. Outputs that escaped
+        # before a crash are recomputed and written by the next owner (this batch's pending
+        # state was never saved) before it can reach the end marker.
+        self._produce(batch.messages, producer)
+        if batch.writes:
+            ctx.state.write_many(batch.writes)
+        if batch.ends:
+            self._produce(batch.ends, producer)
+        self._acknowledged(batch, producer, delivery_errors, dlq.count > dead, dlq)
+        fenced = [name for name, slot in {s.name: s for s in touched.values()}.items()
+                  if not ctx.store.save(ctx.pipeline, run, name, slot.dump(), slot.token)]
+        if fenced:
+            # Another worker claimed these inputs while this one was busy (it was paused past
+            # the session timeout): drop the batch uncommitted; the new owner redoes it.
+            self.stats["fenced"] += 1
+            log.warning("qmtl.kafka.fenced", node=self.node.name, slots=fenced)
+            self.slots.clear()
+            return 0
+        if rest:
+            self._rewind(rest)
+        self._commit(touched)
+        self.stats["messages"] += applied
+        self.stats["buckets"] += len(batch.writes)
+        if failure is not None and ctx.on_failure is not None:
+            ctx.on_failure(self.node.name, failure)
+        return applied
+
+    def _produce(self, messages: list[tuple[str, bytes]], producer: Any) -> None:
+        produce = producer.produce
+        for topic, payload in messages:
+            try:
+                produce(topic, payload, partition=0)
+            except BufferError:  # the local queue is full: let deliveries drain, then retry
+                while True:
+                    producer.poll(0.05)
+                    try:
+                        produce(topic, payload, partition=0)
+                        break
+                    except BufferError:
+                        continue
+        producer.poll(0)
+
+    def _acknowledged(self, batch: Batch, producer: Any, errors: list[str], dead: bool,
+                      dlq: DeadLetterQueue) -> None:
+        if batch.messages or batch.ends or dead:
+            remaining = producer.flush(self.ctx.settings.delivery_timeout_s + 5)
+            if dead:
+                dlq.flush()
+            if remaining or errors:
+                failed = list(errors)
+                errors.clear()
+                raise PublishError(
+                    f"Node '{self.node.name}': {remaining} output message(s) unacknowledged, "
+                    f"errors: {failed[:3]}; the batch will be replayed after a restart"
+                )
+
+    def _rewind(self, rest: list[Any]) -> None:
+        """Seek back to the first of ``rest`` in each partition: the next poll returns them."""
+        first: dict[tuple[str, int], int] = {}
+        for message in rest:
+            if message.error() is None:
+                first.setdefault((message.topic(), message.partition()), message.offset())
+        for (topic, partition), offset in first.items():
+            try:
+                self.consumer.seek(self.kafka.TopicPartition(topic, partition, offset))
+            except self.kafka.KafkaException as e:
+                # Going on would skip these messages until the next rebalance: stop instead
+                # (a restarted worker resumes from the saved pending state).
+                raise EngineError(
+                    f"Node '{self.node.name}': could not seek {topic}/{partition} back to "
+                    f"offset {offset} after a time-bounded batch: {e.args[0]}"
+                ) from e
+
+    def _commit(self, touched: dict[str, Slot]) -> None:
+        # The offsets the saved pending state holds, committed asynchronously: the pending
+        # state is what a next owner trusts, so a failed commit (a rebalance started, the
+        # coordinator moved) only means it skips a little more; _committed counts failures.
+        tps = []
+        for where, slot in touched.items():
+            offset = slot.offsets.get(where)
+            if offset is not None:
+                topic, _, partition = where.rpartition("/")
+                tps.append(self.kafka.TopicPartition(topic, int(partition), offset))
+        if not tps:
+            return
+        try:
+            self.consumer.commit(offsets=tps, asynchronous=True)
+        except self.kafka.KafkaException as e:
+            self._committed(e.args[0], tps)
+
+    def _committed(self, error: Any, partitions: list[Any]) -> None:
+        if error is not None and error.code() != self.kafka.KafkaError._NO_OFFSET:
+            self.stats["commit_failures"] += 1
+            log.warning("qmtl.kafka.commit_failed", group=self.group, error=error.str())
+
+    def lag(self) -> int:
+        """Messages waiting in this node's assigned partitions (best effort, no broker call
+        per message: one cached watermark lookup per partition)."""
+        total = 0
+        tps = [self.kafka.TopicPartition(t, p) for t, p in self.assigned]
+        if not tps:
+            return 0
+        try:
+            positions = self.consumer.position(tps)
+        except self.kafka.KafkaException:
+            return -1
+        for tp in positions:
+            try:
+                _low, high = self.consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+            except self.kafka.KafkaException:
+                continue
+            if tp.offset >= 0:
+                total += max(0, high - tp.offset)
+        return total
+
+    def close(self) -> None:
+        self.consumer.close()
