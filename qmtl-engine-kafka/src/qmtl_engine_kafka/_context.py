@@ -34,7 +34,7 @@ class RunContext:
     input_partitions: dict[str, int]
     batch_size: int = 2000
     #: Called (in the worker's thread) with a node's name and the exception its fn raised.
-    on_failure: Callable[[str, BaseException], None] | None = None
+    on_failure: Callable[[str, BaseException], object] | None = None
     #: Set for a one-shot run (:mod:`qmtl_engine_kafka.oneshot`): nodes compute once, the
     #: caller records the values in plan order.
     oneshot: OneShot | None = None

@@ -105,7 +105,9 @@ class KafkaEngine(EngineBase):
         return {s: partitions.get(topics.inputs[s], 1) for s in sources}
 
     # -- streaming -------------------------------------------------------------------------
-    def run(
+    # EngineBase.run takes **options; this engine names the ones it knows, so a misspelt option
+    # is a TypeError here instead of being ignored.
+    def run(  # type: ignore[override]
         self,
         plan: ExecutionPlan,
         *,

@@ -35,7 +35,7 @@ message with ``error.reason``.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast
 
 import orjson
 
@@ -160,7 +160,8 @@ def _number(obj: dict[str, Any], field: str, *, required: bool) -> float | None:
         raise MalformedEnvelopeError(
             f"The envelope's '{field}' must be a finite number, not {value!r:.60}"
         )
-    return value
+    number: float = value
+    return number
 
 
 def _text(obj: dict[str, Any], field: str, *, required: bool) -> str | None:
@@ -194,7 +195,8 @@ def from_object(obj: Any) -> Envelope:
             v == 1 and type(v) is int
             and type(pipeline) is str and pipeline
             and type(node) is str and node
-            and type(ts) in _NUMBER and ts - ts == 0  # finite: inf - inf and nan are not 0
+            # finite: inf - inf and nan are not 0 (ts is Any | None to mypy; None fails `in`)
+            and type(ts) in _NUMBER and ts - ts == 0  # type: ignore[operator]
             and type(node_id) is str
             and (interval is None or type(interval) is str)
             and (bucket is None or type(bucket) is int)
@@ -204,7 +206,7 @@ def from_object(obj: Any) -> Envelope:
             and (run is None or type(run) is str)
             and "nf" not in obj
         ):
-            return _new_envelope(  # type: ignore[no-any-return]
+            return _new_envelope(
                 Envelope,
                 (pipeline, node, ts, get("value"), node_id, interval, bucket, watermark, kind,
                  origin, v, run),
@@ -252,7 +254,7 @@ def _validated(obj: Any) -> Envelope:
         ts=_number(obj, "ts", required=True),  # type: ignore[arg-type]
         bucket=bucket,
         watermark=_number(obj, "watermark", required=False),
-        kind=kind,
+        kind=cast(EnvelopeKind, kind),
         origin=_text(obj, "origin", required=False),
         value=value,
         v=version,

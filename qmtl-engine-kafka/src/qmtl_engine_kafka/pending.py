@@ -61,7 +61,7 @@ class MemoryPendingStore:
     def load(self, pipeline: str, run: str, task: str) -> dict[str, Any] | None:
         with self._lock:
             raw = self._data.get((pipeline, run, task))
-        return None if raw is None else orjson.loads(raw)  # type: ignore[no-any-return]
+        return None if raw is None else orjson.loads(raw)
 
     def claim(self, pipeline: str, run: str, task: str, token: str) -> None:
         with self._lock:
@@ -107,7 +107,7 @@ class RedisPendingStore:
                 f"Loading the pending state of '{task}' (pipeline '{pipeline}') from Redis at "
                 f"{self.url} failed: {error}; check that Redis is up"
             ) from error
-        return None if raw is None else orjson.loads(raw)  # type: ignore[no-any-return]
+        return None if raw is None else orjson.loads(raw)
 
     def claim(self, pipeline: str, run: str, task: str, token: str) -> None:
         try:

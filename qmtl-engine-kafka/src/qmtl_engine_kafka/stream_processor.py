@@ -28,11 +28,11 @@ from typing import Any
 import orjson
 import structlog
 
+from qmtl.errors import EngineError
 from qmtl_engine_kafka import envelope as envelopes
 from qmtl_engine_kafka._client import check_broker, kafka_module, new_client
 from qmtl_engine_kafka.dead_letter import DeadLetterQueue
 from qmtl_engine_kafka.errors import (
-    EngineError,
     EnvelopeError,
     PublishError,
     TriggerError,
