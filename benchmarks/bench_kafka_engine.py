@@ -127,8 +127,10 @@ def _loop(bootstrap: str, source: str, sink: str, count: int,
             for message in messages:
                 if message.error() is not None:
                     continue
-                producer.produce(sink, transform(message.value()), key=message.key())
-                last[message.partition()] = message.offset()
+                # A message without error has a value, partition and offset (the `or`s are for
+                # the type checker; a few ns against ~15 µs per message).
+                producer.produce(sink, transform(message.value() or b""), key=message.key())
+                last[message.partition() or 0] = message.offset() or 0
             producer.poll(0)
             if producer.flush(30) != 0:
                 raise RuntimeError("output not acknowledged within 30s")
@@ -186,14 +188,14 @@ def _latencies(bootstrap: str, pipeline: str, names: list[str]) -> list[float]:
         while read < high:
             batch = consumer.consume(10_000, 1.0)
             for message in batch:
-                read = message.offset() + 1
+                read = (message.offset() or 0) + 1
                 if message.error() is None:
-                    bucket = orjson.loads(message.value()).get("bucket")
+                    bucket = orjson.loads(message.value() or b"{}").get("bucket")
                     if bucket is not None:
                         seen.setdefault(bucket, message.timestamp()[1])
         consumer.close()
         stamps[name] = seen
-    hops = []
+    hops: list[float] = []
     for upstream, node in itertools.pairwise(names):
         up, down = stamps[upstream], stamps[node]
         hops += [down[b] - up[b] for b in down if b in up]
@@ -264,7 +266,7 @@ def _engine_run(bootstrap: str, redis_url: str, nodes: int, count: int,
     }
 
 
-def run() -> dict:
+def run() -> dict[str, Any]:
     bootstrap = os.environ.get("QMTL_TEST_KAFKA_BOOTSTRAP")
     redis_url = os.environ.get("QMTL_TEST_REDIS_URL")
     if not bootstrap or not redis_url:

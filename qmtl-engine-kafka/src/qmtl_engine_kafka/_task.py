@@ -20,9 +20,8 @@ import time
 import uuid
 from typing import Any
 
-import structlog
-
 from qmtl.errors import EngineError
+from qmtl.logs import get_logger
 from qmtl.plan import PlanNode
 from qmtl_engine_kafka import envelope as envelopes
 from qmtl_engine_kafka._batch import Batch
@@ -35,7 +34,7 @@ from qmtl_engine_kafka.topics import group_id, merge_topic
 
 __all__ = ["Task"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class Task:

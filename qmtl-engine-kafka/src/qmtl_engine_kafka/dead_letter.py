@@ -15,13 +15,12 @@ import threading
 from collections import Counter
 from typing import Any
 
-import structlog
-
+from qmtl.logs import get_logger
 from qmtl_engine_kafka.errors import EnvelopeError, PublishError
 
 __all__ = ["DeadLetterQueue", "dead_letter_headers"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 #: Dead letters larger than this keep only their first bytes (brokers refuse ~1 MB by default).
 MAX_DEAD_LETTER_BYTES = 900_000

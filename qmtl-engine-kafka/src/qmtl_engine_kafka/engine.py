@@ -15,10 +15,9 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import structlog
-
 from qmtl.engine import EngineBase
 from qmtl.errors import ConfigurationError, EngineError, NodeExecutionError
+from qmtl.logs import get_logger
 from qmtl.plan import ExecutionPlan
 from qmtl.sources import merged_events
 from qmtl.state import StateBackend
@@ -39,7 +38,7 @@ from qmtl_engine_kafka.worker import LIVE_RUN, RunContext, Worker
 
 __all__ = ["KafkaEngine", "RemoteNodeError", "RunTimeoutError"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 

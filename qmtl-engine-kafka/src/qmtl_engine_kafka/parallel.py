@@ -17,9 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import structlog
-
 from qmtl.errors import QmtlError
+from qmtl.logs import get_logger
 from qmtl.plan import ExecutionPlan
 from qmtl.state import StateBackend
 from qmtl_engine_kafka.engine import KafkaEngine
@@ -27,7 +26,7 @@ from qmtl_engine_kafka.topics import input_topic, output_topic
 
 __all__ = ["ParallelExecutionEngine"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 class ParallelExecutionEngine(KafkaEngine):

@@ -26,9 +26,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
-import structlog
 
 from qmtl.errors import EngineError
+from qmtl.logs import get_logger
 from qmtl_engine_kafka import envelope as envelopes
 from qmtl_engine_kafka._client import check_broker, kafka_module, new_client
 from qmtl_engine_kafka.dead_letter import DeadLetterQueue
@@ -42,7 +42,7 @@ from qmtl_engine_kafka.topics import input_topic, output_topic
 
 __all__ = ["Event", "StreamProcessor", "Trigger"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 #: What consume() returns: topic, partition, offset, key, value, timestamp, headers; for QMTL
 #: envelopes also kind, pipeline, node, node_id, interval, ts, bucket, watermark, envelope.

@@ -19,9 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from qmtl.errors import QmtlError
+from qmtl.logs import get_logger
 from qmtl_engine_kafka._client import admin_client, kafka_module
 from qmtl_engine_kafka.errors import (
     BrokerUnavailableError,
@@ -45,7 +44,7 @@ __all__ = [
     "topic_partitions",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 MAX_TOPIC_LENGTH = 249
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")

@@ -40,9 +40,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from qmtl.errors import EngineError
+from qmtl.logs import get_logger
 from qmtl_engine_kafka._client import kafka_module, new_client
 from qmtl_engine_kafka._context import LIVE_RUN, OneShot, RunContext
 from qmtl_engine_kafka._task import Task
@@ -61,7 +60,7 @@ __all__ = [
     "merge_topic",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 HEARTBEAT_ENV = "QMTL_WORKER_HEARTBEAT_FILE"
 
