@@ -152,3 +152,34 @@ def test_redis_pending_store_fences_a_previous_owner(redis_url: str, unique: str
     assert store.save(unique, "r", "node", {"n": 2}, "new-owner")
     assert store.load(unique, "r", "node") == {"n": 2}
     store.close()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("idempotent", [True, False])
+def test_producers_are_idempotent_unless_turned_off(
+    kafka_bootstrap: str, unique: str, monkeypatch: pytest.MonkeyPatch, idempotent: bool
+) -> None:
+    """A retried produce must not reorder a partition (an end marker overtaking a bucket)."""
+    from qmtl_engine_kafka import _client, engine, worker
+    from qmtl_engine_kafka.engine import KafkaEngine
+
+    producers: list[dict[str, Any]] = []
+
+    def recording(kind: str, settings: Any, overrides: Any = None, *, what: str) -> Any:
+        if kind == "Producer":
+            producers.append(_client.base_config(settings, dict(overrides or {})))
+        return _client.new_client(kind, settings, overrides, what=what)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine, "new_client", recording)
+    monkeypatch.setattr(worker, "new_client", recording)
+    kafka = KafkaEngine(bootstrap_servers=kafka_bootstrap, connect_timeout_s=10,
+                        run_timeout_s=60, idempotent_producer=idempotent)
+    try:
+        pipeline = _pipeline(f"idempotent-{unique}")
+        summary = pipeline.run(engine=kafka, state=MemoryStateBackend())
+    finally:
+        kafka.close()
+    local = run_in_process(_pipeline("idempotent-oracle").build(), MemoryStateBackend())
+    assert summary.nodes["ret"].buckets_out == local.nodes["ret"].buckets_out == {"1m": 26}
+    assert len(producers) >= 2  # the engine's (source events) and the worker's (outputs)
+    assert all(config["enable.idempotence"] is idempotent for config in producers)

@@ -199,6 +199,7 @@ class _Session:
         self.errors: list[BaseException] = []
         self.delivery_errors: list[str] = []
         self.producer = new_client("Producer", settings, {
+            "enable.idempotence": settings.idempotent_producer,
             "linger.ms": settings.linger_ms,
             "message.timeout.ms": int(settings.delivery_timeout_s * 1000),
             "queue.buffering.max.messages": 1_000_000,

@@ -87,6 +87,11 @@ class KafkaEngineSettings(QmtlModel):
         2, ge=0, description="How long the producer waits to fill a batch (latency vs. "
         "throughput)."
     )
+    idempotent_producer: bool = Field(
+        True, description="Produce with librdkafka's enable.idempotence: a retried message "
+        "keeps its partition's order and is never written twice, so an end marker or a later "
+        "bucket cannot overtake it (costs some throughput; off only if the brokers refuse it)."
+    )
     session_timeout_s: float = Field(
         10.0, ge=1, description="A worker silent this long is considered dead and its "
         "partitions move to the others.",

@@ -88,6 +88,7 @@ class Worker:
         self.stats: Counter[str] = Counter()
         self.delivery_errors: list[str] = []
         self.producer = new_client("Producer", ctx.settings, {
+            "enable.idempotence": ctx.settings.idempotent_producer,
             "linger.ms": ctx.settings.linger_ms,
             "message.timeout.ms": int(ctx.settings.delivery_timeout_s * 1000),
             "queue.buffering.max.messages": 1_000_000,
