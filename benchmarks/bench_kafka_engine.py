@@ -9,6 +9,8 @@ node execution):
   untouched), and the same with a QMTL envelope decoded and re-encoded per message
   (``raw_envelope_*``);
 - ``pass_*``: the engine on a pass-through pipeline (source -> identity node), one worker;
+  ``pass_not_idempotent_*`` the same with ``idempotent_producer=False`` (the default produces
+  with librdkafka's ``enable.idempotence``; the raw loop does not);
 - ``five_*``: the engine on a 5-node chain (source -> 4 identity nodes), one worker, and with
   two ``qmtl worker`` processes (``five_2w_*``).
 
@@ -203,7 +205,7 @@ def _latencies(bootstrap: str, pipeline: str, names: list[str]) -> list[float]:
 
 
 def _engine_run(bootstrap: str, redis_url: str, nodes: int, count: int,
-                processes: int = 0) -> dict[str, float]:
+                processes: int = 0, idempotent: bool = True) -> dict[str, float]:
     """Run the chain over ``count`` pre-produced events: one in-process worker thread, or
     ``processes`` ``qmtl worker`` processes. Returns elapsed seconds and latencies."""
     from qmtl_engine_kafka.engine import KafkaEngine
@@ -214,7 +216,7 @@ def _engine_run(bootstrap: str, redis_url: str, nodes: int, count: int,
     name = f"bench-{nodes + 1}n-{uuid.uuid4().hex[:8]}"
     pipeline = chain(name, nodes)
     plan = pipeline.build()
-    engine = KafkaEngine(bootstrap_servers=bootstrap)
+    engine = KafkaEngine(bootstrap_servers=bootstrap, idempotent_producer=idempotent)
     partitions = engine.prepare(plan)
     _fill(bootstrap, f"qmtl.input.{name}.ticks", count, pipeline=name, run=RUN, end=True)
     progress = _Progress(redis_url, name, "ticks", plan.nodes[-1].name)
@@ -287,9 +289,11 @@ def run() -> dict[str, Any]:
     raw_rate = count / raw_s
 
     passing = _engine_run(bootstrap, redis_url, 1, count)
+    not_idempotent = _engine_run(bootstrap, redis_url, 1, count, idempotent=False)
     five = _engine_run(bootstrap, redis_url, 4, count)
     five_2w = _engine_run(bootstrap, redis_url, 4, count, processes=2)
     pass_rate = 2 * count / passing["elapsed"]
+    not_idempotent_rate = 2 * count / not_idempotent["elapsed"]
     five_rate = 5 * count / five["elapsed"]
     five_2w_rate = 5 * count / five_2w["elapsed"]
     return {
@@ -303,6 +307,9 @@ def run() -> dict[str, Any]:
         "pass_hop_p50_ms": passing["p50"],
         "pass_hop_p99_ms": passing["p99"],
         "pass_vs_raw": round(pass_rate / raw_rate, 3),
+        "pass_not_idempotent_node_executions_per_s": round(not_idempotent_rate),
+        "pass_not_idempotent_vs_raw": round(not_idempotent_rate / raw_rate, 3),
+        "pass_not_idempotent_hop_p50_ms": not_idempotent["p50"],
         "raw_cpu_us_per_event": round(raw_cpu / count * 1e6, 2),
         "pass_cpu_us_per_execution": round(passing["cpu"] / (2 * count) * 1e6, 2),
         "pass_vs_raw_cpu": round(raw_cpu / count / (passing["cpu"] / (2 * count)), 3),
