@@ -13,13 +13,15 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any, Literal
 
-from qmtl.errors import ConfigurationError
+from qmtl.errors import ConfigurationError, EngineError
+from qmtl.logs import get_logger
 from qmtl_engine_kafka.errors import BrokerUnavailableError, KafkaClientMissingError
 from qmtl_engine_kafka.settings import KafkaEngineSettings, client_config, redacted
 
 # librdkafka's own log lines go to this stdlib logger instead of raw stderr; the application
 # decides where it goes (library code configures no logging).
 _LIBRDKAFKA_LOGGER = logging.getLogger("qmtl_engine_kafka.librdkafka")
+log = get_logger(__name__)
 
 
 def kafka_module(what: str) -> ModuleType:
@@ -156,3 +158,16 @@ def check_broker(admin: Any, settings: KafkaEngineSettings, what: str) -> None:
         raise BrokerUnavailableError(
             f"{what}: the cluster at {settings.bootstrap_servers} lists no brokers"
         )
+
+
+def consume_error(kafka: ModuleType, error: Any, group: str) -> bool:
+    """Judge the error a consumed message carries: a fatal one raises :class:`EngineError`;
+    reaching a partition's end is not an error (False); any other is logged, and the caller
+    counts it (True) and skips the message."""
+    if error.fatal():
+        raise EngineError(f"The Kafka consumer of group '{group}' hit a fatal error: "
+                          f"{error.str()}")
+    if error.code() == kafka.KafkaError._PARTITION_EOF:
+        return False
+    log.warning("qmtl.kafka.consume_error", group=group, error=error.str())
+    return True

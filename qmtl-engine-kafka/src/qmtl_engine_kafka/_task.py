@@ -25,7 +25,7 @@ from qmtl.logs import get_logger
 from qmtl.plan import PlanNode
 from qmtl_engine_kafka import envelope as envelopes
 from qmtl_engine_kafka._batch import Batch
-from qmtl_engine_kafka._client import new_client
+from qmtl_engine_kafka._client import consume_error, new_client
 from qmtl_engine_kafka._context import LIVE_RUN, RunContext
 from qmtl_engine_kafka._slots import MergeSlot, NodeFailed, NodeSlot, Slot, SourceSlot
 from qmtl_engine_kafka.dead_letter import DeadLetterQueue
@@ -153,13 +153,8 @@ class Task:
                 break
             error = message.error()
             if error is not None:
-                if error.fatal():
-                    raise EngineError(f"The Kafka consumer of group '{self.group}' hit a fatal "
-                                      f"error: {error.str()}")
-                if error.code() != self.kafka.KafkaError._PARTITION_EOF:
+                if consume_error(self.kafka, error, self.group):
                     self.stats["consume_errors"] += 1
-                    log.warning("qmtl.kafka.consume_error", group=self.group,
-                                error=error.str())
                 continue
             partition = message.partition()
             if current is None or current[1] != partition or current[0] != message.topic():

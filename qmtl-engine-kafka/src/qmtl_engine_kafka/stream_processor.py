@@ -30,7 +30,7 @@ import orjson
 from qmtl.errors import EngineError
 from qmtl.logs import get_logger
 from qmtl_engine_kafka import envelope as envelopes
-from qmtl_engine_kafka._client import check_broker, kafka_module, new_client
+from qmtl_engine_kafka._client import check_broker, consume_error, kafka_module, new_client
 from qmtl_engine_kafka.dead_letter import DeadLetterQueue
 from qmtl_engine_kafka.errors import (
     EnvelopeError,
@@ -299,12 +299,8 @@ class StreamProcessor:
     def _handle(self, message: Any) -> Event | None:
         error = message.error()
         if error is not None:
-            if error.fatal():
-                raise EngineError(f"The Kafka consumer of group '{self.group_id}' hit a fatal "
-                                  f"error: {error.str()}")
-            if error.code() != self._kafka.KafkaError._PARTITION_EOF:
+            if consume_error(self._kafka, error, self.group_id):
                 self.stats["errors"] += 1
-                log.warning("qmtl.kafka.consume_error", error=error.str())
             return None
         try:
             event = _event(message, self.settings.max_message_bytes)
