@@ -26,9 +26,10 @@ run: sync
 bench: sync
 	$(UV) run --no-sync python scripts/services.py --redis --kafka -- $(UV) run --no-sync python benchmarks/run.py
 
-# ruff and mypy, both configured in pyproject.toml (tests/test_static_checks.py runs them too).
+# ruff (lint and format) and mypy, all configured in pyproject.toml (tests/test_static_checks.py runs them too).
 lint: sync
 	$(UV) run --no-sync ruff check .
+	$(UV) run --no-sync ruff format --check .
 	$(UV) run --no-sync mypy
 
 typecheck: sync

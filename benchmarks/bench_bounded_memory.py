@@ -51,10 +51,17 @@ def _pipeline(name: str, count: int) -> Pipeline:
     minute = {"1m": {"period": 60, "max_history": MAX_HISTORY}}
     pipeline = Pipeline(name)
     pipeline.add_node(SourceNode("src", source=lambda: _events(count), interval_settings=minute))
-    pipeline.add_node(Node("double", fn=lambda src: src * 2, upstreams=["src"],
-                           interval_settings=minute))
-    pipeline.add_node(Node("label", fn=lambda double: f"v={double:.0f}", upstreams=["double"],
-                           interval_settings=minute))
+    pipeline.add_node(
+        Node("double", fn=lambda src: src * 2, upstreams=["src"], interval_settings=minute)
+    )
+    pipeline.add_node(
+        Node(
+            "label",
+            fn=lambda double: f"v={double:.0f}",
+            upstreams=["double"],
+            interval_settings=minute,
+        )
+    )
     return pipeline
 
 
@@ -63,8 +70,11 @@ class _Sampler:
 
     def __init__(self, expected: int) -> None:
         self.expected = expected
-        self.marks = {max(1, expected // 10): "10", max(1, expected // 2): "50",
-                      max(1, expected * 9 // 10): "90"}
+        self.marks = {
+            max(1, expected // 10): "10",
+            max(1, expected // 2): "50",
+            max(1, expected * 9 // 10): "90",
+        }
         self.seen = 0
         self.rss: dict[str, float] = {}
 
@@ -75,8 +85,7 @@ class _Sampler:
             self.rss[mark] = _rss_mb()
 
 
-def _measure(prefix: str, pipeline: Pipeline, count: int, state: Any,
-             **run: Any) -> dict[str, Any]:
+def _measure(prefix: str, pipeline: Pipeline, count: int, state: Any, **run: Any) -> dict[str, Any]:
     buckets = count // 60 + 1
     sampler = _Sampler(buckets * 3)
     gc.collect()
@@ -105,8 +114,13 @@ def _measure(prefix: str, pipeline: Pipeline, count: int, state: Any,
 def run() -> dict[str, Any]:
     local_events = int(os.environ.get("QMTL_BENCH_LOCAL_EVENTS", "2000000"))
     kafka_events = int(os.environ.get("QMTL_BENCH_KAFKA_EVENTS", "1000000"))
-    figures = _measure("local", _pipeline("bounded-local", local_events), local_events,
-                       MemoryStateBackend(), engine="local")
+    figures = _measure(
+        "local",
+        _pipeline("bounded-local", local_events),
+        local_events,
+        MemoryStateBackend(),
+        engine="local",
+    )
     bootstrap = os.environ.get("QMTL_TEST_KAFKA_BOOTSTRAP")
     redis_url = os.environ.get("QMTL_TEST_REDIS_URL")
     if not (bootstrap and redis_url):
@@ -117,10 +131,20 @@ def run() -> dict[str, Any]:
     name = f"bounded-kafka-{uuid.uuid4().hex[:6]}"
     state = RedisStateBackend(redis_url)
     try:
-        figures.update(_measure(
-            "kafka", _pipeline(name, kafka_events), kafka_events, state, engine="kafka",
-            engine_options={"bootstrap_servers": bootstrap, "connect_timeout_s": 10,
-                            "run_timeout_s": 1200}))
+        figures.update(
+            _measure(
+                "kafka",
+                _pipeline(name, kafka_events),
+                kafka_events,
+                state,
+                engine="kafka",
+                engine_options={
+                    "bootstrap_servers": bootstrap,
+                    "connect_timeout_s": 10,
+                    "run_timeout_s": 1200,
+                },
+            )
+        )
     finally:
         state.delete(name)
         state.close()

@@ -66,8 +66,7 @@ def chain(name: str, nodes: int) -> Pipeline:
     p.add_node(SourceNode("ticks", source=[(0, name)], interval_settings=SECONDS))
     upstream = "ticks"
     for i in range(nodes):
-        p.add_node(Node(f"n{i}", fn=passthrough, upstreams=[upstream],
-                        interval_settings=SECONDS))
+        p.add_node(Node(f"n{i}", fn=passthrough, upstreams=[upstream], interval_settings=SECONDS))
         upstream = f"n{i}"
     return p
 
@@ -78,10 +77,24 @@ def five_node() -> Pipeline:
 
 
 # -- the raw baseline ----------------------------------------------------------------------
-def _fill(bootstrap: str, topic: str, count: int, *, pipeline: str = "bench",
-          node: str = "ticks", run: str | None = None, end: bool = False) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
-                         "batch.num.messages": 10_000, "queue.buffering.max.messages": 200_000})
+def _fill(
+    bootstrap: str,
+    topic: str,
+    count: int,
+    *,
+    pipeline: str = "bench",
+    node: str = "ticks",
+    run: str | None = None,
+    end: bool = False,
+) -> None:
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 20,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 200_000,
+        }
+    )
 
     def send(payload: bytes) -> None:
         while True:
@@ -92,25 +105,46 @@ def _fill(bootstrap: str, topic: str, count: int, *, pipeline: str = "bench",
                 producer.poll(0.05)
 
     for i in range(count):
-        send(encode(Envelope(pipeline=pipeline, node=node, ts=BASE + i + 0.5,
-                             value={"px": 100.0 + (i % 50) * 0.01, "i": i}, run=run)))
+        send(
+            encode(
+                Envelope(
+                    pipeline=pipeline,
+                    node=node,
+                    ts=BASE + i + 0.5,
+                    value={"px": 100.0 + (i % 50) * 0.01, "i": i},
+                    run=run,
+                )
+            )
+        )
     if end:
         send(encode(Envelope(pipeline=pipeline, node=node, ts=0.0, kind="end", run=run)))
     if producer.flush(60) != 0:
         raise RuntimeError(f"could not pre-produce {count} events to {topic}")
 
 
-def _loop(bootstrap: str, source: str, sink: str, count: int,
-          transform: Callable[[bytes], bytes]) -> tuple[float, float]:
+def _loop(
+    bootstrap: str, source: str, sink: str, count: int, transform: Callable[[bytes], bytes]
+) -> tuple[float, float]:
     """Consume -> produce -> flush -> commit over ``count`` messages; returns elapsed seconds
     and this thread's CPU seconds."""
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex[:8]}",
-        "auto.offset.reset": "earliest", "enable.auto.commit": False,
-        "fetch.min.bytes": 1, "queued.min.messages": 100_000,
-    })
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 1,
-                         "batch.num.messages": 10_000, "queue.buffering.max.messages": 200_000})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "fetch.min.bytes": 1,
+            "queued.min.messages": 100_000,
+        }
+    )
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 1,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 200_000,
+        }
+    )
     consumer.subscribe([source])
     done = 0
     started = None
@@ -180,8 +214,13 @@ def _latencies(bootstrap: str, pipeline: str, names: list[str]) -> list[float]:
     """Per-hop latency (ms) of every bucket between consecutive nodes of the chain."""
     stamps: dict[str, dict[int, int]] = {}
     for name in names:
-        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-latency",
-                             "enable.auto.commit": False})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "bench-latency",
+                "enable.auto.commit": False,
+            }
+        )
         topic = f"qmtl.output.{pipeline}.{name}"
         consumer.assign([TopicPartition(topic, 0, 0)])
         _low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
@@ -204,8 +243,14 @@ def _latencies(bootstrap: str, pipeline: str, names: list[str]) -> list[float]:
     return hops
 
 
-def _engine_run(bootstrap: str, redis_url: str, nodes: int, count: int,
-                processes: int = 0, idempotent: bool = True) -> dict[str, float]:
+def _engine_run(
+    bootstrap: str,
+    redis_url: str,
+    nodes: int,
+    count: int,
+    processes: int = 0,
+    idempotent: bool = True,
+) -> dict[str, float]:
     """Run the chain over ``count`` pre-produced events: one in-process worker thread, or
     ``processes`` ``qmtl worker`` processes. Returns elapsed seconds and latencies."""
     from qmtl_engine_kafka.engine import KafkaEngine
@@ -231,14 +276,37 @@ def _engine_run(bootstrap: str, redis_url: str, nodes: int, count: int,
             qmtl = str(Path(sys.executable).parent / "qmtl")
             env = {**os.environ, "QMTL_BENCH_PIPELINE": name}
             for _ in range(processes):
-                children.append(subprocess.Popen(
-                    [qmtl, "worker", "bench_kafka_engine:five_node", "--bootstrap", bootstrap,
-                     "--redis-url", redis_url, "--run", RUN, "--log-level", "warning"],
-                    cwd=here, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                ))
+                children.append(
+                    subprocess.Popen(
+                        [
+                            qmtl,
+                            "worker",
+                            "bench_kafka_engine:five_node",
+                            "--bootstrap",
+                            bootstrap,
+                            "--redis-url",
+                            redis_url,
+                            "--run",
+                            RUN,
+                            "--log-level",
+                            "warning",
+                        ],
+                        cwd=here,
+                        env=env,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
         else:
-            ctx = RunContext(plan, RUN, engine.settings, state, RedisPendingStore(redis_url),
-                             partitions, batch_size=engine.settings.batch_size)
+            ctx = RunContext(
+                plan,
+                RUN,
+                engine.settings,
+                state,
+                RedisPendingStore(redis_url),
+                partitions,
+                batch_size=engine.settings.batch_size,
+            )
             worker = Worker(ctx)
 
             def work() -> None:
@@ -272,9 +340,11 @@ def run() -> dict[str, Any]:
     bootstrap = os.environ.get("QMTL_TEST_KAFKA_BOOTSTRAP")
     redis_url = os.environ.get("QMTL_TEST_REDIS_URL")
     if not bootstrap or not redis_url:
-        raise RuntimeError("QMTL_TEST_KAFKA_BOOTSTRAP / QMTL_TEST_REDIS_URL are unset: run "
-                           "through `python scripts/services.py --redis --kafka -- ...` or "
-                           "`make bench`")
+        raise RuntimeError(
+            "QMTL_TEST_KAFKA_BOOTSTRAP / QMTL_TEST_REDIS_URL are unset: run "
+            "through `python scripts/services.py --redis --kafka -- ...` or "
+            "`make bench`"
+        )
     count = int(os.environ.get("QMTL_BENCH_KAFKA_EVENTS", "200000"))
     tag = uuid.uuid4().hex[:8]
     source = f"qmtl.input.bench-{tag}.ticks"

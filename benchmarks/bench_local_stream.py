@@ -91,9 +91,10 @@ def _baseline(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> dict[st
     every node when a bucket closes (both sources have a value in every bucket here)."""
     results: dict[str, list[Any]] = {}
     for seconds in (60, 3600):
-        series: dict[str, list[Any]] = {name: [] for name in
-                                         ("a", "b", "spread", "ratio", "mid", "ma", "mom", "sig",
-                                          "combo", "out")}
+        series: dict[str, list[Any]] = {
+            name: []
+            for name in ("a", "b", "spread", "ratio", "mid", "ma", "mom", "sig", "combo", "out")
+        }
         mids: deque[float] = deque(maxlen=5)
         moms: deque[float] = deque(maxlen=3)
         current = None
@@ -120,8 +121,9 @@ def _baseline(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> dict[st
     return results
 
 
-def _close(series: dict[str, list[Any]], mids: deque[float], moms: deque[float], av: float,
-           bv: float) -> None:
+def _close(
+    series: dict[str, list[Any]], mids: deque[float], moms: deque[float], av: float, bv: float
+) -> None:
     series["a"].append(av)
     series["b"].append(bv)
     s, r, m = spread(av, bv), ratio(av, bv), mid(av, bv)

@@ -32,9 +32,7 @@ def _pipeline(with_queries: bool) -> Pipeline:
     sectors = [f"SECTOR_{i}" for i in range(40)]
     factors = ["FEATURE", "RAW", "MOMENTUM", "VALUE", "QUALITY", "VOLATILITY", "LIQUIDITY"]
     regions = ["US", "EU", "ASIA"]
-    pipeline = Pipeline(
-        "bench-queries", default_intervals={"1d": {"interval": "1d", "period": 1}}
-    )
+    pipeline = Pipeline("bench-queries", default_intervals={"1d": {"interval": "1d", "period": 1}})
     for i in range(NODES):
         tags = [rng.choice(sectors), rng.choice(regions), *rng.sample(factors, rng.randint(1, 3))]
         intervals: dict[str, dict[str, int]] = {"1d": {"period": rng.choice([1, 3, 7, 30])}}
@@ -57,16 +55,19 @@ def _queries(sectors: list[str], factors: list[str], regions: list[str]) -> list
         if kind == 0:  # a broad tag: thousands of matches
             queries.append(QueryNode(f"q{q}", [rng.choice(factors)]))
         elif kind == 1:  # AND of three tags
-            queries.append(QueryNode(f"q{q}", [rng.choice(factors), rng.choice(regions),
-                                               rng.choice(sectors)]))
+            queries.append(
+                QueryNode(f"q{q}", [rng.choice(factors), rng.choice(regions), rng.choice(sectors)])
+            )
         elif kind == 2:  # ANY of several tags
             queries.append(QueryNode(f"q{q}", rng.sample(sectors, 4), match_mode="any"))
         elif kind == 3:  # interval and period on one entry
-            queries.append(QueryNode(f"q{q}", [rng.choice(factors)], interval="1d",
-                                     period=rng.choice([3, 7])))
+            queries.append(
+                QueryNode(f"q{q}", [rng.choice(factors)], interval="1d", period=rng.choice([3, 7]))
+            )
         else:
-            queries.append(QueryNode(f"q{q}", [rng.choice(factors), rng.choice(regions)],
-                                     interval="1h"))
+            queries.append(
+                QueryNode(f"q{q}", [rng.choice(factors), rng.choice(regions)], interval="1h")
+            )
         criteria = repr(queries[-1].to_definition() | {"name": "", "node_id": ""})
         if criteria in seen:  # two identical queries would be one series: draw again
             queries.pop()
@@ -109,8 +110,9 @@ def run() -> dict[str, Any]:
     indexed_ms, indexed = _best_ms(lambda: resolve_queries(nodes, queries))
 
     def naive() -> dict[str, list[str]]:
-        return {name: [n for n, node in nodes.items() if q.matches(node)]
-                for name, q in queries.items()}
+        return {
+            name: [n for n, node in nodes.items() if q.matches(node)] for name, q in queries.items()
+        }
 
     naive_ms, scanned = _best_ms(naive, repeat=5)
     if indexed != scanned:

@@ -58,8 +58,13 @@ def _launcher() -> Any:
 def _workload(total: int, pipeline: str) -> list[list[BucketWrite]]:
     keys = [SeriesKey(pipeline, f"node{i:03d}", "1m") for i in range(SERIES)]
     writes = [
-        BucketWrite(keys[i % SERIES], 60.0 * (i // SERIES + 1),
-                    {"px": 100.0 + (i % 97) * 0.01, "qty": i % 13, "i": i}, MAX_ITEMS, TTL)
+        BucketWrite(
+            keys[i % SERIES],
+            60.0 * (i // SERIES + 1),
+            {"px": 100.0 + (i % 97) * 0.01, "qty": i % 13, "i": i},
+            MAX_ITEMS,
+            TTL,
+        )
         for i in range(total)
     ]
     return [writes[at : at + BATCH] for at in range(0, total, BATCH)]

@@ -40,9 +40,11 @@ def momentum(close: list[float]) -> float:
 def long_short(moves: dict[str, float]) -> dict[str, str | float]:
     """Long the strongest symbol, short the weakest."""
     ranked = sorted(moves, key=moves.__getitem__)
-    return {"long": ranked[-1].removesuffix("_momentum"),
-            "short": ranked[0].removesuffix("_momentum"),
-            "spread": round(moves[ranked[-1]] - moves[ranked[0]], 5)}
+    return {
+        "long": ranked[-1].removesuffix("_momentum"),
+        "short": ranked[0].removesuffix("_momentum"),
+        "spread": round(moves[ranked[-1]] - moves[ranked[0]], 5),
+    }
 
 
 def build() -> Pipeline:
@@ -53,14 +55,33 @@ def build() -> Pipeline:
         "1d": {"interval": "1d", "period": 7},
     }
     for symbol, (start, every) in SYMBOLS.items():
-        pipeline.add_node(SourceNode(symbol, source=minute_prices(symbol, start, every),
-                                     tags=["price"], interval_settings=bars))
-        pipeline.add_node(Node(f"{symbol}_momentum", fn=momentum, upstreams=[symbol],
-                               window=MOMENTUM_HOURS, tags=["momentum"],
-                               interval_settings={"1h": {"interval": "1h", "period": "2d"}}))
+        pipeline.add_node(
+            SourceNode(
+                symbol,
+                source=minute_prices(symbol, start, every),
+                tags=["price"],
+                interval_settings=bars,
+            )
+        )
+        pipeline.add_node(
+            Node(
+                f"{symbol}_momentum",
+                fn=momentum,
+                upstreams=[symbol],
+                window=MOMENTUM_HOURS,
+                tags=["momentum"],
+                interval_settings={"1h": {"interval": "1h", "period": "2d"}},
+            )
+        )
     pipeline.add_query_node(QueryNode("momenta", tags=["momentum"], interval="1h"))
-    pipeline.add_node(Node("signal", fn=long_short, upstreams=["momenta"],
-                           interval_settings={"1h": {"interval": "1h", "period": "2d"}}))
+    pipeline.add_node(
+        Node(
+            "signal",
+            fn=long_short,
+            upstreams=["momenta"],
+            interval_settings={"1h": {"interval": "1h", "period": "2d"}},
+        )
+    )
     return pipeline
 
 
@@ -77,12 +98,15 @@ def main() -> None:
         """Called with every final bucket as it is produced; keeps the signal's changes."""
         if event.node == "signal" and event.value["long"] != last_long[0]:
             last_long[0] = event.value["long"]
-            flips.append(f"  {when(event.ts)}  long {event.value['long']:<5} "
-                         f"short {event.value['short']:<5}")
+            flips.append(
+                f"  {when(event.ts)}  long {event.value['long']:<5} short {event.value['short']:<5}"
+            )
 
     summary = pipeline.run(on_output, engine="local", state="memory")
-    print(f"{summary.events_in} price events -> {summary.buckets_out} final bars and values "
-          f"({summary.late_events} late) in {summary.elapsed_seconds:.2f}s\n")
+    print(
+        f"{summary.events_in} price events -> {summary.buckets_out} final bars and values "
+        f"({summary.late_events} late) in {summary.elapsed_seconds:.2f}s\n"
+    )
     print("Signal changes (bar end, UTC):")
     print("\n".join(flips[-8:]))
     print("\nLast signals:")
@@ -92,8 +116,10 @@ def main() -> None:
         print(f"\nRecent {interval} closes:")
         for symbol in SYMBOLS:
             closes = pipeline.get_history(symbol, interval, count=count)
-            print(f"  {symbol:<5}" + "".join(
-                f"  {when(c['timestamp'])} {c['value']:>8.2f}" for c in reversed(closes)))
+            print(
+                f"  {symbol:<5}"
+                + "".join(f"  {when(c['timestamp'])} {c['value']:>8.2f}" for c in reversed(closes))
+            )
 
 
 if __name__ == "__main__":

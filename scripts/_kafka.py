@@ -127,9 +127,14 @@ def fetch_jars(version: str = DEFAULT_VERSION) -> Path:
         staging = root / "libs.partial"
         shutil.rmtree(staging, ignore_errors=True)
         command = [
-            mvn, "-q", "-B", "-f", str(root / "pom.xml"),
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(root / "pom.xml"),
             "dependency:copy-dependencies",
-            f"-DoutputDirectory={staging}", "-DincludeScope=runtime",
+            f"-DoutputDirectory={staging}",
+            "-DincludeScope=runtime",
         ]
         try:
             done = subprocess.run(
@@ -263,7 +268,10 @@ def start(workdir: Path, *, version: str | None = None, timeout: float | None = 
     formatter = [jvm[0], "-XX:TieredStopAtLevel=1", *jvm[1:], "kafka.tools.StorageTool"]
     formatted = subprocess.run(
         [*formatter, "format", "-t", _cluster_id(), "-c", str(properties)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     if formatted.returncode != 0:
         raise KafkaStartError(
@@ -274,12 +282,17 @@ def start(workdir: Path, *, version: str | None = None, timeout: float | None = 
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [*jvm, "kafka.Kafka", str(properties)],
-            stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
     bootstrap = f"127.0.0.1:{port}"
     service = Service(
-        name="kafka", env={"QMTL_TEST_KAFKA_BOOTSTRAP": bootstrap}, process=process,
+        name="kafka",
+        env={"QMTL_TEST_KAFKA_BOOTSTRAP": bootstrap},
+        process=process,
         log_path=log_path,
     )
     deadline = time.monotonic() + timeout
@@ -421,8 +434,10 @@ if __name__ == "__main__":  # manual check: python scripts/_kafka.py [CMD ...]
 
     with tempfile.TemporaryDirectory(prefix="qmtl-kafka-") as tmp:
         broker = start(Path(tmp))
-        print(f"Kafka ready on {broker.env['QMTL_TEST_KAFKA_BOOTSTRAP']} "
-              f"in {broker.started_in:.1f}s", file=sys.stderr)
+        print(
+            f"Kafka ready on {broker.env['QMTL_TEST_KAFKA_BOOTSTRAP']} in {broker.started_in:.1f}s",
+            file=sys.stderr,
+        )
         try:
             if len(sys.argv) > 1:
                 code = subprocess.run(sys.argv[1:], env={**os.environ, **broker.env}).returncode

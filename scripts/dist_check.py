@@ -140,8 +140,10 @@ def check_project(dist: Path, project: Project, versions: dict[str, str]) -> lis
     sdists = sorted(dist.glob(f"{project.stem}.tar.gz"))
     wheels = sorted(dist.glob(f"{project.stem}-*.whl"))
     if len(sdists) != 1 or len(wheels) != 1:
-        return [f"{project.name}: expected one sdist and one wheel of {project.version} in {dist}, "
-                f"found {[p.name for p in sdists + wheels]}"]
+        return [
+            f"{project.name}: expected one sdist and one wheel of {project.version} in {dist}, "
+            f"found {[p.name for p in sdists + wheels]}"
+        ]
     readme = (project.folder / "README.md").read_text()
     changelog = project.folder / "CHANGELOG.md"
     if not changelog.exists():
@@ -189,8 +191,13 @@ def check_project(dist: Path, project: Project, versions: dict[str, str]) -> lis
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dist", type=Path, help="folder with the built sdists and wheels")
-    parser.add_argument("--project", type=Path, action="append", default=[],
-                        help="project folder to check instead of the workspace members")
+    parser.add_argument(
+        "--project",
+        type=Path,
+        action="append",
+        default=[],
+        help="project folder to check instead of the workspace members",
+    )
     args = parser.parse_args(argv)
     folders = [p.resolve() for p in args.project] or workspace_projects()
     projects = [read_project(folder) for folder in folders]
@@ -207,8 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         for p in projects
         for path in [*args.dist.glob(f"{p.stem}.tar.gz"), *args.dist.glob(f"{p.stem}-*.whl")]
     }
-    extra = sorted(p.name for p in args.dist.glob("*") if p.name.endswith((".tar.gz", ".whl"))
-                   and p.name not in matched)
+    extra = sorted(
+        p.name
+        for p in args.dist.glob("*")
+        if p.name.endswith((".tar.gz", ".whl")) and p.name not in matched
+    )
     if extra:
         problems.append(f"{args.dist}: artifacts of no checked project: {extra}")
     for problem in problems:

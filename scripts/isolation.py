@@ -68,8 +68,9 @@ class Project:
         data = tomllib.loads((folder / "pyproject.toml").read_text())
         wheel = data.get("tool", {}).get("hatch", {}).get("build", {}).get("targets", {})
         packages = [Path(p).name for p in wheel.get("wheel", {}).get("packages", [])]
-        return cls(folder, data["project"]["name"], data["project"].get("dependencies", []),
-                   packages)
+        return cls(
+            folder, data["project"]["name"], data["project"].get("dependencies", []), packages
+        )
 
 
 @dataclass
@@ -95,8 +96,11 @@ def dev_group(root: Path = ROOT) -> dict[str, str]:
 
 
 def clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT"}
+    }
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env
 
@@ -104,8 +108,9 @@ def clean_env() -> dict[str, str]:
 def run(
     cmd: list[str], cwd: Path, outcome: Outcome | None = None
 ) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(cmd, cwd=cwd, env=clean_env(), capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        cmd, cwd=cwd, env=clean_env(), capture_output=True, text=True, check=False
+    )
     if outcome is not None:
         outcome.log.append(f"$ {shlex.join(cmd)}\n{result.stdout}{result.stderr}")
     return result
@@ -122,8 +127,9 @@ def build(project: Project, out: Path, drop: str | None, work: Path) -> Path:
         wanted = [r for r in project.dependencies if _req_name(r) == _norm(drop)]
         if not wanted:
             raise SystemExit(f"{project.name} does not declare '{drop}': {project.dependencies}")
-        text = re.sub(r'\s*"' + re.escape(wanted[0]) + r'"\s*,?', "", pyproject.read_text(),
-                      count=1)
+        text = re.sub(
+            r'\s*"' + re.escape(wanted[0]) + r'"\s*,?', "", pyproject.read_text(), count=1
+        )
         pyproject.write_text(text)
         assert wanted[0] not in Project.read(source).dependencies
     result = run([*UV, "build", "--wheel", "--quiet", "--out-dir", str(out), str(source)], work)
@@ -196,20 +202,47 @@ def test_imports(folder: Path) -> set[str]:
     return names - set(sys.stdlib_module_names) - {"__future__", "tests", "conftest"}
 
 
-def isolate(project: Project, wheels: Path, dev: dict[str, str], drop: str | None,
-            keep: bool) -> Outcome:
+def isolate(
+    project: Project, wheels: Path, dev: dict[str, str], drop: str | None, keep: bool
+) -> Outcome:
     outcome = Outcome(project.name)
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix=f"qmtl-isolation-{project.name}-"))
     try:
-        wheel = build(project, work / "wheel", drop, work) if drop else next(
-            wheels.glob(f"{project.name.replace('-', '_')}-*.whl"))
+        wheel = (
+            build(project, work / "wheel", drop, work)
+            if drop
+            else next(wheels.glob(f"{project.name.replace('-', '_')}-*.whl"))
+        )
         venv = work / "venv"
         python = venv / "bin" / "python"
-        run([*UV, "venv", "--quiet", "--python", f"{sys.version_info[0]}.{sys.version_info[1]}",
-             str(venv)], work, outcome)
-        installed = run([*UV, "pip", "install", "--quiet", "--python", str(python), str(wheel),
-                         "--find-links", str(wheels)], work, outcome)
+        run(
+            [
+                *UV,
+                "venv",
+                "--quiet",
+                "--python",
+                f"{sys.version_info[0]}.{sys.version_info[1]}",
+                str(venv),
+            ],
+            work,
+            outcome,
+        )
+        installed = run(
+            [
+                *UV,
+                "pip",
+                "install",
+                "--quiet",
+                "--python",
+                str(python),
+                str(wheel),
+                "--find-links",
+                str(wheels),
+            ],
+            work,
+            outcome,
+        )
         if installed.returncode != 0:
             outcome.steps["install"] = "FAILED"
             outcome.failed = True
@@ -217,8 +250,11 @@ def isolate(project: Project, wheels: Path, dev: dict[str, str], drop: str | Non
         freeze = run([*UV, "pip", "freeze", "--python", str(python)], work).stdout.split()
         outcome.steps["install"] = f"{len(freeze)} packages"
 
-        check = run([str(python), "-c", IMPORT_CHECK, str(ROOT), project.name, *project.packages],
-                    work, outcome)
+        check = run(
+            [str(python), "-c", IMPORT_CHECK, str(ROOT), project.name, *project.packages],
+            work,
+            outcome,
+        )
         plugins = run([str(venv / "bin" / "qmtl"), "plugins", "--json"], work, outcome)
         if check.returncode != 0 or plugins.returncode != 0:
             outcome.steps["imports"] = "FAILED"
@@ -228,7 +264,8 @@ def isolate(project: Project, wheels: Path, dev: dict[str, str], drop: str | Non
 
             report = json.loads(check.stdout.strip().splitlines()[-1])
             outcome.steps["imports"] = (
-                f"{report['modules']} modules ok" if not report["failures"]
+                f"{report['modules']} modules ok"
+                if not report["failures"]
                 else "FAILED: " + "; ".join(report["failures"])
             )
             outcome.failed |= bool(report["failures"])
@@ -243,8 +280,14 @@ def isolate(project: Project, wheels: Path, dev: dict[str, str], drop: str | Non
         siblings["qmtl"] = "qmtl-core"
         missing = []
         for name in sorted(test_imports(project.folder)):
-            probe = run([str(python), "-c", f"import importlib.util as u; "
-                         f"raise SystemExit(u.find_spec({name!r}) is None)"], work)
+            probe = run(
+                [
+                    str(python),
+                    "-c",
+                    f"import importlib.util as u; raise SystemExit(u.find_spec({name!r}) is None)",
+                ],
+                work,
+            )
             if probe.returncode == 0 or _norm(name) in TOOLING:
                 continue
             if name in siblings:
@@ -255,14 +298,45 @@ def isolate(project: Project, wheels: Path, dev: dict[str, str], drop: str | Non
                 missing.append(name)
         if missing:
             outcome.log.append(f"tests import {missing}, which nothing declares")
-        run([*UV, "pip", "install", "--quiet", "--python", str(python), *extra,
-             "--find-links", str(wheels)], work, outcome)
-        tests = run([str(python), "-m", "pytest", str(project.folder / "tests"), "-q",
-                     "-p", "no:cacheprovider", "--rootdir",
-                     str(project.folder if (project.folder / "pyproject.toml").read_text().count(
-                         "[tool.pytest.ini_options]") else ROOT)], work, outcome)
-        lines = [m.group(1) for line in tests.stdout.splitlines()
-                 if (m := SUMMARY.match(line.strip()))]
+        run(
+            [
+                *UV,
+                "pip",
+                "install",
+                "--quiet",
+                "--python",
+                str(python),
+                *extra,
+                "--find-links",
+                str(wheels),
+            ],
+            work,
+            outcome,
+        )
+        tests = run(
+            [
+                str(python),
+                "-m",
+                "pytest",
+                str(project.folder / "tests"),
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "--rootdir",
+                str(
+                    project.folder
+                    if (project.folder / "pyproject.toml")
+                    .read_text()
+                    .count("[tool.pytest.ini_options]")
+                    else ROOT
+                ),
+            ],
+            work,
+            outcome,
+        )
+        lines = [
+            m.group(1) for line in tests.stdout.splitlines() if (m := SUMMARY.match(line.strip()))
+        ]
         summary = lines[-1] if lines else f"exit {tests.returncode}"
         if tests.returncode == 5:
             outcome.steps["tests"] = "no tests collected"
@@ -283,8 +357,11 @@ def isolate(project: Project, wheels: Path, dev: dict[str, str], drop: str | Non
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("only", nargs="*", help="project names (default: all)")
-    parser.add_argument("--drop-dependency", metavar="PROJECT:REQUIREMENT",
-                        help="build PROJECT without REQUIREMENT, to show the run catches it")
+    parser.add_argument(
+        "--drop-dependency",
+        metavar="PROJECT:REQUIREMENT",
+        help="build PROJECT without REQUIREMENT, to show the run catches it",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the environments")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every command's output")
     args = parser.parse_args(argv)
@@ -297,24 +374,41 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="qmtl-isolation-wheels-") as tmp:
         wheels = Path(tmp)
         started = time.perf_counter()
-        built = run([*UV, "build", "--all-packages", "--wheel", "--quiet", "--out-dir",
-                     str(wheels)], ROOT)
+        built = run(
+            [*UV, "build", "--all-packages", "--wheel", "--quiet", "--out-dir", str(wheels)], ROOT
+        )
         for folder in EXAMPLE_PLUGINS:
-            built = built if built.returncode else run(
-                [*UV, "build", "--wheel", "--quiet", "--out-dir", str(wheels), str(folder)], ROOT)
+            built = (
+                built
+                if built.returncode
+                else run(
+                    [*UV, "build", "--wheel", "--quiet", "--out-dir", str(wheels), str(folder)],
+                    ROOT,
+                )
+            )
         if built.returncode != 0:
             print(built.stderr, file=sys.stderr)
             return 1
-        print(f"built {len(list(wheels.glob('*.whl')))} wheels in "
-              f"{time.perf_counter() - started:.1f}s")
+        print(
+            f"built {len(list(wheels.glob('*.whl')))} wheels in "
+            f"{time.perf_counter() - started:.1f}s"
+        )
         outcomes = []
         for project in selected:
-            outcome = isolate(project, wheels, dev_group(),
-                              drop if project.name == drop_project else None, args.keep)
+            outcome = isolate(
+                project,
+                wheels,
+                dev_group(),
+                drop if project.name == drop_project else None,
+                args.keep,
+            )
             outcomes.append(outcome)
             mark = "FAIL" if outcome.failed else "ok"
-            print(f"{mark:<4} {project.name:<22} {outcome.seconds:5.1f}s  "
-                  + "  |  ".join(f"{k}: {v}" for k, v in outcome.steps.items()), flush=True)
+            print(
+                f"{mark:<4} {project.name:<22} {outcome.seconds:5.1f}s  "
+                + "  |  ".join(f"{k}: {v}" for k, v in outcome.steps.items()),
+                flush=True,
+            )
             if outcome.failed or args.verbose:
                 for entry in outcome.log:
                     print("    " + entry.replace("\n", "\n    ").rstrip(), file=sys.stderr)

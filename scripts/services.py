@@ -60,7 +60,8 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     for name in SERVICES:
         parser.add_argument(f"--{name}", action="store_true", help=f"provide {name}")
     parser.add_argument(
-        "--print-env", action="store_true",
+        "--print-env",
+        action="store_true",
         help="print export lines for the services and keep them running until Ctrl-C",
     )
     args = parser.parse_args(argv)

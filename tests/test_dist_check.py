@@ -56,17 +56,27 @@ def test_complete_metadata_passes(dist_check: ModuleType) -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        (("Requires-Dist: qmtl-core<0.2,>=0.1.0", "Requires-Dist: qmtl-core>=0.1.0"),
-         "has no upper bound"),
-        (("Requires-Dist: qmtl-core<0.2,>=0.1.0", "Requires-Dist: qmtl-core<0.4,>=0.3"),
-         "excludes qmtl-core 0.1.0"),
+        (
+            ("Requires-Dist: qmtl-core<0.2,>=0.1.0", "Requires-Dist: qmtl-core>=0.1.0"),
+            "has no upper bound",
+        ),
+        (
+            ("Requires-Dist: qmtl-core<0.2,>=0.1.0", "Requires-Dist: qmtl-core<0.4,>=0.3"),
+            "excludes qmtl-core 0.1.0",
+        ),
         (("License-Expression: Apache-2.0\n", ""), "no License-Expression"),
-        (("Classifier: Development Status :: 3 - Alpha",
-          "Classifier: License :: OSI Approved :: Apache Software License"),
-         "deprecated 'License ::' classifier"),
+        (
+            (
+                "Classifier: Development Status :: 3 - Alpha",
+                "Classifier: License :: OSI Approved :: Apache Software License",
+            ),
+            "deprecated 'License ::' classifier",
+        ),
         (("Requires-Python: >=3.11\n", ""), "no Requires-Python"),
-        (("Project-URL: Changelog, https://github.com/qmtl/qmtl/blob/main/CHANGELOG.md\n", ""),
-         "no Project-URL Changelog"),
+        (
+            ("Project-URL: Changelog, https://github.com/qmtl/qmtl/blob/main/CHANGELOG.md\n", ""),
+            "no Project-URL Changelog",
+        ),
         (("# qmtl-engine-local", "Part of QMTL"), "long description is not README.md"),
         (("Summary: The local QMTL engine", "Summary: "), "no Summary"),
     ],
@@ -83,5 +93,10 @@ def test_each_missing_piece_is_named(
 def test_the_workspace_projects_are_the_five_distributions(dist_check: ModuleType) -> None:
     names = [dist_check.read_project(f).name for f in dist_check.workspace_projects()]
 
-    assert names == ["qmtl-core", "qmtl-engine-local", "qmtl-engine-kafka", "qmtl-state-redis",
-                     "qmtl-deploy"]
+    assert names == [
+        "qmtl-core",
+        "qmtl-engine-local",
+        "qmtl-engine-kafka",
+        "qmtl-state-redis",
+        "qmtl-deploy",
+    ]

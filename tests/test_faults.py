@@ -51,19 +51,31 @@ def _slow_pipeline(name: str, delay: float) -> Any:
 
     minute = {"1m": {"period": 5, "max_history": 1000}}
     pipeline = Pipeline(name)
-    pipeline.add_node(SourceNode("src", source=[(BASE + 20 * i, float(i)) for i in range(EVENTS)],
-                                 interval_settings=minute))
+    pipeline.add_node(
+        SourceNode(
+            "src",
+            source=[(BASE + 20 * i, float(i)) for i in range(EVENTS)],
+            interval_settings=minute,
+        )
+    )
     pipeline.add_node(Node("double", fn=slow_double, upstreams=["src"], interval_settings=minute))
-    pipeline.add_node(Node("label", fn=lambda double: f"v={double:.1f}", upstreams=["double"],
-                           interval_settings=minute))
+    pipeline.add_node(
+        Node(
+            "label",
+            fn=lambda double: f"v={double:.1f}",
+            upstreams=["double"],
+            interval_settings=minute,
+        )
+    )
     return pipeline
 
 
 def _history(pipeline: Any, state: Any) -> dict[str, list[tuple[float, Any]]]:
     plan = pipeline.build()
     return {
-        node.name: [(item["timestamp"], item["value"])
-                    for item in reversed(state.read(node.spec("1m").key))]
+        node.name: [
+            (item["timestamp"], item["value"]) for item in reversed(state.read(node.spec("1m").key))
+        ]
         for node in plan.nodes
     }
 
@@ -75,8 +87,9 @@ def _oracle(name: str) -> dict[str, list[tuple[float, Any]]]:
     return _history(pipeline, state)
 
 
-def _figures(label: str, outputs: list[Any], history: dict[str, Any],
-             oracle: dict[str, Any]) -> dict[str, int]:
+def _figures(
+    label: str, outputs: list[Any], history: dict[str, Any], oracle: dict[str, Any]
+) -> dict[str, int]:
     seen = Counter((e.node, e.ts) for e in outputs)
     figures = {
         "events": EVENTS,
@@ -118,9 +131,24 @@ def _worker(tmp: Path, run_id: str, bootstrap: str, redis_url: str, log: Path) -
     qmtl = str(Path(sys.executable).with_name("qmtl"))
     with log.open("ab") as handle:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
-            [qmtl, "worker", "strategy:pipeline", "--run", run_id, "--bootstrap", bootstrap,
-             "--redis-url", redis_url, "--log-every", "1", "--log-level", "info"],
-            cwd=tmp, stdout=handle, stderr=subprocess.STDOUT,
+            [
+                qmtl,
+                "worker",
+                "strategy:pipeline",
+                "--run",
+                run_id,
+                "--bootstrap",
+                bootstrap,
+                "--redis-url",
+                redis_url,
+                "--log-every",
+                "1",
+                "--log-level",
+                "info",
+            ],
+            cwd=tmp,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(tmp)},
         )
 
@@ -131,8 +159,9 @@ def test_a_worker_killed_with_sigkill_mid_stream_is_replaced_and_history_is_iden
     from qmtl_state_redis import RedisStateBackend
 
     name = f"fault-kill-{uuid.uuid4().hex[:6]}"
-    (tmp_path / "strategy.py").write_text(textwrap.dedent(STRATEGY.format(
-        base=BASE, delay=0.01, name=name, events=EVENTS)))
+    (tmp_path / "strategy.py").write_text(
+        textwrap.dedent(STRATEGY.format(base=BASE, delay=0.01, name=name, events=EVENTS))
+    )
     sys.path.insert(0, str(tmp_path))
     try:
         import importlib
@@ -159,10 +188,15 @@ def test_a_worker_killed_with_sigkill_mid_stream_is_replaced_and_history_is_iden
 
     state = RedisStateBackend(redis_url)
     try:
-        pipeline.run(engine="kafka", state=state, on_output=on_output,
-                     engine_options={"bootstrap_servers": kafka_bootstrap,
-                                     "connect_timeout_s": 10},
-                     workers=0, run_id=run_id, timeout=110)
+        pipeline.run(
+            engine="kafka",
+            state=state,
+            on_output=on_output,
+            engine_options={"bootstrap_servers": kafka_bootstrap, "connect_timeout_s": 10},
+            workers=0,
+            run_id=run_id,
+            timeout=110,
+        )
     finally:
         for process in [first, *replacement]:
             if process.poll() is None:
@@ -184,8 +218,9 @@ def test_a_worker_killed_with_sigkill_mid_stream_is_replaced_and_history_is_iden
 
 def _strategy_pipeline(tmp: Path, name: str, delay: float) -> Any:
     """Write the strategy module the workers import, and import it here as well."""
-    (tmp / "strategy.py").write_text(textwrap.dedent(STRATEGY.format(
-        base=BASE, delay=delay, name=name, events=EVENTS)))
+    (tmp / "strategy.py").write_text(
+        textwrap.dedent(STRATEGY.format(base=BASE, delay=delay, name=name, events=EVENTS))
+    )
     sys.path.insert(0, str(tmp))
     try:
         import importlib
@@ -228,10 +263,15 @@ def test_a_rebalance_while_buckets_are_pending_keeps_history_identical(
 
     state = RedisStateBackend(redis_url)
     try:
-        pipeline.run(engine="kafka", state=state, on_output=on_output,
-                     engine_options={"bootstrap_servers": kafka_bootstrap,
-                                     "connect_timeout_s": 10},
-                     workers=0, run_id=run_id, timeout=110)
+        pipeline.run(
+            engine="kafka",
+            state=state,
+            on_output=on_output,
+            engine_options={"bootstrap_servers": kafka_bootstrap, "connect_timeout_s": 10},
+            workers=0,
+            run_id=run_id,
+            timeout=110,
+        )
     finally:
         for process in workers:
             if process.poll() is None:
@@ -245,9 +285,11 @@ def test_a_rebalance_while_buckets_are_pending_keeps_history_identical(
     figures = _figures("rebalance", outputs, history, oracle)
     print(f"[rebalance] B joined at output {steps.get('joined')}, A left at {steps.get('left')}")
     a_text, b_text = log_a.read_text(), log_b.read_text()
-    print(f"[rebalance] A: assigned {a_text.count('qmtl.kafka.assigned')}, revoked "
-          f"{a_text.count('qmtl.kafka.revoked')}; B: assigned "
-          f"{b_text.count('qmtl.kafka.assigned')}, buckets {b_text.count('buckets')}")
+    print(
+        f"[rebalance] A: assigned {a_text.count('qmtl.kafka.assigned')}, revoked "
+        f"{a_text.count('qmtl.kafka.revoked')}; B: assigned "
+        f"{b_text.count('qmtl.kafka.assigned')}, buckets {b_text.count('buckets')}"
+    )
     state.delete(name)
     state.close()
     assert steps.keys() == {"joined", "left"}, "the stream ended before the rebalance"
@@ -268,13 +310,27 @@ def durable_redis(tmp_path: Path) -> Iterator[dict[str, Any]]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
-               "--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+    command = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(tmp_path),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+        "--save",
+        "",
+    ]
     server: dict[str, Any] = {"url": f"redis://127.0.0.1:{port}/0", "process": None}
 
     def start() -> None:
-        server["process"] = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                                             stderr=subprocess.DEVNULL)
+        server["process"] = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             with socket.socket() as probe:
@@ -323,9 +379,13 @@ def test_redis_restarted_during_a_kafka_stream_completes_identical_or_fails_clea
 
     outcome: BaseException | None = None
     try:
-        pipeline.run(engine="kafka", state=state, on_output=on_output,
-                     engine_options={"bootstrap_servers": kafka_bootstrap,
-                                     "connect_timeout_s": 10}, timeout=110)
+        pipeline.run(
+            engine="kafka",
+            state=state,
+            on_output=on_output,
+            engine_options={"bootstrap_servers": kafka_bootstrap, "connect_timeout_s": 10},
+            timeout=110,
+        )
     except QmtlError as error:
         outcome = error
     assert restarted.wait(30), "the stream ended before redis-server could be restarted"
@@ -356,10 +416,17 @@ def _slow_run(kafka_bootstrap: str, redis_url: str, **options: Any) -> tuple[Cou
     state = RedisStateBackend(redis_url)
     outputs: list[Any] = []
     with structlog.testing.capture_logs() as logs:
-        pipeline.run(engine="kafka", state=state, on_output=outputs.append,
-                     engine_options={"bootstrap_servers": kafka_bootstrap,
-                                     "connect_timeout_s": 10, **options},
-                     timeout=110)
+        pipeline.run(
+            engine="kafka",
+            state=state,
+            on_output=outputs.append,
+            engine_options={
+                "bootstrap_servers": kafka_bootstrap,
+                "connect_timeout_s": 10,
+                **options,
+            },
+            timeout=110,
+        )
     history = _history(pipeline, state)
     oracle = _oracle(name)
     figures = _figures(f"slow-node {options}", outputs, history, oracle)
@@ -390,8 +457,9 @@ def test_a_batch_longer_than_max_poll_interval_evicts_no_other_node(
     """``double``'s input (300 buckets x 50 ms = 15 s of work) arrives at once, over the 8 s
     max_poll_interval_s: the worker applies it in time-bounded slices and polls every consumer
     between them, so no node (``double`` included) leaves its group and is re-assigned."""
-    assigned, revoked = _slow_run(kafka_bootstrap, redis_url, max_poll_interval_s=8.0,
-                                  session_timeout_s=6.0)
+    assigned, revoked = _slow_run(
+        kafka_bootstrap, redis_url, max_poll_interval_s=8.0, session_timeout_s=6.0
+    )
     assert set(assigned) == {"src", "double", "label"}
     assert all(count == 1 for count in assigned.values()), assigned
     assert all(count <= 1 for count in revoked.values()), revoked
@@ -419,8 +487,11 @@ def private_kafka(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[d
     bootstrap = service.env["QMTL_TEST_KAFKA_BOOTSTRAP"]
     port = int(bootstrap.rsplit(":", 1)[1])
     properties = tmp_path / "kafka" / "server.properties"
-    command = [*_kafka._jvm_command(_kafka.fetch_jars(_kafka.DEFAULT_VERSION), "256m"),
-               "kafka.Kafka", str(properties)]
+    command = [
+        *_kafka._jvm_command(_kafka.fetch_jars(_kafka.DEFAULT_VERSION), "256m"),
+        "kafka.Kafka",
+        str(properties),
+    ]
     broker: dict[str, Any] = {"bootstrap": bootstrap, "process": service.process}
 
     def restart(down_for: float) -> float:
@@ -428,8 +499,9 @@ def private_kafka(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[d
         time.sleep(down_for)
         began = time.monotonic()
         with (tmp_path / "kafka" / "broker.log").open("ab") as log:
-            broker["process"] = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
-                                                 stderr=subprocess.STDOUT)
+            broker["process"] = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
         while time.monotonic() - began < 90:
             try:
                 if _kafka.probe_metadata("127.0.0.1", port, timeout=2.0):
@@ -465,10 +537,17 @@ def test_a_broker_stopped_and_restarted_mid_stream_completes_with_identical_hist
         if len(outputs) == 60:
             threading.Thread(target=bounce).start()
 
-    pipeline.run(engine="kafka", state=state, on_output=on_output,
-                 engine_options={"bootstrap_servers": private_kafka["bootstrap"],
-                                 "connect_timeout_s": 10, "delivery_timeout_s": 120},
-                 timeout=200)
+    pipeline.run(
+        engine="kafka",
+        state=state,
+        on_output=on_output,
+        engine_options={
+            "bootstrap_servers": private_kafka["bootstrap"],
+            "connect_timeout_s": 10,
+            "delivery_timeout_s": 120,
+        },
+        timeout=200,
+    )
     history = _history(pipeline, state)
     oracle = _oracle(name)
     figures = _figures("broker-restart", outputs, history, oracle)

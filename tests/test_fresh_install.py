@@ -48,7 +48,8 @@ def uv() -> list[str]:
 def clean_env(**extra: str) -> dict[str, str]:
     """The caller's environment without anything that would leak the workspace or settings."""
     env = {
-        key: value for key, value in os.environ.items()
+        key: value
+        for key, value in os.environ.items()
         if key not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT"}
         and not (key.startswith("QMTL_") and not key.startswith("QMTL_TEST_"))
     }
@@ -58,8 +59,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def check(cmd: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(cmd, cwd=cwd, env=clean_env(**env), capture_output=True, text=True,
-                            check=False, timeout=300)
+    result = subprocess.run(
+        cmd, cwd=cwd, env=clean_env(**env), capture_output=True, text=True, check=False, timeout=300
+    )
     assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -72,16 +74,36 @@ class Env:
         self.wheels = wheels
         self.work = folder / "work"
         self.work.mkdir(parents=True)
-        check([*uv(), "venv", "--quiet", "--python",
-               f"{sys.version_info.major}.{sys.version_info.minor}", str(folder / "venv")],
-              folder)
+        check(
+            [
+                *uv(),
+                "venv",
+                "--quiet",
+                "--python",
+                f"{sys.version_info.major}.{sys.version_info.minor}",
+                str(folder / "venv"),
+            ],
+            folder,
+        )
         self.python = folder / "venv" / "bin" / "python"
 
     def install(self, *requirements: str) -> None:
         """``pip install`` from the built wheels (siblings) and the index (the rest)."""
         wheels = [self.wheel(r) if r.startswith("qmtl-") else r for r in requirements]
-        check([*uv(), "pip", "install", "--quiet", "--python", str(self.python), *wheels,
-               "--find-links", str(self.wheels)], self.work)
+        check(
+            [
+                *uv(),
+                "pip",
+                "install",
+                "--quiet",
+                "--python",
+                str(self.python),
+                *wheels,
+                "--find-links",
+                str(self.wheels),
+            ],
+            self.work,
+        )
 
     def wheel(self, requirement: str) -> str:
         """``qmtl-core[testing]`` -> ``qmtl-core[testing] @ file:///.../qmtl_core-0.1.0-...whl``."""
@@ -215,7 +237,9 @@ def test_qmtl_plugins_lists_the_kafka_engine_and_the_redis_state(kafka_env: Env)
 
 
 def test_a_small_pipeline_runs_on_the_mock_engine(kafka_env: Env) -> None:
-    out = kafka_env.python_code(SMALL_PIPELINE + """
+    out = kafka_env.python_code(
+        SMALL_PIPELINE
+        + """
     from qmtl.mock import MockExecutionEngine
 
     engine = MockExecutionEngine(mocks={"price": 100.0})
@@ -224,24 +248,32 @@ def test_a_small_pipeline_runs_on_the_mock_engine(kafka_env: Env) -> None:
     print(json.dumps({"mocked": results, "by_kind": by_kind,
                       "calls": engine.calls["notional"],
                       "history": pipeline.get_history("notional", count=5)}))
-    """)
+    """
+    )
     report = last_json(out)
 
-    assert report["mocked"] == {"price": 100.0, "volume": 2000, "notional": 200_000.0,
-                                "quotes": {"price": 100.0, "volume": 2000}}
+    assert report["mocked"] == {
+        "price": 100.0,
+        "volume": 2000,
+        "notional": 200_000.0,
+        "quotes": {"price": 100.0, "volume": 2000},
+    }
     assert report["calls"] == [{"price": 100.0, "volume": 2000}]
     assert report["by_kind"]["notional"] == 203_000.0
     assert [item["value"] for item in report["history"]] == [203_000.0]
 
 
 def test_without_the_local_engine_the_default_run_names_the_package(kafka_env: Env) -> None:
-    out = kafka_env.python_code(SMALL_PIPELINE + """
+    out = kafka_env.python_code(
+        SMALL_PIPELINE
+        + """
     from qmtl.errors import UnknownBackendError
     try:
         pipeline.execute()
     except UnknownBackendError as error:
         print(error)
-    """)
+    """
+    )
 
     assert "engine 'local' is not installed: pip install qmtl-engine-local" in out.stdout
 
@@ -251,17 +283,24 @@ def test_a_small_pipeline_runs_on_kafka_with_redis_state(
     kafka_env: Env, kafka_bootstrap: str, redis_url: str
 ) -> None:
     code = SMALL_PIPELINE.replace('Pipeline("fresh_install")', 'Pipeline("fresh_install_kafka")')
-    out = kafka_env.python_code(code + f"""
+    out = kafka_env.python_code(
+        code
+        + f"""
     results = pipeline.execute(parallel=True, brokers={kafka_bootstrap!r},
                                redis_uri={redis_url!r}, ts=1_767_571_200)
     history = pipeline.get_history("notional", count=5, redis_uri={redis_url!r})
     pipeline.clear_history()
     print(json.dumps({{"results": results, "history": history}}))
-    """)
+    """
+    )
     report = last_json(out)
 
-    assert report["results"] == {"price": 101.5, "volume": 2000, "notional": 203_000.0,
-                                 "quotes": {"price": 101.5, "volume": 2000}}
+    assert report["results"] == {
+        "price": 101.5,
+        "volume": 2000,
+        "notional": 203_000.0,
+        "quotes": {"price": 101.5, "volume": 2000},
+    }
     assert [item["value"] for item in report["history"]] == [203_000.0]
 
 
@@ -283,14 +322,17 @@ def test_the_threads_plugin_is_listed_and_used_by_execute(threads_env: Env) -> N
     rows = threads_env.plugin_rows()
     assert ("engine", "threads", "qmtl-engine-threads") in kinds(rows)
 
-    out = threads_env.python_code(SMALL_PIPELINE + """
+    out = threads_env.python_code(
+        SMALL_PIPELINE
+        + """
     import threading
 
     pipeline.add_node(Node(name="worker", fn=lambda: threading.current_thread().name))
     threads = pipeline.execute(engine="threads", ts=1_767_571_200)
     local = pipeline.execute(engine="local", ts=1_767_571_200)
     print(json.dumps({"threads": threads, "local": local}))
-    """)
+    """
+    )
     report = last_json(out)
 
     assert report["threads"]["worker"].startswith("qmtl-fresh_install_")  # a pool thread
@@ -314,13 +356,16 @@ def test_the_threads_distribution_passes_its_tests_and_the_engine_contract(
     project = threads_env.work / "qmtl-engine-threads"
     shutil.copytree(THREADS / "tests", project / "tests")
     shutil.copy(THREADS / "pyproject.toml", project / "pyproject.toml")  # its pytest settings
-    out = check([str(threads_env.python), "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider"],
-                project)
+    out = check(
+        [str(threads_env.python), "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider"], project
+    )
 
     summary = out.stdout.strip().splitlines()[-1]
     assert " passed" in summary and "failed" not in summary and "skipped" not in summary
-    listing = check([str(threads_env.python), "-m", "pytest", "--collect-only", "-q",
-                     "-p", "no:cacheprovider"], project).stdout
+    listing = check(
+        [str(threads_env.python), "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+        project,
+    ).stdout
     assert listing.count("test_contract.py::TestThreadsEngine::") >= 20
 
 
@@ -336,13 +381,25 @@ def test_a_plugin_built_for_another_core_is_warned_about(
     check([*uv(), "build", "--wheel", "--quiet", "--out-dir", str(future), str(source)], ROOT)
     env = Env(tmp_path_factory.mktemp("core-future-plugin"), wheels)
     env.install("qmtl-core", "qmtl-engine-local")
-    check([*uv(), "pip", "install", "--quiet", "--no-deps", "--python", str(env.python),
-           str(next(future.glob("*.whl")))], env.work)
+    check(
+        [
+            *uv(),
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--python",
+            str(env.python),
+            str(next(future.glob("*.whl"))),
+        ],
+        env.work,
+    )
 
     out = env.qmtl("plugins", "--json")
 
     assert "PluginCompatibilityWarning" in out.stderr
-    assert ("Plugin 'threads' from qmtl-engine-threads 0.2.0 requires qmtl-core<0.3,>=0.2.0, "
-            "but qmtl-core 0.1.0 is installed") in out.stderr
+    assert (
+        "Plugin 'threads' from qmtl-engine-threads 0.2.0 requires qmtl-core<0.3,>=0.2.0, "
+        "but qmtl-core 0.1.0 is installed"
+    ) in out.stderr
     assert ("engine", "threads", "qmtl-engine-threads") in kinds(json.loads(out.stdout))
-

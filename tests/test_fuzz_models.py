@@ -29,18 +29,23 @@ from qmtl.models import (
     QueryNodeResultSelector,
 )
 
-FUZZ = settings(max_examples=200, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+FUZZ = settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 
 INTERVALS = list(INTERVAL_SECONDS)
 
 # Anything json.loads could produce (plus non-finite floats, which Python's json accepts).
-scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(
-    max_size=12)
+scalars = (
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=12)
+)
 json_values = st.recursive(
     scalars,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -57,18 +62,35 @@ interval_settings = st.fixed_dictionaries(
     optional={"period": maybe(periods | st.none()), "max_history": maybe(st.integers(-2, 500))},
 )
 stream_settings = st.fixed_dictionaries(
-    {"intervals": maybe(st.dictionaries(st.one_of(interval_names, interval_names, scalars), maybe(
-        st.fixed_dictionaries({}, optional={"period": maybe(periods),
-                                            "max_history": maybe(st.integers(0, 50))})),
-        max_size=3))}
+    {
+        "intervals": maybe(
+            st.dictionaries(
+                st.one_of(interval_names, interval_names, scalars),
+                maybe(
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "period": maybe(periods),
+                            "max_history": maybe(st.integers(0, 50)),
+                        },
+                    )
+                ),
+                max_size=3,
+            )
+        )
+    }
 )
 names = st.text(min_size=1, max_size=10)
 name_lists = st.lists(names, max_size=3)
 selectors = st.fixed_dictionaries(
     {"mode": maybe(st.sampled_from(["list", "filter", "random", "batch", "all"]))},
     optional={
-        "filter_meta": maybe(st.dictionaries(st.sampled_from(["tags", "interval", "colour"]),
-                                             json_values, max_size=2) | st.none()),
+        "filter_meta": maybe(
+            st.dictionaries(
+                st.sampled_from(["tags", "interval", "colour"]), json_values, max_size=2
+            )
+            | st.none()
+        ),
         "sample_size": maybe(st.integers(-1, 5) | st.none()),
         "batch_size": maybe(st.integers(-1, 5) | st.none()),
         "seed": maybe(st.integers(0, 99) | st.none()),
@@ -179,13 +201,34 @@ def test_a_real_pipeline_definition_round_trips() -> None:
     from qmtl.pipeline import Pipeline
 
     pipeline = Pipeline("fuzz", default_intervals={"1m": {"period": 5}}, owner="desk-7")
-    pipeline.add_node(Node("px", lambda: 1.0, tags=["price"],
-                           interval_settings={"1h": {"period": "2d", "max_history": 9}}))
-    pipeline.add_node(Node("ma", lambda px, n: px * n, upstreams=["px"], tags=["sig"], n=3,
-                           key_params=["n"], window=2))
-    pipeline.add_query_node(QueryNode("prices", tags=["price"], interval="1h", period=48,
-                                      result_selectors=[{"mode": "random", "sample_size": 1,
-                                                         "seed": 1}]))
+    pipeline.add_node(
+        Node(
+            "px",
+            lambda: 1.0,
+            tags=["price"],
+            interval_settings={"1h": {"period": "2d", "max_history": 9}},
+        )
+    )
+    pipeline.add_node(
+        Node(
+            "ma",
+            lambda px, n: px * n,
+            upstreams=["px"],
+            tags=["sig"],
+            n=3,
+            key_params=["n"],
+            window=2,
+        )
+    )
+    pipeline.add_query_node(
+        QueryNode(
+            "prices",
+            tags=["price"],
+            interval="1h",
+            period=48,
+            result_selectors=[{"mode": "random", "sample_size": 1, "seed": 1}],
+        )
+    )
     definition = pipeline.to_definition()
     model = Pipeline.from_definition(json.loads(json.dumps(definition)))
     assert model.model_dump(mode="json", exclude_none=True) == definition
@@ -194,12 +237,22 @@ def test_a_real_pipeline_definition_round_trips() -> None:
 
 # -------------------------------------------------------------------------------- envelope
 
+
 def _envelope_bytes(value: Any) -> bytes:
     from qmtl_engine_kafka.envelope import Envelope, encode
 
-    return encode(Envelope(pipeline="p", node="n", ts=1_700_000_000.5, value=value,
-                           interval="1m", bucket=28_333_333, watermark=1_700_000_000.0,
-                           origin="n/0"))
+    return encode(
+        Envelope(
+            pipeline="p",
+            node="n",
+            ts=1_700_000_000.5,
+            value=value,
+            interval="1m",
+            bucket=28_333_333,
+            watermark=1_700_000_000.0,
+            origin="n/0",
+        )
+    )
 
 
 @FUZZ
@@ -217,8 +270,9 @@ def test_corrupted_envelopes_decode_or_raise_an_envelope_error(value: Any, data:
         payload = payload[: data.draw(st.integers(0, max(0, len(payload) - 1)))]
     elif corruption == "flip":
         at = data.draw(st.integers(0, len(payload) - 1))
-        payload = payload[:at] + bytes([payload[at] ^ data.draw(st.integers(1, 255))]) + \
-            payload[at + 1 :]
+        payload = (
+            payload[:at] + bytes([payload[at] ^ data.draw(st.integers(1, 255))]) + payload[at + 1 :]
+        )
     elif corruption == "junk-field":
         obj = json.loads(payload)
         field = data.draw(st.sampled_from(sorted(obj)))
@@ -229,8 +283,13 @@ def test_corrupted_envelopes_decode_or_raise_an_envelope_error(value: Any, data:
     try:
         envelope = decode(payload)
     except EnvelopeError as error:
-        assert error.reason in {"malformed", "undecodable", "truncated", "oversized",
-                                "unsupported_version"}
+        assert error.reason in {
+            "malformed",
+            "undecodable",
+            "truncated",
+            "oversized",
+            "unsupported_version",
+        }
         return
     assert isinstance(envelope, Envelope)
     if corruption == "none":

@@ -30,7 +30,7 @@ from qmtl.testing.pipelines import BASE
 
 pytestmark = pytest.mark.integration
 
-MODULE = '''
+MODULE = """
 import os
 
 from qmtl.node import Node, SourceNode
@@ -60,7 +60,7 @@ def pipeline():
     p.add_node(Node("mean5", fn=mean5, upstreams=["spread"], window=5, interval_settings=SEC))
     p.add_node(Node("ratio", fn=ratio, upstreams=["a", "mean5"], interval_settings=SEC))
     return p
-'''
+"""
 
 PARTITIONS = 4
 EVENTS = 6000  # per source
@@ -85,16 +85,32 @@ def _qmtl() -> str:
     return found
 
 
-def _start_worker(tmp: Path, index: int, env: dict[str, str], bootstrap: str, redis_url: str,
-                  run: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
+def _start_worker(
+    tmp: Path, index: int, env: dict[str, str], bootstrap: str, redis_url: str, run: str
+) -> tuple[subprocess.Popen[bytes], Path, Path]:
     beat = tmp / f"heartbeat-{index}"
     log = tmp / f"worker-{index}.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [_qmtl(), "worker", "failover_pipeline:pipeline", "--bootstrap", bootstrap,
-             "--redis-url", redis_url, "--run", run, "--log-every", "1", "--log-level", "info"],
-            cwd=tmp, env={**env, "QMTL_WORKER_HEARTBEAT_FILE": str(beat)},
-            stdout=output, stderr=subprocess.STDOUT,
+            [
+                _qmtl(),
+                "worker",
+                "failover_pipeline:pipeline",
+                "--bootstrap",
+                bootstrap,
+                "--redis-url",
+                redis_url,
+                "--run",
+                run,
+                "--log-every",
+                "1",
+                "--log-level",
+                "info",
+            ],
+            cwd=tmp,
+            env={**env, "QMTL_WORKER_HEARTBEAT_FILE": str(beat)},
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
     return process, beat, log
 
@@ -153,23 +169,38 @@ def test_sigkill_one_of_two_workers_midway_loses_and_duplicates_nothing(
     workers = [_start_worker(tmp_path, i, env, kafka_bootstrap, redis_url, run) for i in (0, 1)]
     events = _events()
     producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
-    collector = confluent_kafka.Consumer({"bootstrap.servers": kafka_bootstrap,
-                                          "group.id": f"collector-{unique}",
-                                          "enable.auto.commit": False})
+    collector = confluent_kafka.Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": f"collector-{unique}",
+            "enable.auto.commit": False,
+        }
+    )
     collector.assign([confluent_kafka.TopicPartition(t, 0, 0) for t in topics.values()])
     try:
-        _wait_for(lambda: all(beat.exists() for _p, beat, _l in workers), 60,
-                  "both workers to start polling")
-        _wait_for(lambda: all(log.read_text().count("qmtl.kafka.assigned") >= 3
-                              for _p, _b, log in workers), 30, "both workers to get partitions")
+        _wait_for(
+            lambda: all(beat.exists() for _p, beat, _l in workers),
+            60,
+            "both workers to start polling",
+        )
+        _wait_for(
+            lambda: all(
+                log.read_text().count("qmtl.kafka.assigned") >= 3 for _p, _b, log in workers
+            ),
+            30,
+            "both workers to get partitions",
+        )
         sent = {"a": 0, "b": 0}
 
         def publish(chunk: list[tuple[str, float, float]]) -> None:
             for source, ts, value in chunk:
                 partition = sent[source] % PARTITIONS  # round robin: one stream, 4 partitions
                 sent[source] += 1
-                producer.produce(f"qmtl.input.{name}.{source}", encode(Envelope(
-                    name, source, ts, value, run=run)), partition=partition)
+                producer.produce(
+                    f"qmtl.input.{name}.{source}",
+                    encode(Envelope(name, source, ts, value, run=run)),
+                    partition=partition,
+                )
                 producer.poll(0)
             producer.flush(30)
 
@@ -182,7 +213,7 @@ def test_sigkill_one_of_two_workers_midway_loses_and_duplicates_nothing(
         # Keep events flowing while the victim dies: it is killed in the middle of the stream.
         rest = events[half:]
         for i in range(0, len(rest), 200):
-            publish(rest[i:i + 200])
+            publish(rest[i : i + 200])
             if i == 1000:
                 victim.kill()  # SIGKILL: no goodbye, no commit, no state save
             time.sleep(0.02)
@@ -205,8 +236,7 @@ def test_sigkill_one_of_two_workers_midway_loses_and_duplicates_nothing(
                     continue
                 env_ = decode(message.value())
                 if env_.kind == "event":
-                    emitted[(env_.node, env_.bucket)] = emitted.get((env_.node, env_.bucket),
-                                                                    0) + 1
+                    emitted[(env_.node, env_.bucket)] = emitted.get((env_.node, env_.bucket), 0) + 1
                 elif env_.kind == "end":
                     ended[env_.node] = env_.value
         beat = workers[1][1]
@@ -247,8 +277,10 @@ def test_sigkill_one_of_two_workers_midway_loses_and_duplicates_nothing(
         state.delete(name)
     finally:
         state.close()
-    print(f"\nfailover: {len(events)} events over {PARTITIONS} partitions, victim held "
-          f"{len(victim_held)} partitions, {compared} buckets "
-          f"compared, 0 lost, 0 duplicated in history, {replays} output re-emissions after "
-          "the kill (ignored by readers)")
+    print(
+        f"\nfailover: {len(events)} events over {PARTITIONS} partitions, victim held "
+        f"{len(victim_held)} partitions, {compared} buckets "
+        f"compared, 0 lost, 0 duplicated in history, {replays} output re-emissions after "
+        "the kill (ignored by readers)"
+    )
     assert compared > 5 * 1000

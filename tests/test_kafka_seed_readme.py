@@ -35,8 +35,8 @@ def test_parallel_example_and_history_example(kafka_bootstrap: str, redis_url: s
         fn=lambda: {"price": 100.5},
         interval_settings={
             "1d": {"interval": "1d", "period": "7d", "max_history": 100},
-            "1h": {"interval": "1h", "period": "2d", "max_history": 50}
-        }
+            "1h": {"interval": "1h", "period": "2d", "max_history": 50},
+        },
     )
     pipeline.add_node(node_a)
     _clean(redis_url, "my_parallel_pipeline")  # a clean slate (not in the seed)
@@ -45,7 +45,7 @@ def test_parallel_example_and_history_example(kafka_bootstrap: str, redis_url: s
     results = pipeline.execute(
         parallel=True,
         brokers=kafka_bootstrap,  # seed: "localhost:9092"
-        redis_uri=redis_url  # seed: "redis://localhost:6379/0"
+        redis_uri=redis_url,  # seed: "redis://localhost:6379/0"
     )
     assert results == {"price_source": {"price": 100.5}}
 
@@ -56,21 +56,14 @@ def test_parallel_example_and_history_example(kafka_bootstrap: str, redis_url: s
         interval="1d",
         count=5,
         start_ts=1714000000,  # 시작 타임스탬프 (선택 사항)
-        end_ts=1714100000     # 종료 타임스탬프 (선택 사항)
+        end_ts=1714100000,  # 종료 타임스탬프 (선택 사항)
     )
 
     # 값만 조회 (타임스탬프 없이)
-    values = pipeline.get_interval_data(
-        node_name="price_source",
-        interval="1h",
-        count=10
-    )
+    values = pipeline.get_interval_data(node_name="price_source", interval="1h", count=10)
 
     # 노드 메타데이터 조회
-    metadata = pipeline.get_node_metadata(
-        node_name="price_source",
-        interval="1d"
-    )
+    metadata = pipeline.get_node_metadata(node_name="price_source", interval="1d")
     print(metadata)  # {'count': 42, 'max_items': 100, 'ttl': 604800, ...}
 
     assert history == []  # the run is recorded now, not in the seed's April 2024 window
@@ -89,8 +82,11 @@ def test_parallel_execution_engine_seed_api(kafka_bootstrap: str, redis_url: str
     from qmtl.sdk.pipeline import Pipeline
 
     engine = ParallelExecutionEngine(brokers=kafka_bootstrap, redis_uri=redis_url)
-    assert (engine.brokers, engine.redis_uri, engine.max_workers) == (kafka_bootstrap,
-                                                                      redis_url, 10)
+    assert (engine.brokers, engine.redis_uri, engine.max_workers) == (
+        kafka_bootstrap,
+        redis_url,
+        10,
+    )
     assert engine.running is False and engine.topics == {}
     assert engine.execute_pipeline(Pipeline(name="kafka_seed_empty")) == {}
 
@@ -99,8 +95,10 @@ def test_parallel_execution_engine_seed_api(kafka_bootstrap: str, redis_url: str
     pipeline.add_node(Node(name="B", fn=lambda A: A * 2, upstreams=["A"]))
     _clean(redis_url, "kafka_seed_api")
     topics = engine.prepare_pipeline(pipeline)
-    assert topics["A"] == {"input": "qmtl.input.kafka_seed_api.A",
-                           "output": "qmtl.output.kafka_seed_api.A"}
+    assert topics["A"] == {
+        "input": "qmtl.input.kafka_seed_api.A",
+        "output": "qmtl.output.kafka_seed_api.A",
+    }
     assert engine.execute_pipeline(pipeline) == {"A": 42, "B": 84}
     assert engine.running is False
     assert pipeline.get_interval_data("B", interval="1d") == [84]

@@ -46,11 +46,26 @@ SECRET = "Sup3r-S3cret-Pw"  # never legitimately appears anywhere
 
 # ------------------------------------------------------------------------------ source scan
 
-_BANNED_MODULES = {"pickle", "cPickle", "_pickle", "marshal", "shelve", "dill", "cloudpickle",
-                   "jsonpickle"}
+_BANNED_MODULES = {
+    "pickle",
+    "cPickle",
+    "_pickle",
+    "marshal",
+    "shelve",
+    "dill",
+    "cloudpickle",
+    "jsonpickle",
+}
 _BANNED_BUILTINS = {"eval", "exec", "compile", "__import__"}
-_SUBPROCESS_CALLS = {"run", "Popen", "call", "check_call", "check_output", "getoutput",
-                     "getstatusoutput"}
+_SUBPROCESS_CALLS = {
+    "run",
+    "Popen",
+    "call",
+    "check_call",
+    "check_output",
+    "getoutput",
+    "getstatusoutput",
+}
 _SAFE_YAML_LOADERS = {"SafeLoader", "CSafeLoader", "BaseLoader", "CBaseLoader"}
 
 
@@ -84,8 +99,11 @@ def scan_source(source: str, filename: str) -> list[str]:
             keywords = {k.arg: k.value for k in node.keywords if k.arg}
             if isinstance(node.func, ast.Name) and name in _BANNED_BUILTINS:
                 flag(node, f"calls {name}()")
-            if name in {"os.system", "os.popen", "system", "popen"} or name.startswith(
-                    "os.exec") or name.startswith("os.spawn"):
+            if (
+                name in {"os.system", "os.popen", "system", "popen"}
+                or name.startswith("os.exec")
+                or name.startswith("os.spawn")
+            ):
                 flag(node, f"calls {name}() (a shell)")
             if last in {"unsafe_load", "full_load", "unsafe_load_all", "full_load_all"}:
                 flag(node, f"calls {name}() (unsafe YAML)")
@@ -100,10 +118,14 @@ def scan_source(source: str, filename: str) -> list[str]:
                 if not (isinstance(value, ast.Constant) and value.value is False):
                     flag(node, f"calls {name}(allow_pickle=...)")
             if (name.startswith("subprocess.") and last in _SUBPROCESS_CALLS) or name in {
-                    "Popen", "check_output", "check_call"}:
+                "Popen",
+                "check_output",
+                "check_call",
+            }:
                 shell = keywords.get("shell")
-                if shell is not None and not (isinstance(shell, ast.Constant)
-                                              and shell.value is False):
+                if shell is not None and not (
+                    isinstance(shell, ast.Constant) and shell.value is False
+                ):
                     flag(node, f"calls {name}(shell=...)")
                 if last in {"getoutput", "getstatusoutput"}:
                     flag(node, f"calls {name}() (a shell)")
@@ -152,8 +174,11 @@ def test_the_scanner_finds_every_unsafe_pattern() -> None:
 def test_no_shipped_package_deserialises_or_evaluates_unsafely() -> None:
     files = _shipped_files()
     assert len(PACKAGES) >= 5 and len(files) >= 40, (PACKAGES, len(files))
-    problems = [p for path in files
-                for p in scan_source(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))]
+    problems = [
+        p
+        for path in files
+        for p in scan_source(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
+    ]
     assert problems == [], "\n".join(problems)
 
 
@@ -184,12 +209,16 @@ def test_redis_settings_and_backend_never_show_passwords() -> None:
     assert "alice:***@cache:6379" in repr(settings)
 
 
-@pytest.mark.parametrize("options", [
-    {"url": f"redis://:{SECRET}@cache:6379/0", "max_connections": "many"},
-    {"url": f"http://:{SECRET}@cache:6379/0"},
-    {"url": "redis://cache:6379/0", "password": SECRET, "socket_timeout": -1},
-    {"url": "redis://cache:6379/0", "password": [SECRET]},
-], ids=["bad-option", "bad-scheme", "bad-timeout", "password-wrong-type"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"url": f"redis://:{SECRET}@cache:6379/0", "max_connections": "many"},
+        {"url": f"http://:{SECRET}@cache:6379/0"},
+        {"url": "redis://cache:6379/0", "password": SECRET, "socket_timeout": -1},
+        {"url": "redis://cache:6379/0", "password": [SECRET]},
+    ],
+    ids=["bad-option", "bad-scheme", "bad-timeout", "password-wrong-type"],
+)
 def test_invalid_redis_options_never_echo_the_password(options: dict[str, Any]) -> None:
     pipeline = Pipeline("sec")
     pipeline.add_node(Node("a", lambda: 1))
@@ -224,14 +253,26 @@ def test_kafka_settings_never_show_sasl_or_key_passwords() -> None:
     from qmtl_engine_kafka import KafkaEngineSettings, client_config, redacted
 
     settings = KafkaEngineSettings(
-        security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="alice",
-        sasl_password=SECRET, ssl_key_password=SECRET,
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="alice",
+        sasl_password=SECRET,
+        ssl_key_password=SECRET,
     )
-    _secret_free(repr(settings), str(settings), settings.model_dump(),
-                 settings.model_dump_json(), redacted(client_config(settings)))
+    _secret_free(
+        repr(settings),
+        str(settings),
+        settings.model_dump(),
+        settings.model_dump_json(),
+        redacted(client_config(settings)),
+    )
     with pytest.raises(QmtlError) as caught:
-        KafkaEngineSettings(security_protocol="PLAINTEXT", sasl_mechanism="PLAIN",
-                            sasl_username="alice", sasl_password=SECRET)
+        KafkaEngineSettings(
+            security_protocol="PLAINTEXT",
+            sasl_mechanism="PLAIN",
+            sasl_username="alice",
+            sasl_password=SECRET,
+        )
     _secret_free(caught.value)
 
 
@@ -242,8 +283,11 @@ def test_a_kafka_broker_failure_masks_the_sasl_password_in_errors_and_logs(
     from qmtl_engine_kafka.errors import BrokerUnavailableError
 
     settings = KafkaEngineSettings(
-        bootstrap_servers=f"127.0.0.1:{_closed_port()}", security_protocol="SASL_PLAINTEXT",
-        sasl_mechanism="PLAIN", sasl_username="alice", sasl_password=SECRET,
+        bootstrap_servers=f"127.0.0.1:{_closed_port()}",
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="PLAIN",
+        sasl_username="alice",
+        sasl_password=SECRET,
         connect_timeout_s=1.0,
     )
     caplog.set_level(logging.DEBUG)
@@ -254,8 +298,12 @@ def test_a_kafka_broker_failure_masks_the_sasl_password_in_errors_and_logs(
 
 def _cli(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(Path(sys.executable).with_name("qmtl")), *args], cwd=cwd, capture_output=True,
-        text=True, timeout=90, env={**os.environ, **env},
+        [str(Path(sys.executable).with_name("qmtl")), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, **env},
     )
 
 
@@ -269,13 +317,18 @@ SECRET_ENV = {
 
 
 def test_cli_listings_and_help_pages_never_show_secrets(tmp_path: Path) -> None:
-    outputs = [_cli("plugins", cwd=tmp_path, env=SECRET_ENV),
-               _cli("plugins", "--json", cwd=tmp_path, env=SECRET_ENV),
-               _cli("--help", cwd=tmp_path, env=SECRET_ENV)]
+    outputs = [
+        _cli("plugins", cwd=tmp_path, env=SECRET_ENV),
+        _cli("plugins", "--json", cwd=tmp_path, env=SECRET_ENV),
+        _cli("--help", cwd=tmp_path, env=SECRET_ENV),
+    ]
     assert outputs[0].returncode == 0, outputs[0].stderr
     assert "redis" in outputs[0].stdout
-    commands = [row.split()[0] for row in outputs[2].stdout.split("Commands:")[1].splitlines()
-                if row.strip()]
+    commands = [
+        row.split()[0]
+        for row in outputs[2].stdout.split("Commands:")[1].splitlines()
+        if row.strip()
+    ]
     assert {"plugins", "run", "history"} <= set(commands)
     for command in commands:
         page = _cli(command, "--help", cwd=tmp_path, env=SECRET_ENV)
@@ -286,17 +339,26 @@ def test_cli_listings_and_help_pages_never_show_secrets(tmp_path: Path) -> None:
 
 
 def test_cli_errors_and_debug_logs_never_show_secrets(tmp_path: Path) -> None:
-    (tmp_path / "strategy.py").write_text(textwrap.dedent("""
+    (tmp_path / "strategy.py").write_text(
+        textwrap.dedent("""
         from qmtl import Node, Pipeline
         pipeline = Pipeline("sec")
         pipeline.add_node(Node("a", lambda: 1))
-    """))
+    """)
+    )
     env = {**SECRET_ENV, "QMTL_REDIS__CONNECT_TIMEOUT": "0.5", "QMTL_REDIS__RETRIES": "0"}
     ran = _cli("--log-level", "debug", "run", "strategy:pipeline", cwd=tmp_path, env=env)
     assert ran.returncode == 1
     assert "alice:***@127.0.0.1:1" in ran.stderr
-    history = _cli("history", "strategy:pipeline", "a", "--redis-url",
-                   f"redis://:{SECRET}@127.0.0.1:{_closed_port()}/0", cwd=tmp_path, env=env)
+    history = _cli(
+        "history",
+        "strategy:pipeline",
+        "a",
+        "--redis-url",
+        f"redis://:{SECRET}@127.0.0.1:{_closed_port()}/0",
+        cwd=tmp_path,
+        env=env,
+    )
     assert history.returncode == 1 and "error:" in history.stderr
     for done in (ran, history):
         _secret_free(done.stdout, done.stderr)
@@ -311,20 +373,58 @@ def _make_ca(directory: Path) -> dict[str, Path]:
     openssl = shutil.which("openssl")
     if openssl is None:
         _unavailable("openssl is not installed")
-    paths = {name: directory / name for name in
-             ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt", "ext.cnf")}
+    paths = {
+        name: directory / name
+        for name in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt", "ext.cnf")
+    }
     paths["ext.cnf"].write_text("subjectAltName=IP:127.0.0.1\n")
     for command in (
-        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", paths["ca.key"], "-out",
-         paths["ca.crt"], "-days", "2", "-subj", "/CN=qmtl-test-ca"],
-        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", paths["server.key"], "-out",
-         paths["server.csr"], "-subj", "/CN=127.0.0.1"],
-        ["x509", "-req", "-in", paths["server.csr"], "-CA", paths["ca.crt"], "-CAkey",
-         paths["ca.key"], "-CAcreateserial", "-out", paths["server.crt"], "-days", "2",
-         "-extfile", paths["ext.cnf"]],
+        [
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            paths["ca.key"],
+            "-out",
+            paths["ca.crt"],
+            "-days",
+            "2",
+            "-subj",
+            "/CN=qmtl-test-ca",
+        ],
+        [
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            paths["server.key"],
+            "-out",
+            paths["server.csr"],
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        [
+            "x509",
+            "-req",
+            "-in",
+            paths["server.csr"],
+            "-CA",
+            paths["ca.crt"],
+            "-CAkey",
+            paths["ca.key"],
+            "-CAcreateserial",
+            "-out",
+            paths["server.crt"],
+            "-days",
+            "2",
+            "-extfile",
+            paths["ext.cnf"],
+        ],
     ):
-        subprocess.run([openssl, *map(str, command)], check=True, capture_output=True,
-                       timeout=60)
+        subprocess.run([openssl, *map(str, command)], check=True, capture_output=True, timeout=60)
     return paths
 
 
@@ -332,19 +432,29 @@ def test_kafka_security_settings_map_to_librdkafka_properties() -> None:
     from qmtl_engine_kafka import KafkaEngineSettings, client_config
 
     settings = KafkaEngineSettings(
-        bootstrap_servers="b1:9093,b2:9093", security_protocol="SASL_SSL",
-        sasl_mechanism="SCRAM-SHA-256", sasl_username="alice", sasl_password=SECRET,
-        ssl_ca_location="/etc/ca.pem", ssl_certificate_location="/etc/client.pem",
-        ssl_key_location="/etc/client.key", ssl_key_password="keypw",
+        bootstrap_servers="b1:9093,b2:9093",
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-256",
+        sasl_username="alice",
+        sasl_password=SECRET,
+        ssl_ca_location="/etc/ca.pem",
+        ssl_certificate_location="/etc/client.pem",
+        ssl_key_location="/etc/client.key",
+        ssl_key_password="keypw",
     )
     config = client_config(settings)
-    assert {key: config[key] for key in config if key.startswith(("sasl.", "ssl.", "security"))} \
-        == {
-            "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-256",
-            "sasl.username": "alice", "sasl.password": SECRET,
-            "ssl.ca.location": "/etc/ca.pem", "ssl.certificate.location": "/etc/client.pem",
-            "ssl.key.location": "/etc/client.key", "ssl.key.password": "keypw",
-        }
+    assert {
+        key: config[key] for key in config if key.startswith(("sasl.", "ssl.", "security"))
+    } == {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-256",
+        "sasl.username": "alice",
+        "sasl.password": SECRET,
+        "ssl.ca.location": "/etc/ca.pem",
+        "ssl.certificate.location": "/etc/client.pem",
+        "ssl.key.location": "/etc/client.key",
+        "ssl.key.password": "keypw",
+    }
     assert config["bootstrap.servers"] == "b1:9093,b2:9093"
 
 
@@ -355,15 +465,22 @@ def test_kafka_security_options_from_the_environment_reach_the_client_config(
     from qmtl_engine_kafka import KafkaEngineSettings, client_config
 
     for name, value in {
-        "QMTL_KAFKA__BOOTSTRAP_SERVERS": "broker:9093", "QMTL_KAFKA__SECURITY_PROTOCOL":
-        "SASL_SSL", "QMTL_KAFKA__SASL_MECHANISM": "PLAIN", "QMTL_KAFKA__SASL_USERNAME": "bob",
-        "QMTL_KAFKA__SASL_PASSWORD": SECRET, "QMTL_KAFKA__SSL_CA_LOCATION": "/ca.pem",
+        "QMTL_KAFKA__BOOTSTRAP_SERVERS": "broker:9093",
+        "QMTL_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+        "QMTL_KAFKA__SASL_MECHANISM": "PLAIN",
+        "QMTL_KAFKA__SASL_USERNAME": "bob",
+        "QMTL_KAFKA__SASL_PASSWORD": SECRET,
+        "QMTL_KAFKA__SSL_CA_LOCATION": "/ca.pem",
     }.items():
         monkeypatch.setenv(name, value)
     options = load_settings().options_for(BackendSelection(kind="kafka"))
     config = client_config(KafkaEngineSettings.model_validate(options))
-    assert (config["sasl.username"], config["sasl.password"], config["ssl.ca.location"],
-            config["security.protocol"]) == ("bob", SECRET, "/ca.pem", "SASL_SSL")
+    assert (
+        config["sasl.username"],
+        config["sasl.password"],
+        config["ssl.ca.location"],
+        config["security.protocol"],
+    ) == ("bob", SECRET, "/ca.pem", "SASL_SSL")
 
 
 def test_librdkafka_receives_the_ssl_and_sasl_options(tmp_path: Path) -> None:
@@ -374,9 +491,13 @@ def test_librdkafka_receives_the_ssl_and_sasl_options(tmp_path: Path) -> None:
     from qmtl_engine_kafka import KafkaEngineSettings, StreamProcessor
     from qmtl_engine_kafka._client import base_config
 
-    missing = KafkaEngineSettings(security_protocol="SASL_SSL", sasl_mechanism="PLAIN",
-                                  sasl_username="alice", sasl_password=SECRET,
-                                  ssl_ca_location=str(tmp_path / "missing-ca.pem"))
+    missing = KafkaEngineSettings(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="PLAIN",
+        sasl_username="alice",
+        sasl_password=SECRET,
+        ssl_ca_location=str(tmp_path / "missing-ca.pem"),
+    )
     with pytest.raises(KafkaException, match=r"ssl\.ca\.location"):
         Producer(base_config(missing))
     with pytest.raises(Exception, match=r"ssl\.ca\.location") as caught:
@@ -385,9 +506,13 @@ def test_librdkafka_receives_the_ssl_and_sasl_options(tmp_path: Path) -> None:
     ca = _make_ca(tmp_path)["ca.crt"]
     working = missing.model_copy(update={"ssl_ca_location": str(ca)})
     Producer(base_config(working)).flush(0)
-    broken_cert = missing.model_copy(update={
-        "ssl_ca_location": str(ca), "ssl_certificate_location": str(tmp_path / "none.pem"),
-        "ssl_key_location": str(tmp_path / "none.key")})
+    broken_cert = missing.model_copy(
+        update={
+            "ssl_ca_location": str(ca),
+            "ssl_certificate_location": str(tmp_path / "none.pem"),
+            "ssl_key_location": str(tmp_path / "none.key"),
+        }
+    )
     with pytest.raises(KafkaException, match=r"ssl\.(certificate|key)\.location"):
         Producer(base_config(broken_cert))
 
@@ -415,8 +540,9 @@ def test_redis_acl_user_and_password_options_log_in(redis_url: str) -> None:
 
     user = f"qmtl-sec-{uuid.uuid4().hex[:8]}"
     admin = redis.Redis.from_url(redis_url)
-    admin.acl_setuser(user, enabled=True, passwords=[f"+{SECRET}"], keys=["qmtl:*"],
-                      commands=["+@all"])
+    admin.acl_setuser(
+        user, enabled=True, passwords=[f"+{SECRET}"], keys=["qmtl:*"], commands=["+@all"]
+    )
     key = SeriesKey(f"sec-{user}", "n", "1m")
     try:
         good = RedisStateBackend(redis_url, username=user, password=SECRET)
@@ -447,11 +573,33 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
     paths = _make_ca(directory)
     port = _closed_port()
     process = subprocess.Popen(
-        [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-         "--tls-cert-file", str(paths["server.crt"]), "--tls-key-file", str(paths["server.key"]),
-         "--tls-ca-cert-file", str(paths["ca.crt"]), "--tls-auth-clients", "no",
-         "--requirepass", SECRET, "--save", "", "--appendonly", "no", "--dir", str(directory)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            binary,
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--tls-cert-file",
+            str(paths["server.crt"]),
+            "--tls-key-file",
+            str(paths["server.key"]),
+            "--tls-ca-cert-file",
+            str(paths["ca.crt"]),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            SECRET,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 15
@@ -476,24 +624,26 @@ def test_redis_tls_and_auth_options_reach_the_client(tls_redis: dict[str, Any]) 
     pipeline = Pipeline(f"tls-{uuid.uuid4().hex[:6]}")
     pipeline.add_node(Node("a", lambda: 7))
     options = {"url": f"rediss://127.0.0.1:{port}/0", "ssl_ca_certs": ca, "password": SECRET}
-    assert pipeline.execute(engine="local", state="redis", state_options=options, ts=90) == {
-        "a": 7}
+    assert pipeline.execute(engine="local", state="redis", state_options=options, ts=90) == {"a": 7}
     assert pipeline.get_interval_data("a", "1d", state=pipeline._last_state) == [7]
     in_url = RedisStateBackend(f"rediss://:{SECRET}@127.0.0.1:{port}/0", ssl_ca_certs=ca)
     in_url.ping()
     in_url.close()
-    unverified = RedisStateBackend(f"rediss://127.0.0.1:{port}/0", password=SECRET,
-                                   ssl_cert_reqs="none")
+    unverified = RedisStateBackend(
+        f"rediss://127.0.0.1:{port}/0", password=SECRET, ssl_cert_reqs="none"
+    )
     unverified.ping()
     unverified.close()
     failures = {
-        "no CA: the self-signed chain is refused (checking is on by default)":
-            RedisStateBackend(f"rediss://127.0.0.1:{port}/0", password=SECRET, retries=0),
+        "no CA: the self-signed chain is refused (checking is on by default)": RedisStateBackend(
+            f"rediss://127.0.0.1:{port}/0", password=SECRET, retries=0
+        ),
         "plain redis:// to a TLS port": RedisStateBackend(
-            f"redis://:{SECRET}@127.0.0.1:{port}/0", retries=0, connect_timeout=1,
-            socket_timeout=1),
-        "no password": RedisStateBackend(f"rediss://127.0.0.1:{port}/0", ssl_ca_certs=ca,
-                                         retries=0),
+            f"redis://:{SECRET}@127.0.0.1:{port}/0", retries=0, connect_timeout=1, socket_timeout=1
+        ),
+        "no password": RedisStateBackend(
+            f"rediss://127.0.0.1:{port}/0", ssl_ca_certs=ca, retries=0
+        ),
     }
     for what, backend in failures.items():
         with pytest.raises(StateBackendError) as caught:
@@ -507,5 +657,7 @@ def test_cli_plugins_json_lists_no_options_at_all(tmp_path: Path) -> None:
     """`qmtl plugins --json` describes kinds, never configured option values."""
     done = _cli("plugins", "--json", cwd=tmp_path, env=SECRET_ENV)
     rows = json.loads(done.stdout)
-    assert rows and all(set(row) == {"plugin", "distribution", "version", "category", "kind",
-                                     "description"} for row in rows)
+    assert rows and all(
+        set(row) == {"plugin", "distribution", "version", "category", "kind", "description"}
+        for row in rows
+    )

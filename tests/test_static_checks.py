@@ -1,4 +1,5 @@
-"""The tree stays lint-clean and typed: ruff and mypy as configured in the root pyproject.toml.
+"""The tree stays lint-clean, formatted and typed: ruff (check, format) and mypy as configured
+in the root pyproject.toml.
 
 Both run as `make lint` runs them, from the workspace root with this environment's tools, so
 `make test` and CI fail on a lint finding or a type error like on any failing test. mypy keeps
@@ -28,13 +29,16 @@ def _check(*command: str) -> None:
         timeout=TIMEOUT_S,
     )
     assert result.returncode == 0, (
-        f"`{' '.join(command)}` exited with {result.returncode}:\n"
-        f"{result.stdout}{result.stderr}"
+        f"`{' '.join(command)}` exited with {result.returncode}:\n{result.stdout}{result.stderr}"
     )
 
 
 def test_ruff_finds_nothing() -> None:
     _check("ruff", "check", ".")
+
+
+def test_ruff_format_changes_nothing() -> None:
+    _check("ruff", "format", "--check", ".")
 
 
 def test_mypy_finds_nothing() -> None:

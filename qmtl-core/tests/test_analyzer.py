@@ -42,8 +42,14 @@ def test_the_seed_readme_analyzer_example_runs_as_written() -> None:
     assert analyzer.results_cache == {"q1": {"n1": 1}}
     [result] = analyzer.analyzer_results
     assert isinstance(result, AnalyzerResult)
-    assert (result.analyzer_id, result.query_node, result.node, result.value, result.status,
-            result.error) == ("test-analyzer", "q1", "n1", 1, "OK", None)
+    assert (
+        result.analyzer_id,
+        result.query_node,
+        result.node,
+        result.value,
+        result.status,
+        result.error,
+    ) == ("test-analyzer", "q1", "n1", 1, "OK", None)
     assert result.generated_at.tzinfo is not None
 
 
@@ -56,8 +62,11 @@ def test_results_for_a_tag_query() -> None:
     """13.4 item 28: FEATURE matches n1 and n3."""
     analyzer = Analyzer(name="a")
     sources(analyzer, n1=(10, ["FEATURE"]), n2=(20, ["RAW"]), n3=(30, ["FEATURE", "RAW"]))
-    analyzer.add_query_node(QueryNode(name="q1", tags=["FEATURE"],
-                                      result_selectors=[QueryNodeResultSelector(mode="list")]))
+    analyzer.add_query_node(
+        QueryNode(
+            name="q1", tags=["FEATURE"], result_selectors=[QueryNodeResultSelector(mode="list")]
+        )
+    )
     assert analyzer.execute(local=True) == {"q1": {"n1": 10, "n3": 30}}
 
 
@@ -72,12 +81,15 @@ def test_single_tag_query() -> None:
 def test_interval_and_period_filters() -> None:
     """13.4 items 29 and 30."""
     analyzer = Analyzer(name="a")
-    analyzer.add_node(Node("n1", fn=lambda: 1, tags=["FEATURE"],
-                           interval_settings={"1d": {"period": 7}}))
-    analyzer.add_node(Node("n2", fn=lambda: 2, tags=["FEATURE"],
-                           interval_settings={"1h": {"period": 7}}))
-    analyzer.add_node(Node("n3", fn=lambda: 3, tags=["FEATURE"],
-                           interval_settings={"1d": {"period": 3}}))
+    analyzer.add_node(
+        Node("n1", fn=lambda: 1, tags=["FEATURE"], interval_settings={"1d": {"period": 7}})
+    )
+    analyzer.add_node(
+        Node("n2", fn=lambda: 2, tags=["FEATURE"], interval_settings={"1h": {"period": 7}})
+    )
+    analyzer.add_node(
+        Node("n3", fn=lambda: 3, tags=["FEATURE"], interval_settings={"1d": {"period": 3}})
+    )
     analyzer.add_query_node(QueryNode("daily", ["FEATURE"], interval=IntervalEnum.DAY))
     analyzer.add_query_node(QueryNode("weekly", ["FEATURE"], interval="1d", period=7))
     assert analyzer.execute() == {"daily": {"n1": 1, "n3": 3}, "weekly": {"n1": 1}}
@@ -85,16 +97,26 @@ def test_interval_and_period_filters() -> None:
 
 def test_random_sampling_over_candidates_including_one_inheriting_the_default() -> None:
     """13.4 item 31."""
-    analyzer = Analyzer(name="a", default_intervals={
-        IntervalEnum.DAY: IntervalSettings(interval=IntervalEnum.DAY, period=1)})
-    analyzer.add_node(Node("f1", fn=lambda: 1, tags=["FEATURE"],
-                           interval_settings={"1d": {"period": 1}}))
-    analyzer.add_node(Node("f2", fn=lambda: 2, tags=["FEATURE"],
-                           interval_settings={"1d": {"period": 2}}))
+    analyzer = Analyzer(
+        name="a",
+        default_intervals={IntervalEnum.DAY: IntervalSettings(interval=IntervalEnum.DAY, period=1)},
+    )
+    analyzer.add_node(
+        Node("f1", fn=lambda: 1, tags=["FEATURE"], interval_settings={"1d": {"period": 1}})
+    )
+    analyzer.add_node(
+        Node("f2", fn=lambda: 2, tags=["FEATURE"], interval_settings={"1d": {"period": 2}})
+    )
     analyzer.add_node(Node("f3", fn=lambda: 3, tags=["FEATURE"]))  # inherits 1d
     analyzer.add_node(Node("raw", fn=lambda: 4, tags=["RAW"]))
-    analyzer.add_query_node(QueryNode("q", ["FEATURE"], interval="1d", result_selectors=[
-        QueryNodeResultSelector(mode="random", sample_size=1)]))
+    analyzer.add_query_node(
+        QueryNode(
+            "q",
+            ["FEATURE"],
+            interval="1d",
+            result_selectors=[QueryNodeResultSelector(mode="random", sample_size=1)],
+        )
+    )
     for _ in range(10):
         [(name, value)] = analyzer.execute()["q"].items()
         assert name in {"f1", "f2", "f3"}
@@ -122,8 +144,7 @@ def test_filter_on_exact_tags_with_kwargs_functions_and_inputs() -> None:
     analyzer = Analyzer(name="a")
     analyzer.add_node(Node("input", fn=lambda: 0))
     analyzer.add_node(Node("ab", fn=lambda **kw: kw["input"], upstreams=["input"], tags=["A", "B"]))
-    analyzer.add_node(Node("a", fn=lambda **kw: kw["input"] + 100, upstreams=["input"],
-                           tags=["A"]))
+    analyzer.add_node(Node("a", fn=lambda **kw: kw["input"] + 100, upstreams=["input"], tags=["A"]))
     analyzer.add_query_node(QueryNode("q", ["A"]))
     selectors = {"q": [QueryNodeResultSelector(mode="filter", filter_meta={"tags": ["A", "B"]})]}
     results = analyzer.execute(inputs={"input": 1}, selectors=selectors)
@@ -143,12 +164,19 @@ def test_processing_nodes_get_their_real_upstream_values() -> None:
     """The whole DAG runs through the engine in topological order before queries evaluate."""
     analyzer = Analyzer(name="a")
     analyzer.add_node(Node("price", fn=lambda: 100.0))
-    analyzer.add_node(Node("ret", fn=lambda price: price / 50 - 1, upstreams=["price"],
-                           tags=["FEATURE"]))
+    analyzer.add_node(
+        Node("ret", fn=lambda price: price / 50 - 1, upstreams=["price"], tags=["FEATURE"])
+    )
     analyzer.add_node(Node("double", fn=lambda ret: ret * 2, upstreams=["ret"], tags=["FEATURE"]))
     analyzer.add_query_node(QueryNode("features", ["FEATURE"]))
-    analyzer.add_node(Node("score", fn=lambda features: sum(features.values()),
-                           upstreams=["features"], tags=["SCORE"]))
+    analyzer.add_node(
+        Node(
+            "score",
+            fn=lambda features: sum(features.values()),
+            upstreams=["features"],
+            tags=["SCORE"],
+        )
+    )
     analyzer.add_query_node(QueryNode("scores", ["SCORE"]))
     assert analyzer.execute() == {"features": {"ret": 1.0, "double": 2.0}, "scores": {"score": 3.0}}
     assert analyzer.last_run is not None and analyzer.last_run.values["price"] == 100.0
@@ -164,8 +192,13 @@ def test_state_before_the_first_run() -> None:
 def test_call_site_selectors_replace_the_nodes_own() -> None:
     analyzer = Analyzer(name="a")
     sources(analyzer, x=(1, ["F", "X"]), y=(2, ["F"]), z=(3, ["F"]))
-    analyzer.add_query_node(QueryNode("q", ["F"], result_selectors=[
-        QueryNodeResultSelector(mode="filter", filter_meta={"tags": ["X"]})]))
+    analyzer.add_query_node(
+        QueryNode(
+            "q",
+            ["F"],
+            result_selectors=[QueryNodeResultSelector(mode="filter", filter_meta={"tags": ["X"]})],
+        )
+    )
     assert analyzer.execute() == {"q": {"x": 1}}
     replaced = analyzer.execute(selectors={"q": [{"mode": "filter", "filter_meta": {"name": "z"}}]})
     assert replaced == {"q": {"z": 3}}
@@ -249,8 +282,11 @@ def test_results_are_recorded_in_the_state_backend_with_their_history() -> None:
 def test_batch_selector_shows_in_results() -> None:
     analyzer = Analyzer(name="a")
     sources(analyzer, **{f"n{i}": (i, ["F"]) for i in range(5)})
-    analyzer.add_query_node(QueryNode("q", ["F"], result_selectors=[
-        QueryNodeResultSelector(mode="batch", batch_size=2)]))
+    analyzer.add_query_node(
+        QueryNode(
+            "q", ["F"], result_selectors=[QueryNodeResultSelector(mode="batch", batch_size=2)]
+        )
+    )
     results = analyzer.execute()
     assert results["q"].batches == [["n0", "n1"], ["n2", "n3"], ["n4"]]
     assert [r.batch for r in analyzer.analyzer_results] == [0, 0, 1, 1, 2]
@@ -270,13 +306,16 @@ def test_runs_through_the_mock_engine() -> None:
 def test_a_window_warming_up_is_skipped_not_failed() -> None:
     analyzer = Analyzer(name="warm")
     analyzer.add_node(Node("p", fn=lambda: 1.0, tags=["F"]))
-    analyzer.add_node(Node("avg", fn=lambda p: sum(p) / len(p), upstreams=["p"], window=2,
-                           tags=["F"]))
+    analyzer.add_node(
+        Node("avg", fn=lambda p: sum(p) / len(p), upstreams=["p"], window=2, tags=["F"])
+    )
     analyzer.add_query_node(QueryNode("q", ["F"]))
     day = 86_400
     assert analyzer.execute(ts=0) == {}  # the query waits for every match, as on any engine
     assert [(r.node, r.status) for r in analyzer.analyzer_results] == [
-        ("p", "OK"), ("avg", "SKIPPED")]
+        ("p", "OK"),
+        ("avg", "SKIPPED"),
+    ]
     assert analyzer.last_run is not None and analyzer.last_run.status == "OK"
     assert analyzer.execute(ts=day) == {"q": {"p": 1.0, "avg": 1.0}}
 
@@ -312,8 +351,16 @@ def test_the_analyzer_gives_the_same_results_and_failures_on_kafka(kafka_bootstr
     local, kafka = build(), build()
     expected = {"q": {"p": 2.0, "sq": 4.0}, "g": {"tot": 6.0}}
     assert local.execute(ts=86_400) == expected
-    assert kafka.execute(local=False, engine="kafka", ts=86_400, timeout=90,
-                         engine_options={"bootstrap_servers": kafka_bootstrap}) == expected
+    assert (
+        kafka.execute(
+            local=False,
+            engine="kafka",
+            ts=86_400,
+            timeout=90,
+            engine_options={"bootstrap_servers": kafka_bootstrap},
+        )
+        == expected
+    )
 
     def outcome(analyzer: Analyzer) -> list[tuple[str, str, str, object]]:
         return [(r.query_node, r.node, r.status, r.error) for r in analyzer.analyzer_results]

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from qmtl.cli import cli
 
-STRATEGY = '''
+STRATEGY = """
 from qmtl import Node, Pipeline, QueryNode
 
 pipeline = Pipeline("cli-demo")
@@ -27,7 +27,7 @@ pipeline.add_node(Node("price", fn=lambda: 10.0, tags=["PRICE"]))
 pipeline.add_node(Node("volume", fn=lambda: 5, tags=["VOLUME", "PRICE"]))
 pipeline.add_query_node(QueryNode("prices", ["PRICE"]))
 pipeline.add_node(Node("total", fn=lambda prices: sum(prices.values()), upstreams=["prices"]))
-'''
+"""
 
 _counter = itertools.count()
 
@@ -102,8 +102,9 @@ def test_history_prints_the_configured_state(module: str) -> None:
     day = 86_400
     for n in range(3):
         pipeline.execute(ts=day * (n + 1) + 60)
-    code, out, _ = invoke("history", f"{module}:pipeline", "prices", "--interval", "1d",
-                          "--count", "2")
+    code, out, _ = invoke(
+        "history", f"{module}:pipeline", "prices", "--interval", "1d", "--count", "2"
+    )
     assert code == 0
     assert out.splitlines() == [
         '1970-01-05T00:00:00Z  {"price": 10.0, "volume": 5}',
@@ -125,14 +126,20 @@ def test_qmtl_graph_console_script(module: str, tmp_path: Path) -> None:
     """The installed `qmtl` entry point, in a real process."""
     qmtl = Path(sys.executable).with_name("qmtl")
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "QMTL_PLUGIN_AUTOLOAD": "0"}
-    done = subprocess.run([str(qmtl), "graph", f"{module}:pipeline", "--format", "json"],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60,
-                          check=False)
+    done = subprocess.run(
+        [str(qmtl), "graph", f"{module}:pipeline", "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["pipeline"] == "cli-demo"
 
 
-ANALYZER = '''
+ANALYZER = """
 from qmtl import Node, QueryNode
 from qmtl.analyzer import Analyzer
 
@@ -140,7 +147,7 @@ analyzer = Analyzer("cli-analyzer-{suffix}", tags=["CORRELATION"])
 analyzer.add_node(Node("a", fn=lambda: 1.5, tags=["F"]))
 analyzer.add_node(Node("b", fn=lambda: 2.5, tags=["F"]))
 analyzer.add_query_node(QueryNode("q", ["F"]))
-'''
+"""
 
 
 @pytest.mark.integration
@@ -158,16 +165,33 @@ def test_history_reads_analyzer_results_from_redis_in_another_process(
         day = 86_400
         try:
             for n in range(2):
-                assert analyzer.execute(state="redis", state_options={"url": redis_url},
-                                        ts=day * (n + 1)) == {"q": {"a": 1.5, "b": 2.5}}
+                assert analyzer.execute(
+                    state="redis", state_options={"url": redis_url}, ts=day * (n + 1)
+                ) == {"q": {"a": 1.5, "b": 2.5}}
             [latest, _] = analyzer.get_result_history("q")
             assert [r.status for r in latest["results"]] == ["OK", "OK"]
-            env = {**os.environ, "PYTHONPATH": str(tmp_path), "QMTL_STATE": "redis",
-                   "QMTL_REDIS__URL": redis_url}
+            env = {
+                **os.environ,
+                "PYTHONPATH": str(tmp_path),
+                "QMTL_STATE": "redis",
+                "QMTL_REDIS__URL": redis_url,
+            }
             done = subprocess.run(
-                [str(Path(sys.executable).with_name("qmtl")), "history", f"{name}:analyzer", "q",
-                 "--interval", "1d", "--json"],
-                capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60, check=False,
+                [
+                    str(Path(sys.executable).with_name("qmtl")),
+                    "history",
+                    f"{name}:analyzer",
+                    "q",
+                    "--interval",
+                    "1d",
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+                cwd=tmp_path,
+                env=env,
+                timeout=60,
+                check=False,
             )
             assert done.returncode == 0, done.stderr
             assert json.loads(done.stdout) == [

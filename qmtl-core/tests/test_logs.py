@@ -21,8 +21,9 @@ print("result printed by the user")
 
 
 def test_an_unconfigured_application_sees_warnings_on_stderr_and_nothing_on_stdout() -> None:
-    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                          timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60, check=True
+    )
     assert done.stdout == "result printed by the user\n"
     assert "event='qmtl.analyzer.node_failed'" in done.stderr
     assert "node='bad'" in done.stderr
@@ -30,10 +31,13 @@ def test_an_unconfigured_application_sees_warnings_on_stderr_and_nothing_on_stdo
 
 def test_info_events_reach_a_stdlib_handler_the_application_configured() -> None:
     script = "import logging; logging.basicConfig(level=logging.INFO)\n" + SCRIPT.replace(
-        "analyzer.execute()", "analyzer.execute()\nfrom qmtl.logs import get_logger\n"
-        "get_logger('qmtl.demo').info('qmtl.demo.hello', answer=42)")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, check=True)
+        "analyzer.execute()",
+        "analyzer.execute()\nfrom qmtl.logs import get_logger\n"
+        "get_logger('qmtl.demo').info('qmtl.demo.hello', answer=42)",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
     assert "INFO:qmtl.demo:event='qmtl.demo.hello' answer=42" in done.stderr
 
 

@@ -15,14 +15,14 @@ from qmtl.plugins import (
     load_plugins,
 )
 
-PLUGIN_MODULE = '''
+PLUGIN_MODULE = """
 from qmtl import hookimpl
 
 
 @hookimpl
 def qmtl_register_engines(registry):
     registry.add("{kind}", lambda options: None, description="test plugin")
-'''
+"""
 
 
 def install_fake_plugin(

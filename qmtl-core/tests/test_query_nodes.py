@@ -36,7 +36,11 @@ def test_query_node_keeps_name_tags_interval_and_period() -> None:
 
 def test_query_node_definition_round_trips() -> None:
     qn = QueryNode(
-        "q", ["A"], match_mode="any", interval=IntervalEnum.HOUR, period="2d",
+        "q",
+        ["A"],
+        match_mode="any",
+        interval=IntervalEnum.HOUR,
+        period="2d",
         result_selectors=[{"mode": "random", "sample_size": 2, "seed": 5}],
     )
     definition = qn.to_definition()
@@ -84,8 +88,13 @@ def test_tag_matching_is_and_by_default() -> None:
     pipeline.add_query_node(QueryNode("c", ["C"]))
     assert matches(pipeline, "ab") == ["n1"]
     assert matches(pipeline, "c") == ["n2", "n3"]
-    assert pipeline.execute() == {"n1": 1, "n2": 2, "n3": 3, "ab": {"n1": 1},
-                                  "c": {"n2": 2, "n3": 3}}
+    assert pipeline.execute() == {
+        "n1": 1,
+        "n2": 2,
+        "n3": 3,
+        "ab": {"n1": 1},
+        "c": {"n2": 2, "n3": 3},
+    }
 
 
 def test_match_mode_any_needs_one_tag() -> None:
@@ -133,9 +142,17 @@ def test_period_filter() -> None:
 def test_interval_and_period_must_hold_on_the_same_entry() -> None:
     """1d with period 3 and 1h with period 7 is not "1d with period 7"."""
     pipeline = Pipeline("same-entry")
-    pipeline.add_node(source("mixed", 1, ["F"], interval_settings={
-        "1d": {"period": 3}, "1h": {"period": 7},
-    }))
+    pipeline.add_node(
+        source(
+            "mixed",
+            1,
+            ["F"],
+            interval_settings={
+                "1d": {"period": 3},
+                "1h": {"period": 7},
+            },
+        )
+    )
     pipeline.add_node(source("right", 2, ["F"], interval_settings={"1d": {"period": 7}}))
     pipeline.add_query_node(QueryNode("q", ["F"], interval="1d", period=7))
     pipeline.add_query_node(QueryNode("period_only", ["F"], period=7))
@@ -145,8 +162,9 @@ def test_interval_and_period_must_hold_on_the_same_entry() -> None:
 
 def test_matching_uses_effective_settings_inherited_from_defaults() -> None:
     """13.4 item 31 (set-up): a node inheriting 1d from the pipeline defaults matches 1d."""
-    pipeline = Pipeline("defaults", default_intervals={"1d": IntervalSettings(
-        interval=IntervalEnum.DAY, period=5)})
+    pipeline = Pipeline(
+        "defaults", default_intervals={"1d": IntervalSettings(interval=IntervalEnum.DAY, period=5)}
+    )
     pipeline.add_node(source("inherits", 1, ["F"]))
     pipeline.add_node(source("hourly", 2, ["F"], interval_settings={"1h": {"period": 1}}))
     pipeline.add_query_node(QueryNode("q", ["F"], interval="1d", period=5))
@@ -197,10 +215,16 @@ def consumer_pipeline() -> Pipeline:
     pipeline.add_node(source("msft", 30.0, ["PRICE"]))
     pipeline.add_node(source("volume", 999, ["VOLUME"]))
     pipeline.add_query_node(QueryNode("prices", ["PRICE"]))
-    pipeline.add_node(Node("mean", fn=lambda prices: sum(prices.values()) / len(prices),
-                           upstreams=["prices"]))
-    pipeline.add_node(Node("spread", fn=lambda prices, mean: max(prices.values()) - mean,
-                           upstreams=["prices", "mean"]))
+    pipeline.add_node(
+        Node("mean", fn=lambda prices: sum(prices.values()) / len(prices), upstreams=["prices"])
+    )
+    pipeline.add_node(
+        Node(
+            "spread",
+            fn=lambda prices, mean: max(prices.values()) - mean,
+            upstreams=["prices", "mean"],
+        )
+    )
     return pipeline
 
 

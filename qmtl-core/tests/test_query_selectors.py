@@ -21,16 +21,30 @@ def universe() -> Pipeline:
         ("f6", ["FEATURE"], {"1h": {"period": 1}}),
     ]
     for i, (name, tags, intervals) in enumerate(specs, start=1):
-        pipeline.add_node(Node(name, fn=lambda scale, i=i: i * scale, tags=tags,
-                               interval_settings=intervals, scale=10))
+        pipeline.add_node(
+            Node(
+                name,
+                fn=lambda scale, i=i: i * scale,
+                tags=tags,
+                interval_settings=intervals,
+                scale=10,
+            )
+        )
     pipeline.add_node(Node("raw", fn=lambda: 0, tags=["RAW"]))
     return pipeline
 
 
 def run_query(*selectors: object, fn: object = None, **query: object) -> object:
     pipeline = universe()
-    pipeline.add_query_node(QueryNode("q", query.pop("tags", ["FEATURE"]), fn=fn,  # type: ignore[arg-type]
-                                      result_selectors=list(selectors), **query))  # type: ignore[arg-type]
+    pipeline.add_query_node(
+        QueryNode(
+            "q",
+            query.pop("tags", ["FEATURE"]),
+            fn=fn,  # type: ignore[arg-type]
+            result_selectors=list(selectors),
+            **query,
+        )
+    )  # type: ignore[arg-type]
     return pipeline.execute()["q"]
 
 
@@ -98,15 +112,22 @@ def test_random_with_a_seed_is_reproducible_and_draws_from_the_candidates() -> N
     assert len(first) == 2  # type: ignore[arg-type]
     assert set(first) <= set(ALL)  # type: ignore[call-overload]
     assert all(run_query(draw) == first for _ in range(5))
-    seeds = {tuple(run_query(QueryNodeResultSelector(mode="random", sample_size=2, seed=s)))  # type: ignore[call-overload]
-             for s in range(30)}
+    seeds = {
+        tuple(run_query(QueryNodeResultSelector(mode="random", sample_size=2, seed=s)))  # type: ignore[call-overload]
+        for s in range(30)
+    }
     assert len(seeds) > 1  # the seed matters
 
 
 def test_random_without_a_seed_draws_anew_at_each_evaluation() -> None:
     pipeline = universe()
-    pipeline.add_query_node(QueryNode("q", ["FEATURE"], result_selectors=[
-        QueryNodeResultSelector(mode="random", sample_size=1)]))
+    pipeline.add_query_node(
+        QueryNode(
+            "q",
+            ["FEATURE"],
+            result_selectors=[QueryNodeResultSelector(mode="random", sample_size=1)],
+        )
+    )
     seen = {next(iter(pipeline.execute()["q"])) for _ in range(60)}
     assert seen <= set(ALL)
     assert len(seen) > 1
@@ -131,9 +152,7 @@ def test_batch_exposes_its_batches_in_the_value() -> None:
     assert isinstance(value, QueryResult)
     assert value == ALL
     assert value.batches == [["f1", "f2", "f3", "f4"], ["f5", "f6"]]
-    assert value.batch_values() == [
-        {"f1": 10, "f2": 20, "f3": 30, "f4": 40}, {"f5": 50, "f6": 60}
-    ]
+    assert value.batch_values() == [{"f1": 10, "f2": 20, "f3": 30, "f4": 40}, {"f5": 50, "f6": 60}]
     unbatched = run_query()
     assert unbatched.batches == [list(ALL)]  # type: ignore[attr-defined]
 
@@ -161,8 +180,11 @@ def test_selectors_given_as_dicts_work_like_models() -> None:
 def test_a_query_depends_on_all_matches_and_selection_narrows_its_value() -> None:
     """Selection is a view of the matches: the query depends on all of them."""
     pipeline = universe()
-    pipeline.add_query_node(QueryNode("q", ["FEATURE"], result_selectors=[
-        {"mode": "filter", "filter_meta": {"name": "f1"}}]))
+    pipeline.add_query_node(
+        QueryNode(
+            "q", ["FEATURE"], result_selectors=[{"mode": "filter", "filter_meta": {"name": "f1"}}]
+        )
+    )
     plan = pipeline.build()
     assert list(plan.node("q").upstreams) == list(ALL)
     assert pipeline.execute()["q"] == {"f1": 10}
@@ -172,6 +194,7 @@ def test_filter_accepts_settings_models() -> None:
     from qmtl import IntervalSettings, NodeStreamSettings
 
     wanted = NodeStreamSettings(intervals={"1d": IntervalSettings(interval="1d", period=7)})
-    selected = run_query(QueryNodeResultSelector(mode="filter",
-                                                 filter_meta={"stream_settings": wanted}))
+    selected = run_query(
+        QueryNodeResultSelector(mode="filter", filter_meta={"stream_settings": wanted})
+    )
     assert list(selected) == ["f1", "f4"]  # type: ignore[call-overload]

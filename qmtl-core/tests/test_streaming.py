@@ -20,9 +20,17 @@ HOURLY = {"1h": {"interval": "1h", "period": 24}}
 BTC = [(100, 10.0), (3000, 11.0), (3700, 12.0), (4000, 13.0), (11000, 15.0)]
 ETH = [(200, 100.0), (7300, 102.0), (7400, 103.0), (10900, 104.0), (14500, 105.0)]
 ARRIVAL = [
-    ("eth", 200, 100.0), ("eth", 7300, 102.0), ("btc", 100, 10.0), ("btc", 3000, 11.0),
-    ("eth", 7400, 103.0), ("btc", 3700, 12.0), ("btc", 2000, 999.0),  # late: hour 0 is final
-    ("eth", 10900, 104.0), ("btc", 4000, 13.0), ("eth", 14500, 105.0), ("btc", 11000, 15.0),
+    ("eth", 200, 100.0),
+    ("eth", 7300, 102.0),
+    ("btc", 100, 10.0),
+    ("btc", 3000, 11.0),
+    ("eth", 7400, 103.0),
+    ("btc", 3700, 12.0),
+    ("btc", 2000, 999.0),  # late: hour 0 is final
+    ("eth", 10900, 104.0),
+    ("btc", 4000, 13.0),
+    ("eth", 14500, 105.0),
+    ("btc", 11000, 15.0),
 ]
 
 
@@ -30,12 +38,26 @@ def hand_pipeline() -> Pipeline:
     p = Pipeline("hand")
     p.add_node(SourceNode("btc", source=BTC, interval_settings=HOURLY))
     p.add_node(SourceNode("eth", source=ETH, interval_settings=HOURLY))
-    p.add_node(Node("spread", fn=lambda btc, eth: eth - btc, upstreams=["btc", "eth"],
-                    interval_settings=HOURLY))
-    p.add_node(Node("spread3", fn=lambda spread: sum(spread), upstreams=["spread"], window=3,
-                    interval_settings=HOURLY))
-    p.add_node(Node("btc3", fn=lambda btc: btc, upstreams=["btc"], window=3,
-                    interval_settings=HOURLY))
+    p.add_node(
+        Node(
+            "spread",
+            fn=lambda btc, eth: eth - btc,
+            upstreams=["btc", "eth"],
+            interval_settings=HOURLY,
+        )
+    )
+    p.add_node(
+        Node(
+            "spread3",
+            fn=lambda spread: sum(spread),
+            upstreams=["spread"],
+            window=3,
+            interval_settings=HOURLY,
+        )
+    )
+    p.add_node(
+        Node("btc3", fn=lambda btc: btc, upstreams=["btc"], window=3, interval_settings=HOURLY)
+    )
     return p
 
 
@@ -62,8 +84,9 @@ EXPECTED = {
 
 def test_hand_checked_join_and_window_with_out_of_order_arrival() -> None:
     events: list[OutputEvent] = []
-    summary = hand_pipeline().run(events.append, engine="local", state=MemoryStateBackend(),
-                                  events=ARRIVAL)
+    summary = hand_pipeline().run(
+        events.append, engine="local", state=MemoryStateBackend(), events=ARRIVAL
+    )
     assert by_node(events) == EXPECTED
     assert summary.late_events == 1
     assert summary.nodes["btc"].late_events == 1
@@ -178,8 +201,9 @@ def test_state_is_bounded() -> None:
 def test_two_intervals_are_separate_series() -> None:
     both = {"1m": {"interval": "1m", "period": 10}, "1h": {"interval": "1h", "period": 2}}
     p = Pipeline("two-intervals")
-    p.add_node(SourceNode("px", source=[(i * 30, float(i)) for i in range(250)],
-                          interval_settings=both))
+    p.add_node(
+        SourceNode("px", source=[(i * 30, float(i)) for i in range(250)], interval_settings=both)
+    )
     p.add_node(Node("x2", fn=lambda px: px * 2, upstreams=["px"], interval_settings=both))
     events: list[OutputEvent] = []
     p.run(events.append, engine="local", state="memory")
@@ -213,12 +237,19 @@ def test_query_nodes_stream_like_any_node() -> None:
 
     minute = {"1m": {"interval": "1m", "period": 5}}
     p = Pipeline("q")
-    p.add_node(SourceNode("a", source=[(10, 1.0), (70, 2.0)], tags=["px"],
-                          interval_settings=minute))
+    p.add_node(
+        SourceNode("a", source=[(10, 1.0), (70, 2.0)], tags=["px"], interval_settings=minute)
+    )
     p.add_node(SourceNode("b", source=[(20, 5.0)], tags=["px"], interval_settings=minute))
     p.add_query_node(QueryNode("all_px", tags=["px"]))
-    p.add_node(Node("total", fn=lambda all_px: sum(all_px.values()), upstreams=["all_px"],
-                    interval_settings=minute))
+    p.add_node(
+        Node(
+            "total",
+            fn=lambda all_px: sum(all_px.values()),
+            upstreams=["all_px"],
+            interval_settings=minute,
+        )
+    )
     events: list[OutputEvent] = []
     p.run(events.append, engine="local", state="memory")
     got = by_node(events)
@@ -252,11 +283,13 @@ def test_batching_never_changes_a_series(batch: int) -> None:
     from qmtl.testing.pipelines import multi_source_join
 
     reference: list[OutputEvent] = []
-    run_in_process(multi_source_join().build(), MemoryStateBackend(), on_output=reference.append,
-                   batch=1)
+    run_in_process(
+        multi_source_join().build(), MemoryStateBackend(), on_output=reference.append, batch=1
+    )
     got: list[OutputEvent] = []
-    run_in_process(multi_source_join().build(), MemoryStateBackend(), on_output=got.append,
-                   batch=batch)
+    run_in_process(
+        multi_source_join().build(), MemoryStateBackend(), on_output=got.append, batch=batch
+    )
     assert collect(got) == collect(reference)
 
 
@@ -267,8 +300,9 @@ def test_upstream_values_bind_by_name_whatever_the_parameter_order() -> None:
     p.add_node(SourceNode("b", source=[(0, 10.0)]))
     p.add_node(Node("ab", fn=lambda a, b: b - a, upstreams=["a", "b"]))
     p.add_node(Node("ba", fn=lambda a, b: b - a, upstreams=["b", "a"]))
-    p.add_node(Node("scaled", fn=lambda a, b, scale: (b - a) * scale, upstreams=["a", "b"],
-                    scale=2))
+    p.add_node(
+        Node("scaled", fn=lambda a, b, scale: (b - a) * scale, upstreams=["a", "b"], scale=2)
+    )
     p.add_node(Node("kw", fn=lambda **kw: sorted(kw.items()), upstreams=["b", "a"]))
     p.add_node(Node("pos", fn=lambda x, y: [x, y], upstreams=["b", "a"]))
     events: list[OutputEvent] = []

@@ -36,13 +36,11 @@ def bars(pipeline: Pipeline, node: str = "x10", **options: object) -> list[tuple
 def test_csv_file_source_with_epoch_and_iso_timestamps(tmp_path: Path) -> None:
     path = tmp_path / "ticks.csv"
     path.write_text(
-        "timestamp,price,symbol\n"
-        "1970-01-01T00:00:10Z,1.5,A\n"
-        "50,2.5,A\n"
-        "1970-01-01T00:01:05,4,A\n"
+        "timestamp,price,symbol\n1970-01-01T00:00:10Z,1.5,A\n50,2.5,A\n1970-01-01T00:01:05,4,A\n"
     )
     assert bars(one_source(FileSourceProcessor(path, value_column="price"))) == [
-        (60.0, 25.0), (120.0, 40)
+        (60.0, 25.0),
+        (120.0, 40),
     ]
     rows = list(FileSourceProcessor(path).events())
     assert rows[0] == (10.0, {"price": 1.5, "symbol": "A"})
@@ -71,7 +69,9 @@ def test_a_callable_returning_a_generator_restarts_on_every_run() -> None:
 def test_plain_values_are_stamped_when_read_and_datetimes_converted() -> None:
     stamps = iter([30.0, 90.0, 95.0])
     assert list(source_events([7, 8, 9], "px", clock=lambda: next(stamps))) == [
-        (30.0, 7), (90.0, 8), (95.0, 9)
+        (30.0, 7),
+        (90.0, 8),
+        (95.0, 9),
     ]
     moment = datetime(2024, 1, 1, 0, 0, 30, tzinfo=UTC)
     naive = datetime(2024, 1, 1, 0, 1, 30)
@@ -109,7 +109,9 @@ def test_the_iterator_form_yields_bars_and_then_the_summary() -> None:
     stream = one_source([(0, 1.0), (61, 2.0), (130, 3.0)]).stream(engine="local")
     got = [(e.node, e.ts, e.value) for e in stream]
     assert [g for g in got if g[0] == "x10"] == [
-        ("x10", 60.0, 10.0), ("x10", 120.0, 20.0), ("x10", 180.0, 30.0)
+        ("x10", 60.0, 10.0),
+        ("x10", 120.0, 20.0),
+        ("x10", 180.0, 30.0),
     ]
     assert len(got) == 6
     assert stream.summary.buckets_out == 6
@@ -144,13 +146,15 @@ def test_mock_engine_streams_with_mocks_and_records_calls() -> None:
     events: list[OutputEvent] = []
     one_source([(0, 1.0), (70, 5.0)]).run(events.append, engine=engine, state="memory")
     assert [(e.node, e.value) for e in events] == [
-        ("px", 2.0), ("x10", -2.0), ("px", 2.0), ("x10", -2.0)
+        ("px", 2.0),
+        ("x10", -2.0),
+        ("px", 2.0),
+        ("x10", -2.0),
     ]
     assert engine.calls["x10"] == [{"px": 2.0}, {"px": 2.0}]
 
 
-def test_cli_run_stream_prints_the_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                           ) -> None:
+def test_cli_run_stream_prints_the_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "strategy_stream.py").write_text(
         "from qmtl import Node, Pipeline, SourceNode\n"
         "pipeline = Pipeline('cli', default_intervals={'1m': {'interval': '1m', 'period': 2}})\n"
@@ -223,8 +227,9 @@ def test_csv_rows_that_do_not_fit_are_source_errors(tmp_path: Path) -> None:
 
 def test_a_failing_source_keeps_the_buckets_final_before_it(tmp_path: Path) -> None:
     path = tmp_path / "p.csv"
-    path.write_text("timestamp,price\n" + "".join(f"{60 * i + 1},{i}\n" for i in range(10))
-                    + "oops,1\n")
+    path.write_text(
+        "timestamp,price\n" + "".join(f"{60 * i + 1},{i}\n" for i in range(10)) + "oops,1\n"
+    )
     pipeline = one_source(FileSourceProcessor(path, value_column="price"))
     state = MemoryStateBackend()
     with pytest.raises(SourceError, match="line 12"):
@@ -237,8 +242,10 @@ def test_a_failing_source_keeps_the_buckets_final_before_it(tmp_path: Path) -> N
 def test_mock_engine_applies_source_mocks_to_explicit_arrivals() -> None:
     engine = MockExecutionEngine(mocks={"px": 3.0})
     events: list[OutputEvent] = []
-    one_source([(0, 1.0)]).run(events.append, engine=engine, state="memory",
-                               events=[("px", 5, 1.0), ("px", 65, 2.0)])
+    one_source([(0, 1.0)]).run(
+        events.append, engine=engine, state="memory", events=[("px", 5, 1.0), ("px", 65, 2.0)]
+    )
     assert [(e.node, e.ts, e.value) for e in events if e.node == "x10"] == [
-        ("x10", 60.0, 30.0), ("x10", 120.0, 30.0)
+        ("x10", 60.0, 30.0),
+        ("x10", 120.0, 30.0),
     ]

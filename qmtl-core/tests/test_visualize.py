@@ -23,15 +23,30 @@ needs_dot = pytest.mark.skipif(
 
 def strategy() -> Pipeline:
     pipeline = Pipeline("demo strategy")
-    pipeline.add_node(Node("aapl", fn=lambda: 1.0, tags=["PRICE", "US"],
-                           interval_settings={"1d": {"period": 7}}))
-    pipeline.add_node(Node("msft", fn=lambda: 2.0, tags=["PRICE", "US"],
-                           interval_settings={"1d": {"period": 7}}))
+    pipeline.add_node(
+        Node("aapl", fn=lambda: 1.0, tags=["PRICE", "US"], interval_settings={"1d": {"period": 7}})
+    )
+    pipeline.add_node(
+        Node("msft", fn=lambda: 2.0, tags=["PRICE", "US"], interval_settings={"1d": {"period": 7}})
+    )
     pipeline.add_node(Node("news", fn=lambda: "x", tags=["TEXT"]))
-    pipeline.add_query_node(QueryNode("prices", ["PRICE"], interval="1d",
-                                      result_selectors=[{"mode": "random", "sample_size": 1}]))
-    pipeline.add_node(Node("mean", fn=lambda prices: sum(prices.values()), upstreams=["prices"],
-                           tags=["SIGNAL"], interval_settings={"1d": {"period": 7}}))
+    pipeline.add_query_node(
+        QueryNode(
+            "prices",
+            ["PRICE"],
+            interval="1d",
+            result_selectors=[{"mode": "random", "sample_size": 1}],
+        )
+    )
+    pipeline.add_node(
+        Node(
+            "mean",
+            fn=lambda prices: sum(prices.values()),
+            upstreams=["prices"],
+            tags=["SIGNAL"],
+            interval_settings={"1d": {"period": 7}},
+        )
+    )
     return pipeline
 
 
@@ -45,7 +60,9 @@ def test_json_lists_nodes_tags_intervals_edges_and_query_matches() -> None:
     assert nodes["prices"]["query_tags"] == ["PRICE"]
     assert nodes["prices"]["selectors"] == [{"mode": "random", "sample_size": 1}]
     assert {(e["source"], e["target"], e["kind"]) for e in data["edges"]} == {
-        ("aapl", "prices", "match"), ("msft", "prices", "match"), ("prices", "mean", "data"),
+        ("aapl", "prices", "match"),
+        ("msft", "prices", "match"),
+        ("prices", "mean", "data"),
     }
 
 
@@ -124,12 +141,15 @@ def test_matches_left_out_by_deterministic_selectors_are_drawn_as_not_selected()
     pipeline = Pipeline("selected")
     pipeline.add_node(Node("a", fn=lambda: 1, tags=["A"]))
     pipeline.add_node(Node("b", fn=lambda: 2, tags=["A", "B"]))
-    pipeline.add_query_node(QueryNode("q", ["A"], result_selectors=[
-        {"mode": "filter", "filter_meta": {"tags": ["B"]}}]))
+    pipeline.add_query_node(
+        QueryNode("q", ["A"], result_selectors=[{"mode": "filter", "filter_meta": {"tags": ["B"]}}])
+    )
     data = json.loads(pipeline.visualize(format="json"))
     assert {n["name"]: n.get("selected") for n in data["nodes"]}["q"] == ["b"]
-    assert {(e["source"], e["kind"]) for e in data["edges"]} == {("a", "unselected"),
-                                                                  ("b", "match")}
+    assert {(e["source"], e["kind"]) for e in data["edges"]} == {
+        ("a", "unselected"),
+        ("b", "match"),
+    }
     assert "n0 -. not selected .-x n2" in pipeline.visualize()
     assert '"a" -> "q" [style=dotted' in pipeline.visualize(format="dot")
     # an unseeded random draw is not known before the run: every match is drawn as a match

@@ -25,8 +25,14 @@ from qmtl_engine_kafka import (
 )
 
 EVENT = Envelope(
-    pipeline="prices", node="close", node_id="ab12", interval="1m", ts=1_700_000_060.0,
-    bucket=28_333_334, watermark=1_700_000_000.0, origin="close/0",
+    pipeline="prices",
+    node="close",
+    node_id="ab12",
+    interval="1m",
+    ts=1_700_000_060.0,
+    bucket=28_333_334,
+    watermark=1_700_000_000.0,
+    origin="close/0",
     value={"px": 101.25, "sym": "AAPL", "levels": [1, 2, 3]},
 )
 
@@ -110,7 +116,11 @@ def test_any_bytes_decode_or_raise_an_envelope_error(payload: bytes) -> None:
         envelope = decode(payload, max_bytes=300)
     except EnvelopeError as error:
         assert error.reason in {
-            "truncated", "undecodable", "malformed", "unsupported_version", "oversized"
+            "truncated",
+            "undecodable",
+            "malformed",
+            "unsupported_version",
+            "oversized",
         }
     else:
         assert isinstance(envelope, Envelope)

@@ -25,8 +25,9 @@ class TestKafkaEngineContract(EngineContract):
     def contract_engine(self, kafka_bootstrap: str) -> Iterator[Any]:
         from qmtl_engine_kafka.engine import KafkaEngine
 
-        engine = KafkaEngine(bootstrap_servers=kafka_bootstrap, connect_timeout_s=10,
-                             run_timeout_s=90)
+        engine = KafkaEngine(
+            bootstrap_servers=kafka_bootstrap, connect_timeout_s=10, run_timeout_s=90
+        )
         yield engine
         engine.close()
 

@@ -26,10 +26,21 @@ def _minute() -> dict[str, Any]:
 
 def _pipeline(name: str) -> Pipeline:
     p = Pipeline(name)
-    p.add_node(SourceNode("px", source=[(BASE + 13 * i, 100.0 + i % 7) for i in range(120)],
-                          interval_settings=_minute()))
-    p.add_node(Node("ret", fn=lambda px: round(px / 100 - 1, 6), upstreams=["px"],
-                    interval_settings=_minute()))
+    p.add_node(
+        SourceNode(
+            "px",
+            source=[(BASE + 13 * i, 100.0 + i % 7) for i in range(120)],
+            interval_settings=_minute(),
+        )
+    )
+    p.add_node(
+        Node(
+            "ret",
+            fn=lambda px: round(px / 100 - 1, 6),
+            upstreams=["px"],
+            interval_settings=_minute(),
+        )
+    )
     return p
 
 
@@ -37,8 +48,7 @@ def _pipeline(name: str) -> Pipeline:
 def engine(kafka_bootstrap: str) -> Iterator[Any]:
     from qmtl_engine_kafka.engine import KafkaEngine
 
-    engine = KafkaEngine(bootstrap_servers=kafka_bootstrap, connect_timeout_s=10,
-                         run_timeout_s=60)
+    engine = KafkaEngine(bootstrap_servers=kafka_bootstrap, connect_timeout_s=10, run_timeout_s=60)
     yield engine
     engine.close()
 
@@ -57,8 +67,11 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_the_stream_completes(
     engine.prepare(plan)
     producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
     topic = f"qmtl.input.poison-{unique}.px"
-    for poison in (b"\xff\xfe not json", b'{"v": 1, "kind": "event", "pipe',
-                   b'{"v": 99, "pipeline": "x", "node": "px", "ts": 1}'):
+    for poison in (
+        b"\xff\xfe not json",
+        b'{"v": 1, "kind": "event", "pipe',
+        b'{"v": 99, "pipeline": "x", "node": "px", "ts": 1}',
+    ):
         producer.produce(topic, poison, partition=0)
     producer.flush(10)
 
@@ -69,8 +82,9 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_the_stream_completes(
     run_in_process(plan, MemoryStateBackend(), on_output=expected.append)
     assert collect(events) == collect(expected)
 
-    consumer = confluent_kafka.Consumer({"bootstrap.servers": kafka_bootstrap,
-                                         "group.id": f"dlq-{unique}"})
+    consumer = confluent_kafka.Consumer(
+        {"bootstrap.servers": kafka_bootstrap, "group.id": f"dlq-{unique}"}
+    )
     consumer.assign([confluent_kafka.TopicPartition(f"qmtl.dlq.poison-{unique}", 0, 0)])
     letters = []
     deadline = time.monotonic() + 20
@@ -104,8 +118,9 @@ def test_external_workers_need_a_shared_state_backend(kafka_bootstrap: str) -> N
 
     engine = KafkaEngine(bootstrap_servers=kafka_bootstrap, connect_timeout_s=10)
     with pytest.raises(ConfigurationError, match="state='redis'"):
-        _pipeline(f"external-{time.time_ns()}").run(engine=engine, state=MemoryStateBackend(),
-                                                    workers=0)
+        _pipeline(f"external-{time.time_ns()}").run(
+            engine=engine, state=MemoryStateBackend(), workers=0
+        )
 
 
 @pytest.mark.integration
@@ -120,8 +135,9 @@ class TestMultiPartitionSources(EngineContract):
     def contract_engine(self, kafka_bootstrap: str) -> Iterator[Any]:
         from qmtl_engine_kafka.engine import KafkaEngine
 
-        engine = KafkaEngine(bootstrap_servers=kafka_bootstrap, connect_timeout_s=10,
-                             partitions=4, run_timeout_s=90)
+        engine = KafkaEngine(
+            bootstrap_servers=kafka_bootstrap, connect_timeout_s=10, partitions=4, run_timeout_s=90
+        )
         yield engine
         engine.close()
 
@@ -172,8 +188,12 @@ def test_producers_are_idempotent_unless_turned_off(
 
     monkeypatch.setattr(engine, "new_client", recording)
     monkeypatch.setattr(worker, "new_client", recording)
-    kafka = KafkaEngine(bootstrap_servers=kafka_bootstrap, connect_timeout_s=10,
-                        run_timeout_s=60, idempotent_producer=idempotent)
+    kafka = KafkaEngine(
+        bootstrap_servers=kafka_bootstrap,
+        connect_timeout_s=10,
+        run_timeout_s=60,
+        idempotent_producer=idempotent,
+    )
     try:
         pipeline = _pipeline(f"idempotent-{unique}")
         summary = pipeline.run(engine=kafka, state=MemoryStateBackend())

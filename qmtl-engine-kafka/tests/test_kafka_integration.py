@@ -31,8 +31,13 @@ def _partitions(bootstrap: str, topic: str) -> int:
 
 
 def _drain(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list[Any]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{topic}",
-                         "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"check-{topic}",
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.subscribe([topic])
     found: list[Any] = []
     deadline = time.monotonic() + timeout
@@ -92,8 +97,15 @@ def test_trigger_fires_when_a_node_emits_and_events_reach_a_source(
         sp.publish_event("ticks", {"px": 100.5}, ts=1_700_000_001.5)
         # What a worker emits for node "sma": one envelope per computed bucket.
         for minute, value in enumerate([10.0, 10.5, 11.0]):
-            emitted = Envelope(pipeline=pipeline, node="sma", node_id="id-sma", interval="1m",
-                               ts=60.0 * (minute + 1), bucket=minute, value=value)
+            emitted = Envelope(
+                pipeline=pipeline,
+                node="sma",
+                node_id="id-sma",
+                interval="1m",
+                ts=60.0 * (minute + 1),
+                bucket=minute,
+                value=value,
+            )
             sp.publish(topics.outputs["sma"], encode(emitted), key="sma")
         handled = sp.run(max_messages=3, timeout=20)
 
@@ -116,14 +128,20 @@ def test_poison_goes_to_the_dead_letter_topic_and_the_stream_continues(
     producer = Producer({"bootstrap.servers": kafka_settings.bootstrap_servers})
     good = Envelope(pipeline=pipeline, node="sma", ts=60.0, value=1.0)
     poison = b'{"v": 1, "pipeline": "' + pipeline.encode() + b'", "node": "sma", "ts": "soon"}'
-    for payload in (encode(good), b"\x00\xffnot json", poison, b'{"v":1,"pip',
-                    encode(good._replace(ts=120.0, value=2.0))):
+    for payload in (
+        encode(good),
+        b"\x00\xffnot json",
+        poison,
+        b'{"v":1,"pip',
+        encode(good._replace(ts=120.0, value=2.0)),
+    ):
         producer.produce(topics.outputs["sma"], payload, key=b"k")
     assert producer.flush(10) == 0
 
     values: list[float] = []
-    with StreamProcessor(kafka_settings, pipeline=pipeline,
-                         dead_letter_topic=topics.dead_letter) as sp:
+    with StreamProcessor(
+        kafka_settings, pipeline=pipeline, dead_letter_topic=topics.dead_letter
+    ) as sp:
         sp.on("sma", lambda event: values.append(event["value"]))
         sp.run(max_messages=2, timeout=20)
         assert sp.dead_letters is not None

@@ -38,14 +38,14 @@ def redis_state(redis_url: str) -> Iterator[Any]:
 
 
 @pytest.mark.parametrize("name", [n for n, c in CASES.items() if c.fails is None])
-def test_results_and_history_equal_the_local_engine(name: str, engine: Any,
-                                                    redis_state: Any) -> None:
+def test_results_and_history_equal_the_local_engine(
+    name: str, engine: Any, redis_state: Any
+) -> None:
     pipeline = CASES[name].build()
     redis_state.delete(pipeline.name)
     memory = MemoryStateBackend()
     stamps = [BASE + 60 * i + 5 for i in range(4)]  # windows warm up over these runs
-    local = [pipeline.execute(engine=LocalExecutionEngine(), state=memory, ts=ts)
-             for ts in stamps]
+    local = [pipeline.execute(engine=LocalExecutionEngine(), state=memory, ts=ts) for ts in stamps]
     kafka = [pipeline.execute(engine=engine, state=redis_state, ts=ts) for ts in stamps]
     assert kafka == local
     assert history(pipeline, redis_state) == history(pipeline, memory)
@@ -85,8 +85,9 @@ def test_timeout_names_the_running_node(engine: Any, redis_state: Any, unique: s
     redis_state.delete(p.name)
 
 
-def test_seed_keywords_parallel_brokers_redis_uri(kafka_bootstrap: str, redis_url: str,
-                                                  unique: str) -> None:
+def test_seed_keywords_parallel_brokers_redis_uri(
+    kafka_bootstrap: str, redis_url: str, unique: str
+) -> None:
     p = Pipeline(f"oneshot-seed-{unique}")
     p.add_node(SourceNode("price", source=lambda: 100.0))
     p.add_node(Node("double", fn=lambda price: price * 2, upstreams=["price"]))

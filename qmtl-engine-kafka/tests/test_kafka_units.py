@@ -28,16 +28,40 @@ def _merge_slot(partitions: int) -> tuple[MergeSlot, Any]:
     p.add_node(SourceNode("px", source=[(0, 1.0)], interval_settings=MINUTE))
     p.add_node(Node("twice", fn=lambda px: px * 2, upstreams=["px"], interval_settings=MINUTE))
     plan = p.build()
-    ctx = RunContext(plan, "r1", KafkaEngineSettings(), MemoryStateBackend(),
-                     MemoryPendingStore(), {"px": partitions})
+    ctx = RunContext(
+        plan,
+        "r1",
+        KafkaEngineSettings(),
+        MemoryStateBackend(),
+        MemoryPendingStore(),
+        {"px": partitions},
+    )
     task = SimpleNamespace(ctx=ctx, node=plan.by_name["px"], partitions=partitions)
     return MergeSlot(task), ctx  # type: ignore[arg-type]
 
 
-def _partial(origin: int, bucket: int | None, ts: float, value: Any = None,
-             kind: str = "event", watermark: float | None = None) -> Envelope:
-    return Envelope("merge-unit", "px", ts, value, "", "1m", bucket, watermark, kind,  # type: ignore[arg-type]
-                    str(origin), 1, "r1")
+def _partial(
+    origin: int,
+    bucket: int | None,
+    ts: float,
+    value: Any = None,
+    kind: str = "event",
+    watermark: float | None = None,
+) -> Envelope:
+    return Envelope(
+        "merge-unit",
+        "px",
+        ts,
+        value,
+        "",
+        "1m",
+        bucket,
+        watermark,
+        kind,  # type: ignore[arg-type]
+        str(origin),
+        1,
+        "r1",
+    )
 
 
 def _emitted(batch: Batch) -> list[tuple[int, Any]]:
@@ -120,8 +144,9 @@ def test_plugin_registers_the_engine_and_worker_without_heavy_imports() -> None:
         "from qmtl.cli import build_cli\n"
         "print('worker' in build_cli().commands)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out == ["KafkaEngineSettings", "False", "False", "True"]
 
 

@@ -23,8 +23,13 @@ def _secure() -> KafkaEngineSettings:
 
 def test_secrets_never_appear_in_repr_str_or_dumps() -> None:
     settings = _secure()
-    for shown in (repr(settings), str(settings), settings.model_dump_json(),
-                  str(settings.model_dump()), str(redacted(client_config(settings)))):
+    for shown in (
+        repr(settings),
+        str(settings),
+        settings.model_dump_json(),
+        str(settings.model_dump()),
+        str(redacted(client_config(settings))),
+    ):
         assert "hunter2-secret" not in shown
         assert "keypass-secret" not in shown
 
@@ -56,8 +61,11 @@ def test_plaintext_defaults_carry_no_security_keys() -> None:
         ({"partitions": 0}, "partitions"),
         ({"bootstrap_servers": " , "}, "at least one host:port"),
         ({"security_protocol": "TLS"}, "security_protocol"),
-        ({"max_poll_interval_s": 5}, r"max_poll_interval_s \(5\) must be at least "
-                                     r"session_timeout_s \(10\)"),
+        (
+            {"max_poll_interval_s": 5},
+            r"max_poll_interval_s \(5\) must be at least "
+            r"session_timeout_s \(10\)",
+        ),
         ({"session_timeout_s": 30, "max_poll_interval_s": 20}, "lower session_timeout_s"),
     ],
 )
@@ -70,12 +78,18 @@ def test_unusable_settings_are_rejected_naming_the_field(options: dict, message:
 @pytest.mark.parametrize(
     ("settings", "names"),
     [
-        (KafkaEngineSettings(security_protocol="SSL", ssl_ca_location="/nonexistent/ca.pem"),
-         ("ssl_ca_location", "'/nonexistent/ca.pem'", "no such file", "CA certificate")),
-        (KafkaEngineSettings(client_options={"bogus.prop": 1}),
-         ("client_options['bogus.prop']", "No such configuration property")),
-        (KafkaEngineSettings(client_options={"linger.ms": "soon"}),
-         ("client_options['linger.ms'] = 'soon'", "fix or remove the option")),
+        (
+            KafkaEngineSettings(security_protocol="SSL", ssl_ca_location="/nonexistent/ca.pem"),
+            ("ssl_ca_location", "'/nonexistent/ca.pem'", "no such file", "CA certificate"),
+        ),
+        (
+            KafkaEngineSettings(client_options={"bogus.prop": 1}),
+            ("client_options['bogus.prop']", "No such configuration property"),
+        ),
+        (
+            KafkaEngineSettings(client_options={"linger.ms": "soon"}),
+            ("client_options['linger.ms'] = 'soon'", "fix or remove the option"),
+        ),
     ],
 )
 def test_an_option_librdkafka_refuses_is_a_configuration_error_naming_it(

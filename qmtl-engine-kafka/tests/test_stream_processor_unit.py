@@ -69,6 +69,8 @@ def test_topic_creation_on_an_unreachable_broker_fails_fast() -> None:
 
 
 def test_node_helpers_need_a_pipeline_name() -> None:
-    with StreamProcessor("localhost:9092", check_connection=False) as sp, \
-            pytest.raises(EngineError, match="Name the pipeline"):
+    with (
+        StreamProcessor("localhost:9092", check_connection=False) as sp,
+        pytest.raises(EngineError, match="Name the pipeline"),
+    ):
         sp.on("node", print)

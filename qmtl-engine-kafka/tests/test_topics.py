@@ -26,8 +26,13 @@ from qmtl_engine_kafka import (
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("my pipeline@2025", "my_pipeline_2025"), ("node#1", "node_1"), ("A.B-C", "A.B-C"),
-     ("가격", "__"), ("a/b\\c:d", "a_b_c_d")],
+    [
+        ("my pipeline@2025", "my_pipeline_2025"),
+        ("node#1", "node_1"),
+        ("A.B-C", "A.B-C"),
+        ("가격", "__"),
+        ("a/b\\c:d", "a_b_c_d"),
+    ],
 )
 def test_sanitize_replaces_characters_kafka_refuses(name: str, expected: str) -> None:
     assert sanitize(name) == expected
@@ -82,8 +87,7 @@ class _Admin:
 
     def list_topics(self, timeout: float) -> Any:
         partition = SimpleNamespace(leader=1, error=None)
-        topics = {t: SimpleNamespace(error=None, partitions={0: partition})
-                  for t in self.created}
+        topics = {t: SimpleNamespace(error=None, partitions={0: partition}) for t in self.created}
         return SimpleNamespace(topics=topics, brokers={1: object()})
 
     def create_topics(self, new_topics: list[Any], **_: Any) -> dict[str, Future[None]]:

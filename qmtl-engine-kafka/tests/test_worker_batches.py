@@ -101,10 +101,21 @@ def _upstream(task: Any) -> list[_Message]:
     """src's output topic: one event per bucket, then its end marker."""
     topic = task.ctx.topics.outputs["src"]
     src = task.ctx.plan.by_name["src"]
-    envelopes = [Envelope("batches-unit", "src", (b + 1) * 60.0, float(b), src.node_id, "1m", b,
-                          run="r1") for b in range(BUCKETS)]
-    envelopes.append(Envelope("batches-unit", "src", 0.0, {"buckets": {"1m": BUCKETS}},
-                              src.node_id, kind="end", run="r1"))
+    envelopes = [
+        Envelope("batches-unit", "src", (b + 1) * 60.0, float(b), src.node_id, "1m", b, run="r1")
+        for b in range(BUCKETS)
+    ]
+    envelopes.append(
+        Envelope(
+            "batches-unit",
+            "src",
+            0.0,
+            {"buckets": {"1m": BUCKETS}},
+            src.node_id,
+            kind="end",
+            run="r1",
+        )
+    )
     return [_Message(topic, offset, encode(env)) for offset, env in enumerate(envelopes)]
 
 
@@ -127,7 +138,8 @@ def test_the_end_marker_is_produced_only_once_every_bucket_is_stored(task: Any) 
     assert producer.produced[-1] == ("end", BUCKETS)  # after the write, and last
     assert [kind for kind, _ in producer.produced].count("end") == 1
     assert [(i["timestamp"], i["value"]) for i in reversed(task.ctx.state.read(key))] == [
-        ((b + 1) * 60.0, 2.0 * b) for b in range(BUCKETS)]
+        ((b + 1) * 60.0, 2.0 * b) for b in range(BUCKETS)
+    ]
 
 
 def test_a_batch_longer_than_its_time_slice_commits_what_it_applied_and_seeks_back(

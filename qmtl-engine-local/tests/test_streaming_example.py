@@ -19,8 +19,7 @@ def _example() -> Any:
     return module
 
 
-def test_the_streaming_example_prints_signals_and_bars(capsys: pytest.CaptureFixture[str]
-                                                       ) -> None:
+def test_the_streaming_example_prints_signals_and_bars(capsys: pytest.CaptureFixture[str]) -> None:
     module = _example()
     module.main()
     out = capsys.readouterr().out
@@ -38,7 +37,8 @@ def test_the_example_bars_and_signal_follow_the_streaming_rules() -> None:
     assert summary.nodes["NVDA_momentum"].buckets_out == {"1h": hours - module.MOMENTUM_HOURS + 1}
     assert summary.nodes["signal"].buckets_out == {"1h": hours - module.MOMENTUM_HOURS + 1}
     last = pipeline.get_history("signal", "1h", count=1)[0]["value"]
-    moves = {s: pipeline.get_history(f"{s}_momentum", "1h", count=1)[0]["value"]
-             for s in module.SYMBOLS}
+    moves = {
+        s: pipeline.get_history(f"{s}_momentum", "1h", count=1)[0]["value"] for s in module.SYMBOLS
+    }
     assert last["long"] == max(moves, key=moves.__getitem__)
     assert last["short"] == min(moves, key=moves.__getitem__)

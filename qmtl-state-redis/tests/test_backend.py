@@ -236,8 +236,9 @@ def test_write_many_batches_into_few_script_calls(
     store = RedisStateBackend(redis_url, write_batch=1000)
     try:
         writes = [
-            BucketWrite(SeriesKey(pipeline_name, f"n{i % 10}", "1m"), 60.0 * (i // 10 + 1), i,
-                        50, 3600)
+            BucketWrite(
+                SeriesKey(pipeline_name, f"n{i % 10}", "1m"), 60.0 * (i // 10 + 1), i, 50, 3600
+            )
             for i in range(2500)
         ]
         store.ping()
@@ -254,15 +255,15 @@ def test_write_many_batches_into_few_script_calls(
         store.close()
 
 
-def test_write_many_applies_writes_in_order(
-    backend: RedisStateBackend, pipeline_name: str
-) -> None:
+def test_write_many_applies_writes_in_order(backend: RedisStateBackend, pipeline_name: str) -> None:
     key = SeriesKey(pipeline_name, "node", "1d")
-    backend.write_many([
-        BucketWrite(key, DAY, "first", 10, None),
-        BucketWrite(key, 2 * DAY, "other", 10, None),
-        BucketWrite(key, DAY, "second", 10, None),
-    ])
+    backend.write_many(
+        [
+            BucketWrite(key, DAY, "first", 10, None),
+            BucketWrite(key, 2 * DAY, "other", 10, None),
+            BucketWrite(key, DAY, "second", 10, None),
+        ]
+    )
     assert values(backend.read(key)) == ["other", "second"]
 
 
@@ -271,10 +272,12 @@ def test_unserialisable_value_names_the_node_and_writes_nothing(
 ) -> None:
     key = SeriesKey(pipeline_name, "prices", "1d")
     with pytest.raises(StateBackendError, match=r"node 'prices'.*JSON"):
-        backend.write_many([
-            BucketWrite(key, DAY, 1.0, 10, None),
-            BucketWrite(key, 2 * DAY, object(), 10, None),
-        ])
+        backend.write_many(
+            [
+                BucketWrite(key, DAY, 1.0, 10, None),
+                BucketWrite(key, 2 * DAY, object(), 10, None),
+            ]
+        )
     assert backend.read(key) == []
     with pytest.raises(StateBackendError, match="not a finite number"):
         backend.write(key, math.nan, 1, max_items=10, ttl=None)
@@ -301,8 +304,13 @@ def test_close_then_use_reconnects(backend: RedisStateBackend, pipeline_name: st
 def test_concurrent_writers_lose_nothing(backend: RedisStateBackend, pipeline_name: str) -> None:
     def work(node: str) -> None:
         for minute in range(200):
-            backend.write(SeriesKey(pipeline_name, node, "1m"), 60.0 * (minute + 1), minute,
-                          max_items=500, ttl=None)
+            backend.write(
+                SeriesKey(pipeline_name, node, "1m"),
+                60.0 * (minute + 1),
+                minute,
+                max_items=500,
+                ttl=None,
+            )
 
     threads = [threading.Thread(target=work, args=(f"n{i}",)) for i in range(4)]
     for thread in threads:
@@ -333,9 +341,7 @@ def test_deleting_and_writing_again_is_not_a_gap(
     assert values(backend.read(key)) == [3]
 
 
-def test_behaves_like_the_memory_backend(
-    backend: RedisStateBackend, pipeline_name: str
-) -> None:
+def test_behaves_like_the_memory_backend(backend: RedisStateBackend, pipeline_name: str) -> None:
     """Random writes (replays, out of order, changing max_items, batches) and reads give the
     same results on Redis as on the reference MemoryStateBackend."""
     rng = random.Random(20261126)
@@ -357,10 +363,20 @@ def test_behaves_like_the_memory_backend(
             memory.write_many(batch)
         else:
             for write in batch:
-                backend.write(write.key, write.timestamp, write.value,
-                              max_items=write.max_items, ttl=write.ttl)
-                memory.write(write.key, write.timestamp, write.value,
-                             max_items=write.max_items, ttl=write.ttl)
+                backend.write(
+                    write.key,
+                    write.timestamp,
+                    write.value,
+                    max_items=write.max_items,
+                    ttl=write.ttl,
+                )
+                memory.write(
+                    write.key,
+                    write.timestamp,
+                    write.value,
+                    max_items=write.max_items,
+                    ttl=write.ttl,
+                )
         key = rng.choice(keys)
         count = rng.choice([None, 0, 1, 3, 10])
         start = rng.choice([None, float(rng.randint(0, 40) * 60), rng.random() * 2400])

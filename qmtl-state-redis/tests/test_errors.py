@@ -32,8 +32,10 @@ def _closed_port() -> int:
     ("url", "shown"),
     [
         ("redis://:hunter2@db:6379/0", "redis://:***@db:6379/0"),
-        ("rediss://user:hunter2@db.example:6380/1?ssl_cert_reqs=none",
-         "rediss://user:***@db.example:6380/1?ssl_cert_reqs=none"),
+        (
+            "rediss://user:hunter2@db.example:6380/1?ssl_cert_reqs=none",
+            "rediss://user:***@db.example:6380/1?ssl_cert_reqs=none",
+        ),
         ("redis://db:6379/0", "redis://db:6379/0"),
         ("redis://user:hunter2@[::1]:6379", "redis://user:***@[::1]:6379"),
     ],
@@ -135,32 +137,74 @@ def _make_certificates(directory: Path) -> dict[str, Path]:
     def run(*args: str) -> None:
         subprocess.run(["openssl", *args], check=True, capture_output=True)
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=qmtl-test-ca",
-        "-keyout", str(paths["ca-key"]), "-out", str(paths["ca"]))
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=qmtl-test-ca",
+        "-keyout",
+        str(paths["ca-key"]),
+        "-out",
+        str(paths["ca"]),
+    )
     csr = directory / "server.csr"
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-        "-keyout", str(paths["server-key"]), "-out", str(csr))
-    run("x509", "-req", "-in", str(csr), "-CA", str(paths["ca"]), "-CAkey", str(paths["ca-key"]),
-        "-CAcreateserial", "-days", "1", "-extfile", str(ext), "-out", str(paths["server"]))
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        str(paths["server-key"]),
+        "-out",
+        str(csr),
+    )
+    run(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(paths["ca"]),
+        "-CAkey",
+        str(paths["ca-key"]),
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        str(ext),
+        "-out",
+        str(paths["server"]),
+    )
     return paths
 
 
 @pytest.mark.integration
-def test_tls_with_rediss_url(
-    own_redis: Callable[..., Any], launcher: Any, tmp_path: Path
-) -> None:
+def test_tls_with_rediss_url(own_redis: Callable[..., Any], launcher: Any, tmp_path: Path) -> None:
     if shutil.which("openssl") is None:
         pytest.skip("openssl CLI not found; it makes the test certificates")
     certs = _make_certificates(tmp_path)
     tls_port = launcher.free_port()
     try:
         server = own_redis(
-            "--tls-port", str(tls_port),
-            "--tls-cert-file", str(certs["server"]),
-            "--tls-key-file", str(certs["server-key"]),
-            "--tls-ca-cert-file", str(certs["ca"]),
-            "--tls-auth-clients", "no",
-            "--requirepass", "tls-pw",
+            "--tls-port",
+            str(tls_port),
+            "--tls-cert-file",
+            str(certs["server"]),
+            "--tls-key-file",
+            str(certs["server-key"]),
+            "--tls-ca-cert-file",
+            str(certs["ca"]),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            "tls-pw",
         )
     except launcher.ServiceError as error:
         if "tls" in str(error).lower():
@@ -180,7 +224,6 @@ def test_tls_with_rediss_url(
     finally:
         trusted.close()
         untrusted.close()
-
 
 
 @pytest.mark.integration

@@ -45,7 +45,10 @@ def _answers(url: str, launcher: Any) -> bool:
 def test_services_runs_the_command_with_redis_and_stops_it(launcher: Any) -> None:
     result = subprocess.run(
         [sys.executable, str(SERVICES), "--redis", "--", sys.executable, "-c", PROBE, "3"],
-        env=_env(QMTL_TEST_REDIS_URL=None), capture_output=True, text=True, timeout=60,
+        env=_env(QMTL_TEST_REDIS_URL=None),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 3, result.stderr  # the command's own exit code
     url = result.stdout.strip()
@@ -56,10 +59,19 @@ def test_services_runs_the_command_with_redis_and_stops_it(launcher: Any) -> Non
 
 def test_services_reuses_a_redis_named_in_the_environment() -> None:
     result = subprocess.run(
-        [sys.executable, str(SERVICES), "--redis", "--", sys.executable, "-c",
-         "import os; print(os.environ['QMTL_TEST_REDIS_URL'])"],
+        [
+            sys.executable,
+            str(SERVICES),
+            "--redis",
+            "--",
+            sys.executable,
+            "-c",
+            "import os; print(os.environ['QMTL_TEST_REDIS_URL'])",
+        ],
         env=_env(QMTL_TEST_REDIS_URL="redis://example.invalid:6379/0"),
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "redis://example.invalid:6379/0"
@@ -69,9 +81,18 @@ def test_services_reuses_a_redis_named_in_the_environment() -> None:
 
 def test_services_stops_redis_when_terminated(launcher: Any) -> None:
     process = subprocess.Popen(
-        [sys.executable, str(SERVICES), "--redis", "--", sys.executable, "-c",
-         "import os, time; print(os.environ['QMTL_TEST_REDIS_URL'], flush=True); time.sleep(60)"],
-        env=_env(QMTL_TEST_REDIS_URL=None), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            str(SERVICES),
+            "--redis",
+            "--",
+            sys.executable,
+            "-c",
+            "import os, time; print(os.environ['QMTL_TEST_REDIS_URL'], flush=True); time.sleep(60)",
+        ],
+        env=_env(QMTL_TEST_REDIS_URL=None),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
@@ -94,7 +115,10 @@ def test_services_stops_redis_when_terminated(launcher: Any) -> None:
 def test_services_reports_a_command_that_cannot_start(launcher: Any) -> None:
     result = subprocess.run(
         [sys.executable, str(SERVICES), "--redis", "--", "/nonexistent/command"],
-        env=_env(QMTL_TEST_REDIS_URL=None), capture_output=True, text=True, timeout=60,
+        env=_env(QMTL_TEST_REDIS_URL=None),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 127
     assert "cannot run" in result.stderr
@@ -117,11 +141,26 @@ def test_redis_url_fixture_skips_or_fails_under_ci(
 ) -> None:
     (tmp_path / "test_probe.py").write_text(FIXTURE_TEST)
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "qmtl.testing.services", "-q", "-rse",
-         "-c", os.devnull, "--rootdir", str(tmp_path), str(tmp_path / "test_probe.py")],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "qmtl.testing.services",
+            "-q",
+            "-rse",
+            "-c",
+            os.devnull,
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path / "test_probe.py"),
+        ],
         # No service variable, and no Docker engine to fall back on.
         env=_env(QMTL_TEST_REDIS_URL=None, CI=ci, DOCKER_HOST="unix:///nonexistent.sock"),
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert outcome in result.stdout, result.stdout
     assert "QMTL_TEST_REDIS_URL is unset" in result.stdout
@@ -134,9 +173,23 @@ def test_redis_url_fixture_uses_the_environment(tmp_path: Path) -> None:
         "def test_url(redis_url):\n    assert redis_url == 'redis://given:1/0'\n"
     )
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "qmtl.testing.services", "-q",
-         "-c", os.devnull, "--rootdir", str(tmp_path), str(tmp_path / "test_probe.py")],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "qmtl.testing.services",
+            "-q",
+            "-c",
+            os.devnull,
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path / "test_probe.py"),
+        ],
         env=_env(QMTL_TEST_REDIS_URL="redis://given:1/0", CI="true"),
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
     )
     assert "1 passed" in result.stdout, result.stdout

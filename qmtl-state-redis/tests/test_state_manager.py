@@ -48,9 +48,12 @@ def test_save_history_lands_in_the_bucket_and_trims(
 ) -> None:
     # 13.6/48 in SPEC terms: one bucket value, trimmed to max_items, TTL on the series.
     for day in range(12):
-        assert manager.save_history(
-            "test_node_123", "1d", {"day": day}, max_items=10, ttl=86400, ts=NOW + day * DAY
-        ) is True
+        assert (
+            manager.save_history(
+                "test_node_123", "1d", {"day": day}, max_items=10, ttl=86400, ts=NOW + day * DAY
+            )
+            is True
+        )
     history = manager.get_history("test_node_123", "1d", count=100)
     assert [item["value"]["day"] for item in history] == list(range(11, 1, -1))
     bucket_end = (NOW // DAY + 1) * DAY
@@ -89,9 +92,10 @@ def test_start_ts_is_exclusive(manager: StateManager) -> None:
     assert [item["value"] for item in history] == ["-0h", "-1h"]
     # The bound is exclusive: a start exactly at a bucket end leaves that bucket out.
     oldest_end = NOW - 2 * HOUR + 1800
-    assert [
-        item["value"] for item in manager.get_history("node", "1h", start_ts=oldest_end)
-    ] == ["-0h", "-1h"]
+    assert [item["value"] for item in manager.get_history("node", "1h", start_ts=oldest_end)] == [
+        "-0h",
+        "-1h",
+    ]
     assert len(manager.get_history("node", "1h", start_ts=oldest_end - 1)) == 3
 
 
@@ -100,7 +104,9 @@ def test_end_ts_is_inclusive(manager: StateManager) -> None:
         manager.save_history("node", "1h", age, ts=NOW - age * HOUR)
     newest_end = NOW + 1800
     assert [item["value"] for item in manager.get_history("node", "1h", end_ts=newest_end)] == [
-        0, 1, 2,
+        0,
+        1,
+        2,
     ]
     assert [
         item["value"] for item in manager.get_history("node", "1h", end_ts=newest_end - HOUR)
@@ -173,8 +179,9 @@ def test_registered_as_state_kind_redis(redis_url: str, pipeline_name: str) -> N
     try:
         assert isinstance(backend, RedisStateBackend)
         assert backend.settings.max_connections == 4
-        backend.write(SeriesKey(pipeline_name, "n", "1d"), DAY, "via registry", max_items=5,
-                      ttl=None)
+        backend.write(
+            SeriesKey(pipeline_name, "n", "1d"), DAY, "via registry", max_items=5, ttl=None
+        )
         assert backend.read(SeriesKey(pipeline_name, "n", "1d"))[0]["value"] == "via registry"
         backend.delete(pipeline_name)
     finally:
@@ -184,29 +191,39 @@ def test_registered_as_state_kind_redis(redis_url: str, pipeline_name: str) -> N
 def _pipeline(name: str) -> Pipeline:
     pipeline = Pipeline(name=name)
     pipeline.add_node(
-        Node(name="price", fn=lambda: 42,
-             interval_settings={"1d": {"interval": "1d", "period": "7d", "max_history": 100},
-                                "5m": {"interval": "5m", "period": 12}})
+        Node(
+            name="price",
+            fn=lambda: 42,
+            interval_settings={
+                "1d": {"interval": "1d", "period": "7d", "max_history": 100},
+                "5m": {"interval": "5m", "period": 12},
+            },
+        )
     )
     pipeline.add_node(
-        Node(name="double", fn=lambda price: price * 2, upstreams=["price"],
-             interval_settings={"1d": {"interval": "1d", "period": "7d", "max_history": 3},
-                                "5m": {"interval": "5m", "period": 12}})
+        Node(
+            name="double",
+            fn=lambda price: price * 2,
+            upstreams=["price"],
+            interval_settings={
+                "1d": {"interval": "1d", "period": "7d", "max_history": 3},
+                "5m": {"interval": "5m", "period": 12},
+            },
+        )
     )
     return pipeline
 
 
-def test_pipeline_and_state_manager_share_the_data(
-    redis_url: str, pipeline_name: str
-) -> None:
+def test_pipeline_and_state_manager_share_the_data(redis_url: str, pipeline_name: str) -> None:
     # 13.7/57-61 and 13.5/42: a pipeline run with state="redis" 5 times; the pipeline's Redis
     # accessors and a StateManager read the same series.
     pipeline = _pipeline(pipeline_name)
     manager = StateManager(redis_uri=redis_url, pipeline=pipeline_name)
     try:
         for run in range(5):
-            result = pipeline.execute(engine="local", state="redis",
-                                      state_options={"url": redis_url}, ts=NOW + run * DAY)
+            result = pipeline.execute(
+                engine="local", state="redis", state_options={"url": redis_url}, ts=NOW + run * DAY
+            )
             assert result == {"price": 42, "double": 84}
         history = pipeline.get_history("price", "1d", count=10, redis_uri=redis_url)
         assert len(history) == 5
@@ -219,9 +236,7 @@ def test_pipeline_and_state_manager_share_the_data(
         assert pipeline.get_history("price", "1d", redis_uri=redis_url, **bounds) == (
             manager.get_history(pipeline.build().node("price").node_id, "1d", **bounds)
         )
-        assert pipeline.get_interval_data("double", "5m", count=2, redis_uri=redis_url) == [
-            84, 84
-        ]
+        assert pipeline.get_interval_data("double", "5m", count=2, redis_uri=redis_url) == [84, 84]
         meta = pipeline.get_node_metadata("double", "1d", redis_uri=redis_url)
         assert meta["count"] == 3
         assert meta["max_items"] == 3

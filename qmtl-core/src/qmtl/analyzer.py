@@ -172,8 +172,9 @@ class _QueryEval:
     def __call__(self, values: Sequence[Any]) -> Any:
         selection = self.fixed or select_matches(self.selectors, self.matched)
         self.selection = selection
-        self.inputs = {name: _failure(value) or value
-                       for name, value in zip(self.names, values, strict=True)}
+        self.inputs = {
+            name: _failure(value) or value for name, value in zip(self.names, values, strict=True)
+        }
         ok = {
             name: self.inputs[name]
             for name in selection.names
@@ -262,7 +263,10 @@ class Analyzer(Pipeline):
         started = datetime.now(UTC)
         guarded, evals = self._guarded_plan(plan, overrides)
         values = engine_obj.execute(
-            guarded, state=_RecordValues(state_obj), inputs=inputs, ts=now,
+            guarded,
+            state=_RecordValues(state_obj),
+            inputs=inputs,
+            ts=now,
             timeout=timeout,
         )
         finished = datetime.now(UTC)
@@ -315,24 +319,46 @@ class Analyzer(Pipeline):
         finished: datetime,
     ) -> tuple[AnalyzerRun, list[AnalyzerResult], dict[str, Any]]:
         values = {name: _failure(value) or value for name, value in values.items()}
-        failures = {n: v.error for n, v in values.items()
-                    if isinstance(v, _Failed) and v.status == "FAIL"}
-        skipped = {n: v.error for n, v in values.items()
-                   if isinstance(v, _Failed) and v.status == "SKIPPED"}
+        failures = {
+            n: v.error for n, v in values.items() if isinstance(v, _Failed) and v.status == "FAIL"
+        }
+        skipped = {
+            n: v.error
+            for n, v in values.items()
+            if isinstance(v, _Failed) and v.status == "SKIPPED"
+        }
         results: list[AnalyzerResult] = []
         cache: dict[str, Any] = {}
 
         def result(query: str, node: str, value: Any, batch: int | None) -> AnalyzerResult:
             if isinstance(value, _Failed):
-                return AnalyzerResult(analyzer_id=self.name, query_node=query, node=node,
-                                      status=value.status, error=value.error, batch=batch,
-                                      generated_at=finished)
+                return AnalyzerResult(
+                    analyzer_id=self.name,
+                    query_node=query,
+                    node=node,
+                    status=value.status,
+                    error=value.error,
+                    batch=batch,
+                    generated_at=finished,
+                )
             if value is _NOT_RUN:
-                return AnalyzerResult(analyzer_id=self.name, query_node=query, node=node,
-                                      status="SKIPPED", batch=batch, generated_at=finished,
-                                      error="did not run (a window is warming up)")
-            return AnalyzerResult(analyzer_id=self.name, query_node=query, node=node, value=value,
-                                  batch=batch, generated_at=finished)
+                return AnalyzerResult(
+                    analyzer_id=self.name,
+                    query_node=query,
+                    node=node,
+                    status="SKIPPED",
+                    batch=batch,
+                    generated_at=finished,
+                    error="did not run (a window is warming up)",
+                )
+            return AnalyzerResult(
+                analyzer_id=self.name,
+                query_node=query,
+                node=node,
+                value=value,
+                batch=batch,
+                generated_at=finished,
+            )
 
         for node in plan.nodes:
             if node.kind != "query":
@@ -344,8 +370,9 @@ class Analyzer(Pipeline):
             for index, batch in enumerate(selection.batches):
                 for name in batch:
                     value = evaluation.inputs.get(name, values.get(name, _NOT_RUN))
-                    results.append(result(node.name, name, value,
-                                          index if selection.batched else None))
+                    results.append(
+                        result(node.name, name, value, index if selection.batched else None)
+                    )
             value = values.get(node.name, _NOT_RUN)
             if evaluation.query.fn is not None:
                 results.append(result(node.name, node.name, value, None))
@@ -364,7 +391,10 @@ class Analyzer(Pipeline):
 
     # -- recording and history ------------------------------------------------------------
     def _record(
-        self, plan: ExecutionPlan, state: StateBackend, results: Sequence[AnalyzerResult],
+        self,
+        plan: ExecutionPlan,
+        state: StateBackend,
+        results: Sequence[AnalyzerResult],
         now: float,
     ) -> None:
         by_query: dict[str, list[dict[str, Any]]] = {}
@@ -375,8 +405,11 @@ class Analyzer(Pipeline):
                 continue
             for spec in node.series:
                 state.write(
-                    _results_key(spec.key), bucket_end(now, spec.seconds),
-                    by_query.get(node.name, []), max_items=spec.max_items, ttl=spec.ttl,
+                    _results_key(spec.key),
+                    bucket_end(now, spec.seconds),
+                    by_query.get(node.name, []),
+                    max_items=spec.max_items,
+                    ttl=spec.ttl,
                 )
 
     def get_result_history(
@@ -402,8 +435,9 @@ class Analyzer(Pipeline):
                 "timestamp": item["timestamp"],
                 "results": [AnalyzerResult.model_validate(r) for r in item["value"]],
             }
-            for item in backend.read(_results_key(key), count=count, start_ts=start_ts,
-                                     end_ts=end_ts)
+            for item in backend.read(
+                _results_key(key), count=count, start_ts=start_ts, end_ts=end_ts
+            )
         ]
 
 

@@ -87,8 +87,12 @@ class QmtlGroup(click.Group):
 
 
 @click.group(cls=QmtlGroup)
-@click.option("--log-level", default="warning", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
 @click.version_option(package_name="qmtl-core")
 def cli(log_level: str) -> None:
     """QMTL: run strategy pipelines on any engine."""
@@ -106,8 +110,14 @@ def _jsonable(value: Any) -> Any:
 @click.option("--ts", type=float, default=None, help="Event time of a one-shot run (epoch s)")
 @click.option("--stream", is_flag=True, help="Stream the sources to their end in event time")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON")
-def run(target: str, engine: str | None, state: str | None, ts: float | None, stream: bool,
-        as_json: bool) -> None:
+def run(
+    target: str,
+    engine: str | None,
+    state: str | None,
+    ts: float | None,
+    stream: bool,
+    as_json: bool,
+) -> None:
     """Run the pipeline TARGET (module:attribute) once, or stream it with --stream."""
     pipeline = load_object(target)
     if stream:
@@ -118,7 +128,7 @@ def run(target: str, engine: str | None, state: str | None, ts: float | None, st
     if as_json:
         click.echo(json.dumps(_jsonable(data), indent=2))
     else:
-        for key, value in (data.items() if isinstance(data, dict) else [("result", data)]):
+        for key, value in data.items() if isinstance(data, dict) else [("result", data)]:
             click.echo(f"{key}: {value!r}")
 
 
@@ -152,18 +162,32 @@ def plugins(as_json: bool) -> None:
     for column in ("category", "kind", "distribution", "version", "plugin", "description"):
         table.add_column(column)
     for row in rows:
-        table.add_row(*(str(row[c] or "") for c in
-                        ("category", "kind", "distribution", "version", "plugin", "description")))
+        table.add_row(
+            *(
+                str(row[c] or "")
+                for c in ("category", "kind", "distribution", "version", "plugin", "description")
+            )
+        )
     Console(width=140).print(table)
 
 
 @cli.command()
 @click.argument("target")
-@click.option("--format", "fmt", default="mermaid", show_default=True,
-              type=click.Choice(["mermaid", "dot", "json", "svg", "png"]),
-              help="Mermaid/DOT/JSON text, or SVG/PNG drawn by Graphviz's dot")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
-              help="Write to FILE instead of standard output (needed for png)")
+@click.option(
+    "--format",
+    "fmt",
+    default="mermaid",
+    show_default=True,
+    type=click.Choice(["mermaid", "dot", "json", "svg", "png"]),
+    help="Mermaid/DOT/JSON text, or SVG/PNG drawn by Graphviz's dot",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write to FILE instead of standard output (needed for png)",
+)
 def graph(target: str, fmt: str, output: str | None) -> None:
     """Draw the pipeline TARGET (module:attribute): nodes with tags and intervals, edges, and
     query nodes with their matches."""
@@ -189,23 +213,34 @@ def graph(target: str, fmt: str, output: str | None) -> None:
 @click.option("--state", default=None, help="State backend kind (default: settings)")
 @click.option("--redis-url", default=None, help="Read the Redis state backend at this URL")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON")
-def history(target: str, node: str, interval: str, count: int, start_ts: float | None,
-            end_ts: float | None, state: str | None, redis_url: str | None,
-            as_json: bool) -> None:
+def history(
+    target: str,
+    node: str,
+    interval: str,
+    count: int,
+    start_ts: float | None,
+    end_ts: float | None,
+    state: str | None,
+    redis_url: str | None,
+    as_json: bool,
+) -> None:
     """Print NODE's history (newest first) from the state backend the pipeline TARGET is
     configured with (QMTL_STATE / qmtl.toml, or --state / --redis-url)."""
     from datetime import UTC, datetime
 
     pipeline = load_object(target)
-    items = pipeline.get_history(node, interval, count, start_ts, end_ts, state=state,
-                                 redis_uri=redis_url)
+    items = pipeline.get_history(
+        node, interval, count, start_ts, end_ts, state=state, redis_uri=redis_url
+    )
     if as_json:
         click.echo(json.dumps(_jsonable(items), indent=2))
         return
     if not items:
         meta = pipeline.get_node_metadata(node, interval, state=state, redis_uri=redis_url)
-        click.echo(f"no history for node '{node}' at {interval} in state backend "
-                   f"'{meta['source']}' (pipeline '{pipeline.name}')")
+        click.echo(
+            f"no history for node '{node}' at {interval} in state backend "
+            f"'{meta['source']}' (pipeline '{pipeline.name}')"
+        )
         return
     for item in items:
         when = datetime.fromtimestamp(item["timestamp"], UTC).isoformat().replace("+00:00", "Z")
@@ -218,9 +253,7 @@ def build_cli() -> click.Group:
     from qmtl.settings import load_settings
 
     settings = load_settings()
-    pm = create_plugin_manager(
-        autoload=settings.plugin_autoload, disabled=settings.disable_plugins
-    )
+    pm = create_plugin_manager(autoload=settings.plugin_autoload, disabled=settings.disable_plugins)
     register_commands(pm, cli)
     return cli
 

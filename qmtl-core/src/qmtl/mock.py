@@ -72,13 +72,18 @@ class MockExecutionEngine(EngineBase):
         from qmtl.sources import source_events
         from qmtl.stream_runner import run_in_process
 
-        mocked = {n.name: self.mocks[n.name] for n in plan.nodes
-                  if not n.upstreams and n.name in self.mocks}
+        mocked = {
+            n.name: self.mocks[n.name]
+            for n in plan.nodes
+            if not n.upstreams and n.name in self.mocks
+        }
         events = options.pop("events", None)
         sources = dict(options.pop("sources", None) or {})
         if events is not None:
-            events = [(name, ts, _value_of(mocked[name]) if name in mocked else value)
-                      for name, ts, value in events]
+            events = [
+                (name, ts, _value_of(mocked[name]) if name in mocked else value)
+                for name, ts, value in events
+            ]
         else:
             for name in mocked:
                 node = plan.node(name).node
@@ -88,8 +93,9 @@ class MockExecutionEngine(EngineBase):
                 bounded = isinstance(raw, list | tuple) or getattr(raw, "bounded", False)
                 sources[name] = list(replaced) if bounded else replaced
         options.setdefault("engine", self.name)
-        return run_in_process(plan, state, sources=sources, events=events,
-                              invoke_hook=self._invoke, **options)
+        return run_in_process(
+            plan, state, sources=sources, events=events, invoke_hook=self._invoke, **options
+        )
 
 
 def _value_of(mock: Any) -> Any:

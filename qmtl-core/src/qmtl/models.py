@@ -25,8 +25,9 @@ def _model_error(model: str, error: pydantic.ValidationError) -> ModelValidation
         where = ".".join(str(part) for part in item["loc"])
         inner = (item.get("ctx") or {}).get("error")
         if isinstance(inner, ModelValidationError) and inner.problems:
-            problems += [(".".join(p for p in (where, sub) if p), msg)
-                         for sub, msg in inner.problems]
+            problems += [
+                (".".join(p for p in (where, sub) if p), msg) for sub, msg in inner.problems
+            ]
         else:
             problems.append((where, item["msg"].removeprefix("Value error, ")))
     text = "; ".join(f"{where or '(model)'}: {msg}" for where, msg in problems)

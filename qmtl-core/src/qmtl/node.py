@@ -46,8 +46,10 @@ def _stream_settings(
         raise PipelineValidationError(
             f"Node '{node}' got both stream_settings and interval_settings; pass only one"
         )
-    for option, value in (("interval_settings", interval_settings),
-                          ("stream_settings", stream_settings)):
+    for option, value in (
+        ("interval_settings", interval_settings),
+        ("stream_settings", stream_settings),
+    ):
         if value is not None and not isinstance(value, Mapping | NodeStreamSettings):
             raise PipelineValidationError(
                 f"Node '{node}': {option} must be a mapping of interval to settings, such as "
@@ -77,8 +79,7 @@ def _call_style(
     parameters = signature.parameters
     takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     named = all(
-        name in parameters and parameters[name].kind in (p_kw, p_pos_kw)
-        for name in upstreams
+        name in parameters and parameters[name].kind in (p_kw, p_pos_kw) for name in upstreams
     )
     style: CallStyle = "keyword" if upstreams and (takes_kwargs or named) else "positional"
     clash = set(upstreams) & set(params)
@@ -179,8 +180,10 @@ class Node:
             raise PipelineValidationError(
                 f"Node '{name}': key_params {missing} are not among its params {sorted(params)}"
             )
-        if window is not None and (window is not True) and (
-            isinstance(window, bool) or not isinstance(window, int) or window < 1
+        if (
+            window is not None
+            and (window is not True)
+            and (isinstance(window, bool) or not isinstance(window, int) or window < 1)
         ):
             raise PipelineValidationError(
                 f"Node '{name}': window must be a positive int or True, got {window!r}"
@@ -197,9 +200,7 @@ class Node:
         """What this node computes, apart from its upstreams and settings."""
         return function_fingerprint(self.fn)
 
-    def compute_id(
-        self, upstream_ids: Sequence[str], settings: NodeStreamSettings | None
-    ) -> str:
+    def compute_id(self, upstream_ids: Sequence[str], settings: NodeStreamSettings | None) -> str:
         """The content id given upstream ids and effective settings."""
         key_values = {key: self.params[key] for key in self.key_params}
         return content_id(
@@ -418,8 +419,9 @@ class QueryNode:
         self.interval = to_interval(interval) if interval is not None else None
         if period is not None and self.interval is not None:
             period = IntervalSettings(interval=self.interval, period=period).period
-        elif period is not None and (isinstance(period, bool) or not isinstance(period, int)
-                                     or period < 1):
+        elif period is not None and (
+            isinstance(period, bool) or not isinstance(period, int) or period < 1
+        ):
             raise PipelineValidationError(
                 f"QueryNode '{name}': period {period!r} needs interval= (a duration such as "
                 "'7d' is converted to a count of intervals), or pass a count >= 1"
@@ -440,8 +442,10 @@ class QueryNode:
         """Whether ``node`` satisfies the tags and the interval/period filter (one entry)."""
         tags = node.tags
         wanted = self.query_tags
-        hit = all(t in tags for t in wanted) if self.match_mode == "all" else any(
-            t in tags for t in wanted
+        hit = (
+            all(t in tags for t in wanted)
+            if self.match_mode == "all"
+            else any(t in tags for t in wanted)
         )
         return hit and self.entry_matches(node)
 
@@ -466,8 +470,11 @@ class QueryNode:
         if self._node_id is not None:
             return self._node_id
         return content_id(
-            self.kind, ",".join(self.query_tags), self.match_mode,
-            self.interval.value if self.interval else "", stable_repr(self.period),
+            self.kind,
+            ",".join(self.query_tags),
+            self.match_mode,
+            self.interval.value if self.interval else "",
+            stable_repr(self.period),
         )
 
     def to_definition(self) -> dict[str, Any]:

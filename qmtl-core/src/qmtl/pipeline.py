@@ -380,7 +380,10 @@ class Pipeline:
         }
         meta.update({k: v for k, v in stored.items() if v is not None or k not in meta})
         meta.update(
-            node=node_name, node_id=key.node_id, interval=key.interval, pipeline=self.name,
+            node=node_name,
+            node_id=key.node_id,
+            interval=key.interval,
+            pipeline=self.name,
             source=backend.name,
         )
         return meta

@@ -168,7 +168,8 @@ def topological_order(names: Sequence[str], upstreams: Mapping[str, Sequence[str
                 heapq.heappush(ready, position[reader])
     if len(order) < len(names):
         raise CycleError(
-            "The pipeline has a cycle: " + " -> ".join(_find_cycle(waiting, upstreams))
+            "The pipeline has a cycle: "
+            + " -> ".join(_find_cycle(waiting, upstreams))
             + "; remove one of these upstream links"
         )
     return order
@@ -218,8 +219,10 @@ def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
         queries[key] = query
 
     defaults = pipeline.default_intervals
-    effective = {name: merge_settings(name, n.declared_stream_settings, defaults)
-                 for name, n in nodes.items()}
+    effective = {
+        name: merge_settings(name, n.declared_stream_settings, defaults)
+        for name, n in nodes.items()
+    }
     for name, node in nodes.items():
         node.stream_settings = effective[name]
 
@@ -344,8 +347,9 @@ def resolve_queries(
             candidates[qname] = sets[0].intersection(*sets[1:])
         else:
             candidates[qname] = set().union(*(tagged(tag) for tag in tags))
-    on_entry = [q for q in queries if queries[q].interval is not None
-                or queries[q].period is not None]
+    on_entry = [
+        q for q in queries if queries[q].interval is not None or queries[q].period is not None
+    ]
     if on_entry:
         # interval entries are read only for the nodes some interval query's tags selected
         values = list(nodes.values())
@@ -454,8 +458,14 @@ def _query_id(query: QueryNode, upstream_ids: Sequence[str]) -> str:
     """
     return content_id(
         "query",
-        stable_repr([query.query_tags, query.match_mode,
-                     query.interval.value if query.interval else None, query.period]),
+        stable_repr(
+            [
+                query.query_tags,
+                query.match_mode,
+                query.interval.value if query.interval else None,
+                query.period,
+            ]
+        ),
         ",".join(upstream_ids),
         function_fingerprint(query.fn) if query.fn else "",
         stable_repr([s.model_dump(mode="json") for s in query.result_selectors]),

@@ -129,8 +129,10 @@ def select(
         elif mode == "random":
             size = selector.sample_size or len(current)
             if size < len(current):
-                draw = random.Random(selector.seed) if selector.seed is not None else (
-                    rng or random.Random()
+                draw = (
+                    random.Random(selector.seed)
+                    if selector.seed is not None
+                    else (rng or random.Random())
                 )
                 current = sorted(draw.sample(current, size), key=lambda n: order[n.name])
         elif mode == "batch":

@@ -58,8 +58,7 @@ class SourceProcessor(Protocol):
     """A user-defined source: ``events()`` yields ``(ts, value)`` pairs in the order they
     arrive. ``latest()``, when present, gives the value of a one-shot ``execute``."""
 
-    def events(self) -> Iterable[Event]:
-        ...
+    def events(self) -> Iterable[Event]: ...
 
 
 def to_timestamp(ts: Any, where: str) -> float:
@@ -294,8 +293,11 @@ class FileSourceProcessor:
             if self.value_column is not None:
                 value = self._convert(row[self.value_column], self.value_column, where)
             else:
-                value = {k: self._convert(v, k, where) for k, v in row.items()
-                         if k != self.timestamp_column}
+                value = {
+                    k: self._convert(v, k, where)
+                    for k, v in row.items()
+                    if k != self.timestamp_column
+                }
             yield ts, value
 
     def _convert(self, text: str | None, column: str, where: str) -> Any:

@@ -182,8 +182,9 @@ class StreamRunner:
                 late_events=b.late if b else 0,
                 buckets_out={s.interval: s.count for s in self.series[node.index]},
             )
-        return RunSummary(self.plan.pipeline, self.engine, nodes,
-                          time.perf_counter() - self.started)
+        return RunSummary(
+            self.plan.pipeline, self.engine, nodes, time.perf_counter() - self.started
+        )
 
     def _emit(self, series: _Series, buckets: list[tuple[int, Any]], through: float) -> None:
         # An explicit stack instead of recursion: any DAG depth works.
@@ -372,8 +373,9 @@ def run_in_process(
     """
     if batch is None:
         batch = AUTO_BATCH if all_bounded(plan, sources=sources, events=events) else 1
-    runner = StreamRunner(plan, state, on_output=on_output, invoke_hook=invoke_hook,
-                          engine=engine, batch=batch)
+    runner = StreamRunner(
+        plan, state, on_output=on_output, invoke_hook=invoke_hook, engine=engine, batch=batch
+    )
     return drive(runner, merged_events(plan, sources=sources, events=events, clock=clock))
 
 
@@ -392,8 +394,9 @@ def stream_in_process(
     """The iterator form of :func:`run_in_process`; work happens as you iterate."""
     if batch is None:
         batch = AUTO_BATCH if all_bounded(plan, sources=sources, events=events) else 1
-    runner = StreamRunner(plan, state, on_output=on_output, invoke_hook=invoke_hook,
-                          engine=engine, batch=batch)
+    runner = StreamRunner(
+        plan, state, on_output=on_output, invoke_hook=invoke_hook, engine=engine, batch=batch
+    )
     return OutputStream(runner, merged_events(plan, sources=sources, events=events, clock=clock))
 
 
@@ -407,8 +410,11 @@ class ThreadedOutputStream(Iterator[OutputEvent]):
     run at its next output. ``summary`` is set once the iterator is exhausted; an error of the
     run is raised by ``next``."""
 
-    def __init__(self, run: Callable[[Callable[[OutputEvent], None]], Any],
-                 on_output: Callable[[OutputEvent], None] | None = None) -> None:
+    def __init__(
+        self,
+        run: Callable[[Callable[[OutputEvent], None]], Any],
+        on_output: Callable[[OutputEvent], None] | None = None,
+    ) -> None:
         self.summary: Any = None
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1024)
         self._stopped = threading.Event()

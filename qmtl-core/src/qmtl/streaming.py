@@ -97,8 +97,20 @@ class SourceBucketer:
     watermark crossed a bucket that had no event).
     """
 
-    __slots__ = ("_closes", "_finest", "_late_before", "_next", "events", "final", "late",
-                 "lateness", "open", "pairs", "seconds", "watermark")
+    __slots__ = (
+        "_closes",
+        "_finest",
+        "_late_before",
+        "_next",
+        "events",
+        "final",
+        "late",
+        "lateness",
+        "open",
+        "pairs",
+        "seconds",
+        "watermark",
+    )
 
     def __init__(self, seconds: Sequence[int], allowed_lateness: float | None = None) -> None:
         if not seconds:
@@ -218,8 +230,17 @@ class NodeAligner:
     done`` are ignored as replays.
     """
 
-    __slots__ = ("done", "final", "last", "missing", "pending", "seconds", "size", "width",
-                 "windows")
+    __slots__ = (
+        "done",
+        "final",
+        "last",
+        "missing",
+        "pending",
+        "seconds",
+        "size",
+        "width",
+        "windows",
+    )
 
     def __init__(self, upstreams: int, seconds: int, window: int | None = None) -> None:
         self.seconds = int(seconds)

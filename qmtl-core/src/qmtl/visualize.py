@@ -15,12 +15,13 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from qmtl.errors import QmtlError
 from qmtl.selectors import is_deterministic, select
 
 if TYPE_CHECKING:
+    from qmtl.node import QueryNode
     from qmtl.pipeline import Pipeline
     from qmtl.plan import ExecutionPlan, PlanNode
 
@@ -49,29 +50,37 @@ def graph(pipeline: Pipeline) -> dict[str, Any]:
             "upstreams": list(node.upstreams),
         }
         if node.kind == "query":
-            query = node.node
+            query = cast("QueryNode", node.node)
             entry.update(
-                query_tags=list(query.query_tags),  # type: ignore[union-attr]
-                match_mode=query.match_mode,  # type: ignore[union-attr]
-                interval=query.interval.value if query.interval else None,  # type: ignore[union-attr]
-                period=query.period,  # type: ignore[union-attr]
+                query_tags=list(query.query_tags),
+                match_mode=query.match_mode,
+                interval=query.interval.value if query.interval else None,
+                period=query.period,
                 matches=list(node.upstreams),
-                selectors=[s.model_dump(mode="json", exclude_none=True)
-                           for s in query.result_selectors],  # type: ignore[union-attr]
+                selectors=[
+                    s.model_dump(mode="json", exclude_none=True) for s in query.result_selectors
+                ],
                 selected=_selected(plan, node),
             )
             chosen = entry["selected"]
             edges.extend(
-                {"source": u, "target": node.name,
-                 "kind": "match" if chosen is None or u in chosen else "unselected"}
+                {
+                    "source": u,
+                    "target": node.name,
+                    "kind": "match" if chosen is None or u in chosen else "unselected",
+                }
                 for u in node.upstreams
             )
         else:
-            edges.extend({"source": u, "target": node.name, "kind": "data"}
-                         for u in node.upstreams)
+            edges.extend({"source": u, "target": node.name, "kind": "data"} for u in node.upstreams)
         nodes.append(entry)
-    return {"pipeline": pipeline.name, "type": pipeline.type, "tags": list(pipeline.tags),
-            "nodes": nodes, "edges": edges}
+    return {
+        "pipeline": pipeline.name,
+        "type": pipeline.type,
+        "tags": list(pipeline.tags),
+        "nodes": nodes,
+        "edges": edges,
+    }
 
 
 def _selected(plan: ExecutionPlan, node: PlanNode) -> list[str] | None:
@@ -133,8 +142,9 @@ def to_mermaid(data: dict[str, Any]) -> str:
 
 
 def _mermaid_text(text: str) -> str:
-    return (text.replace("&", "#amp;").replace('"', "#quot;").replace("<", "#lt;")
-            .replace(">", "#gt;"))
+    return (
+        text.replace("&", "#amp;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
+    )
 
 
 def to_dot(data: dict[str, Any]) -> str:
@@ -160,8 +170,9 @@ def to_dot(data: dict[str, Any]) -> str:
         "data": "",
     }
     for edge in data["edges"]:
-        out.append(f"  {_dot_id(edge['source'])} -> {_dot_id(edge['target'])}"
-                   f"{styles[edge['kind']]};")
+        out.append(
+            f"  {_dot_id(edge['source'])} -> {_dot_id(edge['target'])}{styles[edge['kind']]};"
+        )
     out.append("}")
     return "\n".join(out) + "\n"
 
@@ -184,12 +195,16 @@ def _graphviz(dot_source: str, fmt: str, pipeline: str) -> bytes:
         )
     try:
         done = subprocess.run(
-            [program, f"-T{fmt}"], input=dot_source.encode(), capture_output=True,
-            timeout=60, check=False,
+            [program, f"-T{fmt}"],
+            input=dot_source.encode(),
+            capture_output=True,
+            timeout=60,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as error:
-        raise VisualizationError(f"Running {program} for pipeline '{pipeline}' failed: {error}") \
-            from error
+        raise VisualizationError(
+            f"Running {program} for pipeline '{pipeline}' failed: {error}"
+        ) from error
     if done.returncode != 0:
         raise VisualizationError(
             f"Graphviz failed to draw pipeline '{pipeline}' as {fmt.upper()} "

@@ -66,16 +66,21 @@ class Emitter:
         self.ended = False
         self.record = ctx.oneshot is None
 
-    def emit(self, batch: Batch, k: int, buckets: Sequence[tuple[int, Any]],
-             through: float) -> None:
+    def emit(
+        self, batch: Batch, k: int, buckets: Sequence[tuple[int, Any]], through: float
+    ) -> None:
         spec = self.series[k]
         if buckets:
             # The hot path: envelopes as literal dicts (what envelopes.encode builds), with
             # encode() itself for the rare value JSON cannot hold as it is.
             seconds, key, max_items, ttl = spec.seconds, spec.key, spec.max_items, spec.ttl
             interval = self.intervals[k]
-            pipeline, name, node_id, run = (self.ctx.pipeline, self.node.name, self.node.node_id,
-                                            self.ctx.run)
+            pipeline, name, node_id, run = (
+                self.ctx.pipeline,
+                self.node.name,
+                self.node.node_id,
+                self.ctx.run,
+            )
             messages, writes, topic = batch.messages, batch.writes, self.topic
             record = self.record
             dumps = orjson.dumps
@@ -86,15 +91,40 @@ class Emitter:
                 try:
                     if type(value) is float and value - value != 0:
                         raise TypeError("non-finite")
-                    payload = dumps({
-                        "v": 1, "kind": "event", "pipeline": pipeline, "node": name,
-                        "node_id": node_id, "interval": interval, "ts": end, "bucket": b,
-                        "watermark": None, "origin": None, "value": value, "run": run,
-                    }, option=_DUMP_OPTIONS)
+                    payload = dumps(
+                        {
+                            "v": 1,
+                            "kind": "event",
+                            "pipeline": pipeline,
+                            "node": name,
+                            "node_id": node_id,
+                            "interval": interval,
+                            "ts": end,
+                            "bucket": b,
+                            "watermark": None,
+                            "origin": None,
+                            "value": value,
+                            "run": run,
+                        },
+                        option=_DUMP_OPTIONS,
+                    )
                 except TypeError:
-                    payload = envelopes.encode(Envelope(
-                        pipeline, name, end, value, node_id, interval, b, None, "event", None, 1,
-                        run))
+                    payload = envelopes.encode(
+                        Envelope(
+                            pipeline,
+                            name,
+                            end,
+                            value,
+                            node_id,
+                            interval,
+                            b,
+                            None,
+                            "event",
+                            None,
+                            1,
+                            run,
+                        )
+                    )
                 messages.append((topic, payload))
             self.counts[k] += len(buckets)
             last = buckets[-1][0]
@@ -109,23 +139,61 @@ class Emitter:
             if through > self.told[k] and through != END:
                 seconds = self.series[k].seconds
                 wm = float((through + 1) * seconds)
-                batch.messages.append((self.topic, envelopes.encode(Envelope(
-                    self.ctx.pipeline, self.node.name, wm, None, self.node.node_id,
-                    self.intervals[k], None, wm, "watermark", None, 1, self.ctx.run,
-                ))))
+                batch.messages.append(
+                    (
+                        self.topic,
+                        envelopes.encode(
+                            Envelope(
+                                self.ctx.pipeline,
+                                self.node.name,
+                                wm,
+                                None,
+                                self.node.node_id,
+                                self.intervals[k],
+                                None,
+                                wm,
+                                "watermark",
+                                None,
+                                1,
+                                self.ctx.run,
+                            )
+                        ),
+                    )
+                )
                 self.told[k] = through
 
     def end(self, batch: Batch, stats: dict[str, Any]) -> None:
         self.ended = True
         value = {"buckets": dict(zip(self.intervals, self.counts, strict=True)), **stats}
-        batch.ends.append((self.topic, envelopes.encode(Envelope(
-            self.ctx.pipeline, self.node.name, 0.0, value, self.node.node_id, None, None, None,
-            "end", None, 1, self.ctx.run,
-        ))))
+        batch.ends.append(
+            (
+                self.topic,
+                envelopes.encode(
+                    Envelope(
+                        self.ctx.pipeline,
+                        self.node.name,
+                        0.0,
+                        value,
+                        self.node.node_id,
+                        None,
+                        None,
+                        None,
+                        "end",
+                        None,
+                        1,
+                        self.ctx.run,
+                    )
+                ),
+            )
+        )
 
     def dump(self) -> dict[str, Any]:
-        return {"counts": self.counts, "told": [encode_through(x) for x in self.told],
-                "through": [encode_through(x) for x in self.through], "ended": self.ended}
+        return {
+            "counts": self.counts,
+            "told": [encode_through(x) for x in self.told],
+            "through": [encode_through(x) for x in self.through],
+            "ended": self.ended,
+        }
 
     def load(self, data: dict[str, Any]) -> None:
         self.counts = list(data["counts"])

@@ -34,8 +34,9 @@ def kafka_module(what: str) -> ModuleType:
     return confluent_kafka
 
 
-def base_config(settings: KafkaEngineSettings, overrides: dict[str, Any] | None = None
-                ) -> dict[str, Any]:
+def base_config(
+    settings: KafkaEngineSettings, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
     config = client_config(settings, overrides)
     config.setdefault("logger", _LIBRDKAFKA_LOGGER)
     return config
@@ -44,8 +45,13 @@ def base_config(settings: KafkaEngineSettings, overrides: dict[str, Any] | None 
 ClientKind = Literal["Producer", "Consumer", "AdminClient"]
 
 
-def new_client(kind: ClientKind, settings: KafkaEngineSettings,
-               overrides: Mapping[str, Any] | None = None, *, what: str) -> Any:
+def new_client(
+    kind: ClientKind,
+    settings: KafkaEngineSettings,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    what: str,
+) -> Any:
     """A confluent-kafka ``kind`` built from ``settings`` plus ``overrides``.
 
     A configuration librdkafka refuses raises :class:`~qmtl.errors.ConfigurationError` naming
@@ -88,7 +94,7 @@ _FILES = {
     "ssl.ca.location": "the CA certificate file (PEM) that signed the brokers' certificates",
     "ssl.certificate.location": "the client certificate file (PEM)",
     "ssl.key.location": "the client private key file (PEM; set ssl_key_password if it is "
-                        "encrypted)",
+    "encrypted)",
 }
 
 
@@ -106,8 +112,14 @@ def _culprit(message: str, config: Mapping[str, Any]) -> str | None:
     return min(found)[1] if found else None
 
 
-def _refused(what: str, kind: str, settings: KafkaEngineSettings, config: Mapping[str, Any],
-             overrides: Mapping[str, Any], error: BaseException) -> ConfigurationError:
+def _refused(
+    what: str,
+    kind: str,
+    settings: KafkaEngineSettings,
+    config: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    error: BaseException,
+) -> ConfigurationError:
     cause = error.args[0] if error.args else error
     reason = cause.str() if hasattr(cause, "str") else str(cause)
     shown = redacted(config)
@@ -132,8 +144,10 @@ def _refused(what: str, kind: str, settings: KafkaEngineSettings, config: Mappin
     fix = "fix or remove the option"
     if key in _FILES:
         missing = isinstance(value, str) and not os.path.isfile(value)
-        fix = (f"{'no such file: ' if missing else 'the file must be readable: '}point "
-               f"{_FIELDS[key]} at {_FILES[key]}")
+        fix = (
+            f"{'no such file: ' if missing else 'the file must be readable: '}point "
+            f"{_FIELDS[key]} at {_FILES[key]}"
+        )
     return ConfigurationError(
         f"{what}: the Kafka client library refused {option} = {value!r}: {reason}; {fix}"
     )
@@ -165,8 +179,7 @@ def consume_error(kafka: ModuleType, error: Any, group: str) -> bool:
     reaching a partition's end is not an error (False); any other is logged, and the caller
     counts it (True) and skips the message."""
     if error.fatal():
-        raise EngineError(f"The Kafka consumer of group '{group}' hit a fatal error: "
-                          f"{error.str()}")
+        raise EngineError(f"The Kafka consumer of group '{group}' hit a fatal error: {error.str()}")
     if error.code() == kafka.KafkaError._PARTITION_EOF:
         return False
     log.warning("qmtl.kafka.consume_error", group=group, error=error.str())

@@ -37,8 +37,9 @@ _UNSET: Any = object()
 _SKIPPED: Any = object()
 
 
-def _history_windows(ctx: RunContext, node: PlanNode, args: list[Any], now: float
-                     ) -> list[Any] | None:
+def _history_windows(
+    ctx: RunContext, node: PlanNode, args: list[Any], now: float
+) -> list[Any] | None:
     """One-shot windows as :func:`qmtl.engine.execute_plan` reads them: each upstream's last N
     values at the node's smallest interval up to this run's bucket, this run's value last."""
     spec = min(node.series, key=lambda s: s.seconds)
@@ -98,8 +99,9 @@ class NodeSlot(Slot):
         self.oneshot = task.ctx.oneshot
         # One-shot: windows come from the state's history (as in execute_plan), not a buffer.
         self.aligners = [
-            NodeAligner(len(node.upstreams), spec.seconds,
-                        None if self.oneshot else node.window_size(spec))
+            NodeAligner(
+                len(node.upstreams), spec.seconds, None if self.oneshot else node.window_size(spec)
+            )
             for spec in node.series
         ]
         self.value: Any = _UNSET  # one-shot: the node's one value, computed once
@@ -147,8 +149,9 @@ class NodeSlot(Slot):
             if all(self.ended):
                 self.emitter.end(batch, {})
 
-    def _push(self, batch: Batch, k: int, pos: int, buckets: Sequence[tuple[int, Any]],
-              through: float) -> None:
+    def _push(
+        self, batch: Batch, k: int, pos: int, buckets: Sequence[tuple[int, Any]], through: float
+    ) -> None:
         aligner = self.aligners[k]
         ready = aligner.push(pos, buckets, through)
         if ready is None:
@@ -198,8 +201,13 @@ class NodeSlot(Slot):
             self.emitter.watermarks(batch)
 
     def dump(self) -> dict[str, Any]:
-        return {"offsets": self.offsets, "aligners": [a.to_dict() for a in self.aligners],
-                "ended": self.ended, "failed": self.failed, "emitter": self.emitter.dump()}
+        return {
+            "offsets": self.offsets,
+            "aligners": [a.to_dict() for a in self.aligners],
+            "ended": self.ended,
+            "failed": self.failed,
+            "emitter": self.emitter.dump(),
+        }
 
     def load(self, data: dict[str, Any]) -> None:
         self.offsets = data["offsets"]
@@ -235,8 +243,9 @@ class SourceSlot(Slot):
             value = env.value if self.direct else (env.ts, env.value)
             closed = self.bucketer.on_event(env.ts, value)
         elif kind == "watermark":
-            closed = self.bucketer.on_watermark(env.watermark if env.watermark is not None
-                                                else env.ts)
+            closed = self.bucketer.on_watermark(
+                env.watermark if env.watermark is not None else env.ts
+            )
         else:
             closed = self.bucketer.flush()
             self.ended = True
@@ -248,30 +257,80 @@ class SourceSlot(Slot):
             if self.direct:
                 self.emitter.end(batch, stats)
             else:
-                batch.ends.append((self.merge, envelopes.encode(Envelope(
-                    self.task.ctx.pipeline, self.task.node.name, 0.0, stats, "", None, None,
-                    None, "end", self.origin, 1, self.task.ctx.run,
-                ))))
+                batch.ends.append(
+                    (
+                        self.merge,
+                        envelopes.encode(
+                            Envelope(
+                                self.task.ctx.pipeline,
+                                self.task.node.name,
+                                0.0,
+                                stats,
+                                "",
+                                None,
+                                None,
+                                None,
+                                "end",
+                                self.origin,
+                                1,
+                                self.task.ctx.run,
+                            )
+                        ),
+                    )
+                )
 
-    def _out(self, batch: Batch, k: int, buckets: list[tuple[int, Any]], through: float
-             ) -> None:
+    def _out(self, batch: Batch, k: int, buckets: list[tuple[int, Any]], through: float) -> None:
         if self.direct:
             self.emitter.emit(batch, k, buckets, through)
             return
         ctx, name, interval = self.task.ctx, self.task.node.name, self.intervals[k]
         for b, (ts, value) in buckets:
-            batch.messages.append((self.merge, envelopes.encode(Envelope(
-                ctx.pipeline, name, ts, value, "", interval, b, None, "event", self.origin, 1,
-                ctx.run,
-            ))))
+            batch.messages.append(
+                (
+                    self.merge,
+                    envelopes.encode(
+                        Envelope(
+                            ctx.pipeline,
+                            name,
+                            ts,
+                            value,
+                            "",
+                            interval,
+                            b,
+                            None,
+                            "event",
+                            self.origin,
+                            1,
+                            ctx.run,
+                        )
+                    ),
+                )
+            )
         if buckets and buckets[-1][0] > self.told[k]:
             self.told[k] = buckets[-1][0]
         if through > self.told[k] and through != END:
             wm = float((through + 1) * self.seconds[k])
-            batch.messages.append((self.merge, envelopes.encode(Envelope(
-                ctx.pipeline, name, wm, None, "", interval, None, wm, "watermark", self.origin,
-                1, ctx.run,
-            ))))
+            batch.messages.append(
+                (
+                    self.merge,
+                    envelopes.encode(
+                        Envelope(
+                            ctx.pipeline,
+                            name,
+                            wm,
+                            None,
+                            "",
+                            interval,
+                            None,
+                            wm,
+                            "watermark",
+                            self.origin,
+                            1,
+                            ctx.run,
+                        )
+                    ),
+                )
+            )
             self.told[k] = through
 
     def finish_batch(self, batch: Batch) -> None:
@@ -279,9 +338,13 @@ class SourceSlot(Slot):
             self.emitter.watermarks(batch)
 
     def dump(self) -> dict[str, Any]:
-        return {"offsets": self.offsets, "bucketer": self.bucketer.to_dict(),
-                "ended": self.ended, "emitter": self.emitter.dump(),
-                "told": [encode_through(x) for x in self.told]}
+        return {
+            "offsets": self.offsets,
+            "bucketer": self.bucketer.to_dict(),
+            "ended": self.ended,
+            "emitter": self.emitter.dump(),
+            "told": [encode_through(x) for x in self.told],
+        }
 
     def load(self, data: dict[str, Any]) -> None:
         self.offsets = data["offsets"]
@@ -308,8 +371,7 @@ class MergeSlot(Slot):
         self.by_interval = {spec.interval.value: k for k, spec in enumerate(node.series)}
         self.seconds = [s.seconds for s in node.series]
         n = len(node.series)
-        self.final: list[dict[str, float]] = [dict.fromkeys(self.origins, NEVER)
-                                              for _ in range(n)]
+        self.final: list[dict[str, float]] = [dict.fromkeys(self.origins, NEVER) for _ in range(n)]
         self.done: list[float] = [NEVER] * n
         self.pending: list[dict[int, tuple[float, int, Any]]] = [{} for _ in range(n)]
         self.ended: dict[str, dict[str, Any]] = {}
@@ -339,8 +401,10 @@ class MergeSlot(Slot):
             for k in range(len(self.seconds)):
                 self._advance(batch, k, origin, END)
             if len(self.ended) == len(self.origins):
-                stats = {"events": sum(s.get("events", 0) for s in self.ended.values()),
-                         "late": sum(s.get("late", 0) for s in self.ended.values())}
+                stats = {
+                    "events": sum(s.get("events", 0) for s in self.ended.values()),
+                    "late": sum(s.get("late", 0) for s in self.ended.values()),
+                }
                 self.emitter.end(batch, stats)
 
     def _advance(self, batch: Batch, k: int, origin: str, through: float) -> None:
@@ -362,11 +426,13 @@ class MergeSlot(Slot):
 
     def dump(self) -> dict[str, Any]:
         return {
-            "offsets": self.offsets, "emitter": self.emitter.dump(),
+            "offsets": self.offsets,
+            "emitter": self.emitter.dump(),
             "final": [{o: encode_through(x) for o, x in f.items()} for f in self.final],
             "done": [encode_through(x) for x in self.done],
-            "pending": [[[b, ts, o, v] for b, (ts, o, v) in sorted(p.items())]
-                        for p in self.pending],
+            "pending": [
+                [[b, ts, o, v] for b, (ts, o, v) in sorted(p.items())] for p in self.pending
+            ],
             "ended": self.ended,
         }
 

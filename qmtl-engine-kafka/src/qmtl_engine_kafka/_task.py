@@ -40,8 +40,7 @@ log = get_logger(__name__)
 class Task:
     """One node of the run in this worker: its consumer, its slots, its batch loop."""
 
-    def __init__(self, ctx: RunContext, node: PlanNode, kafka: Any, stats: dict[str, int]
-                 ) -> None:
+    def __init__(self, ctx: RunContext, node: PlanNode, kafka: Any, stats: dict[str, int]) -> None:
         self.ctx = ctx
         self.node = node
         self.kafka = kafka
@@ -61,36 +60,53 @@ class Task:
         self.assigned: list[tuple[str, int]] = []
         #: longest a batch applies messages before it commits; the Worker sets it
         self.slice_s = ctx.settings.batch_time_s
-        self.consumer = new_client("Consumer", ctx.settings, {
-            "group.id": self.group,
-            "client.id": f"qmtl-worker-{os.getpid()}-{node.name}"[:200],
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "range",
-            "enable.partition.eof": False,
-            "session.timeout.ms": int(ctx.settings.session_timeout_s * 1000),
-            "heartbeat.interval.ms": max(100, int(ctx.settings.session_timeout_s * 1000) // 5),
-            "max.poll.interval.ms": int(ctx.settings.max_poll_interval_s * 1000),
-            "fetch.wait.max.ms": 10,
-            "fetch.min.bytes": 1,
-            "on_commit": self._committed,
-        }, what=f"The Kafka worker of node '{node.name}'")
-        self.consumer.subscribe(self.topics, on_assign=self._on_assign,
-                                on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        self.consumer = new_client(
+            "Consumer",
+            ctx.settings,
+            {
+                "group.id": self.group,
+                "client.id": f"qmtl-worker-{os.getpid()}-{node.name}"[:200],
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "range",
+                "enable.partition.eof": False,
+                "session.timeout.ms": int(ctx.settings.session_timeout_s * 1000),
+                "heartbeat.interval.ms": max(100, int(ctx.settings.session_timeout_s * 1000) // 5),
+                "max.poll.interval.ms": int(ctx.settings.max_poll_interval_s * 1000),
+                "fetch.wait.max.ms": 10,
+                "fetch.min.bytes": 1,
+                "on_commit": self._committed,
+            },
+            what=f"The Kafka worker of node '{node.name}'",
+        )
+        self.consumer.subscribe(
+            self.topics,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
 
     # rebalance callbacks run inside consume(), between batches
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         self.slots.clear()
         self.assigned = [(p.topic, p.partition) for p in partitions]
-        log.info("qmtl.kafka.assigned", node=self.node.name, group=self.group,
-                 partitions=[f"{t}/{p}" for t, p in self.assigned])
+        log.info(
+            "qmtl.kafka.assigned",
+            node=self.node.name,
+            group=self.group,
+            partitions=[f"{t}/{p}" for t, p in self.assigned],
+        )
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         self.slots.clear()
         self.assigned = []
-        log.info("qmtl.kafka.revoked", node=self.node.name, group=self.group,
-                 partitions=[f"{p.topic}/{p.partition}" for p in partitions])
+        log.info(
+            "qmtl.kafka.revoked",
+            node=self.node.name,
+            group=self.group,
+            partitions=[f"{p.topic}/{p.partition}" for p in partitions],
+        )
 
     def _slot_name(self, topic: str, partition: int) -> str:
         if not self.source:
@@ -122,8 +138,9 @@ class Task:
     def poll(self, timeout: float) -> list[Any]:
         return self.consumer.consume(self.ctx.batch_size, timeout)  # type: ignore[no-any-return]
 
-    def process(self, messages: list[Any], producer: Any, dlq: DeadLetterQueue,
-                delivery_errors: list[str]) -> int:
+    def process(
+        self, messages: list[Any], producer: Any, dlq: DeadLetterQueue, delivery_errors: list[str]
+    ) -> int:
         """Apply one batch and commit it; returns the number of messages applied.
 
         A batch applies messages for at most ``slice_s`` seconds (at least one message): the
@@ -189,8 +206,11 @@ class Task:
                 failure = failed.error
                 assert isinstance(slot, NodeSlot)
                 slot.fail(batch, failure)
-                log.error("qmtl.kafka.node_failed", node=self.node.name,
-                          error=f"{type(failure).__name__}: {failure}")
+                log.error(
+                    "qmtl.kafka.node_failed",
+                    node=self.node.name,
+                    error=f"{type(failure).__name__}: {failure}",
+                )
         for slot in touched.values():
             slot.finish_batch(batch)
         # Outputs are handed to the producer first, so the state write's round trip overlaps
@@ -204,8 +224,11 @@ class Task:
         if batch.ends:
             self._produce(batch.ends, producer)
         self._acknowledged(batch, producer, delivery_errors, dlq.count > dead, dlq)
-        fenced = [name for name, slot in {s.name: s for s in touched.values()}.items()
-                  if not ctx.store.save(ctx.pipeline, run, name, slot.dump(), slot.token)]
+        fenced = [
+            name
+            for name, slot in {s.name: s for s in touched.values()}.items()
+            if not ctx.store.save(ctx.pipeline, run, name, slot.dump(), slot.token)
+        ]
         if fenced:
             # Another worker claimed these inputs while this one was busy (it was paused past
             # the session timeout): drop the batch uncommitted; the new owner redoes it.
@@ -237,8 +260,9 @@ class Task:
                         continue
         producer.poll(0)
 
-    def _acknowledged(self, batch: Batch, producer: Any, errors: list[str], dead: bool,
-                      dlq: DeadLetterQueue) -> None:
+    def _acknowledged(
+        self, batch: Batch, producer: Any, errors: list[str], dead: bool, dlq: DeadLetterQueue
+    ) -> None:
         if batch.messages or batch.ends or dead:
             remaining = producer.flush(self.ctx.settings.delivery_timeout_s + 5)
             if dead:

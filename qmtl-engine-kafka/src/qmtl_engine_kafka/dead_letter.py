@@ -74,8 +74,12 @@ class DeadLetterQueue:
             ("qmtl.dlq.reason", reason.encode()),
             ("qmtl.dlq.error", error.encode("utf-8", "replace")[:2000]),
         ]
-        for name, value in (("topic", topic), ("partition", partition), ("offset", offset),
-                            ("node", node)):
+        for name, value in (
+            ("topic", topic),
+            ("partition", partition),
+            ("offset", offset),
+            ("node", node),
+        ):
             if value is not None:
                 headers.append((f"qmtl.dlq.{name}", str(value).encode("utf-8", "replace")))
         if len(body) > MAX_DEAD_LETTER_BYTES:
@@ -88,18 +92,32 @@ class DeadLetterQueue:
         self.producer.poll(0)
         with self._lock:
             self.reasons[reason] += 1
-        log.warning("qmtl.kafka.dead_lettered", dlq=self.topic, reason=reason, topic=topic,
-                    partition=partition, offset=offset, node=node)
+        log.warning(
+            "qmtl.kafka.dead_lettered",
+            dlq=self.topic,
+            reason=reason,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            node=node,
+        )
         if flush:
             self.flush()
 
-    def send_envelope_error(self, message: Any, error: EnvelopeError, *, node: str | None = None,
-                            flush: bool = False) -> None:
+    def send_envelope_error(
+        self, message: Any, error: EnvelopeError, *, node: str | None = None, flush: bool = False
+    ) -> None:
         """Dead-letter a consumed message that failed to decode, with the error's reason."""
         self.send(
-            message.value(), reason=error.reason, error=str(error), key=message.key(),
-            topic=message.topic(), partition=message.partition(), offset=message.offset(),
-            node=node, flush=flush,
+            message.value(),
+            reason=error.reason,
+            error=str(error),
+            key=message.key(),
+            topic=message.topic(),
+            partition=message.partition(),
+            offset=message.offset(),
+            node=node,
+            flush=flush,
         )
 
     def flush(self) -> None:
@@ -108,8 +126,9 @@ class DeadLetterQueue:
         with self._lock:
             failures, self._failures = self._failures, []
         if remaining:
-            failures.append(f"{remaining} message(s) still unacknowledged after "
-                            f"{self.flush_timeout_s:g}s")
+            failures.append(
+                f"{remaining} message(s) still unacknowledged after {self.flush_timeout_s:g}s"
+            )
         if failures:
             raise PublishError(
                 f"Dead letters could not be written to '{self.topic}': {'; '.join(failures)}; "

@@ -41,7 +41,6 @@ __all__ = ["KafkaEngine", "RemoteNodeError", "RunTimeoutError"]
 log = get_logger(__name__)
 
 
-
 class RemoteNodeError(EngineError):
     """A node failed in a worker process; the message is that worker's error."""
 
@@ -94,8 +93,11 @@ class KafkaEngine(EngineBase):
                 self._ready_topics.update(missing_inputs)
         partitions = topic_partitions(self.settings, admin, inputs)
         single = [*topics.outputs.values(), topics.dead_letter]
-        single += [merge_topic(plan.pipeline, s) for s in sources
-                   if partitions.get(topics.inputs[s], 1) > 1]
+        single += [
+            merge_topic(plan.pipeline, s)
+            for s in sources
+            if partitions.get(topics.inputs[s], 1) > 1
+        ]
         with self._lock:
             missing = [t for t in single if t not in self._ready_topics]
             if missing:
@@ -140,9 +142,16 @@ class KafkaEngine(EngineBase):
                 "which need a shared state backend: use state='redis'"
             )
         failures: dict[str, BaseException] = {}
-        ctx = RunContext(plan, run_id, self.settings, state, store, partitions,
-                         batch_size=self.settings.batch_size,
-                         on_failure=lambda node, error: failures.setdefault(node, error))
+        ctx = RunContext(
+            plan,
+            run_id,
+            self.settings,
+            state,
+            store,
+            partitions,
+            batch_size=self.settings.batch_size,
+            on_failure=lambda node, error: failures.setdefault(node, error),
+        )
         session = _Session(self, ctx, workers)
         try:
             session.start()
@@ -156,7 +165,8 @@ class KafkaEngine(EngineBase):
         for node in plan.nodes:
             end = ends[node.name]
             nodes[node.name] = NodeSummary(
-                events_in=end.get("events", 0), late_events=end.get("late", 0),
+                events_in=end.get("events", 0),
+                late_events=end.get("late", 0),
                 buckets_out=dict(end.get("buckets", {})),
             )
         return RunSummary(plan.pipeline, self.name, nodes, time.perf_counter() - started)
@@ -198,13 +208,18 @@ class _Session:
         self.worker_objects: list[Worker] = []
         self.errors: list[BaseException] = []
         self.delivery_errors: list[str] = []
-        self.producer = new_client("Producer", settings, {
-            "enable.idempotence": settings.idempotent_producer,
-            "linger.ms": settings.linger_ms,
-            "message.timeout.ms": int(settings.delivery_timeout_s * 1000),
-            "queue.buffering.max.messages": 1_000_000,
-            "on_delivery": self._delivered,
-        }, what=f"Pipeline '{ctx.pipeline}' on the Kafka engine")
+        self.producer = new_client(
+            "Producer",
+            settings,
+            {
+                "enable.idempotence": settings.idempotent_producer,
+                "linger.ms": settings.linger_ms,
+                "message.timeout.ms": int(settings.delivery_timeout_s * 1000),
+                "queue.buffering.max.messages": 1_000_000,
+                "on_delivery": self._delivered,
+            },
+            what=f"Pipeline '{ctx.pipeline}' on the Kafka engine",
+        )
         self.collector: Any = None
 
     def _delivered(self, err: Any, msg: Any) -> None:
@@ -214,24 +229,34 @@ class _Session:
     def start(self) -> None:
         """Position the output collector at the end of every output topic, start workers."""
         kafka, ctx = self.kafka, self.ctx
-        self.collector = new_client("Consumer", self.settings, {
-            "group.id": f"qmtl-collector-{ctx.run}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": False,
-            "fetch.wait.max.ms": 10,
-        }, what=f"Pipeline '{ctx.pipeline}' on the Kafka engine")
+        self.collector = new_client(
+            "Consumer",
+            self.settings,
+            {
+                "group.id": f"qmtl-collector-{ctx.run}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": False,
+                "fetch.wait.max.ms": 10,
+            },
+            what=f"Pipeline '{ctx.pipeline}' on the Kafka engine",
+        )
         assignment = []
         for topic in ctx.topics.outputs.values():
             tp = kafka.TopicPartition(topic, 0)
             _low, high = self.collector.get_watermark_offsets(
-                tp, timeout=self.settings.connect_timeout_s, cached=False)
+                tp, timeout=self.settings.connect_timeout_s, cached=False
+            )
             assignment.append(kafka.TopicPartition(topic, 0, high))
         self.collector.assign(assignment)
         for i in range(self.workers):
             worker = Worker(ctx)
             self.worker_objects.append(worker)
-            thread = threading.Thread(target=self._work, args=(worker,),
-                                      name=f"qmtl-kafka-{ctx.pipeline}-{i}", daemon=True)
+            thread = threading.Thread(
+                target=self._work,
+                args=(worker,),
+                name=f"qmtl-kafka-{ctx.pipeline}-{i}",
+                daemon=True,
+            )
             self.threads.append(thread)
             thread.start()
 
@@ -259,12 +284,27 @@ class _Session:
                     self._end(index)
                     ended.add(index)
                 else:  # a live source's Watermark(ts): close buckets by its clock
-                    payload = encode(Envelope(pipeline, name, value, None, "", None, None, value,
-                                              "watermark", None, 1, run))
+                    payload = encode(
+                        Envelope(
+                            pipeline,
+                            name,
+                            value,
+                            None,
+                            "",
+                            None,
+                            None,
+                            value,
+                            "watermark",
+                            None,
+                            1,
+                            run,
+                        )
+                    )
                     produce(inputs[name], payload, partition=0)
                 continue
-            payload = encode(Envelope(pipeline, name, ts, value, "", None, None, None, "event",
-                                      None, 1, run))
+            payload = encode(
+                Envelope(pipeline, name, ts, value, "", None, None, None, "event", None, 1, run)
+            )
             while True:
                 try:
                     produce(inputs[name], payload, partition=0)
@@ -282,8 +322,9 @@ class _Session:
     def _end(self, index: int) -> None:
         ctx = self.ctx
         name = ctx.plan.nodes[index].name
-        payload = envelopes.encode(Envelope(ctx.pipeline, name, 0.0, None, "", None, None, None,
-                                            "end", None, 1, ctx.run))
+        payload = envelopes.encode(
+            Envelope(ctx.pipeline, name, 0.0, None, "", None, None, None, "end", None, 1, ctx.run)
+        )
         for partition in range(ctx.input_partitions.get(name, 1)):
             self.producer.produce(ctx.topics.inputs[name], payload, partition=partition)
 
@@ -295,9 +336,14 @@ class _Session:
                 f"{remaining} unacknowledged, errors {self.delivery_errors[:3]}"
             )
 
-    def collect(self, on_output: Callable[[OutputEvent], None] | None,
-                failures: dict[str, BaseException], timeout: float | None,
-                *, raise_failures: bool = True) -> dict[str, dict[str, Any]]:
+    def collect(
+        self,
+        on_output: Callable[[OutputEvent], None] | None,
+        failures: dict[str, BaseException],
+        timeout: float | None,
+        *,
+        raise_failures: bool = True,
+    ) -> dict[str, dict[str, Any]]:
         """Consume every node's output until all ended; raise the first node failure (or,
         with ``raise_failures=False``, return the ends with their ``error``)."""
         ctx = self.ctx
@@ -316,7 +362,8 @@ class _Session:
                 raise RunTimeoutError(
                     f"Pipeline '{ctx.pipeline}' on Kafka did not finish within {timeout:g}s; "
                     f"nodes still running: {waiting}; are workers running (workers=0 needs "
-                    f"`qmtl worker ... --run {run}`)?", waiting
+                    f"`qmtl worker ... --run {run}`)?",
+                    waiting,
                 )
             for message in self.collector.consume(1000, 0.05):
                 if message.error() is not None:
@@ -333,8 +380,11 @@ class _Session:
                         continue  # a replay after a worker restart
                     seen.add(key)
                     if on_output is not None:
-                        on_output(OutputEvent(env.node, env.interval or "", env.ts, env.value,
-                                              env.bucket or 0))
+                        on_output(
+                            OutputEvent(
+                                env.node, env.interval or "", env.ts, env.value, env.bucket or 0
+                            )
+                        )
                 elif env.kind == "end":
                     value = env.value if isinstance(env.value, dict) else {}
                     if raise_failures and "error" in value and "upstream_failed" not in value:
@@ -346,24 +396,22 @@ class _Session:
             self._raise_failure(origin, ends[origin]["error"], failures)
         return ends
 
-    def failure(self, node: str, message: str, failures: dict[str, BaseException]
-                ) -> BaseException:
+    def failure(self, node: str, message: str, failures: dict[str, BaseException]) -> BaseException:
         """The exception a node's worker reported (or one carrying its message)."""
         for _ in range(50):  # the in-process worker reports its exception right after its end
             if node in failures or self.workers == 0:
                 break
             time.sleep(0.01)
-        return failures.get(node) or RemoteNodeError(
-            f"node '{node}' failed in a worker: {message}")
+        return failures.get(node) or RemoteNodeError(f"node '{node}' failed in a worker: {message}")
 
-    def _raise_failure(self, node: str, message: str, failures: dict[str, BaseException]
-                       ) -> None:
+    def _raise_failure(self, node: str, message: str, failures: dict[str, BaseException]) -> None:
         for _ in range(20):  # the in-process worker reports its exception right after its end
             if node in failures or self.workers == 0:
                 break
             time.sleep(0.01)
-        cause = failures.get(node) or RemoteNodeError(f"node '{node}' failed in a worker: "
-                                                      f"{message}")
+        cause = failures.get(node) or RemoteNodeError(
+            f"node '{node}' failed in a worker: {message}"
+        )
         raise NodeExecutionError(node, cause) from cause
 
     def close(self) -> None:
@@ -373,4 +421,3 @@ class _Session:
         if self.collector is not None:
             self.collector.close()
         self.producer.flush(5)
-

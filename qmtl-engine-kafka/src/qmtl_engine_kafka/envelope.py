@@ -192,24 +192,41 @@ def from_object(obj: Any) -> Envelope:
         watermark, kind, origin = get("watermark"), get("kind", "event"), get("origin")
         run = get("run")
         if (
-            v == 1 and type(v) is int
-            and type(pipeline) is str and pipeline
-            and type(node) is str and node
+            v == 1
+            and type(v) is int
+            and type(pipeline) is str
+            and pipeline
+            and type(node) is str
+            and node
             # finite: inf - inf and nan are not 0 (ts is Any | None to mypy; None fails `in`)
-            and type(ts) in _NUMBER and ts - ts == 0  # type: ignore[operator]
+            and type(ts) in _NUMBER
+            and ts - ts == 0  # type: ignore[operator]
             and type(node_id) is str
             and (interval is None or type(interval) is str)
             and (bucket is None or type(bucket) is int)
             and (watermark is None or (type(watermark) in _NUMBER and watermark - watermark == 0))
-            and type(kind) is str and kind in _KINDS
+            and type(kind) is str
+            and kind in _KINDS
             and (origin is None or type(origin) is str)
             and (run is None or type(run) is str)
             and "nf" not in obj
         ):
             return _new_envelope(
                 Envelope,
-                (pipeline, node, ts, get("value"), node_id, interval, bucket, watermark, kind,
-                 origin, v, run),
+                (
+                    pipeline,
+                    node,
+                    ts,
+                    get("value"),
+                    node_id,
+                    interval,
+                    bucket,
+                    watermark,
+                    kind,
+                    origin,
+                    v,
+                    run,
+                ),
             )
     return _validated(obj)
 

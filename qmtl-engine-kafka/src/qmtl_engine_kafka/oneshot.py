@@ -63,10 +63,17 @@ def execute_over_kafka(
         if node.name in values:
             events.append((node.index, now, values[node.name]))
         events.append((node.index, None, None))
-    ctx = RunContext(plan, uuid.uuid4().hex, engine.settings, state, MemoryPendingStore(),
-                     partitions, batch_size=engine.settings.batch_size,
-                     on_failure=lambda node, error: failures.setdefault(node, error),
-                     oneshot=OneShot(inputs, now))
+    ctx = RunContext(
+        plan,
+        uuid.uuid4().hex,
+        engine.settings,
+        state,
+        MemoryPendingStore(),
+        partitions,
+        batch_size=engine.settings.batch_size,
+        on_failure=lambda node, error: failures.setdefault(node, error),
+        oneshot=OneShot(inputs, now),
+    )
     workers = max(1, engine.settings.workers)
     outputs: dict[str, Any] = {}
 
@@ -82,8 +89,9 @@ def execute_over_kafka(
             ends = session.collect(collect, failures, left, raise_failures=False)
         except RunTimeoutError as error:
             waiting = [n.name for n in plan.nodes if n.name in error.waiting]
-            raise PipelineTimeoutError(plan.pipeline, waiting[0] if waiting else None,
-                                       timeout or 0.0) from None
+            raise PipelineTimeoutError(
+                plan.pipeline, waiting[0] if waiting else None, timeout or 0.0
+            ) from None
         for node in plan.nodes:
             end = ends.get(node.name, {})
             if "error" in end and "upstream_failed" not in end and node.name not in failures:
@@ -93,8 +101,13 @@ def execute_over_kafka(
     return _record(plan, state, now, {**outputs, **values}, failures)
 
 
-def _record(plan: ExecutionPlan, state: StateBackend, now: float, values: dict[str, Any],
-            failures: dict[str, BaseException]) -> dict[str, Any]:
+def _record(
+    plan: ExecutionPlan,
+    state: StateBackend,
+    now: float,
+    values: dict[str, Any],
+    failures: dict[str, BaseException],
+) -> dict[str, Any]:
     """Write the values in plan order, stopping at the first failed node (and raise it)."""
     results: dict[str, Any] = {}
     ends: dict[int, float] = {}

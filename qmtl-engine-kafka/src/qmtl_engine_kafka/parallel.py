@@ -69,16 +69,22 @@ class ParallelExecutionEngine(KafkaEngine):
         """Seed API: run ``pipeline`` once over Kafka with Redis state; ``{}`` when it is empty."""
         if not pipeline.nodes and not pipeline.query_nodes:
             return {}
-        return pipeline.execute(inputs=inputs, timeout=timeout, engine=self,  # type: ignore[no-any-return]
-                                state=self.state)
+        return pipeline.execute(  # type: ignore[no-any-return]
+            inputs=inputs,
+            timeout=timeout,
+            engine=self,
+            state=self.state,
+        )
 
     def prepare_pipeline(self, pipeline: Any) -> dict[str, dict[str, str]]:
         """Create every node's input and output topic; a failure is logged, not raised."""
         name = getattr(pipeline, "name", None) or "default"
         nodes = list(pipeline.nodes)
         for node in nodes:
-            self.topics[node] = {"input": input_topic(name, node),
-                                 "output": output_topic(name, node)}
+            self.topics[node] = {
+                "input": input_topic(name, node),
+                "output": output_topic(name, node),
+            }
         try:
             self.prepare(pipeline.build())
         except QmtlError as error:
@@ -110,5 +116,4 @@ class ParallelExecutionEngine(KafkaEngine):
             self._state = None
 
     def __repr__(self) -> str:
-        return (f"ParallelExecutionEngine(brokers={self.brokers!r}, "
-                f"max_workers={self.max_workers})")
+        return f"ParallelExecutionEngine(brokers={self.brokers!r}, max_workers={self.max_workers})"

@@ -42,8 +42,9 @@ class PendingStore(Protocol):
 
     def claim(self, pipeline: str, run: str, task: str, token: str) -> None: ...
 
-    def save(self, pipeline: str, run: str, task: str, data: dict[str, Any],
-             token: str | None = None) -> bool: ...
+    def save(
+        self, pipeline: str, run: str, task: str, data: dict[str, Any], token: str | None = None
+    ) -> bool: ...
 
     def close(self) -> None: ...
 
@@ -67,8 +68,9 @@ class MemoryPendingStore:
         with self._lock:
             self._owners[(pipeline, run, task)] = token
 
-    def save(self, pipeline: str, run: str, task: str, data: dict[str, Any],
-             token: str | None = None) -> bool:
+    def save(
+        self, pipeline: str, run: str, task: str, data: dict[str, Any], token: str | None = None
+    ) -> bool:
         raw = orjson.dumps(data)
         key = (pipeline, run, task)
         with self._lock:
@@ -118,15 +120,17 @@ class RedisPendingStore:
                 f"{error}; check that Redis is up"
             ) from error
 
-    def save(self, pipeline: str, run: str, task: str, data: dict[str, Any],
-             token: str | None = None) -> bool:
+    def save(
+        self, pipeline: str, run: str, task: str, data: dict[str, Any], token: str | None = None
+    ) -> bool:
         key = self.key(pipeline, run, task)
         try:
             if token is None:
                 self._client.set(key, orjson.dumps(data), ex=self.ttl)
                 return True
-            return bool(self._save(keys=[key, key + ":owner"],
-                                   args=[orjson.dumps(data), token, self.ttl]))
+            return bool(
+                self._save(keys=[key, key + ":owner"], args=[orjson.dumps(data), token, self.ttl])
+            )
         except self._redis.RedisError as error:
             raise StateBackendError(
                 f"Saving the pending state of '{task}' (pipeline '{pipeline}') to Redis at "

@@ -69,14 +69,18 @@ class KafkaEngineSettings(QmtlModel):
         0.2, gt=0, description="First wait between topic attempts; doubles each time."
     )
     workers: int = Field(
-        1, ge=0, description="Worker threads a run starts in this process; 0 relies on "
+        1,
+        ge=0,
+        description="Worker threads a run starts in this process; 0 relies on "
         "external `qmtl worker` processes.",
     )
     batch_size: int = Field(
         2000, ge=1, description="Most messages a node consumes, applies and commits at once."
     )
     batch_time_s: float = Field(
-        1.0, gt=0, description="Longest a node works on one batch before it commits what it "
+        1.0,
+        gt=0,
+        description="Longest a node works on one batch before it commits what it "
         "applied and lets the worker's other nodes poll (the rest follows in the next round); "
         "also kept under max_poll_interval_s / (2 x the worker's nodes).",
     )
@@ -84,20 +88,24 @@ class KafkaEngineSettings(QmtlModel):
         0.02, gt=0, description="How long an idle worker waits for messages per poll round."
     )
     linger_ms: int = Field(
-        2, ge=0, description="How long the producer waits to fill a batch (latency vs. "
-        "throughput)."
+        2, ge=0, description="How long the producer waits to fill a batch (latency vs. throughput)."
     )
     idempotent_producer: bool = Field(
-        True, description="Produce with librdkafka's enable.idempotence: a retried message "
+        True,
+        description="Produce with librdkafka's enable.idempotence: a retried message "
         "keeps its partition's order and is never written twice, so an end marker or a later "
-        "bucket cannot overtake it (costs some throughput; off only if the brokers refuse it)."
+        "bucket cannot overtake it (costs some throughput; off only if the brokers refuse it).",
     )
     session_timeout_s: float = Field(
-        10.0, ge=1, description="A worker silent this long is considered dead and its "
+        10.0,
+        ge=1,
+        description="A worker silent this long is considered dead and its "
         "partitions move to the others.",
     )
     max_poll_interval_s: float = Field(
-        600.0, ge=1, description="Longest a worker may go without polling a node's consumer "
+        600.0,
+        ge=1,
+        description="Longest a worker may go without polling a node's consumer "
         "before the group takes its partitions away; at least session_timeout_s, and above "
         "the slowest single call of a node's function.",
     )
@@ -140,8 +148,9 @@ class KafkaEngineSettings(QmtlModel):
             )
         needs_login = self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
         if needs_login and (self.sasl_username is None or self.sasl_password is None):
-            raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_username and "
-                             "sasl_password")
+            raise ValueError(
+                f"sasl_mechanism {self.sasl_mechanism} needs sasl_username and sasl_password"
+            )
         return self
 
     @model_validator(mode="after")

@@ -111,7 +111,10 @@ class StreamProcessor:
     # ---------------------------------------------------------------------------- publishing
 
     def publish(
-        self, topic: str, value: Any, key: str | bytes | None = None,
+        self,
+        topic: str,
+        value: Any,
+        key: str | bytes | None = None,
         headers: dict[str, str | bytes] | None = None,
     ) -> None:
         """Produce ``value`` (JSON; bytes are sent as they are) to ``topic`` and wait for it."""
@@ -130,8 +133,14 @@ class StreamProcessor:
         return count
 
     def publish_event(
-        self, node: str, value: Any, ts: float | None = None, *, pipeline: str | None = None,
-        key: str | bytes | None = None, flush: bool = True,
+        self,
+        node: str,
+        value: Any,
+        ts: float | None = None,
+        *,
+        pipeline: str | None = None,
+        key: str | bytes | None = None,
+        flush: bool = True,
     ) -> None:
         """Send one event (event time ``ts``, default now) to source ``node``'s input topic.
 
@@ -174,14 +183,22 @@ class StreamProcessor:
             )
 
     def _produce(
-        self, topic: str, payload: bytes, key: str | bytes | None,
-        headers: dict[str, str | bytes] | None, partition: int | None = None,
+        self,
+        topic: str,
+        payload: bytes,
+        key: str | bytes | None,
+        headers: dict[str, str | bytes] | None,
+        partition: int | None = None,
     ) -> None:
         extra = {} if partition is None else {"partition": partition}
         while True:
             try:
                 self._producer.produce(
-                    topic, value=payload, key=key, headers=headers, on_delivery=self._delivered,
+                    topic,
+                    value=payload,
+                    key=key,
+                    headers=headers,
+                    on_delivery=self._delivered,
                     **extra,
                 )
                 break
@@ -199,8 +216,10 @@ class StreamProcessor:
         metadata = self._producer.list_topics(topic, timeout=self.settings.connect_timeout_s)
         found = metadata.topics.get(topic)
         if found is None or found.error is not None or not found.partitions:
-            raise PublishError(f"Topic '{topic}' does not exist; create the pipeline's topics "
-                               "first (TopicManager.create_topics)")
+            raise PublishError(
+                f"Topic '{topic}' does not exist; create the pipeline's topics "
+                "first (TopicManager.create_topics)"
+            )
         return sorted(found.partitions)
 
     # ----------------------------------------------------------------------------- consuming
@@ -215,9 +234,7 @@ class StreamProcessor:
         pipeline = self._pipeline(pipeline)
         self.subscribe([output_topic(pipeline, node) for node in nodes])
 
-    def on(
-        self, node: str, fn: Trigger | None = None, *, pipeline: str | None = None
-    ) -> Any:
+    def on(self, node: str, fn: Trigger | None = None, *, pipeline: str | None = None) -> Any:
         """Call ``fn(event)`` whenever ``node`` emits a value; usable as a decorator."""
         topic = output_topic(self._pipeline(pipeline), node)
         if fn is None:
@@ -260,7 +277,10 @@ class StreamProcessor:
         return events
 
     def run(
-        self, *, max_messages: int | None = None, timeout: float | None = None,
+        self,
+        *,
+        max_messages: int | None = None,
+        timeout: float | None = None,
         batch_size: int = 500,
     ) -> int:
         """Consume and fire triggers until ``stop()``, ``max_messages`` or ``timeout`` seconds.
@@ -293,8 +313,9 @@ class StreamProcessor:
             self._consumer.commit(asynchronous=False)
         except self._kafka.KafkaException as e:
             if e.args[0].code() != self._kafka.KafkaError._NO_OFFSET:
-                raise EngineError(f"Committing offsets of group '{self.group_id}' failed: "
-                                  f"{e.args[0]}") from e
+                raise EngineError(
+                    f"Committing offsets of group '{self.group_id}' failed: {e.args[0]}"
+                ) from e
 
     def _handle(self, message: Any) -> Event | None:
         error = message.error()
@@ -356,14 +377,16 @@ class StreamProcessor:
         try:
             self._ensure_consumer().subscribe(topics)
         except self._kafka.KafkaException as e:
-            raise EngineError(f"Subscribing group '{self.group_id}' to {topics} failed: "
-                              f"{e.args[0]}") from e
+            raise EngineError(
+                f"Subscribing group '{self.group_id}' to {topics} failed: {e.args[0]}"
+            ) from e
 
     def _pipeline(self, pipeline: str | None) -> str:
         name = pipeline or self.pipeline
         if not name:
-            raise EngineError("Name the pipeline: StreamProcessor(..., pipeline='name') or "
-                              "pipeline= on this call")
+            raise EngineError(
+                "Name the pipeline: StreamProcessor(..., pipeline='name') or pipeline= on this call"
+            )
         return name
 
     # ------------------------------------------------------------------------------ closing
@@ -390,8 +413,10 @@ class StreamProcessor:
         self.close()
 
     def __repr__(self) -> str:
-        return (f"StreamProcessor(bootstrap_servers={self.settings.bootstrap_servers!r}, "
-                f"group_id={self.group_id!r}, client_id={self.client_id!r})")
+        return (
+            f"StreamProcessor(bootstrap_servers={self.settings.bootstrap_servers!r}, "
+            f"group_id={self.group_id!r}, client_id={self.client_id!r})"
+        )
 
 
 def _to_bytes(value: Any) -> bytes:
@@ -423,8 +448,15 @@ def _event(message: Any, max_bytes: int) -> Event:
     if type(parsed) is dict and all(k in parsed for k in _ENVELOPE_KEYS):
         env = envelopes.from_object(parsed)
         event.update(
-            value=env.value, kind=env.kind, pipeline=env.pipeline, node=env.node,
-            node_id=env.node_id, interval=env.interval, ts=env.ts, bucket=env.bucket,
-            watermark=env.watermark, envelope=env,
+            value=env.value,
+            kind=env.kind,
+            pipeline=env.pipeline,
+            node=env.node,
+            node_id=env.node_id,
+            interval=env.interval,
+            ts=env.ts,
+            bucket=env.bucket,
+            watermark=env.watermark,
+            envelope=env,
         )
     return event

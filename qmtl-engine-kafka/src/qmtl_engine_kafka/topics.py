@@ -67,8 +67,10 @@ def _checked(topic: str, what: str) -> str:
 def _part(name: str, what: str) -> str:
     part = sanitize(name)
     if part in ("", ".", ".."):
-        raise TopicNameError(f"The {what} name {name!r} cannot be part of a Kafka topic name; "
-                             "give it at least one letter or digit")
+        raise TopicNameError(
+            f"The {what} name {name!r} cannot be part of a Kafka topic name; "
+            "give it at least one letter or digit"
+        )
     return part
 
 
@@ -137,12 +139,27 @@ def pipeline_topics(pipeline: str, nodes: Iterable[str]) -> PipelineTopics:
 
 # Errors the broker gives while it is busy electing or propagating metadata: worth retrying.
 _RETRIABLE_CODES = {
-    "_TIMED_OUT", "_TRANSPORT", "_ALL_BROKERS_DOWN", "REQUEST_TIMED_OUT", "NOT_CONTROLLER",
-    "LEADER_NOT_AVAILABLE", "UNKNOWN_TOPIC_OR_PART", "NETWORK_EXCEPTION",
-    "COORDINATOR_NOT_AVAILABLE", "NOT_LEADER_FOR_PARTITION", "BROKER_NOT_AVAILABLE",
-    "THROTTLING_QUOTA_EXCEEDED", "_UNKNOWN_TOPIC", "_WAIT_COORD", "_NOT_IMPLEMENTED",
-    "_UNKNOWN_PARTITION", "OFFSET_NOT_AVAILABLE", "REPLICA_NOT_AVAILABLE",
-    "UNKNOWN_LEADER_EPOCH", "FENCED_LEADER_EPOCH", "NOT_ENOUGH_REPLICAS",
+    "_TIMED_OUT",
+    "_TRANSPORT",
+    "_ALL_BROKERS_DOWN",
+    "REQUEST_TIMED_OUT",
+    "NOT_CONTROLLER",
+    "LEADER_NOT_AVAILABLE",
+    "UNKNOWN_TOPIC_OR_PART",
+    "NETWORK_EXCEPTION",
+    "COORDINATOR_NOT_AVAILABLE",
+    "NOT_LEADER_FOR_PARTITION",
+    "BROKER_NOT_AVAILABLE",
+    "THROTTLING_QUOTA_EXCEEDED",
+    "_UNKNOWN_TOPIC",
+    "_WAIT_COORD",
+    "_NOT_IMPLEMENTED",
+    "_UNKNOWN_PARTITION",
+    "OFFSET_NOT_AVAILABLE",
+    "REPLICA_NOT_AVAILABLE",
+    "UNKNOWN_LEADER_EPOCH",
+    "FENCED_LEADER_EPOCH",
+    "NOT_ENOUGH_REPLICAS",
 }
 
 
@@ -208,7 +225,9 @@ class TopicManager:
             futures = self._admin.create_topics(
                 [
                     kafka.admin.NewTopic(
-                        t, num_partitions=partitions, replication_factor=replication,
+                        t,
+                        num_partitions=partitions,
+                        replication_factor=replication,
                         config=dict(config or {}),
                     )
                     for t in pending
@@ -219,8 +238,12 @@ class TopicManager:
             for topic, future in futures.items():
                 try:
                     future.result()
-                    log.info("qmtl.kafka.topic_created", topic=topic, partitions=partitions,
-                             replication_factor=replication)
+                    log.info(
+                        "qmtl.kafka.topic_created",
+                        topic=topic,
+                        partitions=partitions,
+                        replication_factor=replication,
+                    )
                 except kafka.KafkaException as e:
                     error = e.args[0]
                     name = error.name() if hasattr(error, "name") else str(error)
@@ -285,8 +308,9 @@ class TopicManager:
         }
         if not requests:
             return [], ""
-        futures = self._admin.list_offsets(requests,
-                                           request_timeout=self.settings.connect_timeout_s)
+        futures = self._admin.list_offsets(
+            requests, request_timeout=self.settings.connect_timeout_s
+        )
         waiting: list[str] = []
         last_error = ""
         for tp, future in futures.items():
@@ -300,13 +324,18 @@ class TopicManager:
                         waiting.append(tp.topic)
                     last_error = f"{tp.topic}/{tp.partition}: {name}"
                 else:
-                    log.warning("qmtl.kafka.topic_probe_skipped", topic=tp.topic,
-                                partition=tp.partition, error=name)
+                    log.warning(
+                        "qmtl.kafka.topic_probe_skipped",
+                        topic=tp.topic,
+                        partition=tp.partition,
+                        error=name,
+                    )
         return [t for t in topics if t in waiting], last_error
 
 
-def topic_partitions(settings: KafkaEngineSettings, admin: Any, topics: Iterable[str]
-                     ) -> dict[str, int]:
+def topic_partitions(
+    settings: KafkaEngineSettings, admin: Any, topics: Iterable[str]
+) -> dict[str, int]:
     """Partition count of each existing topic (metadata request bounded by connect timeout)."""
     kafka = kafka_module("The Kafka engine")
     try:

@@ -75,25 +75,38 @@ class Worker:
     leave their groups, so their partitions move at once).
     """
 
-    def __init__(self, ctx: RunContext, nodes: Iterable[str] | None = None, *,
-                 log_every_s: float = 10.0, heartbeat_file: str | None = None) -> None:
+    def __init__(
+        self,
+        ctx: RunContext,
+        nodes: Iterable[str] | None = None,
+        *,
+        log_every_s: float = 10.0,
+        heartbeat_file: str | None = None,
+    ) -> None:
         self.ctx = ctx
         self.kafka = kafka_module("The Kafka engine's worker")
         wanted = None if nodes is None else set(nodes)
         if wanted is not None:
             unknown = sorted(wanted - set(ctx.plan.by_name))
             if unknown:
-                raise EngineError(f"Pipeline '{ctx.pipeline}' has no node(s) {unknown}; its "
-                                  f"nodes are {sorted(ctx.plan.by_name)}")
+                raise EngineError(
+                    f"Pipeline '{ctx.pipeline}' has no node(s) {unknown}; its "
+                    f"nodes are {sorted(ctx.plan.by_name)}"
+                )
         self.stats: Counter[str] = Counter()
         self.delivery_errors: list[str] = []
-        self.producer = new_client("Producer", ctx.settings, {
-            "enable.idempotence": ctx.settings.idempotent_producer,
-            "linger.ms": ctx.settings.linger_ms,
-            "message.timeout.ms": int(ctx.settings.delivery_timeout_s * 1000),
-            "queue.buffering.max.messages": 1_000_000,
-            "on_delivery": self._delivered,
-        }, what=f"The Kafka worker of pipeline '{ctx.pipeline}'")
+        self.producer = new_client(
+            "Producer",
+            ctx.settings,
+            {
+                "enable.idempotence": ctx.settings.idempotent_producer,
+                "linger.ms": ctx.settings.linger_ms,
+                "message.timeout.ms": int(ctx.settings.delivery_timeout_s * 1000),
+                "queue.buffering.max.messages": 1_000_000,
+                "on_delivery": self._delivered,
+            },
+            what=f"The Kafka worker of pipeline '{ctx.pipeline}'",
+        )
         self.dlq = DeadLetterQueue(self.producer, ctx.topics.dead_letter)
         self.tasks = [
             Task(ctx, node, self.kafka, self.stats)
@@ -102,8 +115,10 @@ class Worker:
         ]
         # A round polls every consumer once; its batches together must stay well inside
         # max.poll.interval.ms, or a consumer waiting its turn would leave its group.
-        slice_s = min(ctx.settings.batch_time_s,
-                      ctx.settings.max_poll_interval_s / (2 * max(1, len(self.tasks))))
+        slice_s = min(
+            ctx.settings.batch_time_s,
+            ctx.settings.max_poll_interval_s / (2 * max(1, len(self.tasks))),
+        )
         for task in self.tasks:
             task.slice_s = slice_s
         self.log_every_s = log_every_s
@@ -137,11 +152,16 @@ class Worker:
                     last_beat = now
                 if now - last_log >= self.log_every_s:
                     processed = self.stats["messages"]
-                    log.info("qmtl.kafka.worker_progress", pipeline=self.ctx.pipeline,
-                             run=self.ctx.run, processed=processed,
-                             rate=round((processed - processed_at_log) / (now - last_log), 1),
-                             buckets=self.stats["buckets"], dead_letters=self.dlq.count,
-                             lag={t.node.name: t.lag() for t in tasks})
+                    log.info(
+                        "qmtl.kafka.worker_progress",
+                        pipeline=self.ctx.pipeline,
+                        run=self.ctx.run,
+                        processed=processed,
+                        rate=round((processed - processed_at_log) / (now - last_log), 1),
+                        buckets=self.stats["buckets"],
+                        dead_letters=self.dlq.count,
+                        lag={t.node.name: t.lag() for t in tasks},
+                    )
                     processed_at_log, last_log = processed, now
         except BaseException as error:
             self.error = error
@@ -154,8 +174,7 @@ class Worker:
         try:
             self.heartbeat.touch()
         except OSError as error:
-            log.warning("qmtl.kafka.heartbeat_failed", path=str(self.heartbeat),
-                        error=str(error))
+            log.warning("qmtl.kafka.heartbeat_failed", path=str(self.heartbeat), error=str(error))
 
     def close(self) -> None:
         for task in self.tasks:

@@ -95,8 +95,14 @@ def _ttl_arg(ttl: float | None) -> str:
 
 
 def _empty_metadata() -> dict[str, Any]:
-    return {"count": 0, "max_items": None, "ttl": None, "last_update": None,
-            "oldest": None, "newest": None}
+    return {
+        "count": 0,
+        "max_items": None,
+        "ttl": None,
+        "last_update": None,
+        "oldest": None,
+        "newest": None,
+    }
 
 
 class RedisStateBackend:
@@ -237,8 +243,13 @@ class RedisStateBackend:
         except redis.RedisError as error:
             raise self._error(f"deleting {what}", error) from error
         self._forget(prefix, node_id, interval)
-        log.debug("qmtl.state.redis.deleted", pipeline=pipeline, node_id=node_id,
-                  interval=interval, series=len(removed))
+        log.debug(
+            "qmtl.state.redis.deleted",
+            pipeline=pipeline,
+            node_id=node_id,
+            interval=interval,
+            series=len(removed),
+        )
         return len(removed)
 
     def close(self) -> None:
@@ -415,9 +426,7 @@ class RedisStateBackend:
             )
 
     @staticmethod
-    def _evalsha(
-        client: redis.Redis, sha: str, keys: Sequence[str], args: Sequence[Any]
-    ) -> Any:
+    def _evalsha(client: redis.Redis, sha: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
             return client.execute_command("EVALSHA", sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
@@ -451,8 +460,9 @@ class RedisStateBackend:
             )
         else:
             fix = "check that these keys are not used by something else on that Redis"
-        log.debug("qmtl.state.redis.failed", url=self.url, action=action,
-                    error=type(error).__name__)
+        log.debug(
+            "qmtl.state.redis.failed", url=self.url, action=action, error=type(error).__name__
+        )
         return StateBackendError(
             f"Redis state backend at {self.url}: {action} failed "
             f"({type(error).__name__}: {detail.rstrip('.')}); {fix}"

@@ -81,8 +81,11 @@ class StateManager:
         step = to_interval(interval)
         at = time.time() if ts is None else float(ts)
         self.backend.write(
-            self._key(node_id, step), bucket_end(at, step.seconds), value,
-            max_items=max_items, ttl=ttl,
+            self._key(node_id, step),
+            bucket_end(at, step.seconds),
+            value,
+            max_items=max_items,
+            ttl=ttl,
         )
         return True
 

@@ -35,6 +35,7 @@ def branching_pipeline(fail_on: str | None = None) -> Pipeline:
     pipeline = Pipeline("branches", default_intervals={"1d": {"interval": "1d", "period": 3}})
     counters = {"A": iter(range(100, 200)), "B": iter(range(500, 600))}
     for symbol, counter in counters.items():
+
         def price(counter: Any = counter, symbol: str = symbol) -> int:
             if fail_on == f"{symbol}_price":
                 raise ValueError(f"no quote for {symbol}")
@@ -42,8 +43,12 @@ def branching_pipeline(fail_on: str | None = None) -> Pipeline:
 
         pipeline.add_node(Node(name=f"{symbol}_price", fn=price, tags=["PRICE"]))
         pipeline.add_node(
-            Node(name=f"{symbol}_avg", fn=lambda values: sum(values) / len(values),
-                 upstreams=[f"{symbol}_price"], window=3)
+            Node(
+                name=f"{symbol}_avg",
+                fn=lambda values: sum(values) / len(values),
+                upstreams=[f"{symbol}_price"],
+                window=3,
+            )
         )
 
         def signal(avg: float, price: int, symbol: str = symbol) -> str:
@@ -52,8 +57,12 @@ def branching_pipeline(fail_on: str | None = None) -> Pipeline:
             return "long" if price > avg else "flat"
 
         pipeline.add_node(
-            Node(name=f"{symbol}_signal", fn=signal, upstreams=[f"{symbol}_avg", f"{symbol}_price"],
-                 tags=["SIGNAL"])
+            Node(
+                name=f"{symbol}_signal",
+                fn=signal,
+                upstreams=[f"{symbol}_avg", f"{symbol}_price"],
+                tags=["SIGNAL"],
+            )
         )
     pipeline.add_node(Node(name="spread", fn=lambda a, b: b - a, upstreams=["A_price", "B_price"]))
     pipeline.add_query_node(QueryNode(name="signals", tags=["SIGNAL"]))
@@ -88,8 +97,9 @@ def test_results_and_history_writes_equal_the_local_engines() -> None:
 @pytest.mark.parametrize("fail_on", ["A_price", "A_signal", "B_signal"])
 def test_a_failing_node_is_named_and_nothing_after_it_is_recorded(fail_on: str) -> None:
     local, local_state = run_days("local", 4, fail_on)
-    threads, threads_state = run_days(ThreadPoolEngine(ThreadsEngineSettings(max_workers=8)), 4,
-                                      fail_on)
+    threads, threads_state = run_days(
+        ThreadPoolEngine(ThreadsEngineSettings(max_workers=8)), 4, fail_on
+    )
 
     assert threads == local
     error_type, message, node, cause = threads[-1]
@@ -116,8 +126,11 @@ def test_independent_branches_run_at_the_same_time() -> None:
     pipeline.add_node(Node(name="root", fn=lambda: 1))
     for i in range(4):
         pipeline.add_node(
-            Node(name=f"leg{i}", fn=lambda root, i=i: (barrier.wait(), root + i)[1],
-                 upstreams=["root"])
+            Node(
+                name=f"leg{i}",
+                fn=lambda root, i=i: (barrier.wait(), root + i)[1],
+                upstreams=["root"],
+            )
         )
     pipeline.add_node(
         Node(name="total", fn=lambda *legs: sum(legs), upstreams=[f"leg{i}" for i in range(4)])

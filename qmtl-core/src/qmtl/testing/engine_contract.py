@@ -165,20 +165,23 @@ class EngineContract:
         """A fresh pipeline of ``case`` (override to rename it, e.g. to use other topics)."""
         return case.build()
 
-    def run_case(self, case: Case, engine: Any, state: Any, **options: Any
-                 ) -> tuple[Pipeline, Outputs, Any]:
+    def run_case(
+        self, case: Case, engine: Any, state: Any, **options: Any
+    ) -> tuple[Pipeline, Outputs, Any]:
         """Run ``case`` on the engine under test from a clean slate."""
         pipeline = self.build(case)
         _clean(pipeline, state)
         events: list[OutputEvent] = []
-        summary = pipeline.run(events.append, engine=engine, state=state,
-                               **{**self.run_options, **options})
+        summary = pipeline.run(
+            events.append, engine=engine, state=state, **{**self.run_options, **options}
+        )
         return pipeline, collect(events), summary
 
     # -- the contract ------------------------------------------------------------------------
     @over(*PASSING)
-    def test_outputs_match_the_oracle(self, name: str, contract_engine: Any,
-                                      contract_state: Any) -> None:
+    def test_outputs_match_the_oracle(
+        self, name: str, contract_engine: Any, contract_state: Any
+    ) -> None:
         _pipeline, outputs, summary = self.run_case(CASES[name], contract_engine, contract_state)
         expected = oracle(name)
         assert sorted(outputs) == sorted(expected.outputs), "different series produced output"
@@ -187,27 +190,27 @@ class EngineContract:
         assert counts(summary) == counts(expected.summary)
 
     @over(*PASSING)
-    def test_history_matches_the_oracle(self, name: str, contract_engine: Any,
-                                        contract_state: Any) -> None:
-        pipeline, _outputs, _summary = self.run_case(CASES[name], contract_engine,
-                                                     contract_state)
+    def test_history_matches_the_oracle(
+        self, name: str, contract_engine: Any, contract_state: Any
+    ) -> None:
+        pipeline, _outputs, _summary = self.run_case(CASES[name], contract_engine, contract_state)
         assert history(pipeline, contract_state) == oracle(name).history
 
     @over(*PASSING)
-    def test_each_series_is_emitted_in_bucket_order(self, name: str, contract_engine: Any,
-                                                    contract_state: Any) -> None:
-        _pipeline, outputs, _summary = self.run_case(CASES[name], contract_engine,
-                                                     contract_state)
+    def test_each_series_is_emitted_in_bucket_order(
+        self, name: str, contract_engine: Any, contract_state: Any
+    ) -> None:
+        _pipeline, outputs, _summary = self.run_case(CASES[name], contract_engine, contract_state)
         assert outputs, "the case produced no output"
         for series, items in outputs.items():
             stamps = [ts for ts, _value in items]
             assert stamps == sorted(set(stamps)), f"{series} is not in strict bucket order"
 
     @over(*RERUN)
-    def test_rerun_leaves_history_unchanged(self, name: str, contract_engine: Any,
-                                            contract_state: Any) -> None:
-        pipeline, _outputs, _summary = self.run_case(CASES[name], contract_engine,
-                                                     contract_state)
+    def test_rerun_leaves_history_unchanged(
+        self, name: str, contract_engine: Any, contract_state: Any
+    ) -> None:
+        pipeline, _outputs, _summary = self.run_case(CASES[name], contract_engine, contract_state)
         first = history(pipeline, contract_state)
         again = self.build(CASES[name])
         again.run(engine=contract_engine, state=contract_state, **self.run_options)
@@ -233,9 +236,12 @@ class EngineContract:
         expected = oracle(name)
         per_source = events_of(self.build(CASES[name]))
 
-        @settings(max_examples=self.max_examples, deadline=None, derandomize=True,
-                  suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                         HealthCheck.too_slow])
+        @settings(
+            max_examples=self.max_examples,
+            deadline=None,
+            derandomize=True,
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        )
         @given(st.randoms(use_true_random=False))
         def check(rng: random.Random) -> None:
             arrival = interleave(per_source, rng)
@@ -248,8 +254,9 @@ class EngineContract:
         check()
 
 
-def interleave(per_source: dict[str, list[tuple[float, Any]]], rng: random.Random
-               ) -> list[tuple[str, float, Any]]:
+def interleave(
+    per_source: dict[str, list[tuple[float, Any]]], rng: random.Random
+) -> list[tuple[str, float, Any]]:
     """A random arrival order across sources that keeps each source's own order."""
     slots = [name for name, events in per_source.items() for _ in events]
     rng.shuffle(slots)

@@ -25,8 +25,9 @@ from qmtl.pipeline import Pipeline
 BASE = 1_700_006_400
 
 
-def _prices(count: int, step: float, start: float, seed: int, offset: float = 0.0
-            ) -> list[tuple[float, float]]:
+def _prices(
+    count: int, step: float, start: float, seed: int, offset: float = 0.0
+) -> list[tuple[float, float]]:
     """Deterministic pseudo prices: a small integer recurrence, no randomness."""
     events = []
     x = seed
@@ -56,8 +57,14 @@ def chain() -> Pipeline:
     p.add_node(SourceNode("src", source=_prices(200, 13, 100.0, 1), interval_settings=_minute()))
     p.add_node(Node("plus_one", fn=plus_one, upstreams=["src"], interval_settings=_minute()))
     p.add_node(Node("double", fn=double, upstreams=["plus_one"], interval_settings=_minute()))
-    p.add_node(Node("label", fn=lambda double: f"v={double:.2f}", upstreams=["double"],
-                    interval_settings=_minute()))
+    p.add_node(
+        Node(
+            "label",
+            fn=lambda double: f"v={double:.2f}",
+            upstreams=["double"],
+            interval_settings=_minute(),
+        )
+    )
     return p
 
 
@@ -67,10 +74,16 @@ def diamond() -> Pipeline:
     p.add_node(SourceNode("A", source=_prices(150, 20, 50.0, 2), interval_settings=_minute()))
     p.add_node(Node("B", fn=lambda A: A / 2, upstreams=["A"], interval_settings=_minute()))
     p.add_node(Node("C", fn=lambda A: A * 3, upstreams=["A"], interval_settings=_minute()))
-    p.add_node(Node("D", fn=lambda B, C: round(B * C, 4), upstreams=["B", "C"],
-                    interval_settings=_minute()))
-    p.add_node(Node("E", fn=lambda D, A: {"d": D, "a": A}, upstreams=["D", "A"],
-                    interval_settings=_minute()))
+    p.add_node(
+        Node(
+            "D", fn=lambda B, C: round(B * C, 4), upstreams=["B", "C"], interval_settings=_minute()
+        )
+    )
+    p.add_node(
+        Node(
+            "E", fn=lambda D, A: {"d": D, "a": A}, upstreams=["D", "A"], interval_settings=_minute()
+        )
+    )
     return p
 
 
@@ -78,14 +91,30 @@ def multi_source_join() -> Pipeline:
     """Three sources at their own paces; an as-of join; a sparse source that starts late."""
     p = Pipeline("contract-join")
     p.add_node(SourceNode("fast", source=_prices(300, 7, 10.0, 3), interval_settings=_minute()))
-    p.add_node(SourceNode("slow", source=_prices(50, 45, 20.0, 4, offset=30),
-                          interval_settings=_minute()))
-    p.add_node(SourceNode("sparse", source=_prices(6, 300, 30.0, 5, offset=400),
-                          interval_settings=_minute()))
-    p.add_node(Node("spread", fn=lambda fast, slow: round(slow - fast, 4),
-                    upstreams=["fast", "slow"], interval_settings=_minute()))
-    p.add_node(Node("basket", fn=lambda fast, slow, sparse: [fast, slow, sparse],
-                    upstreams=["fast", "slow", "sparse"], interval_settings=_minute()))
+    p.add_node(
+        SourceNode("slow", source=_prices(50, 45, 20.0, 4, offset=30), interval_settings=_minute())
+    )
+    p.add_node(
+        SourceNode(
+            "sparse", source=_prices(6, 300, 30.0, 5, offset=400), interval_settings=_minute()
+        )
+    )
+    p.add_node(
+        Node(
+            "spread",
+            fn=lambda fast, slow: round(slow - fast, 4),
+            upstreams=["fast", "slow"],
+            interval_settings=_minute(),
+        )
+    )
+    p.add_node(
+        Node(
+            "basket",
+            fn=lambda fast, slow, sparse: [fast, slow, sparse],
+            upstreams=["fast", "slow", "sparse"],
+            interval_settings=_minute(),
+        )
+    )
     return p
 
 
@@ -93,27 +122,68 @@ def windows() -> Pipeline:
     """window=3 mean, window=True (the period, 4), a two-upstream window."""
     p = Pipeline("contract-windows")
     p.add_node(SourceNode("px", source=_prices(120, 25, 70.0, 6), interval_settings=_minute()))
-    p.add_node(SourceNode("vol", source=[(BASE + 90 * i + 5, float(i % 7)) for i in range(30)],
-                          interval_settings=_minute()))
-    p.add_node(Node("mean3", fn=lambda px: round(sum(px) / 3, 6), upstreams=["px"], window=3,
-                    interval_settings=_minute()))
-    p.add_node(Node("lastn", fn=lambda px: px, upstreams=["px"], window=True,
-                    interval_settings={"1m": {"interval": "1m", "period": 4}}))
-    p.add_node(Node("both", fn=lambda px, vol: [px, vol], upstreams=["px", "vol"], window=2,
-                    interval_settings=_minute()))
+    p.add_node(
+        SourceNode(
+            "vol",
+            source=[(BASE + 90 * i + 5, float(i % 7)) for i in range(30)],
+            interval_settings=_minute(),
+        )
+    )
+    p.add_node(
+        Node(
+            "mean3",
+            fn=lambda px: round(sum(px) / 3, 6),
+            upstreams=["px"],
+            window=3,
+            interval_settings=_minute(),
+        )
+    )
+    p.add_node(
+        Node(
+            "lastn",
+            fn=lambda px: px,
+            upstreams=["px"],
+            window=True,
+            interval_settings={"1m": {"interval": "1m", "period": 4}},
+        )
+    )
+    p.add_node(
+        Node(
+            "both",
+            fn=lambda px, vol: [px, vol],
+            upstreams=["px", "vol"],
+            window=2,
+            interval_settings=_minute(),
+        )
+    )
     return p
 
 
 def multi_interval() -> Pipeline:
     """A 1m source rolled into 1h bars; nodes at 1m and 1h; a 1h-only window node."""
     p = Pipeline("contract-intervals")
-    both = {"1m": {"interval": "1m", "period": 60, "max_history": 500},
-            "1h": {"interval": "1h", "period": 24}}
+    both = {
+        "1m": {"interval": "1m", "period": 60, "max_history": 500},
+        "1h": {"interval": "1h", "period": 24},
+    }
     p.add_node(SourceNode("tick", source=_prices(900, 17, 200.0, 7), interval_settings=both))
-    p.add_node(Node("ret", fn=lambda tick: round(tick / 200 - 1, 6), upstreams=["tick"],
-                    interval_settings=both))
-    p.add_node(Node("hourly_range", fn=lambda tick: [min(tick), max(tick)], upstreams=["tick"],
-                    window=2, interval_settings={"1h": {"interval": "1h", "period": 24}}))
+    p.add_node(
+        Node(
+            "ret",
+            fn=lambda tick: round(tick / 200 - 1, 6),
+            upstreams=["tick"],
+            interval_settings=both,
+        )
+    )
+    p.add_node(
+        Node(
+            "hourly_range",
+            fn=lambda tick: [min(tick), max(tick)],
+            upstreams=["tick"],
+            window=2,
+            interval_settings={"1h": {"interval": "1h", "period": 24}},
+        )
+    )
     return p
 
 
@@ -121,14 +191,28 @@ def query() -> Pipeline:
     """Tagged price nodes, a query over them, and a node downstream of the query."""
     p = Pipeline("contract-query")
     for i, name in enumerate(["btc", "eth", "sol"]):
-        p.add_node(SourceNode(name, source=_prices(60 + 20 * i, 23 + 11 * i, 100.0 * (i + 1),
-                                                   10 + i, offset=3 * i),
-                              tags=["price"], interval_settings=_minute()))
-    p.add_node(SourceNode("noise", source=_prices(40, 31, 1.0, 20), tags=["other"],
-                          interval_settings=_minute()))
+        p.add_node(
+            SourceNode(
+                name,
+                source=_prices(60 + 20 * i, 23 + 11 * i, 100.0 * (i + 1), 10 + i, offset=3 * i),
+                tags=["price"],
+                interval_settings=_minute(),
+            )
+        )
+    p.add_node(
+        SourceNode(
+            "noise", source=_prices(40, 31, 1.0, 20), tags=["other"], interval_settings=_minute()
+        )
+    )
     p.add_query_node(QueryNode("prices", tags=["price"]))
-    p.add_node(Node("best", fn=lambda prices: max(prices, key=prices.__getitem__),
-                    upstreams=["prices"], interval_settings=_minute()))
+    p.add_node(
+        Node(
+            "best",
+            fn=lambda prices: max(prices, key=prices.__getitem__),
+            upstreams=["prices"],
+            interval_settings=_minute(),
+        )
+    )
     return p
 
 
@@ -146,11 +230,20 @@ def _jittered(count: int, seed: int) -> list[tuple[float, float]]:
 def lateness() -> Pipeline:
     """Sources with out-of-order events: one with allowed_lateness=30 s, one with none."""
     p = Pipeline("contract-lateness")
-    p.add_node(SourceNode("lenient", source=_jittered(160, 8), allowed_lateness=30,
-                          interval_settings=_minute()))
+    p.add_node(
+        SourceNode(
+            "lenient", source=_jittered(160, 8), allowed_lateness=30, interval_settings=_minute()
+        )
+    )
     p.add_node(SourceNode("strict", source=_jittered(160, 9), interval_settings=_minute()))
-    p.add_node(Node("diff", fn=lambda lenient, strict: round(lenient - strict, 4),
-                    upstreams=["lenient", "strict"], interval_settings=_minute()))
+    p.add_node(
+        Node(
+            "diff",
+            fn=lambda lenient, strict: round(lenient - strict, 4),
+            upstreams=["lenient", "strict"],
+            interval_settings=_minute(),
+        )
+    )
     return p
 
 
@@ -167,8 +260,13 @@ def explode(counter: float) -> float:
 def failing() -> Pipeline:
     """``explode`` raises at the bucket whose counter reaches :data:`FAIL_AT`."""
     p = Pipeline("contract-failing")
-    p.add_node(SourceNode("counter", source=[(BASE + 60 * i + 1, float(i)) for i in range(20)],
-                          interval_settings=_minute()))
+    p.add_node(
+        SourceNode(
+            "counter",
+            source=[(BASE + 60 * i + 1, float(i)) for i in range(20)],
+            interval_settings=_minute(),
+        )
+    )
     p.add_node(Node("explode", fn=explode, upstreams=["counter"], interval_settings=_minute()))
     return p
 

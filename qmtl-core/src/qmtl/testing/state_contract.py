@@ -85,30 +85,38 @@ class StateBackendContract:
     def key(pipeline: str, node: str = "n1", interval: str = "1d") -> SeriesKey:
         return SeriesKey(pipeline, node, interval)
 
-    def fill(self, backend: StateBackend, key: SeriesKey, count: int, *,
-             max_items: int = 100, ttl: int | None = None) -> None:
+    def fill(
+        self,
+        backend: StateBackend,
+        key: SeriesKey,
+        count: int,
+        *,
+        max_items: int = 100,
+        ttl: int | None = None,
+    ) -> None:
         for i in range(count):
             backend.write(key, T0 + i * DAY, {"i": i}, max_items=max_items, ttl=ttl)
 
     # -- writing and reading -------------------------------------------------------------
-    def test_writing_a_bucket_again_replaces_it(self, backend: StateBackend, pipeline: str
-                                                ) -> None:
+    def test_writing_a_bucket_again_replaces_it(self, backend: StateBackend, pipeline: str) -> None:
         key = self.key(pipeline)
         backend.write(key, T0, 1.5, max_items=10, ttl=None)
         backend.write(key, T0, 2.5, max_items=10, ttl=None)
         assert backend.read(key) == [{"timestamp": T0, "value": 2.5}]
         assert backend.metadata(key)["count"] == 1
 
-    def test_reads_are_newest_first_and_limited_to_count(self, backend: StateBackend,
-                                                         pipeline: str) -> None:
+    def test_reads_are_newest_first_and_limited_to_count(
+        self, backend: StateBackend, pipeline: str
+    ) -> None:
         key = self.key(pipeline)
         self.fill(backend, key, 5)
         assert [item["value"]["i"] for item in backend.read(key, count=3)] == [4, 3, 2]
         assert [item["value"]["i"] for item in backend.read(key)] == [4, 3, 2, 1, 0]
         assert backend.read(key, count=0) == []
 
-    def test_out_of_order_writes_are_read_in_time_order(self, backend: StateBackend,
-                                                        pipeline: str) -> None:
+    def test_out_of_order_writes_are_read_in_time_order(
+        self, backend: StateBackend, pipeline: str
+    ) -> None:
         key = self.key(pipeline)
         for i in (3, 1, 4, 0, 2):
             backend.write(key, T0 + i * DAY, i, max_items=10, ttl=None)
@@ -116,8 +124,9 @@ class StateBackendContract:
             T0 + i * DAY for i in (4, 3, 2, 1, 0)
         ]
 
-    def test_time_range_has_exclusive_start_and_inclusive_end(self, backend: StateBackend,
-                                                              pipeline: str) -> None:
+    def test_time_range_has_exclusive_start_and_inclusive_end(
+        self, backend: StateBackend, pipeline: str
+    ) -> None:
         key = self.key(pipeline)
         self.fill(backend, key, 6)
         items = backend.read(key, start_ts=T0 + 1 * DAY, end_ts=T0 + 4 * DAY)
@@ -126,8 +135,9 @@ class StateBackendContract:
         assert [item["value"]["i"] for item in newest_two] == [4, 3]
         assert backend.read(key, start_ts=T0 + 5 * DAY) == []
 
-    def test_writes_trim_to_max_items_keeping_the_newest(self, backend: StateBackend,
-                                                         pipeline: str) -> None:
+    def test_writes_trim_to_max_items_keeping_the_newest(
+        self, backend: StateBackend, pipeline: str
+    ) -> None:
         key = self.key(pipeline)
         self.fill(backend, key, 7, max_items=3)
         assert [item["value"]["i"] for item in backend.read(key)] == [6, 5, 4]
@@ -142,16 +152,19 @@ class StateBackendContract:
 
     def test_write_many_stores_every_bucket(self, backend: StateBackend, pipeline: str) -> None:
         a, b = self.key(pipeline, "a"), self.key(pipeline, "b", "1h")
-        backend.write_many([
-            BucketWrite(a, T0, 1, 10, None),
-            BucketWrite(b, T0 + 3600, 2, 10, None),
-            BucketWrite(a, T0 + DAY, 3, 10, None),
-        ])
+        backend.write_many(
+            [
+                BucketWrite(a, T0, 1, 10, None),
+                BucketWrite(b, T0 + 3600, 2, 10, None),
+                BucketWrite(a, T0 + DAY, 3, 10, None),
+            ]
+        )
         assert [i["value"] for i in backend.read(a)] == [3, 1]
         assert backend.read(b) == [{"timestamp": T0 + 3600, "value": 2}]
 
-    def test_series_are_separate_per_node_and_interval(self, backend: StateBackend,
-                                                       pipeline: str) -> None:
+    def test_series_are_separate_per_node_and_interval(
+        self, backend: StateBackend, pipeline: str
+    ) -> None:
         backend.write(self.key(pipeline, "n1", "1d"), T0, "day", max_items=10, ttl=None)
         backend.write(self.key(pipeline, "n1", "1h"), T0, "hour", max_items=10, ttl=None)
         backend.write(self.key(pipeline, "n2", "1d"), T0, "other", max_items=10, ttl=None)
@@ -171,8 +184,9 @@ class StateBackendContract:
         assert meta["newest"] == T0 + 3 * DAY
         assert meta["last_update"] is not None
 
-    def test_metadata_of_an_unknown_series_has_count_zero(self, backend: StateBackend,
-                                                          pipeline: str) -> None:
+    def test_metadata_of_an_unknown_series_has_count_zero(
+        self, backend: StateBackend, pipeline: str
+    ) -> None:
         assert backend.metadata(self.key(pipeline, "missing"))["count"] == 0
         assert backend.read(self.key(pipeline, "missing")) == []
 

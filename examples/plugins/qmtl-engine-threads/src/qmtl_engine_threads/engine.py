@@ -177,7 +177,8 @@ class _OneShot:
     def _ungate(self) -> bool:
         """Move windowed nodes whose upstreams are now recorded back to ``ready``."""
         opened = [
-            i for i in self.gated
+            i
+            for i in self.gated
             if self.recorded > max(self.plan.nodes[i].upstream_index, default=-1)
         ]
         for index in opened:
@@ -239,4 +240,3 @@ class _OneShot:
                 return None
             windows.append([item["value"] for item in reversed(items)])
         return windows
-
