@@ -44,6 +44,11 @@ class CycleError(PipelineValidationError):
     """The node graph has a cycle; the message lists its path."""
 
 
+class ShardCycleError(PipelineValidationError):
+    """Explicit ``shard=`` names make shards read each other in a cycle; the message names the
+    nodes on it."""
+
+
 class IntervalError(PipelineValidationError):
     """An unknown interval, a bad period, or an interval an upstream does not provide."""
 

@@ -225,6 +225,9 @@ class NodeDefinition(QmtlModel):
     params: dict[str, Any] = Field(default_factory=dict)
     window: int | None = None
     stream_settings: NodeStreamSettings | None = None
+    shard: str | None = Field(
+        None, description="The shard the node runs in on a sharded engine (None: default rule)."
+    )
 
     @classmethod
     def from_definition(cls, definition: dict[str, Any]) -> NodeDefinition:

@@ -132,7 +132,8 @@ class Node:
     ``interval_settings`` is shorthand for ``stream_settings``. ``window=N`` delivers each
     upstream as a list of its last ``N`` values (oldest first); ``window=True`` means the node's
     period. Extra keyword arguments are ``params`` passed to ``fn``; ``key_params`` names those
-    that enter the node id.
+    that enter the node id. ``shard`` (a reserved keyword, never a param) names the shard the
+    node runs in on a sharded engine (:mod:`qmtl.shards`); it does not change the node id.
     """
 
     kind: str = "node"
@@ -147,11 +148,22 @@ class Node:
         interval_settings: Mapping[Any, Any] | None = None,
         key_params: Iterable[str] | None = None,
         window: int | bool | None = None,
+        shard: str | None = None,
         **params: Any,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise PipelineValidationError(f"A node name must be a non-empty string, got {name!r}")
         self.name = name
+        if shard is not None and (
+            not isinstance(shard, str) or not shard.strip() or shard.startswith("@")
+        ):
+            raise PipelineValidationError(
+                f"Node '{name}': shard must be a non-empty name not starting with '@' (those "
+                f"are the default shards' ids), got {shard!r}"
+            )
+        #: The shard the node runs in on a sharded engine; ``None``: the default rule
+        #: (:mod:`qmtl.shards`). Placement only: it is not part of the node id.
+        self.shard = shard
         if fn is None or not callable(fn):
             raise UnbindableFunctionError(f"Node '{name}' needs a callable fn, got {fn!r}")
         self.fn = fn
@@ -252,6 +264,7 @@ class Node:
             params={key: _jsonable(value) for key, value in self.params.items()},
             window=self.window if type(self.window) is int else None,
             stream_settings=self.stream_settings,
+            shard=self.shard,
         ).model_dump(mode="json", exclude_none=True)
 
     def __repr__(self) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from qmtl.engine import Engine, check_inputs, check_run_options
 from qmtl.errors import (
+    ConfigurationError,
     DuplicateNodeError,
     IntervalError,
     ModelValidationError,
@@ -28,6 +29,7 @@ from qmtl.node import Node, QueryNode
 from qmtl.plan import ExecutionPlan, compile_pipeline, merge_settings
 from qmtl.runtime import Resolver
 from qmtl.settings import QmtlSettings
+from qmtl.shards import namespaced
 from qmtl.state import SeriesKey, StateBackend
 
 
@@ -211,6 +213,7 @@ class Pipeline:
         state: str | StateBackend | None = None,
         engine_options: Mapping[str, Any] | None = None,
         state_options: Mapping[str, Any] | None = None,
+        namespace: str | None = None,
         **options: Any,
     ) -> Any:
         """Stream the sources to their end in event time; return the engine's run summary.
@@ -227,8 +230,12 @@ class Pipeline:
         (``{source name: events}`` replacing declared inputs) and ``events`` (``[(source, ts,
         value), ...]`` in arrival order, replacing all sources). A failing node raises
         :class:`~qmtl.errors.NodeExecutionError`; buckets written before it stay.
+
+        ``namespace`` writes the history under that name instead of the pipeline's (a backtest
+        kept apart from a live deployment's buckets); read it back with ``namespace=`` on
+        :meth:`get_history`.
         """
-        plan = self.build()
+        plan = self._plan_in(namespace)
         engine_obj, state_obj = self._runtime(
             engine, state, engine_options, state_options, False, False, None, None
         )
@@ -242,6 +249,7 @@ class Pipeline:
         state: str | StateBackend | None = None,
         engine_options: Mapping[str, Any] | None = None,
         state_options: Mapping[str, Any] | None = None,
+        namespace: str | None = None,
         **options: Any,
     ) -> Any:
         """The iterator form of :meth:`run` (for notebooks): yields every final bucket as an
@@ -253,7 +261,7 @@ class Pipeline:
         """
         from qmtl.stream_runner import ThreadedOutputStream
 
-        plan = self.build()
+        plan = self._plan_in(namespace)
         engine_obj, state_obj = self._runtime(
             engine, state, engine_options, state_options, False, False, None, None
         )
@@ -264,6 +272,16 @@ class Pipeline:
         return ThreadedOutputStream(
             lambda emit: engine_obj.run(plan, state=state_obj, on_output=emit, **options)
         )
+
+    def _plan_in(self, namespace: str | None) -> ExecutionPlan:
+        plan = self.build()
+        if namespace is None:
+            return plan
+        if not isinstance(namespace, str) or not namespace:
+            raise ConfigurationError(
+                f"Pipeline '{self.name}': namespace must be a non-empty string, got {namespace!r}"
+            )
+        return namespaced(plan, namespace)
 
     def _runtime(
         self,
@@ -318,8 +336,9 @@ class Pipeline:
         interval: IntervalEnum | str,
         state: str | StateBackend | None,
         redis_uri: str | None,
+        namespace: str | None = None,
     ) -> tuple[SeriesKey, Any, StateBackend]:
-        plan_node = self.build().node(node_name)
+        plan_node = self._plan_in(namespace).node(node_name)
         spec = plan_node.spec(to_interval(interval))
         options = {"url": redis_uri} if redis_uri is not None else {}
         if redis_uri is not None and state is None:
@@ -336,12 +355,14 @@ class Pipeline:
         *,
         state: str | StateBackend | None = None,
         redis_uri: str | None = None,
+        namespace: str | None = None,
     ) -> list[dict[str, Any]]:
         """``[{"timestamp", "value"}]`` newest first; ``start_ts`` exclusive, ``end_ts`` inclusive.
 
-        Timestamps are bucket ends (epoch seconds).
+        Timestamps are bucket ends (epoch seconds). ``namespace``: the history a run wrote
+        with ``namespace=`` (default: the pipeline's own).
         """
-        key, _spec, backend = self._series(node_name, interval, state, redis_uri)
+        key, _spec, backend = self._series(node_name, interval, state, redis_uri, namespace)
         return backend.read(key, count=count, start_ts=start_ts, end_ts=end_ts)
 
     def get_interval_data(
@@ -354,10 +375,18 @@ class Pipeline:
         *,
         state: str | StateBackend | None = None,
         redis_uri: str | None = None,
+        namespace: str | None = None,
     ) -> list[Any]:
         """The values of :meth:`get_history`, newest first."""
         history = self.get_history(
-            node_name, interval, count, start_ts, end_ts, state=state, redis_uri=redis_uri
+            node_name,
+            interval,
+            count,
+            start_ts,
+            end_ts,
+            state=state,
+            redis_uri=redis_uri,
+            namespace=namespace,
         )
         return [item["value"] for item in history]
 
@@ -368,10 +397,11 @@ class Pipeline:
         *,
         state: str | StateBackend | None = None,
         redis_uri: str | None = None,
+        namespace: str | None = None,
     ) -> dict[str, Any]:
         """``count``, ``max_items``, ``ttl``, ``last_update``, ``oldest``, ``node_id``, ... of a
         node's series at ``interval``."""
-        key, spec, backend = self._series(node_name, interval, state, redis_uri)
+        key, spec, backend = self._series(node_name, interval, state, redis_uri, namespace)
         stored = backend.metadata(key)
         meta: dict[str, Any] = {
             "max_items": spec.max_items,
@@ -389,13 +419,21 @@ class Pipeline:
         return meta
 
     def clear_history(
-        self, node_name: str | None = None, interval: IntervalEnum | str | None = None
+        self,
+        node_name: str | None = None,
+        interval: IntervalEnum | str | None = None,
+        *,
+        namespace: str | None = None,
     ) -> int:
-        """Delete the history of one node (one interval) or of the whole pipeline."""
+        """Delete the history of one node (one interval) or of the whole pipeline (under
+        ``namespace``, default the pipeline's own)."""
         backend = self._state(None, {})
+        self._plan_in(namespace)  # validates the namespace
         node_id = self.build().node(node_name).node_id if node_name else None
         return backend.delete(
-            self.name, node_id, to_interval(interval).value if interval is not None else None
+            namespace or self.name,
+            node_id,
+            to_interval(interval).value if interval is not None else None,
         )
 
     # -- description ----------------------------------------------------------------------

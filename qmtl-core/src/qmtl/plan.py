@@ -25,6 +25,7 @@ from qmtl.identity import content_id, function_fingerprint, stable_repr
 from qmtl.models import IntervalEnum, IntervalSettings, NodeStreamSettings, QueryNodeResultSelector
 from qmtl.node import Invoker, Node, QueryNode
 from qmtl.selectors import is_deterministic, query_value, select
+from qmtl.shards import Shard, split_shards
 from qmtl.state import SeriesKey
 
 if TYPE_CHECKING:
@@ -116,11 +117,14 @@ class PlanNode:
 
 @dataclass(frozen=True)
 class ExecutionPlan:
-    """A validated pipeline: nodes in deterministic topological order."""
+    """A validated pipeline: nodes in deterministic topological order, split into ``shards``
+    (:mod:`qmtl.shards`; ``shard_of[i]`` is node ``i``'s shard)."""
 
     pipeline: str
     nodes: tuple[PlanNode, ...]
     by_name: Mapping[str, PlanNode] = field(repr=False)
+    shards: tuple[Shard, ...] = field(default=(), repr=False)
+    shard_of: tuple[int, ...] = field(default=(), repr=False)
 
     def node(self, name: str) -> PlanNode:
         """The plan node called ``name``; :class:`UnknownNodeError` when there is none."""
@@ -300,7 +304,10 @@ def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
                 node=obj,
             )
         )
-    return ExecutionPlan(pipeline.name, tuple(plan_nodes), {n.name: n for n in plan_nodes})
+    shards, shard_of = split_shards(plan_nodes)
+    return ExecutionPlan(
+        pipeline.name, tuple(plan_nodes), {n.name: n for n in plan_nodes}, shards, shard_of
+    )
 
 
 def resolve_queries(

@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from qmtl.errors import IntervalError, NodeExecutionError
@@ -71,6 +71,11 @@ class StreamRunner:
     Every final bucket is written to ``state`` (key and bounds of the node's series spec) and
     passed to ``on_output`` as an :class:`OutputEvent`. Nothing is looked up per event: series,
     readers and invokers are bound here.
+
+    A sharded engine runs one shard of a pipeline per runner (:func:`qmtl.shards.shard_plan`):
+    the nodes at the plan indices in ``remote`` are computed elsewhere; the runner keeps no
+    state for them and writes none of their buckets, which arrive through :meth:`on_upstream`.
+    :meth:`snapshot` / :meth:`restore` carry the runner's pending state between processes.
     """
 
     def __init__(
@@ -82,6 +87,7 @@ class StreamRunner:
         invoke_hook: InvokeHook | None = None,
         engine: str = "local",
         batch: int = 1,
+        remote: Collection[int] = (),
     ) -> None:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
@@ -99,6 +105,8 @@ class StreamRunner:
             [_Series(n, k) for k in range(len(n.series))] for n in nodes
         ]
         for node in nodes:
+            if node.index in remote:
+                continue
             invoke = _invoker(node) if invoke_hook is None else _hooked(invoke_hook, node)
             if not node.upstreams:
                 lateness = getattr(node.node, "allowed_lateness", None)
@@ -165,6 +173,46 @@ class StreamRunner:
         for k, buckets, through in bucketer.flush():
             self._emit(self.series[source][k], buckets, through)
 
+    def on_upstream(
+        self, index: int, k: int, buckets: list[tuple[int, Any]], through: float
+    ) -> None:
+        """Final buckets (increasing) and the new *final through* of series ``k`` of the remote
+        node at plan index ``index``: passed to its readers here, not written."""
+        self.flush()
+        self._emit(self.series[index][k], buckets, through, write=False)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The pending state of every source and node run here, as plain data (node values
+        must be encodable by the caller's serialiser): see :meth:`restore`."""
+        self.flush()
+        return {
+            "sources": {i: b.to_dict() for i, b in enumerate(self.bucketers) if b is not None},
+            "nodes": {i: [a.to_dict() for a in al] for i, al in enumerate(self.aligners) if al},
+            "counts": {i: [s.count for s in ss] for i, ss in enumerate(self.series) if ss},
+        }
+
+    def restore(self, data: Mapping[Any, Any]) -> None:
+        """Continue from a :meth:`snapshot` of a runner over the same plan (keys may have
+        become strings on the way)."""
+        for index, state in data["sources"].items():
+            self.bucketers[int(index)] = SourceBucketer.from_dict(state)
+        swapped: dict[int, NodeAligner] = {}
+        for index, states in data["nodes"].items():
+            aligners = self.aligners[int(index)]
+            for k, state in enumerate(states):
+                fresh = NodeAligner.from_dict(state)
+                swapped[id(aligners[k])] = fresh
+                aligners[k] = fresh
+        for series in self.series:
+            for item in series:
+                item.readers = [
+                    (swapped.get(id(aligner), aligner), position, target, invoke)
+                    for aligner, position, target, invoke in item.readers
+                ]
+        for index, counts in data["counts"].items():
+            for item, count in zip(self.series[int(index)], counts, strict=True):
+                item.count = count
+
     def finish(self) -> RunSummary:
         """End every source still open; return the run's summary."""
         self.flush()
@@ -186,14 +234,17 @@ class StreamRunner:
             self.plan.pipeline, self.engine, nodes, time.perf_counter() - self.started
         )
 
-    def _emit(self, series: _Series, buckets: list[tuple[int, Any]], through: float) -> None:
+    def _emit(
+        self, series: _Series, buckets: list[tuple[int, Any]], through: float, write: bool = True
+    ) -> None:
         # An explicit stack instead of recursion: any DAG depth works.
         stack = [(series, buckets, through)]
-        write = self._write
+        writer = self._write
         while stack:
             series, buckets, through = stack.pop()
-            if buckets:
-                write(series, buckets)
+            if buckets and write:
+                writer(series, buckets)
+            write = True
             for aligner, pos, target, invoke in series.readers:
                 ready = aligner.push(pos, buckets, through)
                 if ready is None:
@@ -206,7 +257,7 @@ class StreamRunner:
                     except Exception as error:
                         # The failing node's buckets before the failing one are kept.
                         if out:
-                            write(target, out)
+                            writer(target, out)
                         if isinstance(error, NodeExecutionError):
                             raise
                         raise NodeExecutionError(target.name, error) from error

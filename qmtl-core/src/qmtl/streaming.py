@@ -13,6 +13,19 @@ The objects:
   ``allowed_lateness``; an event whose bucket (at the source's finest interval) is already
   final is *late*: counted and dropped, never merged. :meth:`SourceBucketer.flush` ends the
   stream.
+- :class:`MergedSource` is one source fed by several ordered streams at once (*origins*: the
+  partitions of a Kafka input topic). The **merge rule**: each origin is bucketed on its own
+  (a :class:`SourceBucketer`, its own watermark and lateness: an origin is ordered, the
+  origins are not ordered with one another); bucket ``b`` of the source is final once it is
+  final in every origin that matters — the origins that delivered an event to this source, or
+  all known origins before any did — so the source's watermark is their minimum and no bucket
+  is computed from part of its data; its value is the bucket's last event by ts across origins,
+  a tie going to the later origin in the known list (the higher partition). An event arriving
+  after its bucket is final is late (counted, dropped). An origin's watermark may also move by
+  itself (:meth:`MergedSource.on_watermark`): the sources routed from one input partition of a
+  keyed topic share that partition's watermark, so an illiquid symbol's buckets close with the
+  partition's clock. Each origin's last applied offset is kept, so a message delivered twice
+  (a forward repeated after a crash) is applied once.
 - :class:`NodeAligner` is one node at one interval: it receives its upstreams' final buckets
   and watermarks and returns the buckets that became computable, with their arguments (as-of
   join; ``window=N`` buffers with warm-up gating). Buckets come out in increasing order.
@@ -22,7 +35,7 @@ The objects:
 :mod:`qmtl.stream_runner` wires these objects over a whole :class:`~qmtl.plan.ExecutionPlan` in
 one process (the local and mock engines, and the oracle of :mod:`qmtl.testing`).
 
-Both state objects are bounded (pending buckets wait only for slower upstreams; windows keep
+The state objects are bounded (pending buckets wait only for slower upstreams; windows keep
 ``N`` values; the as-of join keeps one) and serialise to plain JSON with ``to_dict`` /
 ``from_dict`` (node values must then be JSON values; ``-inf`` is ``null``, an ended stream
 ``"end"``), so a distributed engine can persist them between batches.
@@ -209,6 +222,149 @@ class SourceBucketer:
         self.pairs = tuple(zip(self.seconds, self.open, strict=True))
         self.events, self.late = data["events"], data["late"]
         self._bounds()
+        return self
+
+
+class MergedSource:
+    """One source fed by several ordered origins (see the module docstring's merge rule).
+
+    ``origins`` lists every origin that may feed the source, in tie-break order (later wins).
+    :meth:`on_event` / :meth:`on_watermark` / :meth:`end` return the source's closures like
+    :class:`SourceBucketer` (``None`` for a late event); :attr:`ended` is true once every known
+    origin has ended.
+    """
+
+    def __init__(
+        self, seconds: Sequence[int], allowed_lateness: float | None, origins: Sequence[str]
+    ) -> None:
+        if not origins:
+            raise ValueError("a merged source needs at least one origin")
+        self.seconds = tuple(int(s) for s in seconds)
+        self.lateness = allowed_lateness
+        self.origins = list(origins)
+        self.rank = {origin: i for i, origin in enumerate(self.origins)}
+        self.parts: dict[str, SourceBucketer] = {}
+        self.heard: list[str] = []  #: origins that delivered an event, in first-heard order
+        self.offsets: dict[str, int] = {}  #: last applied offset per origin
+        self.ended_origins: set[str] = set()
+        self.final: list[float] = [_NEVER] * len(self.seconds)
+        #: per interval: bucket -> (ts of its last event, origin rank, value)
+        self.pending: list[dict[int, tuple[float, int, Any]]] = [{} for _ in self.seconds]
+        self.events = 0
+        self.late = 0
+        self._finest = min(range(len(self.seconds)), key=self.seconds.__getitem__)
+
+    @property
+    def ended(self) -> bool:
+        return len(self.ended_origins) == len(self.origins)
+
+    def _part(self, origin: str) -> SourceBucketer:
+        part = self.parts.get(origin)
+        if part is None:
+            if origin not in self.rank:  # an origin not announced: it ranks last
+                self.rank[origin] = len(self.origins)
+                self.origins.append(origin)
+            part = self.parts[origin] = SourceBucketer(self.seconds, self.lateness)
+        return part
+
+    def duplicate(self, origin: str, offset: int | None) -> bool:
+        """Whether ``offset`` of ``origin`` was applied already; records it otherwise."""
+        if offset is None:
+            return False
+        if offset <= self.offsets.get(origin, -1):
+            return True
+        self.offsets[origin] = offset
+        return False
+
+    def on_event(self, origin: str, ts: float, value: Any) -> list[Closure] | None:
+        self.events += 1
+        f = self._finest
+        if ts < (self.final[f] + 1) * self.seconds[f]:
+            self.late += 1
+            return None
+        part = self._part(origin)
+        if origin not in self.heard:
+            self.heard.append(origin)
+        closed = part.on_event(ts, (ts, value))
+        if closed is None:
+            self.late += 1
+            return None
+        return self._merge(origin, closed)
+
+    def on_watermark(self, origin: str, watermark: float) -> list[Closure]:
+        """``origin`` promises no event before ``watermark`` (its partition's clock)."""
+        return self._merge(origin, self._part(origin).on_watermark(watermark))
+
+    def end(self, origin: str) -> list[Closure]:
+        """``origin`` has no more events."""
+        self.ended_origins.add(origin)
+        return self._merge(origin, self._part(origin).flush())
+
+    def flush(self) -> list[Closure]:
+        """End every origin (end of stream)."""
+        closed: list[Closure] = []
+        for origin in self.origins:
+            if origin not in self.ended_origins:
+                closed.extend(self.end(origin))
+        return closed
+
+    def _merge(self, origin: str, closed: list[Closure] | tuple[()]) -> list[Closure]:
+        rank = self.rank[origin]
+        for k, buckets, _through in closed:
+            pending, done = self.pending[k], self.final[k]
+            for b, (ts, value) in buckets:
+                if b <= done:
+                    continue
+                held = pending.get(b)
+                if held is None or (ts, rank) >= (held[0], held[1]):
+                    pending[b] = (ts, rank, value)
+        out: list[Closure] = []
+        parts = self.parts
+        relevant = self.heard or self.origins
+        for k in range(len(self.seconds)):
+            frontier = END
+            for name in relevant:
+                part = parts.get(name)
+                through = part.final[k] if part is not None else _NEVER
+                if through < frontier:
+                    frontier = through
+            if frontier <= self.final[k]:
+                continue
+            self.final[k] = frontier
+            pending = self.pending[k]
+            ready = sorted(b for b in pending if b <= frontier)
+            out.append((k, [(b, pending.pop(b)[2]) for b in ready], frontier))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (values must be JSON values)."""
+        return {
+            "version": STATE_VERSION,
+            "seconds": list(self.seconds),
+            "allowed_lateness": self.lateness,
+            "origins": list(self.origins),
+            "parts": {o: p.to_dict() for o, p in self.parts.items()},
+            "heard": list(self.heard),
+            "offsets": dict(self.offsets),
+            "ended": sorted(self.ended_origins),
+            "final": [_enc(f) for f in self.final],
+            "pending": [
+                [[b, ts, r, v] for b, (ts, r, v) in sorted(p.items())] for p in self.pending
+            ],
+            "events": self.events,
+            "late": self.late,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MergedSource:
+        self = cls(data["seconds"], data["allowed_lateness"], data["origins"])
+        self.parts = {o: SourceBucketer.from_dict(p) for o, p in data["parts"].items()}
+        self.heard = list(data["heard"])
+        self.offsets = {o: int(x) for o, x in data["offsets"].items()}
+        self.ended_origins = set(data["ended"])
+        self.final = [_dec(f) for f in data["final"]]
+        self.pending = [{int(b): (ts, r, v) for b, ts, r, v in p} for p in data["pending"]]
+        self.events, self.late = data["events"], data["late"]
         return self
 
 

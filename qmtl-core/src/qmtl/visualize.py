@@ -4,9 +4,11 @@ The graph is the compiled plan (so query matches and effective intervals are sho
 with its tags and intervals (``1d/p7`` = interval 1d, period 7), data edges ``upstream → node``,
 and query nodes drawn distinctly (a hexagon, yellow) with dashed "match" edges from the nodes
 they matched — dotted, grey "not selected" edges from matches their own selectors leave out
-(known when the selection is deterministic). Rendering needs no display; SVG and PNG run the
-``dot`` program of Graphviz (``apt install graphviz`` / ``brew install graphviz``) and fail
-with :class:`VisualizationError` when it is missing.
+(known when the selection is deterministic). When the plan has more than one shard
+(:mod:`qmtl.shards`), each shard is drawn as a box around its nodes (a Mermaid subgraph, a DOT
+cluster) labelled with its id; the JSON lists every shard. Rendering needs no display; SVG and
+PNG run the ``dot`` program of Graphviz (``apt install graphviz`` / ``brew install
+graphviz``) and fail with :class:`VisualizationError` when it is missing.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def graph(pipeline: Pipeline) -> dict[str, Any]:
                 for s in node.series
             ],
             "upstreams": list(node.upstreams),
+            "shard": plan.shards[plan.shard_of[node.index]].id if plan.shards else None,
         }
         if node.kind == "query":
             query = cast("QueryNode", node.node)
@@ -74,12 +77,23 @@ def graph(pipeline: Pipeline) -> dict[str, Any]:
         else:
             edges.extend({"source": u, "target": node.name, "kind": "data"} for u in node.upstreams)
         nodes.append(entry)
+    shards = [
+        {
+            "id": shard.id,
+            "explicit": shard.explicit,
+            "nodes": [plan.nodes[i].name for i in shard.nodes],
+            "sources": list(shard.sources),
+            "reads": [plan.shards[u].id for u in shard.upstreams],
+        }
+        for shard in plan.shards
+    ]
     return {
         "pipeline": pipeline.name,
         "type": pipeline.type,
         "tags": list(pipeline.tags),
         "nodes": nodes,
         "edges": edges,
+        "shards": shards,
     }
 
 
@@ -125,20 +139,37 @@ def to_mermaid(data: dict[str, Any]) -> str:
     """A Mermaid ``flowchart``: query nodes are hexagons, match edges dashed."""
     ids = {entry["name"]: f"n{i}" for i, entry in enumerate(data["nodes"])}
     out = ["flowchart LR"]
-    for entry in data["nodes"]:
-        label = "<br/>".join(_mermaid_text(line) for line in _lines(entry))
-        if entry["kind"] == "query":
-            out.append(f'    {ids[entry["name"]]}{{{{"{label}"}}}}:::query')
-        elif not entry["upstreams"]:
-            out.append(f'    {ids[entry["name"]]}(["{label}"]):::source')
-        else:
-            out.append(f'    {ids[entry["name"]]}["{label}"]')
+    for group, entries, indent in _by_shard(data):
+        if group is not None:
+            out.append(
+                f'    subgraph s{group}["shard {_mermaid_text(data["shards"][group]["id"])}"]'
+            )
+        for entry in entries:
+            label = "<br/>".join(_mermaid_text(line) for line in _lines(entry))
+            if entry["kind"] == "query":
+                out.append(f'{indent}{ids[entry["name"]]}{{{{"{label}"}}}}:::query')
+            elif not entry["upstreams"]:
+                out.append(f'{indent}{ids[entry["name"]]}(["{label}"]):::source')
+            else:
+                out.append(f'{indent}{ids[entry["name"]]}["{label}"]')
+        if group is not None:
+            out.append("    end")
     arrows = {"match": "-. match .->", "unselected": "-. not selected .-x", "data": "-->"}
     for edge in data["edges"]:
         out.append(f"    {ids[edge['source']]} {arrows[edge['kind']]} {ids[edge['target']]}")
     out.append("    classDef query fill:#fff4c2,stroke:#b8860b,stroke-dasharray:4 2")
     out.append("    classDef source fill:#e8f1ff,stroke:#3b6fb6")
     return "\n".join(out) + "\n"
+
+
+def _by_shard(data: dict[str, Any]) -> list[tuple[int | None, list[dict[str, Any]], str]]:
+    """Node entries grouped by shard (``(shard position, entries, indent)``), or one group
+    without a shard when the plan has at most one."""
+    shards = data.get("shards") or []
+    if len(shards) < 2:
+        return [(None, data["nodes"], "    ")]
+    by_name = {entry["name"]: entry for entry in data["nodes"]}
+    return [(i, [by_name[n] for n in shard["nodes"]], "        ") for i, shard in enumerate(shards)]
 
 
 def _mermaid_text(text: str) -> str:
@@ -155,15 +186,23 @@ def to_dot(data: dict[str, Any]) -> str:
         '  node [shape=box, style="rounded,filled", fillcolor="#ffffff", fontname="Helvetica"];',
         '  edge [fontname="Helvetica", fontsize=10];',
     ]
-    for entry in data["nodes"]:
-        label = "\\n".join(_dot_text(line) for line in _lines(entry))
-        if entry["kind"] == "query":
-            style = 'shape=hexagon, style="filled,dashed", fillcolor="#fff4c2", color="#b8860b"'
-        elif not entry["upstreams"]:
-            style = 'fillcolor="#e8f1ff", color="#3b6fb6"'
-        else:
-            style = 'color="#444444"'
-        out.append(f'  {_dot_id(entry["name"])} [label="{label}", {style}];')
+    for group, entries, _indent in _by_shard(data):
+        indent = "  " if group is None else "    "
+        if group is not None:
+            shard_id = _dot_text(data["shards"][group]["id"])
+            out.append(f'  subgraph "cluster_{group}" {{')
+            out.append(f'    label="shard {shard_id}"; style=dashed; color="#888888";')
+        for entry in entries:
+            label = "\\n".join(_dot_text(line) for line in _lines(entry))
+            if entry["kind"] == "query":
+                style = 'shape=hexagon, style="filled,dashed", fillcolor="#fff4c2", color="#b8860b"'
+            elif not entry["upstreams"]:
+                style = 'fillcolor="#e8f1ff", color="#3b6fb6"'
+            else:
+                style = 'color="#444444"'
+            out.append(f'{indent}{_dot_id(entry["name"])} [label="{label}", {style}];')
+        if group is not None:
+            out.append("  }")
     styles = {
         "match": ' [style=dashed, color="#b8860b", label="match"]',
         "unselected": ' [style=dotted, color="#aaaaaa", label="not selected", arrowhead=tee]',

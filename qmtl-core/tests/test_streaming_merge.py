@@ -1,0 +1,91 @@
+"""The multi-partition merge rule (qmtl.streaming.MergedSource), checked by hand: one source fed
+by several ordered origins (a Kafka input topic's partitions)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from qmtl.streaming import END, MergedSource
+
+MINUTE = 60
+
+
+def _buckets(closed: Any) -> list[tuple[int, Any]]:
+    return [pair for _k, buckets, _through in closed or () for pair in buckets]
+
+
+def test_a_bucket_waits_for_every_origin_that_fed_the_source_and_takes_the_latest_event() -> None:
+    source = MergedSource([MINUTE], None, ["t/0", "t/1"])
+    assert _buckets(source.on_event("t/0", 605.0, "p0-late")) == []  # bucket 10
+    assert _buckets(source.on_event("t/1", 601.0, "p1-early")) == []
+    # t/0 moves to bucket 11: final through 10 in t/0, but t/1 has not passed bucket 10 yet
+    assert _buckets(source.on_event("t/0", 661.0, "p0-next")) == []
+    # t/1 passes bucket 10 too: 10 is final in both; its last event by ts is t/0's (605 > 601)
+    assert _buckets(source.on_event("t/1", 662.0, "p1-next")) == [(10, "p0-late")]
+    assert source.final == [10]
+
+
+def test_before_any_event_every_known_origin_counts_so_nothing_closes_early() -> None:
+    source = MergedSource([MINUTE], None, ["t/0", "t/1", "t/2"])
+    # a watermark from one origin alone closes nothing: the others may still hold events
+    assert source.on_watermark("t/0", 900.0) == []
+    assert source.final == [-float("inf")]
+
+
+def test_equal_timestamps_go_to_the_later_origin() -> None:
+    source = MergedSource([MINUTE], None, ["t/0", "t/1", "t/2"])
+    source.on_event("t/2", 330.0, "from-2")
+    source.on_event("t/0", 330.0, "from-0")
+    closed = source.on_watermark("t/0", 360.0) + source.on_watermark("t/2", 360.0)
+    # t/1 never fed this source: only t/0 and t/2 matter; bucket 5 is final in both
+    assert _buckets(closed) == [(5, "from-2")]
+
+
+def test_a_shared_partition_watermark_closes_an_illiquid_symbols_buckets() -> None:
+    # One trades topic keyed by symbol: partition t/3 carries a liquid and an illiquid symbol;
+    # the forwarder tells every source of t/3 the partition's clock.
+    illiquid = MergedSource([MINUTE], None, ["t/0", "t/1", "t/2", "t/3"])
+    assert _buckets(illiquid.on_event("t/3", 70.0, 12.5)) == []  # bucket 1
+    # no trade of this symbol for ten minutes, but the partition's clock moved to 700
+    closed = illiquid.on_watermark("t/3", 700.0)
+    assert _buckets(closed) == [(1, 12.5)]
+    assert illiquid.final == [10]  # buckets through 10 are final: readers may compute them
+
+
+def test_late_events_are_counted_and_dropped_duplicates_are_applied_once() -> None:
+    source = MergedSource([MINUTE], None, ["t/0"])
+    assert not source.duplicate("t/0", 0)
+    source.on_event("t/0", 10.0, 1.0)
+    assert source.duplicate("t/0", 0)  # the same offset forwarded again after a crash
+    assert not source.duplicate("t/0", 1)
+    source.on_event("t/0", 130.0, 2.0)  # bucket 0 is final now
+    assert source.on_event("t/0", 50.0, 3.0) is None  # late: its bucket is final
+    assert (source.events, source.late) == (3, 1)
+
+
+def test_the_source_ends_when_every_origin_ended_and_flushes_everything() -> None:
+    source = MergedSource([MINUTE, 3600], None, ["t/0", "t/1"])
+    source.on_event("t/0", 10.0, "a")
+    source.on_event("t/1", 70.0, "b")
+    first = source.end("t/0")
+    # t/0 is over and t/1 passed bucket 0 (its event is in bucket 1): bucket 0 is final
+    assert not source.ended and _buckets(first) == [(0, "a")]
+    rest = source.end("t/1")
+    assert source.ended
+    assert [(k, pairs, through) for k, pairs, through in rest] == [
+        (0, [(1, "b")], END),
+        (1, [(0, "b")], END),  # the hour bucket's last event by ts is t/1's
+    ]
+
+
+def test_the_merge_state_survives_json() -> None:
+    source = MergedSource([MINUTE], 5.0, ["t/0", "t/1"])
+    source.on_event("t/0", 250.0, "kept")
+    source.on_event("t/1", 240.0, "older")
+    source.duplicate("t/1", 41)
+    again = MergedSource.from_dict(json.loads(json.dumps(source.to_dict())))
+    assert again.duplicate("t/1", 41)
+    closed = again.on_watermark("t/0", 400.0) + again.on_watermark("t/1", 400.0)
+    assert _buckets(closed) == [(4, "kept")]
+    assert (again.events, again.late) == (2, 0)
