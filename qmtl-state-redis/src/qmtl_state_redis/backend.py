@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import redis
@@ -33,6 +33,9 @@ from qmtl.logs import get_logger
 from qmtl.state import BucketWrite, SeriesKey, key_prefix
 from qmtl_state_redis._lua import SCRIPTS, TTL_SHA, WRITE_SCRIPT, WRITE_SHA
 from qmtl_state_redis.settings import RedisStateSettings, mask_url
+
+if TYPE_CHECKING:
+    from qmtl_state_redis.pending import RedisPendingStore
 
 log = get_logger(__name__)
 
@@ -261,6 +264,13 @@ class RedisStateBackend:
             client.connection_pool.disconnect()
 
     # -- beyond the protocol --------------------------------------------------------------
+    def pending_store(self) -> RedisPendingStore:
+        """The pending-state capability (:mod:`qmtl.pending`): fenced engine state in this
+        Redis, shared by every worker process."""
+        from qmtl_state_redis.pending import RedisPendingStore
+
+        return RedisPendingStore(self._redis, self.url)
+
     def update_ttl(self, key: SeriesKey, ttl: float | None) -> bool:
         """Set the series' TTL (None: never expire) without writing; False if it does not exist."""
         history, meta = _keys(key)
