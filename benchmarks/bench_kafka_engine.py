@@ -1,37 +1,31 @@
-"""Benchmark ``kafka_engine``: the Kafka engine's workers against a raw consume/produce loop.
+"""Benchmark ``kafka_engine``: the sharded Kafka engine's CPU and latency, side by side in one run.
 
-Measured side by side in one run, over N pre-produced events (default 200,000; env
-``QMTL_BENCH_KAFKA_EVENTS``) on one-second buckets (one event per bucket, so every event is a
-node execution):
+Figures (CPU-time ratios measured in the same run; absolute figures are reported, not gated):
 
-- ``raw_*``: the least any at-least-once worker must do per batch: consume a batch, produce one
-  message per input, wait for the acknowledgements, commit synchronously (bytes forwarded
-  untouched), and the same with a QMTL envelope decoded and re-encoded per message
-  (``raw_envelope_*``);
-- ``pass_*``: the engine on a pass-through pipeline (source -> identity node), one worker;
-  ``pass_not_idempotent_*`` the same with ``idempotent_producer=False`` (the default produces
-  with librdkafka's ``enable.idempotence``; the raw loop does not);
-- ``five_*``: the engine on a 5-node chain (source -> 4 identity nodes), one worker, and with
-  two ``qmtl worker`` processes (``five_2w_*``).
+- ``raw_*``: the least any at-least-once worker does per event: consume a message, produce
+  one, wait for the acknowledgements, commit (bytes forwarded untouched), one event per message;
+- ``shard_*``: node executions inside one shard (a source and a chain of ``CHAIN`` identity
+  nodes, one event per bucket), the local engine's CPU per execution against the Kafka
+  worker thread's (memory state for both, so the comparison is the engine's own work; the same
+  with the Redis state backend is reported next to it). Target: ``shard_vs_local_cpu`` ≤ 2;
+- ``ingest_*``: source ingest against the raw loop, in CPU per event (the raw loop's CPU per
+  event over the worker's; target ≥ 0.5), ten events per one-second bucket, Redis state:
+  ``ingest_run_*`` events a finite ``run()`` publishes (many per message, the engine's own
+  path); ``ingest_live_*`` events external producers send to the source's input topic, one per
+  message as the raw loop reads them, which the worker decodes, forwards into the shard's
+  partition, reads back, buckets, writes and commits (two Kafka hops per event);
+- ``cross_*``: a bucket crossing a shard boundary at a steady 1,000 events/s (one event per
+  bucket): the time from the upstream's output to the downstream's (producer timestamps, ms),
+  p50 and p99. Goal p50 ≤ 20 ms;
+- ``two_workers_*``: a run over 8 partitions served by 2 ``qmtl worker`` processes against 1:
+  CPU per event of all worker processes. Target: ``two_vs_one_cpu`` ≤ 1.25.
 
-A *node execution* is one final bucket a node produced: bucketed, aligned, computed (the user's
-function), written to the Redis state backend (``write_many``, one round trip per batch),
-produced to the node's output topic and committed. Throughput is node executions per second of
-wall time from the first applied batch to the last node's end (group joins excluded, as for the
-raw loop). Per-hop latency compares the broker timestamps of a bucket's message on a node's
-output topic and on its upstream's (ms resolution). ``*_vs_raw`` is the engine's node
-executions per second over the raw loop's events per second.
-
-On a shared machine wall-clock rates depend on the load; the ``*_cpu_*`` figures (CPU time of
-the worker thread, and of the raw loop's thread, per execution) do not: ``*_per_cpu_s`` is what
-one worker process does per second of one core.
-
-Needs ``QMTL_TEST_KAFKA_BOOTSTRAP`` and ``QMTL_TEST_REDIS_URL`` (``make bench`` starts both).
+Needs ``QMTL_TEST_KAFKA_BOOTSTRAP`` and ``QMTL_TEST_REDIS_URL`` (``make bench`` starts both);
+``QMTL_BENCH_KAFKA_EVENTS`` sizes the runs (default 100,000).
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import statistics
 import subprocess
@@ -39,7 +33,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,22 +41,29 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from qmtl.node import Node, SourceNode
 from qmtl.pipeline import Pipeline
-from qmtl_engine_kafka import Envelope, KafkaEngineSettings, TopicManager, decode, encode
+from qmtl.state import MemoryStateBackend
+from qmtl.stream_runner import run_in_process
+from qmtl_engine_kafka import Envelope, KafkaEngineSettings, TopicManager, encode
+from qmtl_engine_kafka.engine import KafkaEngine
+from qmtl_engine_kafka.worker import Worker
 
 BATCH = 1000
 BASE = 1_700_006_400
 SECONDS = {"1s": {"interval": "1s", "period": 86400, "max_history": 100}}
-RUN = "bench"
+CHAIN = 50
 
 
 def passthrough(x: Any) -> Any:
     return x
 
 
-def chain(name: str, nodes: int) -> Pipeline:
-    """``ticks`` -> ``n0`` -> ... -> ``n{nodes-1}``, each node the identity."""
+def chain(name: str, nodes: int, events: int = 0, per_bucket: int = 1) -> Pipeline:
+    """``ticks`` -> ``n0`` -> ... -> ``n{nodes-1}`` (identity nodes): one shard."""
     p = Pipeline(name)
-    p.add_node(SourceNode("ticks", source=[(0, name)], interval_settings=SECONDS))
+    data: list[tuple[float, Any]] = [
+        (BASE + (i + 0.5) / per_bucket, float(i % 97)) for i in range(events)
+    ]
+    p.add_node(SourceNode("ticks", source=data or [(0, name)], interval_settings=SECONDS))
     upstream = "ticks"
     for i in range(nodes):
         p.add_node(Node(f"n{i}", fn=passthrough, upstreams=[upstream], interval_settings=SECONDS))
@@ -71,9 +71,20 @@ def chain(name: str, nodes: int) -> Pipeline:
     return p
 
 
-def five_node() -> Pipeline:
-    """The 5-node chain named by ``QMTL_BENCH_PIPELINE`` (for ``qmtl worker`` processes)."""
-    return chain(os.environ["QMTL_BENCH_PIPELINE"], 4)
+def wide() -> Pipeline:
+    """``QMTL_BENCH_PIPELINE``: 64 independent symbols (source -> node): 64 shards."""
+    p = Pipeline(os.environ["QMTL_BENCH_PIPELINE"])
+    events = int(os.environ.get("QMTL_BENCH_WIDE_EVENTS", "500"))
+    for s in range(64):
+        p.add_node(
+            SourceNode(
+                f"s{s}",
+                source=[(BASE + i + 0.5, float(s + i % 13)) for i in range(events)],
+                interval_settings=SECONDS,
+            )
+        )
+        p.add_node(Node(f"x{s}", fn=passthrough, upstreams=[f"s{s}"], interval_settings=SECONDS))
+    return p
 
 
 # -- the raw baseline ----------------------------------------------------------------------
@@ -83,17 +94,12 @@ def _fill(
     count: int,
     *,
     pipeline: str = "bench",
-    node: str = "ticks",
-    run: str | None = None,
     end: bool = False,
+    per_bucket: int = 1,
 ) -> None:
+    """``count`` seed envelopes (one event each), then an end marker when asked."""
     producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "linger.ms": 20,
-            "batch.num.messages": 10_000,
-            "queue.buffering.max.messages": 200_000,
-        }
+        {"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10_000}
     )
 
     def send(payload: bytes) -> None:
@@ -105,49 +111,29 @@ def _fill(
                 producer.poll(0.05)
 
     for i in range(count):
-        send(
-            encode(
-                Envelope(
-                    pipeline=pipeline,
-                    node=node,
-                    ts=BASE + i + 0.5,
-                    value={"px": 100.0 + (i % 50) * 0.01, "i": i},
-                    run=run,
-                )
-            )
-        )
+        ts = BASE + (i + 0.5) / per_bucket
+        send(encode(Envelope(pipeline=pipeline, node="ticks", ts=ts, value=float(i % 97))))
     if end:
-        send(encode(Envelope(pipeline=pipeline, node=node, ts=0.0, kind="end", run=run)))
+        send(encode(Envelope(pipeline=pipeline, node="ticks", ts=0.0, kind="end")))
     if producer.flush(60) != 0:
         raise RuntimeError(f"could not pre-produce {count} events to {topic}")
 
 
-def _loop(
-    bootstrap: str, source: str, sink: str, count: int, transform: Callable[[bytes], bytes]
-) -> tuple[float, float]:
-    """Consume -> produce -> flush -> commit over ``count`` messages; returns elapsed seconds
-    and this thread's CPU seconds."""
+def _raw_loop(bootstrap: str, source: str, sink: str, count: int) -> tuple[float, float]:
+    """Consume -> produce -> flush -> commit over ``count`` messages: (seconds, thread CPU)."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
             "group.id": f"bench-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
-            "fetch.min.bytes": 1,
-            "queued.min.messages": 100_000,
         }
     )
     producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "linger.ms": 1,
-            "batch.num.messages": 10_000,
-            "queue.buffering.max.messages": 200_000,
-        }
+        {"bootstrap.servers": bootstrap, "linger.ms": 1, "batch.num.messages": 10_000}
     )
     consumer.subscribe([source])
-    done = 0
-    started = None
+    done, started, cpu = 0, 0.0, 0.0
     deadline = time.monotonic() + 300
     try:
         while done < count:
@@ -156,184 +142,233 @@ def _loop(
             messages = consumer.consume(BATCH, 1.0)
             if not messages:
                 continue
-            if started is None:
-                started = time.perf_counter()  # from the first batch: group join excluded
-                cpu = time.thread_time()
-            last: dict[int, int] = {}
+            if not started:
+                started, cpu = time.perf_counter(), time.thread_time()
+            last = 0
             for message in messages:
-                if message.error() is not None:
-                    continue
-                # A message without error has a value, partition and offset (the `or`s are for
-                # the type checker; a few ns against ~15 µs per message).
-                producer.produce(sink, transform(message.value() or b""), key=message.key())
-                last[message.partition() or 0] = message.offset() or 0
+                producer.produce(sink, message.value() or b"", key=message.key())
+                last = message.offset() or 0
             producer.poll(0)
             if producer.flush(30) != 0:
                 raise RuntimeError("output not acknowledged within 30s")
-            consumer.commit(
-                offsets=[TopicPartition(source, p, o + 1) for p, o in last.items()],
-                asynchronous=False,
-            )
+            consumer.commit(offsets=[TopicPartition(source, 0, last + 1)], asynchronous=False)
             done += len(messages)
-        return time.perf_counter() - (started or time.perf_counter()), time.thread_time() - cpu
+        return time.perf_counter() - started, time.thread_time() - cpu
     finally:
         consumer.close()
-
-
-def _envelope_hop(payload: bytes) -> bytes:
-    event = decode(payload)
-    return encode(Envelope(event.pipeline, "out", event.ts, event.value, "bench-out"))
 
 
 # -- the engine ----------------------------------------------------------------------------
-class _Progress:
-    """Watches the run's pending state in Redis: when the source saved its first batch, and
-    when the last node has ended."""
+class _WorkerCpu:
+    """Adds up the CPU time of every worker thread started while it is active."""
 
-    def __init__(self, redis_url: str, pipeline: str, first: str, last: str) -> None:
-        import redis
+    def __init__(self) -> None:
+        self.cpu: list[float] = []
+        self._original = Worker.run_until
 
-        self.client = redis.Redis.from_url(redis_url)
-        self.first = f"qmtl-kafka:{pipeline}:{RUN}:{first}#0"
-        self.last = f"qmtl-kafka:{pipeline}:{RUN}:{last}"
+    def __enter__(self) -> _WorkerCpu:
+        original, cpu = self._original, self.cpu
 
-    def wait(self, timeout: float = 600) -> tuple[float, float]:
-        deadline = time.monotonic() + timeout
-        started = None
-        while time.monotonic() < deadline:
-            if started is None and self.client.exists(self.first):
-                started = time.perf_counter()
-            raw = self.client.get(self.last)
-            if raw is not None and orjson.loads(raw)["emitter"]["ended"]:
-                return started or time.perf_counter(), time.perf_counter()
-            time.sleep(0.005 if started is None else 0.05)
-        raise RuntimeError(f"the benchmark run did not end within {timeout}s")
-
-
-def _latencies(bootstrap: str, pipeline: str, names: list[str]) -> list[float]:
-    """Per-hop latency (ms) of every bucket between consecutive nodes of the chain."""
-    stamps: dict[str, dict[int, int]] = {}
-    for name in names:
-        consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": "bench-latency",
-                "enable.auto.commit": False,
-            }
-        )
-        topic = f"qmtl.output.{pipeline}.{name}"
-        consumer.assign([TopicPartition(topic, 0, 0)])
-        _low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-        seen: dict[int, int] = {}
-        read = 0
-        while read < high:
-            batch = consumer.consume(10_000, 1.0)
-            for message in batch:
-                read = (message.offset() or 0) + 1
-                if message.error() is None:
-                    bucket = orjson.loads(message.value() or b"{}").get("bucket")
-                    if bucket is not None:
-                        seen.setdefault(bucket, message.timestamp()[1])
-        consumer.close()
-        stamps[name] = seen
-    hops: list[float] = []
-    for upstream, node in itertools.pairwise(names):
-        up, down = stamps[upstream], stamps[node]
-        hops += [down[b] - up[b] for b in down if b in up]
-    return hops
-
-
-def _engine_run(
-    bootstrap: str,
-    redis_url: str,
-    nodes: int,
-    count: int,
-    processes: int = 0,
-    idempotent: bool = True,
-) -> dict[str, float]:
-    """Run the chain over ``count`` pre-produced events: one in-process worker thread, or
-    ``processes`` ``qmtl worker`` processes. Returns elapsed seconds and latencies."""
-    from qmtl_engine_kafka.engine import KafkaEngine
-    from qmtl_engine_kafka.pending import RedisPendingStore
-    from qmtl_engine_kafka.worker import RunContext, Worker
-    from qmtl_state_redis import RedisStateBackend
-
-    name = f"bench-{nodes + 1}n-{uuid.uuid4().hex[:8]}"
-    pipeline = chain(name, nodes)
-    plan = pipeline.build()
-    engine = KafkaEngine(bootstrap_servers=bootstrap, idempotent_producer=idempotent)
-    partitions = engine.prepare(plan)
-    _fill(bootstrap, f"qmtl.input.{name}.ticks", count, pipeline=name, run=RUN, end=True)
-    progress = _Progress(redis_url, name, "ticks", plan.nodes[-1].name)
-    state = RedisStateBackend(url=redis_url)
-    stop = threading.Event()
-    children: list[subprocess.Popen[bytes]] = []
-    thread = None
-    cpu: list[float] = []
-    try:
-        if processes:
-            here = Path(__file__).parent
-            qmtl = str(Path(sys.executable).parent / "qmtl")
-            env = {**os.environ, "QMTL_BENCH_PIPELINE": name}
-            for _ in range(processes):
-                children.append(
-                    subprocess.Popen(
-                        [
-                            qmtl,
-                            "worker",
-                            "bench_kafka_engine:five_node",
-                            "--bootstrap",
-                            bootstrap,
-                            "--redis-url",
-                            redis_url,
-                            "--run",
-                            RUN,
-                            "--log-level",
-                            "warning",
-                        ],
-                        cwd=here,
-                        env=env,
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
-                    )
-                )
-        else:
-            ctx = RunContext(
-                plan,
-                RUN,
-                engine.settings,
-                state,
-                RedisPendingStore(redis_url),
-                partitions,
-                batch_size=engine.settings.batch_size,
-            )
-            worker = Worker(ctx)
-
-            def work() -> None:
-                began = time.thread_time()
-                worker.run_until(stop)
+        def timed(worker: Worker, stop: threading.Event) -> None:
+            began = time.thread_time()
+            try:
+                original(worker, stop)
+            finally:
                 cpu.append(time.thread_time() - began)
 
-            thread = threading.Thread(target=work, daemon=True)
-            thread.start()
-        started, ended = progress.wait()
-    finally:
+        Worker.run_until = timed  # type: ignore[method-assign,assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        Worker.run_until = self._original  # type: ignore[method-assign]
+
+
+def _shard(bootstrap: str, redis_url: str, events: int) -> dict[str, float]:
+    """CPU per node execution inside one shard: the local engine against a Kafka worker."""
+    from qmtl_state_redis import RedisStateBackend
+
+    pipeline = chain(f"bench-shard-{uuid.uuid4().hex[:8]}", CHAIN, events)
+    plan = pipeline.build()
+    executions = CHAIN * events
+    began = time.thread_time()
+    run_in_process(plan, MemoryStateBackend())
+    local = (time.thread_time() - began) / executions
+    engine = KafkaEngine(bootstrap_servers=bootstrap, partitions=1)
+    figures = {"local_cpu_us": local * 1e6}
+    for label, state in (("memory", MemoryStateBackend()), ("redis", RedisStateBackend(redis_url))):
+        with _WorkerCpu() as measured:
+            pipeline.run(engine=engine, state=state)
+        figures[f"kafka_{label}_cpu_us"] = sum(measured.cpu) / executions * 1e6
+        if label == "redis":
+            state.delete(pipeline.name)
+            state.close()
+    return figures
+
+
+def _ingest_run(bootstrap: str, redis_url: str, events: int) -> float:
+    """Worker CPU per event of a source in a finite run (events published by ``run()``)."""
+    from qmtl_state_redis import RedisStateBackend
+
+    pipeline = chain(f"bench-ingest-run-{uuid.uuid4().hex[:8]}", 0, events, per_bucket=10)
+    state = RedisStateBackend(redis_url)
+    with _WorkerCpu() as measured:
+        pipeline.run(engine=KafkaEngine(bootstrap_servers=bootstrap, partitions=1), state=state)
+    state.delete(pipeline.name)
+    state.close()
+    return sum(measured.cpu) / events * 1e6
+
+
+def _ingest(bootstrap: str, redis_url: str, events: int) -> dict[str, float]:
+    """A source fed one event per message through its input topic, by a deployment worker."""
+    from qmtl_state_redis import RedisStateBackend
+
+    name = f"bench-ingest-{uuid.uuid4().hex[:8]}"
+    pipeline = chain(name, 0)
+    plan = pipeline.build()
+    engine = KafkaEngine(bootstrap_servers=bootstrap, partitions=1, batch_size=BATCH)
+    state = RedisStateBackend(redis_url)
+    engine.seed_topics(plan)
+    _fill(bootstrap, f"qmtl.input.{name}.ticks", events, pipeline=name, end=True, per_bucket=10)
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"r-{name}"})
+    reader.assign([TopicPartition(f"qmtl.out.{name}", 0, 0)])
+    stop = threading.Event()
+    with _WorkerCpu() as measured:
+        worker = engine.worker(plan, state, log_every_s=3600)
+        thread = threading.Thread(target=worker.run_until, args=(stop,), daemon=True)
+        began = time.perf_counter()
+        thread.start()
+        deadline = time.monotonic() + 600
+        ended = False
+        while not ended:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the ingest run did not end")
+            for message in reader.consume(100, 0.2):
+                if (
+                    message.error() is None
+                    and orjson.loads(message.value() or b"{}").get("k") == "N"
+                ):
+                    ended = True
+        elapsed = time.perf_counter() - began
         stop.set()
-        if thread is not None:
-            thread.join(30)
+        thread.join(30)
+    reader.close()
+    state.delete(name)
+    state.close()
+    return {"seconds": elapsed, "cpu_us": sum(measured.cpu) / events * 1e6}
+
+
+def _cross(
+    bootstrap: str, redis_url: str, seconds: float = 15.0, rate: int = 1000
+) -> dict[str, float]:
+    """A bucket crossing from shard ``@px`` to shard ``remote`` at a steady rate."""
+    from qmtl_state_redis import RedisStateBackend
+
+    name = f"bench-cross-{uuid.uuid4().hex[:8]}"
+    p = Pipeline(name)
+    p.add_node(SourceNode("px", source=[(0, 1.0)], interval_settings=SECONDS))
+    p.add_node(
+        Node("sig", fn=passthrough, upstreams=["px"], shard="remote", interval_settings=SECONDS)
+    )
+    plan = p.build()
+    engine = KafkaEngine(bootstrap_servers=bootstrap, partitions=2)
+    state = RedisStateBackend(redis_url)
+    engine.seed_topics(plan)
+    stop = threading.Event()
+    worker = engine.worker(plan, state, log_every_s=3600)
+    thread = threading.Thread(target=worker.run_until, args=(stop,), daemon=True)
+    thread.start()
+    time.sleep(3)  # the group has formed
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+    topic = f"qmtl.input.{name}.px"
+    count = int(seconds * rate)
+    began = time.perf_counter()
+    for i in range(count):
+        producer.produce(topic, encode(Envelope(name, "px", BASE + i + 0.5, float(i))), partition=0)
+        producer.poll(0)
+        pause = began + (i + 1) / rate - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+    producer.flush(30)
+    time.sleep(2)
+    stop.set()
+    thread.join(30)
+    stamps: dict[str, dict[int, int]] = {"px": {}, "sig": {}}
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"r-{name}"})
+    for partition in range(2):
+        tp = TopicPartition(f"qmtl.out.{name}", partition)
+        _low, high = reader.get_watermark_offsets(tp, timeout=10)
+        reader.assign([TopicPartition(f"qmtl.out.{name}", partition, 0)])
+        read = 0
+        while read < high:
+            for message in reader.consume(1000, 1.0):
+                read = (message.offset() or 0) + 1
+                data = orjson.loads(message.value() or b"{}")
+                if data.get("k") == "O":
+                    for node, _interval, buckets, _ends, _values in data["o"]:
+                        for bucket in buckets:
+                            stamps[node].setdefault(bucket, message.timestamp()[1])
+    reader.close()
+    state.delete(name)
+    state.close()
+    hops = sorted(stamps["sig"][b] - stamps["px"][b] for b in stamps["sig"] if b in stamps["px"])
+    return {
+        "buckets": len(hops),
+        "p50_ms": statistics.median(hops) if hops else float("nan"),
+        "p99_ms": hops[int(len(hops) * 0.99)] if hops else float("nan"),
+    }
+
+
+def _cpu_of(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _workers(bootstrap: str, redis_url: str, processes: int, events: int) -> float:
+    """CPU per event of ``processes`` `qmtl worker` processes serving a run over 8 partitions."""
+    from qmtl_state_redis import RedisStateBackend
+
+    name = f"bench-wide-{processes}w-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "QMTL_BENCH_PIPELINE": name, "QMTL_BENCH_WIDE_EVENTS": str(events)}
+    os.environ.update(env)
+    pipeline = wide()
+    engine = KafkaEngine(bootstrap_servers=bootstrap, partitions=8)
+    state = RedisStateBackend(redis_url)
+    qmtl = str(Path(sys.executable).parent / "qmtl")
+    children = [
+        subprocess.Popen(
+            [
+                qmtl,
+                "worker",
+                "bench_kafka_engine:wide",
+                "--bootstrap",
+                bootstrap,
+                "--redis-url",
+                redis_url,
+                "--partitions",
+                "8",
+                "--log-level",
+                "warning",
+            ],
+            cwd=Path(__file__).parent,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(processes)
+    ]
+    try:
+        time.sleep(8)  # started, joined, partitions spread
+        before = sum(_cpu_of(c.pid) for c in children)
+        pipeline.run(engine=engine, state=state, workers=0, namespace=f"{name}-bt")
+        used = sum(_cpu_of(c.pid) for c in children) - before
+    finally:
         for child in children:
             child.terminate()
             child.wait(30)
-        state.delete(name)
+        state.delete(f"{name}-bt")
         state.close()
-    hops = [] if processes else _latencies(bootstrap, name, [n.name for n in plan.nodes])
-    hops.sort()
-    return {
-        "elapsed": ended - started,
-        "cpu": cpu[0] if cpu else float("nan"),
-        "p50": statistics.median(hops) if hops else float("nan"),
-        "p99": hops[int(len(hops) * 0.99)] if hops else float("nan"),
-    }
+    return used / (64 * events)
 
 
 def run() -> dict[str, Any]:
@@ -341,56 +376,45 @@ def run() -> dict[str, Any]:
     redis_url = os.environ.get("QMTL_TEST_REDIS_URL")
     if not bootstrap or not redis_url:
         raise RuntimeError(
-            "QMTL_TEST_KAFKA_BOOTSTRAP / QMTL_TEST_REDIS_URL are unset: run "
-            "through `python scripts/services.py --redis --kafka -- ...` or "
-            "`make bench`"
+            "QMTL_TEST_KAFKA_BOOTSTRAP / QMTL_TEST_REDIS_URL are unset: run through "
+            "`python scripts/services.py --redis --kafka -- ...` or `make bench`"
         )
-    count = int(os.environ.get("QMTL_BENCH_KAFKA_EVENTS", "200000"))
+    count = int(os.environ.get("QMTL_BENCH_KAFKA_EVENTS", "100000"))
     tag = uuid.uuid4().hex[:8]
-    source = f"qmtl.input.bench-{tag}.ticks"
-    sinks = [f"qmtl.output.bench-{tag}.raw", f"qmtl.output.bench-{tag}.env"]
-    TopicManager(KafkaEngineSettings(bootstrap_servers=bootstrap)).create_topics([source, *sinks])
-
-    began = time.perf_counter()
+    source, sink = f"bench-raw-in-{tag}", f"bench-raw-out-{tag}"
+    TopicManager(KafkaEngineSettings(bootstrap_servers=bootstrap)).create_topics(
+        [source, sink], partitions=1
+    )
     _fill(bootstrap, source, count)
-    fill_s = time.perf_counter() - began
-    raw_s, raw_cpu = _loop(bootstrap, source, sinks[0], count, lambda payload: payload)
-    envelope_s, _envelope_cpu = _loop(bootstrap, source, sinks[1], count, _envelope_hop)
-    raw_rate = count / raw_s
+    raw_s, raw_cpu = _raw_loop(bootstrap, source, sink, count)
+    raw_cpu_us = raw_cpu / count * 1e6
 
-    passing = _engine_run(bootstrap, redis_url, 1, count)
-    not_idempotent = _engine_run(bootstrap, redis_url, 1, count, idempotent=False)
-    five = _engine_run(bootstrap, redis_url, 4, count)
-    five_2w = _engine_run(bootstrap, redis_url, 4, count, processes=2)
-    pass_rate = 2 * count / passing["elapsed"]
-    not_idempotent_rate = 2 * count / not_idempotent["elapsed"]
-    five_rate = 5 * count / five["elapsed"]
-    five_2w_rate = 5 * count / five_2w["elapsed"]
+    shard = _shard(bootstrap, redis_url, max(2000, count // CHAIN))
+    ingest = _ingest(bootstrap, redis_url, count)
+    ingest_run = _ingest_run(bootstrap, redis_url, count)
+    cross = _cross(bootstrap, redis_url)
+    wide_events = max(200, count // 200)
+    one = _workers(bootstrap, redis_url, 1, wide_events)
+    two = _workers(bootstrap, redis_url, 2, wide_events)
     return {
         "events": count,
-        "batch": BATCH,
-        "produce_events_per_s": round(count / fill_s),
-        "raw_events_per_s": round(raw_rate),
-        "raw_envelope_events_per_s": round(count / envelope_s),
-        "envelope_vs_raw": round(raw_s / envelope_s, 3),
-        "pass_node_executions_per_s": round(pass_rate),
-        "pass_hop_p50_ms": passing["p50"],
-        "pass_hop_p99_ms": passing["p99"],
-        "pass_vs_raw": round(pass_rate / raw_rate, 3),
-        "pass_not_idempotent_node_executions_per_s": round(not_idempotent_rate),
-        "pass_not_idempotent_vs_raw": round(not_idempotent_rate / raw_rate, 3),
-        "pass_not_idempotent_hop_p50_ms": not_idempotent["p50"],
-        "raw_cpu_us_per_event": round(raw_cpu / count * 1e6, 2),
-        "pass_cpu_us_per_execution": round(passing["cpu"] / (2 * count) * 1e6, 2),
-        "pass_vs_raw_cpu": round(raw_cpu / count / (passing["cpu"] / (2 * count)), 3),
-        "five_node_executions_per_s": round(five_rate),
-        "five_hop_p50_ms": five["p50"],
-        "five_hop_p99_ms": five["p99"],
-        "five_vs_raw": round(five_rate / raw_rate, 3),
-        "five_cpu_us_per_execution": round(five["cpu"] / (5 * count) * 1e6, 2),
-        "five_executions_per_cpu_s": round(5 * count / five["cpu"]),
-        "five_2w_node_executions_per_s": round(five_2w_rate),
-        "five_2w_vs_1w": round(five_2w_rate / five_rate, 3),
+        "raw_events_per_s": round(count / raw_s),
+        "raw_cpu_us_per_event": round(raw_cpu_us, 2),
+        "shard_local_cpu_us_per_execution": round(shard["local_cpu_us"], 2),
+        "shard_kafka_cpu_us_per_execution": round(shard["kafka_memory_cpu_us"], 2),
+        "shard_vs_local_cpu": round(shard["kafka_memory_cpu_us"] / shard["local_cpu_us"], 3),
+        "shard_kafka_redis_cpu_us_per_execution": round(shard["kafka_redis_cpu_us"], 2),
+        "ingest_run_cpu_us_per_event": round(ingest_run, 2),
+        "ingest_run_vs_raw_cpu": round(raw_cpu_us / ingest_run, 3),
+        "ingest_live_events_per_s": round(count / ingest["seconds"]),
+        "ingest_live_cpu_us_per_event": round(ingest["cpu_us"], 2),
+        "ingest_live_vs_raw_cpu": round(raw_cpu_us / ingest["cpu_us"], 3),
+        "cross_buckets": cross["buckets"],
+        "cross_p50_ms": cross["p50_ms"],
+        "cross_p99_ms": cross["p99_ms"],
+        "one_worker_cpu_us_per_event": round(one * 1e6, 2),
+        "two_workers_cpu_us_per_event": round(two * 1e6, 2),
+        "two_vs_one_cpu": round(two / one, 3),
     }
 
 

@@ -1624,7 +1624,7 @@ def test_oversized_and_future_version_messages_become_dead_letters(kafka_bootstr
     unique = uuid.uuid4().hex[:8]
     topic, dlq = f"bad-input-{unique}", f"bad-input-dlq-{unique}"
     settings = KafkaEngineSettings(bootstrap_servers=kafka_bootstrap, max_message_bytes=2048)
-    TopicManager(settings).create_topics([topic, dlq])
+    TopicManager(settings).create_topics([topic, dlq], partitions=1)  # one ordered stream
     with StreamProcessor(settings, dead_letter_topic=dlq) as sp:
         sp.publish(
             topic, b'{"v":1,"pipeline":"p","node":"n","ts":1,"value":"' + b"x" * 4096 + b'"}'

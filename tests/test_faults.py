@@ -70,8 +70,14 @@ def _slow_pipeline(name: str, delay: float) -> Any:
     return pipeline
 
 
-def _history(pipeline: Any, state: Any) -> dict[str, list[tuple[float, Any]]]:
+def _history(
+    pipeline: Any, state: Any, namespace: str | None = None
+) -> dict[str, list[tuple[float, Any]]]:
+    from qmtl.shards import namespaced
+
     plan = pipeline.build()
+    if namespace is not None:
+        plan = namespaced(plan, namespace)
     return {
         node.name: [
             (item["timestamp"], item["value"]) for item in reversed(state.read(node.spec("1m").key))
@@ -127,7 +133,8 @@ pipeline.add_node(Node("label", fn=lambda double: f"v={{double:.1f}}", upstreams
 """
 
 
-def _worker(tmp: Path, run_id: str, bootstrap: str, redis_url: str, log: Path) -> Any:
+def _worker(tmp: Path, bootstrap: str, redis_url: str, log: Path) -> Any:
+    """A `qmtl worker` of the strategy's deployment (it serves every run sent to it)."""
     qmtl = str(Path(sys.executable).with_name("qmtl"))
     with log.open("ab") as handle:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
@@ -135,8 +142,6 @@ def _worker(tmp: Path, run_id: str, bootstrap: str, redis_url: str, log: Path) -
                 qmtl,
                 "worker",
                 "strategy:pipeline",
-                "--run",
-                run_id,
                 "--bootstrap",
                 bootstrap,
                 "--redis-url",
@@ -173,7 +178,7 @@ def test_a_worker_killed_with_sigkill_mid_stream_is_replaced_and_history_is_iden
         sys.modules.pop("strategy", None)
     run_id = uuid.uuid4().hex
     log = tmp_path / "workers.log"
-    first = _worker(tmp_path, run_id, kafka_bootstrap, redis_url, log)
+    first = _worker(tmp_path, kafka_bootstrap, redis_url, log)
     replacement: list[Any] = []
     outputs: list[Any] = []
     killed_at: list[int] = []
@@ -184,7 +189,7 @@ def test_a_worker_killed_with_sigkill_mid_stream_is_replaced_and_history_is_iden
             first.send_signal(signal.SIGKILL)
             first.wait(10)
             killed_at.append(len(outputs))
-            replacement.append(_worker(tmp_path, run_id, kafka_bootstrap, redis_url, log))
+            replacement.append(_worker(tmp_path, kafka_bootstrap, redis_url, log))
 
     state = RedisStateBackend(redis_url)
     try:
@@ -195,6 +200,7 @@ def test_a_worker_killed_with_sigkill_mid_stream_is_replaced_and_history_is_iden
             engine_options={"bootstrap_servers": kafka_bootstrap, "connect_timeout_s": 10},
             workers=0,
             run_id=run_id,
+            namespace=f"{name}-bt",  # the deployment's live run owns the pipeline's name
             timeout=110,
         )
     finally:
@@ -207,10 +213,10 @@ def test_a_worker_killed_with_sigkill_mid_stream_is_replaced_and_history_is_iden
                     process.kill()
     assert killed_at, "the stream ended before the worker could be killed"
     assert first.returncode == -signal.SIGKILL
-    history = _history(pipeline, state)
+    history = _history(pipeline, state, f"{name}-bt")
     oracle = _oracle(name)
     figures = _figures("sigkill", outputs, history, oracle)
-    state.delete(name)
+    state.delete(f"{name}-bt")
     state.close()
     assert history == oracle, log.read_text()[-3000:]
     assert figures["history_duplicates"] == 0 and figures["history_gaps"] == 0
@@ -243,14 +249,14 @@ def test_a_rebalance_while_buckets_are_pending_keeps_history_identical(
     pipeline = _strategy_pipeline(tmp_path, name, 0.01)
     run_id = uuid.uuid4().hex
     log_a, log_b = tmp_path / "worker-a.log", tmp_path / "worker-b.log"
-    workers = [_worker(tmp_path, run_id, kafka_bootstrap, redis_url, log_a)]
+    workers = [_worker(tmp_path, kafka_bootstrap, redis_url, log_a)]
     outputs: list[Any] = []
     steps: dict[str, int] = {}
 
     def on_output(event: Any) -> None:
         outputs.append(event)
         if len(outputs) == 40 and "joined" not in steps:
-            workers.append(_worker(tmp_path, run_id, kafka_bootstrap, redis_url, log_b))
+            workers.append(_worker(tmp_path, kafka_bootstrap, redis_url, log_b))
             steps["joined"] = len(outputs)
         if len(outputs) == 120 and "left" not in steps:
             # B is in every group before A leaves: wait (the stream waits with us) for B's
@@ -270,6 +276,7 @@ def test_a_rebalance_while_buckets_are_pending_keeps_history_identical(
             engine_options={"bootstrap_servers": kafka_bootstrap, "connect_timeout_s": 10},
             workers=0,
             run_id=run_id,
+            namespace=f"{name}-bt",  # the deployment's live run owns the pipeline's name
             timeout=110,
         )
     finally:
@@ -280,7 +287,7 @@ def test_a_rebalance_while_buckets_are_pending_keeps_history_identical(
                     process.wait(15)
                 except subprocess.TimeoutExpired:
                     process.kill()
-    history = _history(pipeline, state)
+    history = _history(pipeline, state, f"{name}-bt")
     oracle = _oracle(name)
     figures = _figures("rebalance", outputs, history, oracle)
     print(f"[rebalance] B joined at output {steps.get('joined')}, A left at {steps.get('left')}")
@@ -290,7 +297,7 @@ def test_a_rebalance_while_buckets_are_pending_keeps_history_identical(
         f"{a_text.count('qmtl.kafka.revoked')}; B: assigned "
         f"{b_text.count('qmtl.kafka.assigned')}, buckets {b_text.count('buckets')}"
     )
-    state.delete(name)
+    state.delete(f"{name}-bt")
     state.close()
     assert steps.keys() == {"joined", "left"}, "the stream ended before the rebalance"
     assert "qmtl.kafka.assigned" in b_text, "worker B never joined a group"
@@ -432,8 +439,8 @@ def _slow_run(kafka_bootstrap: str, redis_url: str, **options: Any) -> tuple[Cou
     figures = _figures(f"slow-node {options}", outputs, history, oracle)
     state.delete(name)
     state.close()
-    assigned = Counter(e.get("node") for e in logs if e["event"] == "qmtl.kafka.assigned")
-    revoked = Counter(e.get("node") for e in logs if e["event"] == "qmtl.kafka.revoked")
+    assigned = Counter(e.get("group") for e in logs if e["event"] == "qmtl.kafka.assigned")
+    revoked = Counter(e.get("group") for e in logs if e["event"] == "qmtl.kafka.revoked")
     print(f"[slow-node {options}] assigned={dict(assigned)} revoked={dict(revoked)}")
     assert history == oracle
     assert figures["history_duplicates"] == 0 and figures["history_gaps"] == 0
@@ -443,25 +450,24 @@ def _slow_run(kafka_bootstrap: str, redis_url: str, **options: Any) -> tuple[Cou
 def test_a_node_slower_than_the_poll_interval_keeps_its_consumers_in_the_group(
     kafka_bootstrap: str, redis_url: str
 ) -> None:
-    """Each bucket of ``double`` takes 50 ms, over the 20 ms poll interval: every consumer is
-    assigned once and revoked only when the run ends (no rebalance storm)."""
+    """Each bucket of ``double`` takes 50 ms, over the 20 ms poll interval: the run's worker
+    is assigned its partitions once and revoked only when the run ends (no rebalance storm)."""
     assigned, revoked = _slow_run(kafka_bootstrap, redis_url, poll_interval_s=0.02)
-    assert set(assigned) == {"src", "double", "label"}
-    assert all(count == 1 for count in assigned.values()), assigned
+    assert len(assigned) == 1 and all(count == 1 for count in assigned.values()), assigned
     assert all(count <= 1 for count in revoked.values()), revoked
 
 
 def test_a_batch_longer_than_max_poll_interval_evicts_no_other_node(
     kafka_bootstrap: str, redis_url: str
 ) -> None:
-    """``double``'s input (300 buckets x 50 ms = 15 s of work) arrives at once, over the 8 s
-    max_poll_interval_s: the worker applies it in time-bounded slices and polls every consumer
-    between them, so no node (``double`` included) leaves its group and is re-assigned."""
+    """``double``'s input (300 buckets x 50 ms = 15 s of work) arrives at once, in one message,
+    over the 8 s max_poll_interval_s: the worker applies it in time-bounded slices (resuming
+    inside the message) and polls between them, so it never leaves its group and is never
+    re-assigned."""
     assigned, revoked = _slow_run(
         kafka_bootstrap, redis_url, max_poll_interval_s=8.0, session_timeout_s=6.0
     )
-    assert set(assigned) == {"src", "double", "label"}
-    assert all(count == 1 for count in assigned.values()), assigned
+    assert len(assigned) == 1 and all(count == 1 for count in assigned.values()), assigned
     assert all(count <= 1 for count in revoked.values()), revoked
 
 

@@ -1,9 +1,13 @@
-"""Two ``qmtl worker`` processes on a multi-partition stream; one is SIGKILLed midway.
+"""Two ``qmtl worker`` processes serve a deployment fed through 4-partition input topics; one
+is SIGKILLed midway.
 
-The survivor takes the dead worker's partitions over (Kafka's group protocol) and continues from
-the pending state the dead one saved in Redis. The final history must equal the local engine's
-(the oracle): no bucket lost, none duplicated, none computed from partial inputs (a bucket
-computed before every partition of a source was final would hold a different value).
+The survivor takes the dead worker's partitions over (Kafka's group protocol) — shard
+partitions and input partitions alike — and continues from the pending state the dead one saved
+in Redis: shards replay from their saved offsets, inputs are forwarded again from their
+committed offsets and the sources' merge drops what was already applied. The final history must
+equal the local engine's (the oracle): no bucket lost, none duplicated, none computed from
+partial inputs (a bucket computed before every input partition of a source was final would hold
+a different value).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from qmtl.state import MemoryStateBackend
@@ -86,7 +91,7 @@ def _qmtl() -> str:
 
 
 def _start_worker(
-    tmp: Path, index: int, env: dict[str, str], bootstrap: str, redis_url: str, run: str
+    tmp: Path, index: int, env: dict[str, str], bootstrap: str, redis_url: str
 ) -> tuple[subprocess.Popen[bytes], Path, Path]:
     beat = tmp / f"heartbeat-{index}"
     log = tmp / f"worker-{index}.log"
@@ -100,8 +105,8 @@ def _start_worker(
                 bootstrap,
                 "--redis-url",
                 redis_url,
-                "--run",
-                run,
+                "--partitions",
+                str(PARTITIONS),
                 "--log-every",
                 "1",
                 "--log-level",
@@ -115,15 +120,14 @@ def _start_worker(
     return process, beat, log
 
 
-def _assignments(log: Path) -> dict[str, set[str]]:
-    """The last partitions each node was assigned in a worker's (JSON) log."""
+def _assignments(log: Path) -> set[str]:
+    """Every partition a worker was assigned (its JSON log's ``qmtl.kafka.assigned`` lines)."""
     import json
 
-    held: dict[str, set[str]] = {}
+    held: set[str] = set()
     for line in log.read_text().splitlines():
         if '"qmtl.kafka.assigned"' in line:
-            entry = json.loads(line)
-            held[entry["node"]] = set(entry["partitions"])
+            held |= set(json.loads(line)["partitions"])
     return held
 
 
@@ -144,12 +148,11 @@ def test_sigkill_one_of_two_workers_midway_loses_and_duplicates_nothing(
     import confluent_kafka
 
     from qmtl_engine_kafka.engine import KafkaEngine
-    from qmtl_engine_kafka.envelope import Envelope, decode, encode
+    from qmtl_engine_kafka.envelope import Envelope, encode
     from qmtl_state_redis import RedisStateBackend
 
     unique = uuid.uuid4().hex[:10]
     name = f"failover-{unique}"
-    run = f"failover-{unique}"
     (tmp_path / "failover_pipeline.py").write_text(textwrap.dedent(MODULE))
     monkeypatch.setenv("QMTL_FAILOVER_PIPELINE", name)
     sys.path.insert(0, str(tmp_path))
@@ -161,12 +164,14 @@ def test_sigkill_one_of_two_workers_midway_loses_and_duplicates_nothing(
         sys.path.remove(str(tmp_path))
         sys.modules.pop("failover_pipeline", None)
     plan = pipeline.build()
-    engine = KafkaEngine(bootstrap_servers=kafka_bootstrap, partitions=PARTITIONS)
-    assert engine.prepare(plan) == {"a": PARTITIONS, "b": PARTITIONS}
-    topics = {n.name: f"qmtl.output.{name}.{n.name}" for n in plan.nodes}
+    engine = KafkaEngine(
+        bootstrap_servers=kafka_bootstrap, partitions=PARTITIONS, input_partitions=PARTITIONS
+    )
+    engine.seed_topics(plan)  # qmtl.input.{name}.a / .b with 4 partitions each
+    shard_topic, out_topic = f"qmtl.shard.{name}", f"qmtl.out.{name}"
 
     env = {**os.environ, "QMTL_FAILOVER_PIPELINE": name, "QMTL_KAFKA__SESSION_TIMEOUT_S": "6"}
-    workers = [_start_worker(tmp_path, i, env, kafka_bootstrap, redis_url, run) for i in (0, 1)]
+    workers = [_start_worker(tmp_path, i, env, kafka_bootstrap, redis_url) for i in (0, 1)]
     events = _events()
     producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5})
     collector = confluent_kafka.Consumer(
@@ -176,7 +181,6 @@ def test_sigkill_one_of_two_workers_midway_loses_and_duplicates_nothing(
             "enable.auto.commit": False,
         }
     )
-    collector.assign([confluent_kafka.TopicPartition(t, 0, 0) for t in topics.values()])
     try:
         _wait_for(
             lambda: all(beat.exists() for _p, beat, _l in workers),
@@ -185,10 +189,13 @@ def test_sigkill_one_of_two_workers_midway_loses_and_duplicates_nothing(
         )
         _wait_for(
             lambda: all(
-                log.read_text().count("qmtl.kafka.assigned") >= 3 for _p, _b, log in workers
+                any(p.startswith(shard_topic) for p in _assignments(log)) for _p, _b, log in workers
             ),
-            30,
-            "both workers to get partitions",
+            60,
+            "both workers to get shard partitions",
+        )
+        collector.assign(
+            [confluent_kafka.TopicPartition(out_topic, p, 0) for p in range(PARTITIONS)]
         )
         sent = {"a": 0, "b": 0}
 
@@ -198,7 +205,7 @@ def test_sigkill_one_of_two_workers_midway_loses_and_duplicates_nothing(
                 sent[source] += 1
                 producer.produce(
                     f"qmtl.input.{name}.{source}",
-                    encode(Envelope(name, source, ts, value, run=run)),
+                    encode(Envelope(name, source, ts, value)),
                     partition=partition,
                 )
                 producer.poll(0)
@@ -208,8 +215,8 @@ def test_sigkill_one_of_two_workers_midway_loses_and_duplicates_nothing(
         publish(events[:half])
         victim, _beat, victim_log = workers[0]
         assert victim.poll() is None, victim_log.read_text()[-2000:]
-        victim_held = set().union(*_assignments(victim_log).values())
-        assert victim_held, "the victim held no partition: nothing would fail over"
+        victim_held = {p for p in _assignments(victim_log) if p.startswith(shard_topic)}
+        assert victim_held, "the victim held no shard partition: nothing would fail over"
         # Keep events flowing while the victim dies: it is killed in the middle of the stream.
         rest = events[half:]
         for i in range(0, len(rest), 200):
@@ -219,7 +226,7 @@ def test_sigkill_one_of_two_workers_midway_loses_and_duplicates_nothing(
             time.sleep(0.02)
         victim.wait(10)
         for source in ("a", "b"):
-            end = encode(Envelope(name, source, 0.0, None, kind="end", run=run))
+            end = encode(Envelope(name, source, 0.0, None, kind="end"))
             for partition in range(PARTITIONS):
                 producer.produce(f"qmtl.input.{name}.{source}", end, partition=partition)
         producer.flush(30)
@@ -227,18 +234,23 @@ def test_sigkill_one_of_two_workers_midway_loses_and_duplicates_nothing(
         ended: dict[str, Any] = {}
         emitted: dict[tuple[str, int], int] = {}
         deadline = time.monotonic() + 150
-        while len(ended) < len(topics):
-            assert time.monotonic() < deadline, f"nodes not ended: {set(topics) - set(ended)}"
+        while len(ended) < len(plan.nodes):
+            assert time.monotonic() < deadline, f"nodes not ended: {set(plan.by_name) - set(ended)}"
             survivor = workers[1][0]
             assert survivor.poll() is None, workers[1][2].read_text()[-3000:]
             for message in collector.consume(1000, 0.2):
                 if message.error():
                     continue
-                env_ = decode(message.value())
-                if env_.kind == "event":
-                    emitted[(env_.node, env_.bucket)] = emitted.get((env_.node, env_.bucket), 0) + 1
-                elif env_.kind == "end":
-                    ended[env_.node] = env_.value
+                data = orjson.loads(message.value() or b"{}")
+                if data.get("r") != "live":
+                    continue
+                if data["k"] == "O":
+                    for node, _interval, buckets, _ends, _values in data["o"]:
+                        for bucket in buckets:
+                            emitted[(node, bucket)] = emitted.get((node, bucket), 0) + 1
+                elif data["k"] == "N":
+                    for node, end_marker in data["n"].items():
+                        ended.setdefault(node, end_marker)
         beat = workers[1][1]
         assert time.time() - beat.stat().st_mtime < 5, "the survivor's heartbeat is stale"
     finally:
@@ -251,7 +263,7 @@ def test_sigkill_one_of_two_workers_midway_loses_and_duplicates_nothing(
     text = survivor_log.read_text()
     assert "qmtl.kafka.worker_progress" in text and "lag" in text
     assert "qmtl.kafka.worker_stopped" in text  # SIGTERM: batch finished, committed, closed
-    taken_over = set().union(*_assignments(survivor_log).values())
+    taken_over = _assignments(survivor_log)
     assert victim_held <= taken_over, "the survivor did not take the dead worker's partitions"
 
     oracle = MemoryStateBackend()
@@ -278,8 +290,8 @@ def test_sigkill_one_of_two_workers_midway_loses_and_duplicates_nothing(
     finally:
         state.close()
     print(
-        f"\nfailover: {len(events)} events over {PARTITIONS} partitions, victim held "
-        f"{len(victim_held)} partitions, {compared} buckets "
+        f"\nfailover: {len(events)} events over {PARTITIONS} input and shard partitions, "
+        f"victim held {len(victim_held)} shard partitions, {compared} buckets "
         f"compared, 0 lost, 0 duplicated in history, {replays} output re-emissions after "
         "the kill (ignored by readers)"
     )

@@ -15,7 +15,7 @@ def _buckets(closed: Any) -> list[tuple[int, Any]]:
     return [pair for _k, buckets, _through in closed or () for pair in buckets]
 
 
-def test_a_bucket_waits_for_every_origin_that_fed_the_source_and_takes_the_latest_event() -> None:
+def test_a_bucket_waits_for_every_origin_and_takes_the_latest_event() -> None:
     source = MergedSource([MINUTE], None, ["t/0", "t/1"])
     assert _buckets(source.on_event("t/0", 605.0, "p0-late")) == []  # bucket 10
     assert _buckets(source.on_event("t/1", 601.0, "p1-early")) == []
@@ -26,26 +26,36 @@ def test_a_bucket_waits_for_every_origin_that_fed_the_source_and_takes_the_lates
     assert source.final == [10]
 
 
+def test_a_spread_source_waits_for_origins_that_have_said_nothing_yet() -> None:
+    # events spread over the partitions (round robin): t/1 may still hold bucket 0's events
+    source = MergedSource([MINUTE], None, ["t/0", "t/1"])
+    source.on_event("t/0", 10.0, "first")
+    assert _buckets(source.on_event("t/0", 200.0, "later")) == []
+    assert _buckets(source.on_event("t/1", 30.0, "from-t1")) == []
+    # t/1's bucket 0 event is the last by ts: it wins when t/1 passes bucket 0
+    assert _buckets(source.on_event("t/1", 130.0, "x")) == [(0, "from-t1")]
+
+
 def test_before_any_event_every_known_origin_counts_so_nothing_closes_early() -> None:
-    source = MergedSource([MINUTE], None, ["t/0", "t/1", "t/2"])
+    source = MergedSource([MINUTE], None, ["t/0", "t/1", "t/2"], keyed=True)
     # a watermark from one origin alone closes nothing: the others may still hold events
     assert source.on_watermark("t/0", 900.0) == []
     assert source.final == [-float("inf")]
 
 
 def test_equal_timestamps_go_to_the_later_origin() -> None:
-    source = MergedSource([MINUTE], None, ["t/0", "t/1", "t/2"])
+    source = MergedSource([MINUTE], None, ["t/0", "t/1", "t/2"], keyed=True)
     source.on_event("t/2", 330.0, "from-2")
     source.on_event("t/0", 330.0, "from-0")
     closed = source.on_watermark("t/0", 360.0) + source.on_watermark("t/2", 360.0)
-    # t/1 never fed this source: only t/0 and t/2 matter; bucket 5 is final in both
+    # keyed: t/1 never fed this source, only t/0 and t/2 matter; bucket 5 is final in both
     assert _buckets(closed) == [(5, "from-2")]
 
 
 def test_a_shared_partition_watermark_closes_an_illiquid_symbols_buckets() -> None:
     # One trades topic keyed by symbol: partition t/3 carries a liquid and an illiquid symbol;
     # the forwarder tells every source of t/3 the partition's clock.
-    illiquid = MergedSource([MINUTE], None, ["t/0", "t/1", "t/2", "t/3"])
+    illiquid = MergedSource([MINUTE], None, ["t/0", "t/1", "t/2", "t/3"], keyed=True)
     assert _buckets(illiquid.on_event("t/3", 70.0, 12.5)) == []  # bucket 1
     # no trade of this symbol for ten minutes, but the partition's clock moved to 700
     closed = illiquid.on_watermark("t/3", 700.0)
@@ -80,12 +90,12 @@ def test_the_source_ends_when_every_origin_ended_and_flushes_everything() -> Non
 
 
 def test_the_merge_state_survives_json() -> None:
-    source = MergedSource([MINUTE], 5.0, ["t/0", "t/1"])
+    source = MergedSource([MINUTE], 5.0, ["t/0", "t/1"], keyed=True)
     source.on_event("t/0", 250.0, "kept")
     source.on_event("t/1", 240.0, "older")
     source.duplicate("t/1", 41)
     again = MergedSource.from_dict(json.loads(json.dumps(source.to_dict())))
-    assert again.duplicate("t/1", 41)
+    assert again.duplicate("t/1", 41) and again.keyed
     closed = again.on_watermark("t/0", 400.0) + again.on_watermark("t/1", 400.0)
     assert _buckets(closed) == [(4, "kept")]
     assert (again.events, again.late) == (2, 0)

@@ -1,4 +1,5 @@
-"""The Kafka engine's failure behaviour: poison input, unreachable broker, node selection."""
+"""The Kafka engine's failure behaviour: poison input, an unreachable broker, external workers
+without shared state; the contract squeezed into one partition; producers' ordering."""
 
 from __future__ import annotations
 
@@ -55,8 +56,10 @@ def engine(kafka_bootstrap: str) -> Iterator[Any]:
 
 @pytest.mark.integration
 def test_poison_messages_go_to_the_dead_letter_topic_and_the_stream_completes(
-    engine: Any, kafka_bootstrap: str, redis_url: str, unique: str
+    engine: Any, kafka_bootstrap: str, redis_url: str, serve: Any, unique: str
 ) -> None:
+    """Poison on a source's input topic and on the pipeline's shard topic is dead-lettered with
+    its reason; the deployment keeps serving (a finite run sent to it completes)."""
     import confluent_kafka
 
     from qmtl_engine_kafka import dead_letter_headers
@@ -64,7 +67,9 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_the_stream_completes(
 
     pipeline = _pipeline(f"poison-{unique}")
     plan = pipeline.build()
-    engine.prepare(plan)
+    state = RedisStateBackend(url=redis_url)
+    engine.seed_topics(plan)
+    serve(engine, pipeline, state)
     producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
     topic = f"qmtl.input.poison-{unique}.px"
     for poison in (
@@ -73,11 +78,11 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_the_stream_completes(
         b'{"v": 99, "pipeline": "x", "node": "px", "ts": 1}',
     ):
         producer.produce(topic, poison, partition=0)
+    producer.produce(f"qmtl.shard.poison-{unique}", b'{"v": 2, "k": "E", "r": "x"}', partition=0)
     producer.flush(10)
 
-    state = RedisStateBackend(url=redis_url)
     events: list[Any] = []
-    pipeline.run(events.append, engine=engine, state=state)
+    pipeline.run(events.append, engine=engine, state=state, workers=0, namespace=f"bt-{unique}")
     expected: list[Any] = []
     run_in_process(plan, MemoryStateBackend(), on_output=expected.append)
     assert collect(events) == collect(expected)
@@ -88,13 +93,15 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_the_stream_completes(
     consumer.assign([confluent_kafka.TopicPartition(f"qmtl.dlq.poison-{unique}", 0, 0)])
     letters = []
     deadline = time.monotonic() + 20
-    while len(letters) < 3 and time.monotonic() < deadline:
+    while len(letters) < 4 and time.monotonic() < deadline:
         letters += [m for m in consumer.consume(10, 0.5) if m.error() is None]
     consumer.close()
     reasons = sorted(dead_letter_headers(m)["qmtl.dlq.reason"] for m in letters)
-    assert reasons == ["truncated", "undecodable", "unsupported_version"]
-    assert all(dead_letter_headers(m)["qmtl.dlq.node"] == "px" for m in letters)
-    state.delete(pipeline.name)
+    assert reasons == ["plan_mismatch", "truncated", "undecodable", "unsupported_version"]
+    by_reason = {dead_letter_headers(m)["qmtl.dlq.reason"]: dead_letter_headers(m) for m in letters}
+    assert by_reason["undecodable"]["qmtl.dlq.node"] == "px"
+    assert by_reason["plan_mismatch"]["qmtl.dlq.topic"] == f"qmtl.shard.poison-{unique}"
+    state.delete(f"bt-{unique}")
     state.close()
 
 
@@ -124,11 +131,11 @@ def test_external_workers_need_a_shared_state_backend(kafka_bootstrap: str) -> N
 
 
 @pytest.mark.integration
-class TestMultiPartitionSources(EngineContract):
-    """Sources whose input topics have 4 partitions: their buckets go through the merge
-    stage (per-partition bucketing, then the minimum watermark over partitions)."""
+class TestOnePartition(EngineContract):
+    """The contract on a pipeline squeezed into one partition: every shard on one partition,
+    buckets crossing shards through the same partition they came from."""
 
-    cases = ("multi_source_join", "lateness", "multi_interval", "failing")
+    cases = ("multi_source_join", "windows", "query", "lateness", "multi_interval", "failing")
     max_examples = 1
 
     @pytest.fixture
@@ -136,7 +143,7 @@ class TestMultiPartitionSources(EngineContract):
         from qmtl_engine_kafka.engine import KafkaEngine
 
         engine = KafkaEngine(
-            bootstrap_servers=kafka_bootstrap, connect_timeout_s=10, partitions=4, run_timeout_s=90
+            bootstrap_servers=kafka_bootstrap, connect_timeout_s=10, partitions=1, run_timeout_s=90
         )
         yield engine
         engine.close()
@@ -149,26 +156,6 @@ class TestMultiPartitionSources(EngineContract):
         yield state
         state.close()
 
-    def build(self, case: Any) -> Pipeline:
-        # Different pipeline names than the 1-partition suite: their topics already exist.
-        pipeline: Pipeline = case.build()
-        pipeline.name = f"{pipeline.name}-p4"
-        return pipeline
-
-
-@pytest.mark.integration
-def test_redis_pending_store_fences_a_previous_owner(redis_url: str, unique: str) -> None:
-    from qmtl_engine_kafka.pending import RedisPendingStore
-
-    store = RedisPendingStore(redis_url, ttl=60)
-    store.claim(unique, "r", "node", "zombie")
-    assert store.save(unique, "r", "node", {"n": 1}, "zombie")
-    store.claim(unique, "r", "node", "new-owner")
-    assert not store.save(unique, "r", "node", {"n": 0}, "zombie")
-    assert store.save(unique, "r", "node", {"n": 2}, "new-owner")
-    assert store.load(unique, "r", "node") == {"n": 2}
-    store.close()
-
 
 @pytest.mark.integration
 @pytest.mark.parametrize("idempotent", [True, False])
@@ -176,7 +163,7 @@ def test_producers_are_idempotent_unless_turned_off(
     kafka_bootstrap: str, unique: str, monkeypatch: pytest.MonkeyPatch, idempotent: bool
 ) -> None:
     """A retried produce must not reorder a partition (an end marker overtaking a bucket)."""
-    from qmtl_engine_kafka import _client, engine, worker
+    from qmtl_engine_kafka import _client, _send, _session
     from qmtl_engine_kafka.engine import KafkaEngine
 
     producers: list[dict[str, Any]] = []
@@ -186,8 +173,8 @@ def test_producers_are_idempotent_unless_turned_off(
             producers.append(_client.base_config(settings, dict(overrides or {})))
         return _client.new_client(kind, settings, overrides, what=what)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(engine, "new_client", recording)
-    monkeypatch.setattr(worker, "new_client", recording)
+    monkeypatch.setattr(_session, "new_client", recording)
+    monkeypatch.setattr(_send, "new_client", recording)
     kafka = KafkaEngine(
         bootstrap_servers=kafka_bootstrap,
         connect_timeout_s=10,
@@ -201,5 +188,6 @@ def test_producers_are_idempotent_unless_turned_off(
         kafka.close()
     local = run_in_process(_pipeline("idempotent-oracle").build(), MemoryStateBackend())
     assert summary.nodes["ret"].buckets_out == local.nodes["ret"].buckets_out == {"1m": 26}
-    assert len(producers) >= 2  # the engine's (source events) and the worker's (outputs)
+    assert len(producers) >= 2  # the run's (source events) and the worker's (outputs)
     assert all(config["enable.idempotence"] is idempotent for config in producers)
+    assert all(config["enable.gapless.guarantee"] is idempotent for config in producers)

@@ -227,6 +227,14 @@ def shard_plan(plan: ExecutionPlan, shard: Shard) -> ShardPlan:
     return ShardPlan(shard, sub, remote, origin)
 
 
+def with_shards(plan: ExecutionPlan) -> ExecutionPlan:
+    """``plan`` with its shards (a plan assembled by hand, not by the compiler, may have none)."""
+    if plan.shards or not plan.nodes:
+        return plan
+    shards, shard_of = split_shards(plan.nodes)
+    return dataclasses.replace(plan, shards=shards, shard_of=shard_of)
+
+
 def namespaced(plan: ExecutionPlan, namespace: str) -> ExecutionPlan:
     """``plan`` with every series key under ``namespace`` instead of the pipeline's name (a
     backtest kept apart from a live deployment's history); the plan itself when it already is."""
@@ -249,4 +257,4 @@ def namespaced(plan: ExecutionPlan, namespace: str) -> ExecutionPlan:
     return dataclasses.replace(plan, nodes=nodes, by_name={n.name: n for n in nodes})
 
 
-__all__ = ["Shard", "ShardPlan", "namespaced", "shard_plan", "split_shards"]
+__all__ = ["Shard", "ShardPlan", "namespaced", "shard_plan", "split_shards", "with_shards"]

@@ -75,7 +75,10 @@ class StreamRunner:
     A sharded engine runs one shard of a pipeline per runner (:func:`qmtl.shards.shard_plan`):
     the nodes at the plan indices in ``remote`` are computed elsewhere; the runner keeps no
     state for them and writes none of their buckets, which arrive through :meth:`on_upstream`.
-    :meth:`snapshot` / :meth:`restore` carry the runner's pending state between processes.
+    ``on_buckets(node, interval, buckets)`` is told every list of final ``(bucket, value)``
+    pairs of a series right after they are written (one call per list, not per bucket: what an
+    engine that ships buckets in bulk needs). :meth:`snapshot` / :meth:`restore` carry the
+    runner's pending state between processes.
     """
 
     def __init__(
@@ -88,12 +91,14 @@ class StreamRunner:
         engine: str = "local",
         batch: int = 1,
         remote: Collection[int] = (),
+        on_buckets: Callable[[str, str, list[tuple[int, Any]]], None] | None = None,
     ) -> None:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         self.plan = plan
         self.state = state
         self.on_output = on_output
+        self.on_buckets = on_buckets
         self.engine = engine
         self.batch = batch
         self._held: dict[_Series, list[Any]] = {}
@@ -274,6 +279,8 @@ class StreamRunner:
             if on_output is not None:
                 on_output(OutputEvent(series.name, series.interval, end, value, b))
         series.count += len(buckets)
+        if self.on_buckets is not None:
+            self.on_buckets(series.name, series.interval, buckets)
 
 
 def _series_at(upstream: PlanNode, seconds: int, reader: str) -> int:

@@ -17,15 +17,16 @@ The objects:
   partitions of a Kafka input topic). The **merge rule**: each origin is bucketed on its own
   (a :class:`SourceBucketer`, its own watermark and lateness: an origin is ordered, the
   origins are not ordered with one another); bucket ``b`` of the source is final once it is
-  final in every origin that matters — the origins that delivered an event to this source, or
-  all known origins before any did — so the source's watermark is their minimum and no bucket
+  final in every origin that matters, so the source's watermark is their minimum and no bucket
   is computed from part of its data; its value is the bucket's last event by ts across origins,
-  a tie going to the later origin in the known list (the higher partition). An event arriving
-  after its bucket is final is late (counted, dropped). An origin's watermark may also move by
-  itself (:meth:`MergedSource.on_watermark`): the sources routed from one input partition of a
-  keyed topic share that partition's watermark, so an illiquid symbol's buckets close with the
-  partition's clock. Each origin's last applied offset is kept, so a message delivered twice
-  (a forward repeated after a crash) is applied once.
+  a tie going to the later origin in the known list (the higher partition). The origins that
+  matter: all of them when the source's events are spread over the partitions; for a *keyed*
+  topic (each key on one partition), those that delivered an event to this source, or all
+  before any did — and every origin's watermark also moves with its partition's clock
+  (:meth:`MergedSource.on_watermark`), so the sources routed from one input partition share
+  that partition's watermark and an illiquid symbol's buckets close with it. An event arriving
+  after its bucket is final is late (counted, dropped). Each origin's last applied offset is
+  kept, so a message delivered twice (a forward repeated after a crash) is applied once.
 - :class:`NodeAligner` is one node at one interval: it receives its upstreams' final buckets
   and watermarks and returns the buckets that became computable, with their arguments (as-of
   join; ``window=N`` buffers with warm-up gating). Buckets come out in increasing order.
@@ -228,23 +229,31 @@ class SourceBucketer:
 class MergedSource:
     """One source fed by several ordered origins (see the module docstring's merge rule).
 
-    ``origins`` lists every origin that may feed the source, in tie-break order (later wins).
-    :meth:`on_event` / :meth:`on_watermark` / :meth:`end` return the source's closures like
+    ``origins`` lists every origin that may feed the source, in tie-break order (later wins);
+    ``keyed``: each key lives on one origin (see the module docstring). :meth:`on_event` /
+    :meth:`on_watermark` / :meth:`end` return the source's closures like
     :class:`SourceBucketer` (``None`` for a late event); :attr:`ended` is true once every known
     origin has ended.
     """
 
     def __init__(
-        self, seconds: Sequence[int], allowed_lateness: float | None, origins: Sequence[str]
+        self,
+        seconds: Sequence[int],
+        allowed_lateness: float | None,
+        origins: Sequence[str],
+        *,
+        keyed: bool = False,
     ) -> None:
         if not origins:
             raise ValueError("a merged source needs at least one origin")
         self.seconds = tuple(int(s) for s in seconds)
         self.lateness = allowed_lateness
         self.origins = list(origins)
+        self.keyed = keyed
         self.rank = {origin: i for i, origin in enumerate(self.origins)}
         self.parts: dict[str, SourceBucketer] = {}
         self.heard: list[str] = []  #: origins that delivered an event, in first-heard order
+        self._heard: set[str] = set()
         self.offsets: dict[str, int] = {}  #: last applied offset per origin
         self.ended_origins: set[str] = set()
         self.final: list[float] = [_NEVER] * len(self.seconds)
@@ -282,13 +291,16 @@ class MergedSource:
         if ts < (self.final[f] + 1) * self.seconds[f]:
             self.late += 1
             return None
-        part = self._part(origin)
-        if origin not in self.heard:
+        part = self.parts.get(origin) or self._part(origin)
+        if origin not in self._heard:
+            self._heard.add(origin)
             self.heard.append(origin)
         closed = part.on_event(ts, (ts, value))
         if closed is None:
             self.late += 1
             return None
+        if not closed:
+            return []  # no bucket of this origin closed: nothing else can have
         return self._merge(origin, closed)
 
     def on_watermark(self, origin: str, watermark: float) -> list[Closure]:
@@ -320,7 +332,7 @@ class MergedSource:
                     pending[b] = (ts, rank, value)
         out: list[Closure] = []
         parts = self.parts
-        relevant = self.heard or self.origins
+        relevant = (self.heard or self.origins) if self.keyed else self.origins
         for k in range(len(self.seconds)):
             frontier = END
             for name in relevant:
@@ -343,6 +355,7 @@ class MergedSource:
             "seconds": list(self.seconds),
             "allowed_lateness": self.lateness,
             "origins": list(self.origins),
+            "keyed": self.keyed,
             "parts": {o: p.to_dict() for o, p in self.parts.items()},
             "heard": list(self.heard),
             "offsets": dict(self.offsets),
@@ -357,9 +370,10 @@ class MergedSource:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MergedSource:
-        self = cls(data["seconds"], data["allowed_lateness"], data["origins"])
+        self = cls(data["seconds"], data["allowed_lateness"], data["origins"], keyed=data["keyed"])
         self.parts = {o: SourceBucketer.from_dict(p) for o, p in data["parts"].items()}
         self.heard = list(data["heard"])
+        self._heard = set(self.heard)
         self.offsets = {o: int(x) for o, x in data["offsets"].items()}
         self.ended_origins = set(data["ended"])
         self.final = [_dec(f) for f in data["final"]]

@@ -1,10 +1,14 @@
-"""The ``kafka`` engine: a pipeline run as consumer groups over Apache Kafka (SPEC §6).
+"""The ``kafka`` engine: a pipeline run as shards over Apache Kafka (SPEC §6).
 
-``run(plan, state=..., on_output=...)`` streams finite sources: it creates the pipeline's topics,
-starts ``workers`` worker threads in this process (0: rely on ``qmtl worker`` processes),
-publishes every source's events to its input topic followed by an end marker, and consumes the
-nodes' output topics until every node has ended. ``execute(...)`` is the one-shot form over the
-same machinery (see :mod:`qmtl_engine_kafka.oneshot`).
+``run(plan, state=..., on_output=...)`` streams finite sources. Every run has a fresh run id.
+With ``workers >= 1`` (the default) the run gets topics and a consumer group of its own and
+that many worker threads here, so a notebook's backtest never joins a deployment; with
+``workers=0`` it goes to the deployment's topics, served by standing ``qmtl worker`` processes
+next to every other run. Either way the caller publishes the sources' events to their shards'
+partitions and reads the final buckets back (:mod:`qmtl_engine_kafka._session`).
+``execute(...)`` is the one-shot form through the same shards (:mod:`qmtl_engine_kafka.oneshot`).
+:meth:`KafkaEngine.deploy` prepares a deployment; :meth:`KafkaEngine.worker` builds one of its
+workers (what ``qmtl worker`` runs).
 """
 
 from __future__ import annotations
@@ -12,49 +16,63 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from qmtl.engine import EngineBase
-from qmtl.errors import ConfigurationError, EngineError, NodeExecutionError
+from qmtl.errors import ConfigurationError, QmtlError
 from qmtl.logs import get_logger
+from qmtl.pending import MemoryPendingStore, PendingStore, SharesPendingState
 from qmtl.plan import ExecutionPlan
-from qmtl.sources import merged_events
+from qmtl.sources import all_bounded, merged_events
 from qmtl.state import StateBackend
 from qmtl.streaming import NodeSummary, OutputEvent, RunSummary
-from qmtl_engine_kafka import envelope as envelopes
-from qmtl_engine_kafka._client import admin_client, check_broker, kafka_module, new_client
-from qmtl_engine_kafka.envelope import Envelope
-from qmtl_engine_kafka.errors import EnvelopeError, PublishError
-from qmtl_engine_kafka.pending import pending_store_for
+from qmtl_engine_kafka._client import admin_client, check_broker, kafka_module
+from qmtl_engine_kafka._layout import Layout
+from qmtl_engine_kafka._session import EVENTS_PER_MESSAGE, RemoteNodeError, Session
+from qmtl_engine_kafka.errors import (
+    NamespaceInUseWarning,
+    PartitionCountError,
+    RunTimeoutError,
+)
+from qmtl_engine_kafka.external import TopicSink
 from qmtl_engine_kafka.settings import KafkaEngineSettings
 from qmtl_engine_kafka.topics import (
+    PARTITION_RULE,
+    RunTopics,
     TopicManager,
-    merge_topic,
     pipeline_topics,
+    run_topics,
     topic_partitions,
 )
-from qmtl_engine_kafka.worker import LIVE_RUN, RunContext, Worker
+from qmtl_engine_kafka.worker import Worker, WorkerContext
 
-__all__ = ["KafkaEngine", "RemoteNodeError", "RunTimeoutError"]
+__all__ = ["Deployment", "KafkaEngine", "OpenRun", "RemoteNodeError", "RunTimeoutError"]
 
 log = get_logger(__name__)
 
 
-class RemoteNodeError(EngineError):
-    """A node failed in a worker process; the message is that worker's error."""
+def plan_namespace(plan: ExecutionPlan) -> str:
+    """The namespace a plan's history keys live under (the pipeline's name by default)."""
+    for node in plan.nodes:
+        for spec in node.series:
+            return spec.key.pipeline
+    return plan.pipeline
 
 
-class RunTimeoutError(EngineError, TimeoutError):
-    """A Kafka run did not finish in time; ``waiting`` names the nodes still running."""
+@dataclass(frozen=True)
+class Deployment:
+    """A pipeline's standing topics, partition count and shared pending state."""
 
-    def __init__(self, message: str, waiting: list[str]) -> None:
-        super().__init__(message)
-        self.waiting = waiting
+    topics: RunTopics
+    partitions: int
+    store: PendingStore
 
 
 class KafkaEngine(EngineBase):
-    """Runs pipelines over Kafka with per-node consumer groups (see the package README)."""
+    """Runs pipelines as shards over Kafka (see the module docstring and the package README)."""
 
     name = "kafka"
 
@@ -65,7 +83,7 @@ class KafkaEngine(EngineBase):
             options = options.model_copy(update=overrides)
         self.settings = options
         self._admin: Any = None
-        self._ready_topics: set[str] = set()
+        self._ready: set[str] = set()
         self._lock = threading.Lock()
 
     # -- topics ----------------------------------------------------------------------------
@@ -74,41 +92,130 @@ class KafkaEngine(EngineBase):
             self._admin = admin_client(self.settings, "The Kafka engine")
         return self._admin
 
-    def prepare(self, plan: ExecutionPlan) -> dict[str, int]:
-        """Create the pipeline's topics (idempotent); return each source's input partitions.
+    def _create(self, topics: list[str], partitions: int) -> None:
+        with self._lock:
+            missing = [t for t in topics if t not in self._ready]
+        if missing:
+            TopicManager(self.settings, admin=self._admin_client()).create_topics(
+                missing, partitions=partitions
+            )
+            with self._lock:
+                self._ready.update(missing)
 
-        Raises :class:`~qmtl_engine_kafka.errors.BrokerUnavailableError` within
-        ``connect_timeout_s`` when no broker answers.
-        """
+    def _check_broker(self, plan: ExecutionPlan) -> Any:
         admin = self._admin_client()
         check_broker(admin, self.settings, f"Pipeline '{plan.pipeline}' on the Kafka engine")
-        topics = pipeline_topics(plan.pipeline, [n.name for n in plan.nodes])
-        sources = [n.name for n in plan.nodes if not n.upstreams]
-        inputs = [topics.inputs[s] for s in sources]
-        manager = TopicManager(self.settings, admin=admin)
+        return admin
+
+    def deploy(self, plan: ExecutionPlan, state: StateBackend) -> Deployment:
+        """Prepare the pipeline's deployment (idempotent): its topics, and the partition count
+        recorded with its pending state. A count that differs from the recorded one (or from
+        the existing topic's, when ``partitions`` is given) is refused."""
+        admin = self._check_broker(plan)
+        if not isinstance(state, SharesPendingState):
+            raise ConfigurationError(
+                f"Pipeline '{plan.pipeline}': standing `qmtl worker` processes (and runs with "
+                f"workers=0) keep pending state where every process sees it, which state "
+                f"backend '{getattr(state, 'name', state)}' cannot do; use one that shares "
+                "pending state, e.g. state='redis'"
+            )
+        store = state.pending_store()
+        topics = run_topics(plan.pipeline)
+        existing = topic_partitions(self.settings, admin, [topics.shard]).get(topics.shard)
+        partitions = self.settings.partitions
+        if existing is not None and existing != partitions:
+            if "partitions" in self.settings.model_fields_set:
+                raise PartitionCountError(
+                    f"Pipeline '{plan.pipeline}': partitions={partitions}, but its topic "
+                    f"'{topics.shard}' has {existing} partitions and the pipeline's pending "
+                    f"state is laid out for them; pass partitions={existing}, or reset the "
+                    "deployment first (KafkaEngine.reset(pipeline, state)) to change it"
+                )
+            partitions = existing
+        self._create([topics.shard, topics.out], partitions)
+        self._create([topics.dead_letter], 1)
+        layout = f"{partitions}:{PARTITION_RULE}"
+        recorded = store.remember(topics.shard, "layout", layout)
+        if recorded != layout:
+            raise PartitionCountError(
+                f"Pipeline '{plan.pipeline}' runs with {partitions} partitions, but its pending "
+                f"state was recorded with {recorded.split(':')[0]} (topic '{topics.shard}'): "
+                "shards would land on other partitions than their state. Recreate the topic "
+                f"with partitions={recorded.split(':')[0]}, or reset the deployment "
+                "(KafkaEngine.reset(pipeline, state)) to start over"
+            )
+        if self.settings.seed_topics:
+            self.seed_topics(plan)
+        sinks = sorted({n.node.topic for n in plan.nodes if isinstance(n.node, TopicSink)})
+        if sinks:
+            self._create(sinks, 1)  # existing user topics are left as they are
+        return Deployment(topics, partitions, store)
+
+    def seed_topics(self, plan: ExecutionPlan, nodes: Iterable[str] | None = None) -> None:
+        """Create the seed-named topics: ``qmtl.input.{pipeline}.{source}`` of every source and
+        ``qmtl.output.{pipeline}.{node}`` of ``nodes`` (default: all)."""
+        self._check_broker(plan)
+        named = pipeline_topics(plan.pipeline, [n.name for n in plan.nodes])
+        wanted = set(nodes) if nodes is not None else None
+        inputs = [named.inputs[n.name] for n in plan.nodes if not n.upstreams and n.kind != "query"]
+        outputs = [named.outputs[n.name] for n in plan.nodes if wanted is None or n.name in wanted]
+        self._create(inputs, self.settings.input_partitions)
+        self._create(outputs, 1)  # one ordered stream per node
+
+    def reset(self, plan: ExecutionPlan, state: StateBackend) -> None:
+        """Delete a deployment's shard and output topics and its pending state (the history
+        stays): what changing its partition count needs. Stop its workers first."""
+        admin = self._check_broker(plan)
+        topics = run_topics(plan.pipeline)
+        counts = topic_partitions(self.settings, admin, [topics.shard])
+        if isinstance(state, SharesPendingState):
+            store = state.pending_store()
+            recorded = store.recall(topics.shard, "layout")
+            count = max(counts.get(topics.shard, 0), int(recorded.split(":")[0] if recorded else 0))
+            for scope in [topics.shard, *(topics.scope(p) for p in range(count))]:
+                store.forget(scope)
+        self._delete([topics.shard, topics.out])
+
+    def _delete(self, topics: list[str]) -> None:
+        kafka = kafka_module("The Kafka engine")
+        futures = self._admin_client().delete_topics(
+            topics, operation_timeout=self.settings.connect_timeout_s
+        )
+        for topic, future in futures.items():
+            try:
+                future.result()
+            except kafka.KafkaException as error:
+                if error.args[0].name() != "UNKNOWN_TOPIC_OR_PART":
+                    log.warning("qmtl.kafka.topic_delete_failed", topic=topic, error=str(error))
         with self._lock:
-            missing_inputs = [t for t in inputs if t not in self._ready_topics]
-            if missing_inputs:
-                manager.create_topics(missing_inputs)
-                self._ready_topics.update(missing_inputs)
-        partitions = topic_partitions(self.settings, admin, inputs)
-        single = [*topics.outputs.values(), topics.dead_letter]
-        single += [
-            merge_topic(plan.pipeline, s)
-            for s in sources
-            if partitions.get(topics.inputs[s], 1) > 1
-        ]
-        with self._lock:
-            missing = [t for t in single if t not in self._ready_topics]
-            if missing:
-                manager.create_topics(missing, partitions=1)
-                self._ready_topics.update(missing)
-        return {s: partitions.get(topics.inputs[s], 1) for s in sources}
+            self._ready.difference_update(topics)
+
+    def worker(
+        self,
+        plan: ExecutionPlan,
+        state: StateBackend,
+        *,
+        namespace: str | None = None,
+        log_every_s: float = 10.0,
+    ) -> Worker:
+        """One worker of the pipeline's deployment (what ``qmtl worker`` runs): it serves every
+        run on its partitions and forwards the seed input topics into the ``live`` run, whose
+        history goes under ``namespace`` (default: the pipeline's name)."""
+        deployment = self.deploy(plan, state)
+        ctx = WorkerContext(
+            plan,
+            self.settings,
+            state,
+            deployment.store,
+            deployment.topics,
+            deployment.partitions,
+            live=True,
+            namespace=namespace or plan.pipeline,
+        )
+        return Worker(ctx, log_every_s=log_every_s)
 
     # -- streaming -------------------------------------------------------------------------
-    # EngineBase.run takes **options; this engine names the ones it knows, so a misspelt option
-    # is a TypeError here instead of being ignored.
-    def run(  # type: ignore[override]
+    def run(
         self,
         plan: ExecutionPlan,
         *,
@@ -120,56 +227,52 @@ class KafkaEngine(EngineBase):
         workers: int | None = None,
         run_id: str | None = None,
         timeout: float | None = None,
+        **unknown: Any,
     ) -> RunSummary:
         """Stream the plan's finite sources through Kafka to their end; see the module doc.
 
         ``sources`` / ``events`` / ``clock`` are those of the local engine. ``workers`` worker
-        threads run the nodes here (default ``settings.workers``; 0 relies on ``qmtl worker``
-        processes started with the same ``--run``); ``run_id`` names the run (default: a
-        fresh id with in-process workers, ``"live"`` with external ones); ``timeout`` bounds the
-        whole run.
+        threads serve the run here (default ``settings.workers``; 0: standing ``qmtl worker``
+        processes); ``run_id`` names the run (default: fresh); ``timeout`` bounds the run.
         """
+        if unknown:  # a misspelt option is an error, not silently ignored
+            raise TypeError(
+                f"KafkaEngine.run() got unknown option(s) {sorted(unknown)}; it takes "
+                "on_output, sources, events, clock, workers, run_id, timeout"
+            )
         started = time.perf_counter()
-        workers = self.settings.workers if workers is None else workers
         timeout = self.settings.run_timeout_s if timeout is None else timeout
-        if run_id is None:
-            run_id = uuid.uuid4().hex if workers > 0 else LIVE_RUN
-        partitions = self.prepare(plan)
-        store = pending_store_for(state)
-        if workers == 0 and not store.shared:
-            raise ConfigurationError(
-                f"Pipeline '{plan.pipeline}': workers=0 relies on `qmtl worker` processes, "
-                "which need a shared state backend: use state='redis'"
+        with self.open_run(plan, state, workers=workers, run_id=run_id) as opened:
+            session = opened.session
+            if on_output is None:
+                session.without_outputs()
+            bounded = all_bounded(plan, sources=sources, events=events)
+            session.publish(
+                merged_events(plan, sources=sources, events=events, clock=clock),
+                EVENTS_PER_MESSAGE if bounded else 1,
             )
-        failures: dict[str, BaseException] = {}
-        ctx = RunContext(
-            plan,
-            run_id,
-            self.settings,
-            state,
-            store,
-            partitions,
-            batch_size=self.settings.batch_size,
-            on_failure=lambda node, error: failures.setdefault(node, error),
-        )
-        session = _Session(self, ctx, workers)
-        try:
-            session.start()
-            session.publish(merged_events(plan, sources=sources, events=events, clock=clock))
-            ends = session.collect(on_output, failures, timeout)
-        finally:
-            session.close()
-            if not store.shared:
-                store.close()
-        nodes = {}
-        for node in plan.nodes:
-            end = ends[node.name]
-            nodes[node.name] = NodeSummary(
-                events_in=end.get("events", 0),
-                late_events=end.get("late", 0),
-                buckets_out=dict(end.get("buckets", {})),
+            ends = session.collect(on_output, timeout, opened.diagnose)
+        nodes = {
+            node.name: NodeSummary(
+                events_in=ends[node.name].get("events", 0),
+                late_events=ends[node.name].get("late", 0),
+                buckets_out=dict(ends[node.name].get("buckets", {})),
             )
+            for node in plan.nodes
+        }
         return RunSummary(plan.pipeline, self.name, nodes, time.perf_counter() - started)
+
+    def open_run(
+        self,
+        plan: ExecutionPlan,
+        state: StateBackend,
+        *,
+        workers: int | None = None,
+        run_id: str | None = None,
+    ) -> OpenRun:
+        """The topics, workers and session of one finite run (a context manager)."""
+        workers = self.settings.workers if workers is None else workers
+        return OpenRun(self, plan, state, workers, run_id)
 
     # -- one-shot --------------------------------------------------------------------------
     def execute(
@@ -193,231 +296,123 @@ class KafkaEngine(EngineBase):
         return f"KafkaEngine(bootstrap_servers={self.settings.bootstrap_servers!r})"
 
 
-class _Session:
-    """One run's publisher, collector and in-process workers."""
+class OpenRun:
+    """One finite run's topics, in-process workers and :class:`Session` (``session``):
+    prepared on entry, stopped and cleaned up on exit."""
 
-    def __init__(self, engine: KafkaEngine, ctx: RunContext, workers: int) -> None:
+    def __init__(
+        self,
+        engine: KafkaEngine,
+        plan: ExecutionPlan,
+        state: StateBackend,
+        workers: int,
+        run_id: str | None,
+    ) -> None:
         self.engine = engine
-        self.ctx = ctx
-        self.kafka = kafka_module("The Kafka engine")
-        settings = engine.settings
-        self.settings = settings
+        self.plan = plan
+        self.state = state
         self.workers = workers
+        self.run = run_id or uuid.uuid4().hex[:16]
         self.stop = threading.Event()
         self.threads: list[threading.Thread] = []
-        self.worker_objects: list[Worker] = []
-        self.errors: list[BaseException] = []
-        self.delivery_errors: list[str] = []
-        self.producer = new_client(
-            "Producer",
-            settings,
-            {
-                "enable.idempotence": settings.idempotent_producer,
-                "linger.ms": settings.linger_ms,
-                "message.timeout.ms": int(settings.delivery_timeout_s * 1000),
-                "queue.buffering.max.messages": 1_000_000,
-                "on_delivery": self._delivered,
-            },
-            what=f"Pipeline '{ctx.pipeline}' on the Kafka engine",
-        )
-        self.collector: Any = None
+        self.own: RunTopics | None = None
+        self.topics: RunTopics | None = None
+        self._session: Session | None = None
 
-    def _delivered(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            self.delivery_errors.append(f"topic '{msg.topic()}': {err.str()}")
+    @property
+    def session(self) -> Session:
+        assert self._session is not None, "use OpenRun as a context manager"
+        return self._session
 
-    def start(self) -> None:
-        """Position the output collector at the end of every output topic, start workers."""
-        kafka, ctx = self.kafka, self.ctx
-        self.collector = new_client(
-            "Consumer",
-            self.settings,
-            {
-                "group.id": f"qmtl-collector-{ctx.run}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": False,
-                "fetch.wait.max.ms": 10,
-            },
-            what=f"Pipeline '{ctx.pipeline}' on the Kafka engine",
+    def __enter__(self) -> OpenRun:
+        engine, plan, settings = self.engine, self.plan, self.engine.settings
+        namespace = plan_namespace(plan)
+        if self.workers > 0:
+            engine._check_broker(plan)
+            topics = self.own = run_topics(plan.pipeline, self.run)
+            partitions = settings.partitions
+            engine._create([topics.shard, topics.out], partitions)
+            engine._create([topics.dead_letter], 1)
+            deployed = run_topics(plan.pipeline)
+        else:
+            deployment = engine.deploy(plan, self.state)
+            topics = deployed = deployment.topics
+            partitions = deployment.partitions
+        if isinstance(self.state, SharesPendingState):
+            if self.state.pending_store().recall(deployed.shard, f"live:{namespace}"):
+                warnings.warn(
+                    NamespaceInUseWarning(
+                        f"Run {self.run} of pipeline '{plan.pipeline}' writes its history under "
+                        f"namespace '{namespace}', which a live deployment of the pipeline is "
+                        "writing too: its buckets will be overwritten. Pass namespace=... to "
+                        "run() to keep a backtest apart"
+                    ),
+                    stacklevel=4,
+                )
+        self.topics = topics
+        layout = Layout(plan, partitions, settings.max_message_bytes)
+        session = self._session = Session(
+            settings, plan, layout, topics, self.run, namespace, from_start=self.own is not None
         )
-        assignment = []
-        for topic in ctx.topics.outputs.values():
-            tp = kafka.TopicPartition(topic, 0)
-            _low, high = self.collector.get_watermark_offsets(
-                tp, timeout=self.settings.connect_timeout_s, cached=False
-            )
-            assignment.append(kafka.TopicPartition(topic, 0, high))
-        self.collector.assign(assignment)
+        store = MemoryPendingStore()  # the run's workers are all in this process
         for i in range(self.workers):
+            ctx = WorkerContext(
+                plan,
+                settings,
+                self.state,
+                store,
+                topics,
+                partitions,
+                on_failure=session.failures.setdefault,
+            )
             worker = Worker(ctx)
-            self.worker_objects.append(worker)
             thread = threading.Thread(
                 target=self._work,
-                args=(worker,),
-                name=f"qmtl-kafka-{ctx.pipeline}-{i}",
+                args=(worker, session),
+                name=f"qmtl-kafka-{plan.pipeline}-{i}",
                 daemon=True,
             )
             self.threads.append(thread)
             thread.start()
+        return self
 
-    def _work(self, worker: Worker) -> None:
+    def _work(self, worker: Worker, session: Session) -> None:
         try:
             worker.run_until(self.stop)
         except BaseException as error:  # handed to the run's thread
-            self.errors.append(error)
+            session.worker_errors.append(error)
 
-    def publish(self, events: Iterable[tuple[int, float | None, Any]]) -> None:
-        """Every source event (and live-source watermark) to partition 0 of its input topic
-        (one ordered stream per source), then an end marker on every input partition."""
-        ctx, producer = self.ctx, self.producer
-        nodes = ctx.plan.nodes
-        pipeline, run = ctx.pipeline, ctx.run
-        inputs = ctx.topics.inputs
-        ended: set[int] = set()
-        encode = envelopes.encode
-        produce = producer.produce
-        count = 0
-        for index, ts, value in events:
-            name = nodes[index].name
-            if ts is None:
-                if value is None:
-                    self._end(index)
-                    ended.add(index)
-                else:  # a live source's Watermark(ts): close buckets by its clock
-                    payload = encode(
-                        Envelope(
-                            pipeline,
-                            name,
-                            value,
-                            None,
-                            "",
-                            None,
-                            None,
-                            value,
-                            "watermark",
-                            None,
-                            1,
-                            run,
-                        )
-                    )
-                    produce(inputs[name], payload, partition=0)
-                continue
-            payload = encode(
-                Envelope(pipeline, name, ts, value, "", None, None, None, "event", None, 1, run)
+    def diagnose(self) -> str:
+        """Why the run may be waiting, for a timeout's or a stall's message."""
+        if self.workers > 0:
+            return (
+                f"{self.workers} worker thread(s) of this process serve it; a node function "
+                "may be blocked"
             )
-            while True:
-                try:
-                    produce(inputs[name], payload, partition=0)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
-            count += 1
-            if count % 1000 == 0:
-                producer.poll(0)
-        for node in ctx.plan.sources:
-            if node.index not in ended:
-                self._end(node.index)
-        self._flush()
-
-    def _end(self, index: int) -> None:
-        ctx = self.ctx
-        name = ctx.plan.nodes[index].name
-        payload = envelopes.encode(
-            Envelope(ctx.pipeline, name, 0.0, None, "", None, None, None, "end", None, 1, ctx.run)
-        )
-        for partition in range(ctx.input_partitions.get(name, 1)):
-            self.producer.produce(ctx.topics.inputs[name], payload, partition=partition)
-
-    def _flush(self) -> None:
-        remaining = self.producer.flush(self.settings.delivery_timeout_s + 5)
-        if remaining or self.delivery_errors:
-            raise PublishError(
-                f"Publishing the sources of pipeline '{self.ctx.pipeline}' failed: "
-                f"{remaining} unacknowledged, errors {self.delivery_errors[:3]}"
+        assert self.topics is not None
+        topics = self.topics
+        kafka = kafka_module("The Kafka engine")
+        try:
+            futures = self.engine._admin_client().describe_consumer_groups([topics.group])
+            members = len(futures[topics.group].result(timeout=5).members)
+        except (kafka.KafkaException, TimeoutError, KeyError) as error:
+            return f"the consumer group '{topics.group}' could not be described ({error})"
+        if members == 0:
+            return (
+                f"no worker serves it: the consumer group '{topics.group}' has no members; "
+                f"start `qmtl worker MODULE:PIPELINE` for pipeline '{self.plan.pipeline}'"
             )
+        return f"the consumer group '{topics.group}' has {members} member(s); they may be busy"
 
-    def collect(
-        self,
-        on_output: Callable[[OutputEvent], None] | None,
-        failures: dict[str, BaseException],
-        timeout: float | None,
-        *,
-        raise_failures: bool = True,
-    ) -> dict[str, dict[str, Any]]:
-        """Consume every node's output until all ended; raise the first node failure (or,
-        with ``raise_failures=False``, return the ends with their ``error``)."""
-        ctx = self.ctx
-        deadline = None if timeout is None else time.monotonic() + timeout
-        names = {n.name for n in ctx.plan.nodes}
-        ends: dict[str, dict[str, Any]] = {}
-        seen: set[tuple[str, str, int]] = set()
-        run = ctx.run
-        max_bytes = self.settings.max_message_bytes
-        decode = envelopes.decode
-        while len(ends) < len(names):
-            if self.errors:
-                raise self.errors[0]
-            if deadline is not None and time.monotonic() > deadline:
-                waiting = sorted(names - set(ends))
-                raise RunTimeoutError(
-                    f"Pipeline '{ctx.pipeline}' on Kafka did not finish within {timeout:g}s; "
-                    f"nodes still running: {waiting}; are workers running (workers=0 needs "
-                    f"`qmtl worker ... --run {run}`)?",
-                    waiting,
-                )
-            for message in self.collector.consume(1000, 0.05):
-                if message.error() is not None:
-                    continue
-                try:
-                    env = decode(message.value(), max_bytes)
-                except EnvelopeError:
-                    continue  # the worker dead-letters it; nothing for the caller
-                if (env.run or LIVE_RUN) != run or env.node not in names:
-                    continue
-                if env.kind == "event":
-                    key = (env.node, env.interval or "", env.bucket or 0)
-                    if key in seen:
-                        continue  # a replay after a worker restart
-                    seen.add(key)
-                    if on_output is not None:
-                        on_output(
-                            OutputEvent(
-                                env.node, env.interval or "", env.ts, env.value, env.bucket or 0
-                            )
-                        )
-                elif env.kind == "end":
-                    value = env.value if isinstance(env.value, dict) else {}
-                    if raise_failures and "error" in value and "upstream_failed" not in value:
-                        self._raise_failure(env.node, value["error"], failures)
-                    ends.setdefault(env.node, value)
-        failed = [n for n, v in ends.items() if "error" in v]
-        if failed and raise_failures:
-            origin = next((n for n in failed if "upstream_failed" not in ends[n]), failed[0])
-            self._raise_failure(origin, ends[origin]["error"], failures)
-        return ends
-
-    def failure(self, node: str, message: str, failures: dict[str, BaseException]) -> BaseException:
-        """The exception a node's worker reported (or one carrying its message)."""
-        for _ in range(50):  # the in-process worker reports its exception right after its end
-            if node in failures or self.workers == 0:
-                break
-            time.sleep(0.01)
-        return failures.get(node) or RemoteNodeError(f"node '{node}' failed in a worker: {message}")
-
-    def _raise_failure(self, node: str, message: str, failures: dict[str, BaseException]) -> None:
-        for _ in range(20):  # the in-process worker reports its exception right after its end
-            if node in failures or self.workers == 0:
-                break
-            time.sleep(0.01)
-        cause = failures.get(node) or RemoteNodeError(
-            f"node '{node}' failed in a worker: {message}"
-        )
-        raise NodeExecutionError(node, cause) from cause
-
-    def close(self) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop.set()
         for thread in self.threads:
             thread.join(timeout=30)
-        if self.collector is not None:
-            self.collector.close()
-        self.producer.flush(5)
+        if self._session is not None:
+            self._session.close()
+        if self.own is not None:
+            kafka = kafka_module("The Kafka engine")
+            try:  # cleanup must not hide the run's outcome
+                self.engine._delete([self.own.shard, self.own.out])
+            except (QmtlError, kafka.KafkaException) as error:
+                log.warning("qmtl.kafka.cleanup_failed", run=self.run, error=str(error))

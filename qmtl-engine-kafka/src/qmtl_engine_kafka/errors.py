@@ -43,6 +43,51 @@ class TopicCollisionError(TopicNameError):
     """Two different nodes map to the same Kafka topic name after sanitising."""
 
 
+class OversizedValueError(EngineError, ValueError):
+    """A node's value does not fit in one Kafka message; the message names the node, the
+    interval and the settings that raise the limit."""
+
+    def __init__(self, node: str, interval: str | None, size: int, limit: int) -> None:
+        self.node = node
+        self.interval = interval
+        where = f" at interval '{interval}'" if interval else ""
+        super().__init__(
+            f"Node '{node}'{where} produced a value of {size} bytes encoded, more than one "
+            f"Kafka message may carry ({limit} bytes, the engine's max_message_bytes); return a "
+            "smaller value, or raise max_message_bytes together with the broker's "
+            "message.max.bytes (and the topics' max.message.bytes)"
+        )
+
+
+class PartitionCountError(ConfigurationError):
+    """A run's partition count differs from the one recorded with the pipeline's state."""
+
+
+class PlanMismatchError(EngineError):
+    """Workers run another version of the pipeline than the run that sent them messages."""
+
+
+class RunTimeoutError(EngineError, TimeoutError):
+    """A Kafka run did not finish in time; ``waiting`` names the nodes still running."""
+
+    def __init__(self, message: str, waiting: list[str]) -> None:
+        super().__init__(message)
+        self.waiting = waiting
+
+
+class NamespaceInUseWarning(UserWarning):
+    """A finite run writes its history into the namespace a live deployment writes."""
+
+
+class RunStalledError(EngineError, TimeoutError):
+    """A finite run heard nothing of its own for ``stall_timeout_s``; ``waiting`` names the
+    nodes still running."""
+
+    def __init__(self, message: str, waiting: list[str]) -> None:
+        super().__init__(message)
+        self.waiting = waiting
+
+
 class EnvelopeError(EngineError, ValueError):
     """A message is not a usable QMTL envelope; ``reason`` is a stable code for dead-lettering."""
 
@@ -71,6 +116,12 @@ class OversizedEnvelopeError(EnvelopeError):
     """The message is larger than the configured maximum envelope size."""
 
     reason = "oversized"
+
+
+class PlanMismatchEnvelopeError(EnvelopeError):
+    """A message of another version of the pipeline (its plan hash differs)."""
+
+    reason = "plan_mismatch"
 
 
 class EnvelopeVersionError(EnvelopeError):

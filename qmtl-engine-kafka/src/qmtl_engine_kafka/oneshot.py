@@ -1,14 +1,11 @@
 """The one-shot form (SPEC §5.1) over Kafka: ``pipeline.execute(engine="kafka")``.
 
 The same computation as :func:`qmtl.engine.execute_plan` at one timestamp ``ts``, run by the
-Kafka workers: each source's value (its ``inputs`` entry, else the source called once, in this
-process) is published at ``ts`` to its input topic followed by an end marker; every node's task
-computes its value once when all its upstreams delivered theirs (``inputs`` replace a node's
-value; a windowed node reads its upstreams' history from the state backend like the local
-engine, and is skipped while warming up, with the nodes reading it). The caller collects every
-node's value from the output topics and records them in plan order, so a failure records
-exactly what the local engine would: every node before the failing one in plan order, nothing
-from it on. Values cross Kafka as JSON (tuples come back as lists).
+workers through the same shards as a streaming run (:mod:`qmtl_engine_kafka._once`): each
+source's value (its ``inputs`` entry, else the source called once, in this process) is sent to
+its shard's partition; every shard computes its nodes once and sends their values back. The
+caller records them in plan order, so a failure records exactly what the local engine would:
+every node before the failing one in plan order, nothing from it on.
 """
 
 from __future__ import annotations
@@ -21,12 +18,13 @@ from qmtl.engine import bucket_end
 from qmtl.errors import NodeExecutionError, PipelineTimeoutError
 from qmtl.plan import ExecutionPlan
 from qmtl.state import StateBackend
-from qmtl.streaming import OutputEvent
-from qmtl_engine_kafka._context import OneShot, RunContext
-from qmtl_engine_kafka.pending import MemoryPendingStore
+from qmtl_engine_kafka._wire import value_in, value_out
+from qmtl_engine_kafka.errors import RunTimeoutError
 
 if TYPE_CHECKING:
     from qmtl_engine_kafka.engine import KafkaEngine
+
+__all__ = ["execute_over_kafka"]
 
 _MISSING: Any = object()
 
@@ -41,64 +39,60 @@ def execute_over_kafka(
     timeout: float | None = None,
 ) -> dict[str, Any]:
     """Run every node once over Kafka; return ``{node: value}`` as the local engine does."""
-    import uuid
-
-    from qmtl_engine_kafka.engine import RunTimeoutError, _Session
-
     now = time.time() if ts is None else float(ts)
     deadline = None if timeout is None else time.monotonic() + timeout
     inputs = dict(inputs or {})
-    partitions = engine.prepare(plan)
-    failures: dict[str, BaseException] = {}
     values: dict[str, Any] = {}
-    events: list[tuple[int, float | None, Any]] = []
+    failures: dict[str, BaseException] = {}
     for node in plan.sources:
-        if node.name in inputs:
-            values[node.name] = inputs[node.name]
-        elif node.kind != "query":
-            try:
-                values[node.name] = node.invoke([])
-            except Exception as error:  # the user's source failed
-                failures[node.name] = error
-        if node.name in values:
-            events.append((node.index, now, values[node.name]))
-        events.append((node.index, None, None))
-    ctx = RunContext(
-        plan,
-        uuid.uuid4().hex,
-        engine.settings,
-        state,
-        MemoryPendingStore(),
-        partitions,
-        batch_size=engine.settings.batch_size,
-        on_failure=lambda node, error: failures.setdefault(node, error),
-        oneshot=OneShot(inputs, now),
-    )
-    workers = max(1, engine.settings.workers)
-    outputs: dict[str, Any] = {}
+        if node.name in inputs or node.kind == "query":
+            continue
+        try:
+            values[node.name] = node.invoke([])
+        except Exception as error:  # the user's source failed
+            failures[node.name] = error
+    computed: dict[str, Any] = {}
+    failed: dict[str, str] = {}
 
-    def collect(event: OutputEvent) -> None:
-        outputs.setdefault(event.node, event.value)
+    def heard(report: dict[str, Any]) -> None:
+        for name, value in report["vals"].items():
+            computed[name] = value_in(value)
+        failed.update(report["fail"])
 
-    session = _Session(engine, ctx, workers)
-    try:
-        session.start()
-        session.publish(iter(events))
+    with engine.open_run(plan, state, workers=max(1, engine.settings.workers)) as opened:
+        session, layout = opened.session, opened.session.layout
+        given = {**values, **inputs}
+        sharded = layout.plan  # the plan with its shards (a hand-built plan may lack them)
+        for partition, shards in layout.on_partition.items():
+            names = {sharded.nodes[i].name for s in shards for i in sharded.shards[s].nodes}
+            session.send(
+                partition,
+                {
+                    "k": "1",
+                    "ts": now,
+                    "vals": {n: value_out(v) for n, v in given.items() if n in names},
+                    "in": [n for n in inputs if n in names],
+                    "fail": {
+                        n: f"{type(e).__name__}: {e}" for n, e in failures.items() if n in names
+                    },
+                },
+            )
+        session.flush()
         left = None if deadline is None else max(0.001, deadline - time.monotonic())
         try:
-            ends = session.collect(collect, failures, left, raise_failures=False)
+            session.collect(None, left, opened.diagnose, raise_failures=False, on_values=heard)
         except RunTimeoutError as error:
-            waiting = [n.name for n in plan.nodes if n.name in error.waiting]
+            # the sources were evaluated here: the first node still computing is named
+            waiting = [
+                n.name for n in plan.nodes if n.name in error.waiting and n.name not in given
+            ]
             raise PipelineTimeoutError(
                 plan.pipeline, waiting[0] if waiting else None, timeout or 0.0
             ) from None
-        for node in plan.nodes:
-            end = ends.get(node.name, {})
-            if "error" in end and "upstream_failed" not in end and node.name not in failures:
-                failures[node.name] = session.failure(node.name, end["error"], failures)
-    finally:
-        session.close()
-    return _record(plan, state, now, {**outputs, **values}, failures)
+        for name, message in failed.items():
+            if message != "upstream failed" and name not in failures:
+                failures[name] = session.failure(name, message)
+    return _record(plan, state, now, {**computed, **given}, failures)
 
 
 def _record(
@@ -119,7 +113,7 @@ def _record(
             raise NodeExecutionError(node.name, error) from error
         value = values.get(node.name, _MISSING)
         if value is _MISSING:
-            continue  # warming up, or reads a node that is
+            continue  # warming up, or reads a node that is (or one that failed after)
         results[node.name] = value
         for spec in node.series:
             end = ends.get(spec.seconds)

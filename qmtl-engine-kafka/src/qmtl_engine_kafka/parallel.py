@@ -8,8 +8,8 @@ running with an empty topic map, and runs pipelines over Kafka with history in R
     engine = ParallelExecutionEngine(brokers="localhost:9092", redis_uri="redis://localhost:6379/0")
     results = engine.execute_pipeline(pipeline)         # = pipeline.execute(parallel=True, ...)
 
-``max_workers`` bounds the worker threads a run starts in this process (one thread already runs
-every node's consumer, so runs use ``min(max_workers, settings.workers)``).
+``max_workers`` bounds the worker threads a run starts in this process (one worker thread
+already serves every shard, so runs use ``min(max_workers, settings.workers)``).
 """
 
 from __future__ import annotations
@@ -77,7 +77,10 @@ class ParallelExecutionEngine(KafkaEngine):
         )
 
     def prepare_pipeline(self, pipeline: Any) -> dict[str, dict[str, str]]:
-        """Create every node's input and output topic; a failure is logged, not raised."""
+        """Create every node's seed input and output topic (the seed's shape, ``{node:
+        {"input": topic, "output": topic}}``, and every topic it returns exists); a failure is
+        logged, not raised. A deployment's workers forward what arrives on a source's input
+        topic and publish the live run's outputs on the output topics."""
         name = getattr(pipeline, "name", None) or "default"
         nodes = list(pipeline.nodes)
         for node in nodes:
@@ -86,7 +89,11 @@ class ParallelExecutionEngine(KafkaEngine):
                 "output": output_topic(name, node),
             }
         try:
-            self.prepare(pipeline.build())
+            plan = pipeline.build()
+            self.seed_topics(plan)
+            self._create(
+                [self.topics[node]["input"] for node in nodes], self.settings.input_partitions
+            )
         except QmtlError as error:
             log.warning("qmtl.kafka.prepare_failed", pipeline=name, error=str(error))
         return {node: self.topics[node] for node in nodes}

@@ -32,7 +32,18 @@ class KafkaEngineSettings(QmtlModel):
         description="Comma-separated host:port list of Kafka (or Redpanda) brokers.",
     )
     partitions: int = Field(
-        1, ge=1, description="Partitions of each topic QMTL creates (the most workers per node)."
+        8,
+        ge=1,
+        description="Partitions of a pipeline's shard and output topics: the most worker "
+        "processes that can share its shards. Recorded with the pipeline's pending state: a "
+        "deployment cannot change it without being reset.",
+    )
+    input_partitions: int = Field(
+        1,
+        ge=1,
+        description="Partitions of the seed input topics QMTL creates. A source whose input "
+        "spreads over several partitions closes a bucket only once every partition has passed "
+        "it, so producers must keep every partition moving (or set idle_flush_s).",
     )
     replication_factor: int = Field(
         1, ge=1, description="Replication factor of each topic QMTL creates (1 for one broker)."
@@ -71,18 +82,18 @@ class KafkaEngineSettings(QmtlModel):
     workers: int = Field(
         1,
         ge=0,
-        description="Worker threads a run starts in this process; 0 relies on "
-        "external `qmtl worker` processes.",
+        description="Worker threads a finite run starts in this process (with topics and a "
+        "consumer group of its own); 0 sends the run to standing `qmtl worker` processes.",
     )
     batch_size: int = Field(
-        2000, ge=1, description="Most messages a node consumes, applies and commits at once."
+        2000, ge=1, description="Most messages a worker consumes, applies and commits at once."
     )
     batch_time_s: float = Field(
         1.0,
         gt=0,
-        description="Longest a node works on one batch before it commits what it "
-        "applied and lets the worker's other nodes poll (the rest follows in the next round); "
-        "also kept under max_poll_interval_s / (2 x the worker's nodes).",
+        description="Longest a worker applies one batch before it commits what it applied "
+        "and polls again (the rest follows in the next batch); also kept under "
+        "max_poll_interval_s / 2.",
     )
     poll_interval_s: float = Field(
         0.02, gt=0, description="How long an idle worker waits for messages per poll round."
@@ -111,6 +122,25 @@ class KafkaEngineSettings(QmtlModel):
     )
     run_timeout_s: float | None = Field(
         None, gt=0, description="Longest a finite run may take before it fails (None: no limit)."
+    )
+    stall_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="A finite run that hears nothing of its own for this long fails with an "
+        "error saying which nodes are still running and whether any worker serves the "
+        "pipeline (a run never waits forever).",
+    )
+    idle_flush_s: float | None = Field(
+        None,
+        gt=0,
+        description="Live inputs: an input partition silent this long gets a watermark at the "
+        "wall clock, written into the log, so its open buckets close (None: never).",
+    )
+    seed_topics: bool = Field(
+        False,
+        description="Create the seed-named per-node topics (qmtl.input.{pipeline}.{node} for "
+        "sources, qmtl.output.{pipeline}.{node} for every node) when a deployment starts; "
+        "prepare_pipeline and StreamProcessor.subscribe_outputs create them on demand.",
     )
     client_options: dict[str, str | int | float | bool] = Field(
         default_factory=dict,

@@ -87,6 +87,7 @@ class StreamProcessor:
         self._consumer_options = dict(consumer_options or {})
         self._triggers: dict[str, list[Trigger]] = {}
         self._topics: list[str] = []
+        self._created: set[str] = set()
         self._consumer: Any = None
         self._stop = threading.Event()
         self._closed = False
@@ -230,16 +231,30 @@ class StreamProcessor:
         self._resubscribe()
 
     def subscribe_outputs(self, nodes: Iterable[str], *, pipeline: str | None = None) -> None:
-        """Consume the output topics of ``nodes``."""
+        """Consume the output topics of ``nodes`` (``qmtl.output.{pipeline}.{node}``), creating
+        the missing ones: a deployment's workers publish the live run's outputs on every such
+        topic that exists."""
         pipeline = self._pipeline(pipeline)
-        self.subscribe([output_topic(pipeline, node) for node in nodes])
+        topics = [output_topic(pipeline, node) for node in nodes]
+        self._create_outputs(topics)
+        self.subscribe(topics)
 
     def on(self, node: str, fn: Trigger | None = None, *, pipeline: str | None = None) -> Any:
-        """Call ``fn(event)`` whenever ``node`` emits a value; usable as a decorator."""
+        """Call ``fn(event)`` whenever ``node`` emits a value; usable as a decorator. The
+        node's output topic is created when missing (see :meth:`subscribe_outputs`)."""
         topic = output_topic(self._pipeline(pipeline), node)
+        self._create_outputs([topic])
         if fn is None:
             return lambda f: self.on_topic(topic, f)
         return self.on_topic(topic, fn)
+
+    def _create_outputs(self, topics: list[str]) -> None:
+        from qmtl_engine_kafka.topics import TopicManager
+
+        missing = [t for t in topics if t not in self._created]
+        if missing:
+            TopicManager(self.settings).create_topics(missing, partitions=1)
+            self._created.update(missing)
 
     def on_topic(self, topic: str, fn: Trigger) -> Trigger:
         """Call ``fn(event)`` for every message consumed from ``topic``."""

@@ -1,18 +1,32 @@
 """Topic names of a pipeline and their idempotent creation on the broker.
 
-Names: ``qmtl.input.{pipeline}.{node}`` feeds a source node from outside,
-``qmtl.output.{pipeline}.{node}`` carries every event a node emits,
-``qmtl.merge.{pipeline}.{node}`` a multi-partition source's per-partition buckets, and
-``qmtl.dlq.{pipeline}`` holds the pipeline's dead letters; a node's consumer group is
-``qmtl.{pipeline}.{node}``. Pipeline and node names are sanitised
-(characters outside ``[A-Za-z0-9._-]`` become ``_``). Two nodes whose names would share a topic,
-or a name longer than Kafka's 249 characters, are rejected with both names and the fix.
-Kafka also refuses two topics that differ only by ``.`` versus ``_`` (their metric names
-collide), so the collision guard compares names with that folding too.
+Internal traffic uses a constant number of topics per pipeline, whatever its size:
+
+- ``qmtl.shard.{pipeline}`` (``partitions`` partitions): every message bound for a shard —
+  source events, buckets crossing from one shard to another, watermarks, end markers. Shard
+  ``s`` lives on partition :func:`partition_for` ``(s.id, partitions)``;
+- ``qmtl.out.{pipeline}`` (same partitions): every node's final buckets and end markers, read
+  by ``run()`` and external readers;
+- ``qmtl.dlq.{pipeline}`` (one partition): messages that could not be used, with the reason;
+- consumer group ``qmtl.{pipeline}``: every ``qmtl worker`` of the pipeline.
+
+A finite run with in-process workers gets topics and a group of its own,
+``qmtl.run.{run}.shard.{pipeline}``, ``qmtl.run.{run}.out.{pipeline}`` and
+``qmtl.run.{run}.{pipeline}``, so it never joins a deployment.
+
+The seed's names stay for what users touch: ``qmtl.input.{pipeline}.{node}`` feeds a source from
+outside and ``qmtl.output.{pipeline}.{node}`` carries a node's outputs for subscribers; they
+exist only when something creates them (``prepare_pipeline``, ``subscribe_outputs``, the
+``seed_topics`` option). Pipeline and node names are sanitised (characters outside
+``[A-Za-z0-9._-]`` become ``_``). Two nodes whose names would share a topic, or a name longer
+than Kafka's 249 characters, are rejected with both names and the fix. Kafka also refuses two
+topics that differ only by ``.`` versus ``_`` (their metric names collide), so the collision
+guard compares names with that folding too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -32,14 +46,17 @@ from qmtl_engine_kafka.settings import KafkaEngineSettings
 
 __all__ = [
     "MAX_TOPIC_LENGTH",
+    "PARTITION_RULE",
     "PipelineTopics",
+    "RunTopics",
     "TopicManager",
     "dead_letter_topic",
-    "group_id",
+    "input_pattern",
     "input_topic",
-    "merge_topic",
     "output_topic",
+    "partition_for",
     "pipeline_topics",
+    "run_topics",
     "sanitize",
     "topic_partitions",
 ]
@@ -48,6 +65,15 @@ log = get_logger(__name__)
 
 MAX_TOPIC_LENGTH = 249
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+#: The shard -> partition rule, recorded with a deployment's pending state.
+PARTITION_RULE = "blake2b-8"
+
+
+def partition_for(shard_id: str, partitions: int) -> int:
+    """The partition of a shard: its id's 8-byte blake2b digest modulo ``partitions`` (stable
+    across processes and Python versions, unlike ``hash``)."""
+    digest = hashlib.blake2b(shard_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % partitions
 
 
 def sanitize(name: str) -> str:
@@ -81,9 +107,15 @@ def input_topic(pipeline: str, node: str) -> str:
 
 
 def output_topic(pipeline: str, node: str) -> str:
-    """``qmtl.output.{pipeline}.{node}``, sanitised: every event the node emits."""
+    """``qmtl.output.{pipeline}.{node}``, sanitised: the node's outputs for subscribers."""
     topic = f"qmtl.output.{_part(pipeline, 'pipeline')}.{_part(node, 'node')}"
     return _checked(topic, f"node '{node}' of pipeline '{pipeline}'")
+
+
+def input_pattern(pipeline: str) -> str:
+    """The regex a deployment subscribes with: every seed input topic of ``pipeline``, also
+    the ones created after its workers started."""
+    return "^" + re.escape(f"qmtl.input.{_part(pipeline, 'pipeline')}.") + "[^.]+$"
 
 
 def dead_letter_topic(pipeline: str) -> str:
@@ -91,20 +123,40 @@ def dead_letter_topic(pipeline: str) -> str:
     return _checked(f"qmtl.dlq.{_part(pipeline, 'pipeline')}", f"pipeline '{pipeline}'")
 
 
-def merge_topic(pipeline: str, node: str) -> str:
-    """``qmtl.merge.{pipeline}.{node}``: a multi-partition source's per-partition buckets."""
-    topic = f"qmtl.merge.{_part(pipeline, 'pipeline')}.{_part(node, 'node')}"
-    return _checked(topic, f"node '{node}' of pipeline '{pipeline}'")
+@dataclass(frozen=True)
+class RunTopics:
+    """Where one deployment (``run`` None) or one in-process run sends its traffic."""
+
+    pipeline: str
+    shard: str
+    out: str
+    dead_letter: str
+    group: str
+    run: str | None = None
+
+    def scope(self, partition: int) -> str:
+        """The pending-state scope of one shard-topic partition."""
+        return f"{self.shard}/{partition}"
 
 
-def group_id(pipeline: str, node: str) -> str:
-    """The consumer group of a node: ``qmtl.{pipeline}.{node}`` (sanitised)."""
-    return f"qmtl.{sanitize(pipeline)}.{sanitize(node)}"
+def run_topics(pipeline: str, run: str | None = None) -> RunTopics:
+    """The deployment's topics (``run`` None) or those of an in-process run."""
+    name = _part(pipeline, "pipeline")
+    prefix = "qmtl." if run is None else f"qmtl.run.{_part(run, 'run')}."
+    what = f"pipeline '{pipeline}'"
+    return RunTopics(
+        pipeline,
+        _checked(f"{prefix}shard.{name}", what),
+        _checked(f"{prefix}out.{name}", what),
+        dead_letter_topic(pipeline),
+        f"{prefix}{name}" if run is not None else f"qmtl.{name}",
+        run,
+    )
 
 
 @dataclass(frozen=True)
 class PipelineTopics:
-    """Every topic of one pipeline: per node input and output, plus the dead-letter topic."""
+    """The seed-named topics of one pipeline: per node input and output, plus dead letters."""
 
     pipeline: str
     inputs: Mapping[str, str]
@@ -116,7 +168,7 @@ class PipelineTopics:
 
 
 def pipeline_topics(pipeline: str, nodes: Iterable[str]) -> PipelineTopics:
-    """Name all topics of ``pipeline``; two nodes that would share a topic is an error."""
+    """Name the seed topics of ``pipeline``; two nodes that would share a topic is an error."""
     inputs: dict[str, str] = {}
     outputs: dict[str, str] = {}
     seen: dict[str, str] = {}  # folded node part -> node name

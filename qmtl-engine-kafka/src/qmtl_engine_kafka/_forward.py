@@ -1,0 +1,280 @@
+"""Forwarding input topics into shards: how external producers feed a deployment.
+
+A deployment's workers also consume the sources' input topics: the seed ones
+``qmtl.input.{pipeline}.{source}`` (the seed's JSON envelope, one source per topic) and the
+user's own topics of :class:`~qmtl_engine_kafka.external.TopicSource` sources (the user's JSON,
+each message routed by its key to the sources that take it). The worker owning an input
+partition (an *origin*) forwards each message to the partition of its source's shard as an
+``F`` message tagged with the origin and its offset (the source's
+:class:`~qmtl.streaming.MergedSource` applies each offset once, so a forward repeated after a
+crash changes nothing); ends become ``OX``. For a user's keyed topic, every batch also sends
+each origin's clock (the highest event time forwarded from it) as an ``OW`` to every source of
+the topic: sources routed from one input partition share its watermark. The input offsets are
+committed only after the forwards are acknowledged. A message that cannot be used is
+dead-lettered with the reason.
+
+**Idle flush** (``idle_flush_s``): an input partition silent that long gets a watermark at the
+wall clock, produced into the shards' partitions as an ``OW`` message before it takes effect,
+so a replay of the log decides exactly the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Any
+
+import orjson
+
+from qmtl.errors import SourceError
+from qmtl.plan import ExecutionPlan
+from qmtl_engine_kafka import envelope as envelopes
+from qmtl_engine_kafka._layout import Layout
+from qmtl_engine_kafka._wire import LIVE_RUN, value_out
+from qmtl_engine_kafka.dead_letter import DeadLetterQueue
+from qmtl_engine_kafka.errors import EnvelopeError, MalformedEnvelopeError
+from qmtl_engine_kafka.external import TopicSource, parse_message
+from qmtl_engine_kafka.topics import input_topic
+
+__all__ = ["Forwarder", "external_topics"]
+
+Out = dict[tuple[int, str], list[dict[str, Any]]]
+
+
+def external_topics(plan: ExecutionPlan) -> dict[str, list[tuple[str, TopicSource]]]:
+    """The user topics a plan's sources read: topic -> ``[(source, its TopicSource)]``."""
+    found: dict[str, list[tuple[str, TopicSource]]] = defaultdict(list)
+    for node in plan.nodes:
+        source = getattr(node.node, "source", None)
+        if not node.upstreams and isinstance(source, TopicSource):
+            found[source.topic].append((node.name, source))
+    return dict(found)
+
+
+class Forwarder:
+    """Turns input-topic messages into shard-topic messages (see the module doc)."""
+
+    def __init__(
+        self,
+        plan: ExecutionPlan,
+        layout: Layout,
+        *,
+        consumer: Any,
+        dlq: DeadLetterQueue,
+        max_bytes: int,
+        idle_flush_s: float | None,
+        connect_timeout_s: float,
+    ) -> None:
+        self.layout = layout
+        self.consumer = consumer
+        self.dlq = dlq
+        self.max_bytes = max_bytes
+        self.idle_flush_s = idle_flush_s
+        self.connect_timeout_s = connect_timeout_s
+        #: seed input topic -> the source it feeds
+        self.sources = {
+            input_topic(plan.pipeline, node.name): node.name
+            for node in plan.nodes
+            if not node.upstreams and node.kind != "query"
+        }
+        #: user topic -> its sources
+        self.external = external_topics(plan)
+        self._counts: dict[str, int] = {}
+        #: (topic, partition) -> wall time of its last message (or of its assignment)
+        self.heard: dict[tuple[str, int], float] = {}
+        #: (topic, partition) -> next offset to commit once the forwards are acknowledged
+        self.offsets: dict[tuple[str, int], int] = {}
+        #: (user topic, partition) -> its clock, not broadcast yet
+        self.clocks: dict[tuple[str, int], float] = {}
+        self._clock_of: dict[tuple[str, int], float] = {}
+        #: input partitions that delivered messages in this batch
+        self.seen: set[tuple[str, int]] = set()
+        self._origins: dict[tuple[str, int], str] = {}
+
+    def topics(self) -> list[str]:
+        """The user topics to subscribe to (the seed ones come by pattern)."""
+        return sorted(self.external)
+
+    def assigned(self, topic: str, partition: int) -> None:
+        self.heard[(topic, partition)] = time.time()
+
+    def revoked(self, topic: str, partition: int) -> None:
+        self.heard.pop((topic, partition), None)
+        self.offsets.pop((topic, partition), None)
+
+    def owns(self, topic: str) -> bool:
+        return topic in self.sources or topic in self.external
+
+    def _count(self, topic: str) -> int:
+        count = self._counts.get(topic)
+        if count is None:
+            metadata = self.consumer.list_topics(topic, timeout=self.connect_timeout_s)
+            count = self._counts[topic] = len(metadata.topics[topic].partitions)
+        return count
+
+    def _event(
+        self, out: Out, source: str, run: str, origin: str, count: int, item: list[Any], keyed: bool
+    ) -> None:
+        queue = out[(self.layout.partition_of(source), run)]
+        last = queue[-1] if queue else None
+        if last is not None and last["k"] == "F" and last["o"] == origin:
+            last["e"].append(item)
+        else:
+            message = {"k": "F", "o": origin, "c": count, "e": [item]}
+            if keyed:
+                message["m"] = 1
+            queue.append(message)
+
+    def take(self, message: Any, out: Out) -> None:
+        """Forward one input message: appended to ``out[(partition, run)]`` in order."""
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        where = (topic, partition)
+        self.offsets[where] = offset + 1
+        self.seen.add(where)
+        if topic in self.external:
+            self._external(message, out)
+            return
+        source = self.sources.get(topic)
+        if source is None:
+            return
+        payload = message.value()
+        event = _plain_event(payload, self.max_bytes)
+        if event is not None:  # the common case, checked inline (this runs per message)
+            ts, value, run = event
+            origin = self._origins.get(where) or self._origin(where)
+            item = [source, offset, ts, value_out(value)]
+            self._event(out, source, run, origin, self._count(topic), item, keyed=False)
+            return
+        try:
+            env = envelopes.decode(payload, self.max_bytes)
+        except EnvelopeError as error:
+            self.dlq.send_envelope_error(message, error, node=source)
+            return
+        run = env.run or LIVE_RUN
+        origin = f"{topic}/{partition}"
+        count = self._count(topic)
+        if env.kind == "event":
+            item = [source, offset, env.ts, value_out(env.value)]
+            self._event(out, source, run, origin, count, item, keyed=False)
+            return
+        queue = out[(self.layout.partition_of(source), run)]
+        if env.kind == "watermark":
+            mark = env.watermark if env.watermark is not None else env.ts
+            queue.append({"k": "OW", "o": origin, "c": count, "s": [source], "w": mark})
+        else:
+            queue.append({"k": "OX", "o": origin, "c": count, "s": [source]})
+
+    def _external(self, message: Any, out: Out) -> None:
+        """A user's JSON message: to every source its key routes it to."""
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        obj = parse_message(message.value(), topic)
+        if obj is None:
+            self.dlq.send_envelope_error(
+                message,
+                MalformedEnvelopeError(f"A message of topic '{topic}' is not a JSON object"),
+            )
+            return
+        origin, count = f"{topic}/{partition}", self._count(topic)
+        key = message.key()
+        for source, spec in self.external[topic]:
+            if not spec.route(key, obj):
+                continue
+            try:
+                ts, value = spec.event(obj)
+            except SourceError as error:
+                self.dlq.send_envelope_error(
+                    message, MalformedEnvelopeError(str(error)), node=source
+                )
+                return
+            self._event(
+                out, source, LIVE_RUN, origin, count, [source, offset, ts, value_out(value)], True
+            )
+            if ts > self._clock_of.get((topic, partition), -float("inf")):
+                self._clock_of[(topic, partition)] = ts
+                self.clocks[(topic, partition)] = ts
+
+    def _broadcast(self, out: Out, topic: str, partition: int, mark: float) -> None:
+        """Origin ``topic/partition``'s watermark to every source of the user topic ``topic``."""
+        by_partition: dict[int, list[str]] = defaultdict(list)
+        for source, _spec in self.external[topic]:
+            by_partition[self.layout.partition_of(source)].append(source)
+        for destination, sources in by_partition.items():
+            out[(destination, LIVE_RUN)].append(
+                {
+                    "k": "OW",
+                    "o": f"{topic}/{partition}",
+                    "c": self._count(topic),
+                    "s": sources,
+                    "w": mark,
+                    "m": 1,
+                }
+            )
+
+    def _origin(self, where: tuple[str, int]) -> str:
+        origin = self._origins[where] = f"{where[0]}/{where[1]}"
+        return origin
+
+    def finish(self, out: Out) -> None:
+        """After a batch: the user topics' partition clocks, and idle flushes."""
+        if self.seen:
+            now = time.time()
+            for where in self.seen:
+                self.heard[where] = now
+            self.seen.clear()
+        for (topic, partition), mark in self.clocks.items():
+            self._broadcast(out, topic, partition, mark)
+        self.clocks.clear()
+        if self.idle_flush_s is None:
+            return
+        now = time.time()
+        for (topic, partition), last in self.heard.items():
+            if now - last < self.idle_flush_s:
+                continue
+            if topic in self.external:
+                self.heard[(topic, partition)] = now
+                self._broadcast(out, topic, partition, now)
+                continue
+            source = self.sources.get(topic)
+            if source is None:
+                continue
+            self.heard[(topic, partition)] = now
+            out[(self.layout.partition_of(source), LIVE_RUN)].append(
+                {
+                    "k": "OW",
+                    "o": f"{topic}/{partition}",
+                    "c": self._count(topic),
+                    "s": [source],
+                    "w": now,
+                }
+            )
+
+    def grouped(self) -> Out:
+        return defaultdict(list)
+
+
+_NUMBER = (int, float)
+
+
+def _plain_event(payload: bytes | None, max_bytes: int) -> tuple[float, Any, str] | None:
+    """``(ts, value, run)`` of a well-formed seed event envelope, else ``None`` (the full
+    decoder then explains what is wrong or handles the other kinds)."""
+    if payload is None or len(payload) > max_bytes:
+        return None
+    try:
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if type(obj) is not dict or obj.get("v") != 1 or obj.get("kind", "event") != "event":
+        return None
+    ts: Any = obj.get("ts")
+    run = obj.get("run")
+    if (
+        type(ts) not in _NUMBER
+        or ts - ts != 0
+        or type(obj.get("pipeline")) is not str
+        or type(obj.get("node")) is not str
+        or "nf" in obj
+        or (run is not None and type(run) is not str)
+    ):
+        return None
+    return ts, obj.get("value"), run or LIVE_RUN

@@ -1,0 +1,193 @@
+"""The engine's internal messages: what travels on a pipeline's shard and output topics.
+
+Every message is one object packed by :func:`pack` (never pickle) with these common fields:
+``v`` (2), ``k`` (the kind), ``r`` (the run id), ``h`` (the plan hash: a worker dead-letters a
+message of another plan) and ``ns`` (the history namespace, absent when it is the pipeline's
+name). Kinds on the **shard topic** (partition = the destination shard's):
+
+=====  ======================================================================================
+k      fields
+=====  ======================================================================================
+E      ``n`` (source names), and per event, in arrival order: ``i`` (its source's position in
+       ``n``), ``t`` (ts), ``x`` (value): source events of ``run()`` (columns, so a thousand
+       events decode into a handful of lists)
+W      ``s``, ``w``: source ``s``'s watermark moved to ``w`` (a live source's ``Watermark``)
+X      ``s``: ``[source, ...]`` ended
+F      ``o`` (origin ``topic/partition``), ``c`` (the origin topic's partition count), ``n``,
+       ``i``, ``t``, ``x`` as for ``E`` and ``f`` (each event's input offset): events forwarded
+       from an input topic
+OW     ``o``, ``c``, ``s``, ``w``: origin ``o``'s watermark for its sources ``s`` (a forwarder's
+       partition clock, or an idle flush by wall clock)
+OX     ``o``, ``c``, ``s``: origin ``o`` ended for sources ``s``
+B      ``b``: ``[[node, interval, [[bucket, value], ...], through, failed], ...]``: a node's
+       final buckets and its final-through (``"end"`` when ended) crossing into the shards of
+       this partition that read it; ``failed`` names the failed node, else null
+1      ``ts``, ``vals`` (``{node: value}``), ``in`` (names given as inputs): a one-shot run
+1V     ``vals``, ``skip``, ``fail``: one-shot values crossing shards
+=====  ======================================================================================
+
+Kinds on the **output topic** (partition = the emitting shard's): ``O`` (``o``: ``[[node,
+interval, [[bucket, ts, value], ...]], ...]``, final buckets), ``N`` (``n``: ``{node: {"buckets":
+{interval: count}, "events", "late", "error"?, "upstream_failed"?}}``, nodes that ended),
+``1O`` (one-shot values), ``R`` (``why``: a worker refused the run's messages).
+
+Values go through :func:`value_out` / :func:`value_in` (non-finite floats survive); a message
+that would exceed the broker's limit is split by :func:`fit`, and a single value too large for
+one message is an :class:`~qmtl_engine_kafka.errors.OversizedValueError` naming its node.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from qmtl_engine_kafka.errors import (
+    EnvelopeVersionError,
+    MalformedEnvelopeError,
+    OversizedEnvelopeError,
+    OversizedValueError,
+    TruncatedEnvelopeError,
+    UndecodableEnvelopeError,
+)
+
+__all__ = [
+    "LIVE_RUN",
+    "WIRE_VERSION",
+    "check_size",
+    "events",
+    "fit",
+    "pack",
+    "unpack",
+    "value_in",
+    "value_out",
+]
+
+WIRE_VERSION = 2
+#: The run of a deployment, and of input messages that name no run.
+LIVE_RUN = "live"
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+_NF = "~nf"
+
+
+def value_out(value: Any) -> Any:
+    """A node value as the message carries it (JSON cannot hold NaN or infinities)."""
+    if type(value) is float and value - value != 0:
+        return {_NF: "nan" if value != value else ("inf" if value > 0 else "-inf")}
+    return value
+
+
+def value_in(value: Any) -> Any:
+    """The node value of :func:`value_out`'s form."""
+    if type(value) is dict and _NF in value and len(value) == 1:
+        return _NON_FINITE.get(value[_NF], value)
+    return value
+
+
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+
+def check_size(node: str, interval: str | None, value: Any, limit: int) -> None:
+    """Raise :class:`OversizedValueError` naming ``node`` when ``value`` alone would not fit in
+    one message (what a node returned, checked before it is stored or sent)."""
+    kind = type(value)
+    if kind in _SCALARS or (kind is str and len(value) < limit // 8):
+        return
+    try:
+        size = len(orjson.dumps(value_out(value), option=_OPTIONS))
+    except TypeError:
+        return  # not JSON at all: pack() says so, naming the value's type
+    if size > limit - 512:
+        raise OversizedValueError(node, interval, size, limit)
+
+
+def pack(message: dict[str, Any]) -> bytes:
+    """One message as bytes (``v`` is added)."""
+    message["v"] = WIRE_VERSION
+    try:
+        return orjson.dumps(message, option=_OPTIONS)
+    except TypeError as error:
+        raise MalformedEnvelopeError(
+            f"a value cannot be sent over Kafka: {error}; return numbers, strings, lists, "
+            "dicts, datetimes or numpy arrays"
+        ) from error
+
+
+def unpack(data: bytes | None, max_bytes: int) -> dict[str, Any]:
+    """The message in ``data``; an :class:`EnvelopeError` subclass (with its dead-letter
+    reason) for anything that is not one."""
+    if data is None:
+        raise TruncatedEnvelopeError("The message has no value (a tombstone or empty message)")
+    if len(data) > max_bytes:
+        raise OversizedEnvelopeError(
+            f"The message is {len(data)} bytes, over the limit of {max_bytes} bytes "
+            "(max_message_bytes)"
+        )
+    try:
+        message = orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        if not data.strip() or error.pos >= len(data):
+            raise TruncatedEnvelopeError(
+                f"The message ends in the middle of a document after {len(data)} bytes"
+            ) from error
+        raise UndecodableEnvelopeError(f"The message is not a QMTL message: {error.msg}") from error
+    if type(message) is not dict or type(message.get("k")) is not str:
+        raise MalformedEnvelopeError("The message is not a QMTL engine message (no 'k' kind)")
+    version = message.get("v")
+    if version != WIRE_VERSION:
+        raise EnvelopeVersionError(
+            f"The message has version {version!r}; this worker reads version {WIRE_VERSION}: "
+            "run the same qmtl-engine-kafka on every worker and client"
+        )
+    return message
+
+
+def events(kind: str, common: dict[str, Any]) -> Callable[[list[Any]], dict[str, Any]]:
+    """``items -> message`` of an ``E`` (items ``[source, ts, value]``) or ``F`` (items
+    ``[source, offset, ts, value]``) message in its column form (see the table)."""
+
+    def make(items: list[Any]) -> dict[str, Any]:
+        names: dict[str, int] = {}
+        at = [names.setdefault(item[0], len(names)) for item in items]
+        message = {"k": kind, **common, "n": list(names), "i": at}
+        if kind == "F":
+            message["f"] = [item[1] for item in items]
+        message["t"] = [item[-2] for item in items]
+        message["x"] = [item[-1] for item in items]
+        return message
+
+    return make
+
+
+Split = Callable[[Any], tuple[Any, Any] | None]
+
+
+def fit(
+    make: Callable[[list[Any]], dict[str, Any]],
+    items: Sequence[Any],
+    limit: int,
+    split: Split,
+    name: Callable[[Any], tuple[str, str | None]],
+) -> list[bytes]:
+    """``make(items)`` packed, cut into as many messages as needed to stay within ``limit``
+    bytes: item lists are halved, and an item too large alone is ``split`` in two (a bucket
+    list in halves); one value that cannot fit raises :class:`OversizedValueError` naming
+    ``name(item)``."""
+    payload = pack(make(list(items)))
+    if len(payload) <= limit:
+        return [payload]
+    if len(items) > 1:
+        half = len(items) // 2
+        return fit(make, items[:half], limit, split, name) + fit(
+            make, items[half:], limit, split, name
+        )
+    item = items[0]
+    parts = split(item)
+    if parts is None:
+        node, interval = name(item)
+        raise OversizedValueError(node, interval, len(payload), limit)
+    first, second = parts
+    return fit(make, [first], limit, split, name) + fit(make, [second], limit, split, name)
