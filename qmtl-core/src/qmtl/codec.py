@@ -33,6 +33,10 @@ value (exact type)          bytes                               notes
                                                                 ``np.float64``
 ==========================  ==================================  ================================
 
+One exception is QMTL's own: its ``dict`` subclasses that declare ``_qmtl_carried_as = dict``
+(a query node's ``QueryResult``, the analyzer's failure marker) are documented to travel as the
+plain dict they compare equal to.
+
 Anything else raises :class:`~qmtl.errors.ValueEncodeError` naming the type and its place in
 the value (``value['px'][3]: set``): sets, custom objects, dicts with non-``str`` keys, object
 or structured numpy arrays, datetimes with another kind of ``tzinfo`` (pytz, dateutil), and
@@ -63,7 +67,7 @@ import msgpack
 
 from qmtl.errors import ValueDecodeError, ValueEncodeError
 
-__all__ = ["MAX_DEPTH", "check", "decode", "encode", "is_plain"]
+__all__ = ["MAX_DEPTH", "PLAIN_TYPES", "check", "decode", "encode", "is_plain", "type_name"]
 
 #: Deepest nesting of lists, tuples and dicts accepted (MessagePack's own limit is 511).
 MAX_DEPTH = 256
@@ -125,7 +129,7 @@ def _error(refused: _Refused) -> ValueEncodeError:
     if len(steps) > 12:
         steps = [*steps[:5], "...", *steps[-5:]]
     return ValueEncodeError(
-        _type_name(refused.value),
+        type_name(refused.value),
         path="value" + "".join(steps),
         reason=refused.reason,
         fix=refused.fix or _fix(refused.value),
@@ -154,7 +158,8 @@ def _fix(value: Any) -> str:
     return "return its data as a dict, list or tuple of the supported types instead"
 
 
-def _type_name(value: Any) -> str:
+def type_name(value: Any) -> str:
+    """The name errors use for ``value``'s type: ``set``, ``collections.OrderedDict``."""
     t = type(value)
     module = t.__module__
     return t.__qualname__ if module == "builtins" else f"{module}.{t.__qualname__}"
@@ -190,7 +195,7 @@ def _walk(value: Any, depth: int) -> None:
             if type(key) is not str:
                 raise _Refused(
                     value,
-                    f"a dict with a {_type_name(key)} key ({key!r:.40})",
+                    f"a dict with a {type_name(key)} key ({key!r:.40})",
                     "use str keys: {str(k): v for k, v in value.items()}",
                 )
             if type(item) not in plain:
@@ -210,6 +215,9 @@ def _walk(value: Any, depth: int) -> None:
     if t.__module__ == "numpy":
         _check_numpy(value)
         return
+    if getattr(t, "_qmtl_carried_as", None) is dict and isinstance(value, dict):
+        _walk(dict(value), depth)  # QMTL's own dict subclasses (a query node's QueryResult)
+        return
     raise _Refused(value)
 
 
@@ -225,7 +233,7 @@ def _tz_kind(value: datetime) -> int:
         return _TZ_ZONEINFO
     raise _Refused(
         value,
-        f"a datetime whose tzinfo is a {_type_name(tz)}",
+        f"a datetime whose tzinfo is a {type_name(tz)}",
         "use a zoneinfo.ZoneInfo or datetime.timezone time zone "
         "(dt.astimezone(zoneinfo.ZoneInfo(name)))",
     )
@@ -288,6 +296,8 @@ def _default(value: Any) -> Any:
         return msgpack.ExtType(_BIGINT, value.to_bytes(size, "big", signed=True))
     if t.__module__ == "numpy":
         return _encode_numpy(value)
+    if getattr(t, "_qmtl_carried_as", None) is dict:
+        return dict(value)
     raise _Refused(value)
 
 

@@ -14,7 +14,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
-from qmtl.errors import ConfigurationError, MissingInputError, NodeExecutionError, QmtlError
+from qmtl.codec import PLAIN_TYPES, check
+from qmtl.errors import (
+    ConfigurationError,
+    MissingInputError,
+    NodeExecutionError,
+    QmtlError,
+    ValueEncodeError,
+)
 
 if TYPE_CHECKING:
     from qmtl.pipeline import Pipeline
@@ -68,6 +75,7 @@ def execute_plan(
     invoke_hook: InvokeHook | None = None,
     on_node: Callable[[str | None], bool] | None = None,
     timings: dict[str, float] | None = None,
+    check_values: bool = True,
 ) -> dict[str, Any]:
     """The one-shot semantics (SPEC §5.1), shared by in-process engines.
 
@@ -78,6 +86,9 @@ def execute_plan(
     node starts (``None`` at the end) and returns ``False`` to stop the run before that node
     (used by timeouts). ``timings``, when given, receives each node's wall time in seconds.
     A failing node raises :class:`NodeExecutionError`; nothing after it is recorded.
+    ``check_values`` runs :func:`qmtl.codec.check` on every value (a type walk), so a value
+    another engine could not carry raises :class:`~qmtl.errors.ValueEncodeError` here too,
+    naming the node and its intervals, before anything of it is recorded.
     """
     now = time.time() if ts is None else float(ts)
     ends: dict[int, float] = {}
@@ -86,6 +97,7 @@ def execute_plan(
     inputs = inputs or {}
     write = state.write
     clock = time.perf_counter
+    plain = PLAIN_TYPES
     warming = False  # a windowed node skipped its run; nodes reading it skip too
     for node in plan.nodes:
         if on_node is not None and not on_node(node.name):
@@ -111,6 +123,8 @@ def execute_plan(
                 raise NodeExecutionError(node.name, error) from error
             except Exception as error:  # the user's function failed
                 raise NodeExecutionError(node.name, error) from error
+        if check_values and type(value) not in plain:
+            check_value(node, value)
         values[node.index] = value
         results[node.name] = value
         if timings is not None:
@@ -123,6 +137,15 @@ def execute_plan(
     if on_node is not None:
         on_node(None)
     return results
+
+
+def check_value(node: PlanNode, value: Any) -> None:
+    """:func:`qmtl.codec.check`, naming ``node`` and its intervals in the error."""
+    try:
+        check(value)
+    except ValueEncodeError as error:
+        intervals = ", ".join(spec.interval.value for spec in node.series) or None
+        raise error.at(node.name, intervals) from None
 
 
 def _windows(

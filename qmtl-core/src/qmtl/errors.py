@@ -135,14 +135,14 @@ class ValueEncodeError(QmtlError, TypeError):
         self,
         type_name: str,
         *,
-        path: str = "value",
+        path: str | None = "value",
         reason: str | None = None,
         fix: str | None = None,
         node: str | None = None,
         interval: str | None = None,
     ) -> None:
         self.type_name = type_name
-        self.path = path
+        self.path = path = path or "value"
         self.reason = reason
         self.fix = fix
         self.node = node
@@ -156,6 +156,18 @@ class ValueEncodeError(QmtlError, TypeError):
             f"{fix or 'return its data as the supported types'} "
             f"(values may be {self.SUPPORTED}: see qmtl.codec)"
         )
+
+    def fields(self) -> dict[str, str | None]:
+        """The error as plain data: ``ValueEncodeError(**error.fields())`` rebuilds it (an
+        engine sends it across processes this way)."""
+        return {
+            "type_name": self.type_name,
+            "path": self.path,
+            "reason": self.reason,
+            "fix": self.fix,
+            "node": self.node,
+            "interval": self.interval,
+        }
 
     def at(self, node: str, interval: str | None = None) -> ValueEncodeError:
         """The same error, naming the node that returned the value and the interval."""

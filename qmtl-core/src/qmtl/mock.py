@@ -22,6 +22,13 @@ class MockEngineSettings(BaseModel):
     mocks: dict[str, Any] = Field(
         default_factory=dict, description="Node name → value that replaces the node's output"
     )
+    check_values: bool = Field(
+        default=True,
+        description=(
+            "Check every output (mocked ones included) with qmtl.codec, as the local engine "
+            "does; false skips it"
+        ),
+    )
 
 
 class MockExecutionEngine(EngineBase):
@@ -29,7 +36,9 @@ class MockExecutionEngine(EngineBase):
 
     A mock value that is callable is called with the node's upstream values instead of the
     node's function. ``calls[name]`` lists the inputs (``{upstream: value}``) of each call of
-    each node, mocked or not.
+    each node, mocked or not. Outputs, mocked ones included, are checked with
+    :func:`qmtl.codec.check` as on the local engine (``check_values=False`` skips it), so a mock
+    cannot hide a value a deployment would refuse.
     """
 
     name = "mock"
@@ -37,10 +46,14 @@ class MockExecutionEngine(EngineBase):
     def __init__(
         self,
         mocks: Mapping[str, Any] | MockEngineSettings | None = None,
+        *,
+        check_values: bool = True,
     ) -> None:
         if isinstance(mocks, MockEngineSettings):
+            check_values = mocks.check_values
             mocks = mocks.mocks
         self.mocks: dict[str, Any] = dict(mocks or {})
+        self.check_values = check_values
         self.calls: dict[str, list[dict[str, Any]]] = {}
 
     def _invoke(self, node: PlanNode, values: Sequence[Any]) -> Any:
@@ -59,7 +72,14 @@ class MockExecutionEngine(EngineBase):
         ts: float | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        return execute_plan(plan, state, inputs=inputs, ts=ts, invoke_hook=self._invoke)
+        return execute_plan(
+            plan,
+            state,
+            inputs=inputs,
+            ts=ts,
+            invoke_hook=self._invoke,
+            check_values=self.check_values,
+        )
 
     def run(self, plan: ExecutionPlan, *, state: StateBackend, **options: Any) -> Any:
         """Stream the sources to their end as the local engine does, with mocks applied.
@@ -93,6 +113,7 @@ class MockExecutionEngine(EngineBase):
                 bounded = isinstance(raw, list | tuple) or getattr(raw, "bounded", False)
                 sources[name] = list(replaced) if bounded else replaced
         options.setdefault("engine", self.name)
+        options.setdefault("check_values", self.check_values)
         return run_in_process(
             plan, state, sources=sources, events=events, invoke_hook=self._invoke, **options
         )

@@ -13,6 +13,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from qmtl.codec import PLAIN_TYPES, check
 from qmtl.errors import StateBackendError
 
 
@@ -98,7 +99,9 @@ class _Series:
 class MemoryStateBackend:
     """The embedded default: one process, no server, one instance per pipeline run context.
 
-    ``clock`` (wall-clock seconds) decides TTL expiry; tests may pass a fake one.
+    ``clock`` (wall-clock seconds) decides TTL expiry; tests may pass a fake one. Values are
+    kept as they are (not copied), after the same :func:`qmtl.codec.check` every other store's
+    encoding implies, so what the memory store refuses is exactly what Redis refuses.
     """
 
     name = "memory"
@@ -110,6 +113,8 @@ class MemoryStateBackend:
     def write(
         self, key: SeriesKey, timestamp: float, value: Any, *, max_items: int, ttl: int | None
     ) -> None:
+        if type(value) not in PLAIN_TYPES:
+            check(value)
         now = self._clock()
         series = self._series.get(key)
         if series is None or (series.ttl is not None and now >= series.last_update + series.ttl):

@@ -22,7 +22,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from qmtl.errors import IntervalError, NodeExecutionError
+from qmtl.codec import PLAIN_TYPES, check
+from qmtl.errors import IntervalError, NodeExecutionError, ValueEncodeError
 from qmtl.sources import all_bounded, merged_events
 from qmtl.streaming import (
     END,
@@ -49,11 +50,23 @@ InvokeHook = Callable[["PlanNode", Sequence[Any]], Any]
 class _Series:
     """One node's series at one interval, as the runner needs it on the hot path."""
 
-    __slots__ = ("count", "interval", "key", "max_items", "name", "readers", "seconds", "ttl")
+    __slots__ = (
+        "checked",
+        "count",
+        "interval",
+        "key",
+        "max_items",
+        "name",
+        "readers",
+        "seconds",
+        "ttl",
+    )
 
     def __init__(self, node: PlanNode, k: int) -> None:
         spec = node.series[k]
         self.name = node.name
+        #: a source's values are checked as its events arrive, not again per bucket
+        self.checked = not node.upstreams
         self.interval = spec.interval.value
         self.key = spec.key
         self.seconds = float(spec.seconds)  # bucket ends come out as floats
@@ -70,7 +83,11 @@ class StreamRunner:
     Feed it with :meth:`on_event` (a source's event), :meth:`end_source` and :meth:`finish`.
     Every final bucket is written to ``state`` (key and bounds of the node's series spec) and
     passed to ``on_output`` as an :class:`OutputEvent`. Nothing is looked up per event: series,
-    readers and invokers are bound here.
+    readers and invokers are bound here. With ``check_values`` every source event's value (as
+    it arrives) and every node's final bucket value (before it is written) goes through
+    :func:`qmtl.codec.check`: a value no other engine could carry raises
+    :class:`~qmtl.errors.ValueEncodeError` naming the node and interval, and the buckets
+    before it stay written.
     """
 
     def __init__(
@@ -82,6 +99,7 @@ class StreamRunner:
         invoke_hook: InvokeHook | None = None,
         engine: str = "local",
         batch: int = 1,
+        check_values: bool = True,
     ) -> None:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
@@ -90,6 +108,7 @@ class StreamRunner:
         self.on_output = on_output
         self.engine = engine
         self.batch = batch
+        self.check_values = check_values
         self._held: dict[_Series, list[Any]] = {}
         self._waiting = 0
         nodes = plan.nodes
@@ -118,6 +137,8 @@ class StreamRunner:
 
     def on_event(self, source: int, ts: float, value: Any) -> None:
         """One event of the source at plan index ``source``."""
+        if self.check_values and type(value) not in PLAIN_TYPES:
+            self.check_event(source, value)
         closed = self.bucketers[source].on_event(ts, value)  # type: ignore[union-attr]
         if self.batch == 1:
             if closed:
@@ -130,6 +151,14 @@ class StreamRunner:
         self._waiting += 1
         if self._waiting >= self.batch:
             self.flush()
+
+    def check_event(self, source: int, value: Any) -> None:
+        """:func:`qmtl.codec.check` of a source event's value, naming the source."""
+        try:
+            check(value)
+        except ValueEncodeError as error:
+            series = self.series[source]
+            raise error.at(self.plan.nodes[source].name, _intervals(series)) from None
 
     def hold(self, source: int, closed: list[Closure]) -> None:
         """Keep a source's closed buckets until the next :meth:`flush`."""
@@ -217,12 +246,22 @@ class StreamRunner:
         write, on_output = self.state.write, self.on_output
         key, seconds = series.key, series.seconds
         max_items, ttl = series.max_items, series.ttl
+        checking, plain = self.check_values and not series.checked, PLAIN_TYPES
         for b, value in buckets:
+            if checking and type(value) not in plain:
+                try:
+                    check(value)
+                except ValueEncodeError as error:
+                    raise error.at(series.name, series.interval) from None
             end = (b + 1) * seconds
             write(key, end, value, max_items=max_items, ttl=ttl)
             if on_output is not None:
                 on_output(OutputEvent(series.name, series.interval, end, value, b))
         series.count += len(buckets)
+
+
+def _intervals(series: list[_Series]) -> str:
+    return ", ".join(s.interval for s in series)
 
 
 def _series_at(upstream: PlanNode, seconds: int, reader: str) -> int:
@@ -285,9 +324,12 @@ def drive(runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]])
     # Batched: the same steps as on_event, with the lookups hoisted out of the loop.
     handlers = [b.on_event if b is not None else None for b in runner.bucketers]
     hold, flush = runner.hold, runner.flush
+    checking, plain, check_event = runner.check_values, PLAIN_TYPES, runner.check_event
     waiting = 0
     try:
         for index, ts, value in events:
+            if checking and type(value) not in plain and ts is not None:
+                check_event(index, value)
             if ts is None:
                 if value is None:
                     runner.end_source(index)
@@ -362,6 +404,7 @@ def run_in_process(
     invoke_hook: InvokeHook | None = None,
     engine: str = "local",
     batch: int | None = None,
+    check_values: bool = True,
 ) -> RunSummary:
     """Run ``plan``'s sources to their end in this process (the local engine's semantics).
 
@@ -369,12 +412,19 @@ def run_in_process(
     arrival order) replaces all of them; ``clock`` stamps values that come without a ts.
     ``batch`` propagates source buckets every that many events (default: ``AUTO_BATCH`` when
     every source's data is at hand, else 1 so live outputs are never held back); results do
-    not depend on it.
+    not depend on it. ``check_values=False`` skips the per-bucket value check (see
+    :class:`StreamRunner`).
     """
     if batch is None:
         batch = AUTO_BATCH if all_bounded(plan, sources=sources, events=events) else 1
     runner = StreamRunner(
-        plan, state, on_output=on_output, invoke_hook=invoke_hook, engine=engine, batch=batch
+        plan,
+        state,
+        on_output=on_output,
+        invoke_hook=invoke_hook,
+        engine=engine,
+        batch=batch,
+        check_values=check_values,
     )
     return drive(runner, merged_events(plan, sources=sources, events=events, clock=clock))
 
@@ -390,12 +440,19 @@ def stream_in_process(
     invoke_hook: InvokeHook | None = None,
     engine: str = "local",
     batch: int | None = None,
+    check_values: bool = True,
 ) -> OutputStream:
     """The iterator form of :func:`run_in_process`; work happens as you iterate."""
     if batch is None:
         batch = AUTO_BATCH if all_bounded(plan, sources=sources, events=events) else 1
     runner = StreamRunner(
-        plan, state, on_output=on_output, invoke_hook=invoke_hook, engine=engine, batch=batch
+        plan,
+        state,
+        on_output=on_output,
+        invoke_hook=invoke_hook,
+        engine=engine,
+        batch=batch,
+        check_values=check_values,
     )
     return OutputStream(runner, merged_events(plan, sources=sources, events=events, clock=clock))
 

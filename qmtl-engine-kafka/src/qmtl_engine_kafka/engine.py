@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from qmtl.engine import EngineBase
-from qmtl.errors import ConfigurationError, EngineError, NodeExecutionError
+from qmtl.errors import ConfigurationError, EngineError, NodeExecutionError, ValueEncodeError
 from qmtl.logs import get_logger
 from qmtl.plan import ExecutionPlan
 from qmtl.sources import merged_events
@@ -274,7 +274,7 @@ class _Session:
         pipeline, run = ctx.pipeline, ctx.run
         inputs = ctx.topics.inputs
         ended: set[int] = set()
-        encode = envelopes.encode
+        encode, max_bytes = envelopes.encode, self.settings.max_message_bytes
         produce = producer.produce
         count = 0
         for index, ts, value in events:
@@ -302,9 +302,16 @@ class _Session:
                     )
                     produce(inputs[name], payload, partition=0)
                 continue
-            payload = encode(
-                Envelope(pipeline, name, ts, value, "", None, None, None, "event", None, 1, run)
-            )
+            try:
+                payload = encode(
+                    Envelope(
+                        pipeline, name, ts, value, "", None, None, None, "event", None, 1, run
+                    ),
+                    max_bytes,
+                )
+            except ValueEncodeError as error:
+                intervals = ", ".join(s.interval.value for s in nodes[index].series)
+                raise error.at(name, intervals) from None
             while True:
                 try:
                     produce(inputs[name], payload, partition=0)
@@ -388,6 +395,8 @@ class _Session:
                 elif env.kind == "end":
                     value = env.value if isinstance(env.value, dict) else {}
                     if raise_failures and "error" in value and "upstream_failed" not in value:
+                        if "value_error" in value and env.node not in failures:
+                            failures[env.node] = ValueEncodeError(**value["value_error"])
                         self._raise_failure(env.node, value["error"], failures)
                     ends.setdefault(env.node, value)
         failed = [n for n, v in ends.items() if "error" in v]
@@ -412,6 +421,8 @@ class _Session:
         cause = failures.get(node) or RemoteNodeError(
             f"node '{node}' failed in a worker: {message}"
         )
+        if isinstance(cause, ValueEncodeError):
+            raise cause  # the value's own error, as on the local engine
         raise NodeExecutionError(node, cause) from cause
 
     def close(self) -> None:

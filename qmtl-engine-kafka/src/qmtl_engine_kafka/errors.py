@@ -6,7 +6,7 @@ an operator can count and filter poison messages by cause.
 
 from __future__ import annotations
 
-from qmtl.errors import ConfigurationError, EngineError
+from qmtl.errors import ConfigurationError, EngineError, ValueEncodeError
 
 
 class KafkaClientMissingError(EngineError, ImportError):
@@ -79,5 +79,6 @@ class EnvelopeVersionError(EnvelopeError):
     reason = "unsupported_version"
 
 
-class EnvelopeEncodeError(EngineError, TypeError):
-    """A node's value cannot be written as JSON (the message names the node and the type)."""
+#: A value the envelope cannot carry: since envelope version 2 this is the codec's own
+#: :class:`~qmtl.errors.ValueEncodeError` (kept importable under its old name).
+EnvelopeEncodeError = ValueEncodeError

@@ -26,6 +26,13 @@ class LocalEngineSettings(BaseModel):
     collect_stats: bool = Field(
         default=True, description="Record each node's wall time in execution_stats"
     )
+    check_values: bool = Field(
+        default=True,
+        description=(
+            "Check every node output with qmtl.codec (a type walk): a value the Kafka engine "
+            "or Redis could not carry raises ValueEncodeError here too; false skips it for speed"
+        ),
+    )
 
 
 class LocalExecutionEngine(EngineBase):
@@ -51,10 +58,13 @@ class LocalExecutionEngine(EngineBase):
         timeout: float | None = None,
     ) -> dict[str, Any]:
         timings: dict[str, float] | None = {} if self.options.collect_stats else None
+        checking = self.options.check_values
         if timeout is None:
-            results = execute_plan(plan, state, inputs=inputs, ts=ts, timings=timings)
+            results = execute_plan(
+                plan, state, inputs=inputs, ts=ts, timings=timings, check_values=checking
+            )
         else:
-            results = _with_deadline(plan, state, inputs, ts, timings, timeout)
+            results = _with_deadline(plan, state, inputs, ts, timings, timeout, checking)
         if timings is not None:
             self.execution_stats = {
                 "node_times": timings,
@@ -66,6 +76,7 @@ class LocalExecutionEngine(EngineBase):
     def run(self, plan: ExecutionPlan, *, state: StateBackend, **options: Any) -> Any:
         from qmtl_engine_local.streaming import run_stream
 
+        options.setdefault("check_values", self.options.check_values)
         return run_stream(plan, state, **options)
 
 
@@ -92,6 +103,7 @@ def _with_deadline(
     ts: float | None,
     timings: dict[str, float] | None,
     timeout: float,
+    check_values: bool,
 ) -> dict[str, Any]:
     """Run in a worker thread; after ``timeout`` raise naming the node that was running.
 
@@ -117,6 +129,7 @@ def _with_deadline(
                 ts=ts,
                 on_node=on_node,
                 timings=timings,
+                check_values=check_values,
             )
         except QmtlError as error:
             outcome["error"] = error

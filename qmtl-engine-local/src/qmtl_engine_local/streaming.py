@@ -8,7 +8,8 @@ plan order), each source read lazily at its own pace and flushed as soon as it e
 
 Options of ``pipeline.run(...)`` on the local engine: ``on_output``, ``sources`` (replace named
 sources' inputs), ``events`` (``(source, ts, value)`` in arrival order, replacing all sources),
-``clock`` (stamps values that come without a ts).
+``clock`` (stamps values that come without a ts), ``check_values`` (default: the engine's
+setting, on: every final bucket's value is checked with :func:`qmtl.codec.check`).
 """
 
 from __future__ import annotations
