@@ -28,7 +28,7 @@ _new_write = _new_envelope = tuple.__new__
 
 
 def encode_through(x: float) -> Any:
-    """A final-through as JSON (pending state): ``"end"``, ``None`` for never, or the bucket."""
+    """A final-through as pending-state data: ``"end"``, ``None`` for never, or the bucket."""
     return "end" if x == END else (None if x == NEVER else x)
 
 

@@ -50,13 +50,13 @@ class EnvelopeError(EngineError, ValueError):
 
 
 class MalformedEnvelopeError(EnvelopeError):
-    """Valid JSON, but not an envelope: wrong shape, missing or mistyped fields."""
+    """Parsed, but not an envelope: wrong shape, missing or mistyped fields."""
 
     reason = "malformed"
 
 
 class UndecodableEnvelopeError(EnvelopeError):
-    """Not UTF-8 JSON at all."""
+    """Neither an envelope (MessagePack) nor JSON, or a value qmtl.codec cannot decode."""
 
     reason = "undecodable"
 

@@ -46,12 +46,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qmtl.errors import NodeExecutionError
+from qmtl.errors import NodeExecutionError, ValueEncodeError
 from qmtl.pipeline import Pipeline
 from qmtl.state import MemoryStateBackend, StateBackend
 from qmtl.stream_runner import run_in_process
 from qmtl.streaming import OutputEvent
 from qmtl.testing.pipelines import CASES, FAIL_AT, Case, events_of
+from qmtl.testing.values import (
+    BASE,
+    ONESHOT_EXPECTED,
+    VALUE_CASES,
+    VALUE_PASSING,
+    VALUE_REFUSED,
+    ValueCase,
+    expected,
+    oneshot_refuse,
+    oneshot_values,
+    same,
+)
 
 Outputs = dict[tuple[str, str], list[tuple[float, Any]]]
 PASSING = [name for name, case in CASES.items() if case.fails is None]
@@ -139,7 +151,7 @@ class EngineContract:
 
     engine: Any = None
     state: Any = None
-    cases: tuple[str, ...] = tuple(CASES)
+    cases: tuple[str, ...] = (*CASES, *VALUE_CASES)
     max_examples: int = 25
     run_options: dict[str, Any] = {}  # noqa: RUF012 — read-only, overridden by subclasses
 
@@ -161,12 +173,12 @@ class EngineContract:
             metafunc.parametrize("name", [name for name in wanted if name in self.cases])
 
     # -- helpers a subclass may override ---------------------------------------------------
-    def build(self, case: Case) -> Pipeline:
+    def build(self, case: Case | ValueCase) -> Pipeline:
         """A fresh pipeline of ``case`` (override to rename it, e.g. to use other topics)."""
         return case.build()
 
     def run_case(
-        self, case: Case, engine: Any, state: Any, **options: Any
+        self, case: Case | ValueCase, engine: Any, state: Any, **options: Any
     ) -> tuple[Pipeline, Outputs, Any]:
         """Run ``case`` on the engine under test from a clean slate."""
         pipeline = self.build(case)
@@ -252,6 +264,67 @@ class EngineContract:
             assert counts(summary) == counts(expected.summary)
 
         check()
+
+    # -- values (SPEC §5.4): hand-written expectations, not the oracle -----------------------
+    @over(*VALUE_PASSING)
+    def test_values_come_back_as_themselves(
+        self, name: str, contract_engine: Any, contract_state: Any
+    ) -> None:
+        case = VALUE_CASES[name]
+        pipeline, outputs, _summary = self.run_case(case, contract_engine, contract_state)
+        want = expected(name)
+        assert sorted(outputs) == sorted(want), "different series produced output"
+        stored = history(pipeline, contract_state)
+        for series, items in want.items():
+            for got, kind in ((outputs[series], "output"), (stored[series][::-1], "history")):
+                assert len(got) == len(items), f"{kind} of {series}: {got!r}"
+                for (ts, value), (wanted_ts, wanted) in zip(got, items, strict=True):
+                    assert ts == wanted_ts and same(value, wanted), (
+                        f"{kind} of {series} at {ts}: {value!r} ({type(value).__name__}), "
+                        f"expected {wanted!r} ({type(wanted).__name__})"
+                    )
+
+    @over(*VALUE_REFUSED)
+    def test_refused_values_raise_value_encode_error_naming_node_interval_and_type(
+        self, name: str, contract_engine: Any, contract_state: Any
+    ) -> None:
+        case = VALUE_CASES[name]
+        with pytest.raises(ValueEncodeError) as caught:
+            self.run_case(case, contract_engine, contract_state)
+        error = caught.value
+        assert (error.node, error.interval) == (case.fails, "1m")
+        message = str(error)
+        assert f"Node '{case.fails}'" in message and "at interval 1m" in message, message
+        assert case.shows is not None and case.shows in message, message
+        if case.fails == "refuse":  # its counters 0 and 1 pass; counter 2 is refused
+            written = history(self.build(case), contract_state)[("refuse", "1m")]
+            assert written == [(BASE + 120.0, 1.0), (BASE + 60.0, 0.0)]
+
+    def test_oneshot_values_come_back_as_themselves(
+        self, contract_engine: Any, contract_state: Any
+    ) -> None:
+        pipeline = oneshot_values()
+        _clean(pipeline, contract_state)
+        results = pipeline.execute(engine=contract_engine, state=contract_state, ts=BASE)
+        for node, wanted in ONESHOT_EXPECTED.items():
+            assert same(results[node], wanted), f"{node}: {results[node]!r}"
+            stored = pipeline.get_history(node, "1m", state=contract_state)
+            assert len(stored) == 1 and same(stored[0]["value"], wanted), f"{node}: {stored!r}"
+
+    def test_oneshot_refused_value_names_node_interval_and_type(
+        self, contract_engine: Any, contract_state: Any
+    ) -> None:
+        pipeline = oneshot_refuse()
+        _clean(pipeline, contract_state)
+        with pytest.raises(ValueEncodeError) as caught:
+            pipeline.execute(engine=contract_engine, state=contract_state, ts=BASE)
+        assert (caught.value.node, caught.value.interval) == ("bad", "1m")
+        assert "Node 'bad' returned a value at interval 1m" in str(caught.value)
+        assert "value: set" in str(caught.value)
+        stored = {
+            n: pipeline.get_interval_data(n, "1m", state=contract_state) for n in pipeline.nodes
+        }
+        assert stored == {"price": [101.5], "bad": [], "after": []}
 
 
 def interleave(
