@@ -190,7 +190,6 @@ def _walk(value: Any, depth: int) -> None:
                 raise
         return
     if t is dict:
-        nested = False
         for key, item in value.items():
             if type(key) is not str:
                 raise _Refused(
@@ -199,15 +198,11 @@ def _walk(value: Any, depth: int) -> None:
                     "use str keys: {str(k): v for k, v in value.items()}",
                 )
             if type(item) not in plain:
-                nested = True
-        if not nested:
-            return
-        for key, item in value.items():
-            try:
-                _walk(item, depth + 1)
-            except _Refused as refused:
-                refused.path.append(f"[{key!r}]")
-                raise
+                try:
+                    _walk(item, depth + 1)
+                except _Refused as refused:
+                    refused.path.append(f"[{key!r}]")
+                    raise
         return
     if t is datetime:
         _tz_kind(value)

@@ -22,6 +22,7 @@ from qmtl.errors import (
     QmtlError,
     ValueEncodeError,
 )
+from qmtl.state import writer
 
 if TYPE_CHECKING:
     from qmtl.pipeline import Pipeline
@@ -95,7 +96,7 @@ def execute_plan(
     values: list[Any] = [_MISSING] * len(plan.nodes)
     results: dict[str, Any] = {}
     inputs = inputs or {}
-    write = state.write
+    write = writer(state)  # values are checked here (check_values), not again by memory state
     clock = time.perf_counter
     plain = PLAIN_TYPES
     warming = False  # a windowed node skipped its run; nodes reading it skip too

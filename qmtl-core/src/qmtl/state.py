@@ -35,6 +35,15 @@ class BucketWrite(NamedTuple):
     ttl: int | None
 
 
+def writer(state: StateBackend) -> Callable[..., None]:
+    """The write method an in-process engine that checks values itself should call: the memory
+    backend's :meth:`~MemoryStateBackend.write_unchecked` (exactly that class, not a view
+    wrapping it), any other backend's ``write``."""
+    if type(state) is MemoryStateBackend:
+        return state.write_unchecked
+    return state.write
+
+
 def key_prefix(pipeline: str) -> str:
     """The key prefix every backend scopes a pipeline's data under: ``qmtl:{pipeline}:``."""
     return f"qmtl:{pipeline}:"
@@ -101,7 +110,9 @@ class MemoryStateBackend:
 
     ``clock`` (wall-clock seconds) decides TTL expiry; tests may pass a fake one. Values are
     kept as they are (not copied), after the same :func:`qmtl.codec.check` every other store's
-    encoding implies, so what the memory store refuses is exactly what Redis refuses.
+    encoding implies, so what the memory store refuses is exactly what Redis refuses. The
+    local and mock engines, which check each node's value once themselves, write through
+    :meth:`write_unchecked` so a value is never walked twice.
     """
 
     name = "memory"
@@ -115,6 +126,13 @@ class MemoryStateBackend:
     ) -> None:
         if type(value) not in PLAIN_TYPES:
             check(value)
+        self.write_unchecked(key, timestamp, value, max_items=max_items, ttl=ttl)
+
+    def write_unchecked(
+        self, key: SeriesKey, timestamp: float, value: Any, *, max_items: int, ttl: int | None
+    ) -> None:
+        """:meth:`write` without :func:`qmtl.codec.check`: for the in-process engines, which
+        check every value themselves (or were told not to, ``check_values=False``)."""
         now = self._clock()
         series = self._series.get(key)
         if series is None or (series.ttl is not None and now >= series.last_update + series.ttl):

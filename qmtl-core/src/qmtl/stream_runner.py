@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from qmtl.codec import PLAIN_TYPES, check
 from qmtl.errors import IntervalError, NodeExecutionError, ValueEncodeError
 from qmtl.sources import all_bounded, merged_events
+from qmtl.state import writer
 from qmtl.streaming import (
     END,
     Closure,
@@ -109,6 +110,7 @@ class StreamRunner:
         self.engine = engine
         self.batch = batch
         self.check_values = check_values
+        self._store = writer(state)  # values are checked here, not again by memory state
         self._held: dict[_Series, list[Any]] = {}
         self._waiting = 0
         nodes = plan.nodes
@@ -243,7 +245,7 @@ class StreamRunner:
                 stack.append((target, ready, aligner.done))
 
     def _write(self, series: _Series, buckets: list[tuple[int, Any]]) -> None:
-        write, on_output = self.state.write, self.on_output
+        write, on_output = self._store, self.on_output
         key, seconds = series.key, series.seconds
         max_items, ttl = series.max_items, series.ttl
         checking, plain = self.check_values and not series.checked, PLAIN_TYPES

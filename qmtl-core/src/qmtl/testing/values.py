@@ -46,14 +46,14 @@ def same(a: Any, b: Any) -> bool:
 
         if isinstance(a, np.ndarray):
             nan = a.dtype.kind in "fc"
-            return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, nan)
+            return bool(a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, nan))
         return bool(a.dtype == b.dtype and (a == b or (a != a and b != b)))
     if isinstance(a, list | tuple):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict):
         return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
     if isinstance(a, datetime):
-        return a == b and a.tzinfo == b.tzinfo and a.utcoffset() == b.utcoffset()
+        return bool(a == b and a.tzinfo == b.tzinfo and a.utcoffset() == b.utcoffset())
     if isinstance(a, Decimal):
         return str(a) == str(b)
     return bool(a == b)
