@@ -162,7 +162,8 @@ def parse(
         try:
             return msgpack.unpackb(data, raw=False, strict_map_key=True)
         except ValueError as e:  # msgpack's errors for data cut short or corrupt
-            if "incomplete" in str(e):
+            # "incomplete input", or a length header larger than the bytes that follow
+            if "incomplete" in str(e) or "exceeds max_" in str(e):
                 raise TruncatedEnvelopeError(
                     f"The message ends in the middle of an envelope after {size} bytes"
                 ) from e
@@ -226,7 +227,7 @@ def _value(raw: Any) -> Any:
     try:
         return codec.decode(raw)
     except ValueDecodeError as e:
-        raise UndecodableEnvelopeError(f"The envelope's value is undecodable: {e}") from e
+        raise UndecodableEnvelopeError(f"The envelope's 'value' is undecodable: {e}") from e
 
 
 def from_object(obj: Any) -> Envelope:
@@ -266,7 +267,7 @@ def from_object(obj: Any) -> Envelope:
                     pipeline,
                     node,
                     ts,
-                    _value(get("value")),
+                    _value(get("value", _NONE)),
                     node_id,
                     interval,
                     bucket,
@@ -283,7 +284,7 @@ def from_object(obj: Any) -> Envelope:
 def _validated(obj: Any) -> Envelope:
     if type(obj) is not dict:
         raise MalformedEnvelopeError(
-            f"The message is a {type(obj).__name__}, not an envelope object"
+            f"The message is JSON {type(obj).__name__}, not an envelope object"
         )
     version = obj.get("v")
     if type(version) is not int:
