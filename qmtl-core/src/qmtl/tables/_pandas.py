@@ -126,7 +126,8 @@ class PandasReader:
 
 
 def _first_true(mask: Any) -> int:
-    return int(mask.to_numpy().nonzero()[0][0]) if hasattr(mask, "to_numpy") else 0
+    np = require("numpy", "Reading a pandas source")
+    return int(np.asarray(mask).nonzero()[0][0])
 
 
 def _pandas_array(pd: Any, values: Any) -> Any:
