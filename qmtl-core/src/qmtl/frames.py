@@ -26,7 +26,7 @@ def columns_of(histories: Histories, *, expand: bool = True) -> dict[str, dict[f
     for node, items in histories.items():
         values = {item["timestamp"]: item["value"] for item in reversed(items)}
         dicts = [v for v in values.values() if v is not None]
-        if expand and dicts and all(type(v) is dict for v in dicts):
+        if expand and dicts and all(isinstance(v, dict) for v in dicts):
             keys = dict.fromkeys(key for value in dicts for key in value)
             for key in keys:
                 columns[f"{node}.{key}"] = {

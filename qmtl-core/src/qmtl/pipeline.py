@@ -503,6 +503,23 @@ class Pipeline:
 
         return render(self, format=format, path=path)
 
+    # -- notebooks ------------------------------------------------------------------------
+    def _repr_svg_(self) -> str | None:
+        """The graph as SVG for Jupyter, when Graphviz's ``dot`` is installed (else None, and
+        the Mermaid form of :meth:`_repr_mimebundle_` is shown)."""
+        from qmtl.visualize import notebook_svg
+
+        return notebook_svg(self)
+
+    def _repr_mimebundle_(
+        self, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None
+    ) -> dict[str, str]:
+        """What Jupyter shows for a pipeline: the graph as SVG (with Graphviz) and as a Mermaid
+        diagram in Markdown (rendered by JupyterLab 4.1+ and GitHub), plus the plain repr."""
+        from qmtl.visualize import notebook_bundle
+
+        return notebook_bundle(self, include, exclude)
+
     def __repr__(self) -> str:
         return f"Pipeline(name={self.name!r}, nodes={list(self.nodes)!r})"
 
