@@ -29,7 +29,6 @@ class _ArrowBatches:
     def __init__(self, schema: Any, source: Options) -> None:
         pa = require("pyarrow", source.where)
         self.pa, self.source = pa, source
-        self.pc = require("pyarrow.compute", source.where)
         names = list(schema.names)
         temporal = [
             f.name for f in schema if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)
