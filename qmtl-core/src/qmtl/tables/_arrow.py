@@ -146,7 +146,7 @@ class ParquetReader:
         pq = require("pyarrow.parquet", self.source.where)
         pa = require("pyarrow", self.source.where)
         try:
-            handle = pq.ParquetFile(self.path)
+            handle = pq.ParquetFile(self.path, pre_buffer=False)  # no cache across row groups
         except (OSError, pa.ArrowException) as error:
             raise SourceError(f"cannot open {self.source.where}: {error}") from error
         return handle, _ArrowBatches(handle.schema_arrow, self.source)
