@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from qmtl.errors import QmtlError
+from qmtl.errors import ConfigurationError
 from qmtl.extras import require
 
 #: ``[{"timestamp", "value"}]`` per node, as the state backend returns it (newest first).
@@ -42,7 +42,9 @@ def columns_of(histories: Histories, *, expand: bool = True) -> dict[str, dict[f
 def to_frame(histories: Histories, *, library: str = "pandas", expand: bool = True) -> Any:
     """A pandas or polars DataFrame of ``histories`` (see the module docstring)."""
     if library not in LIBRARIES:
-        raise QmtlError(f"history_frame: library={library!r} is not one of {list(LIBRARIES)}")
+        raise ConfigurationError(
+            f"history_frame: library={library!r} is not one of {list(LIBRARIES)}"
+        )
     columns = columns_of(histories, expand=expand)
     stamps = sorted({ts for column in columns.values() for ts in column})
     if library == "polars":
