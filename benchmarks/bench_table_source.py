@@ -12,6 +12,8 @@ RSS it had then (``VmHWM`` minus ``VmRSS``; Linux), and its throughput. Side by 
 - ``large_to_small_growth_ratio``: about 1 when memory does not grow with the file (100× the
   rows, the same row groups), far above 1 if the file were read as a whole or held as a list
   of events (10M events as Python tuples alone would be well over a gigabyte);
+- ``*_rss_growth_10_to_90pct_mb``: RSS growth from 10 % to 90 % of the stream, about 0 when
+  nothing accumulates per event (a leak would climb with the rows);
 - ``*_events_per_s`` and ``*_file_mb``.
 """
 
@@ -55,12 +57,22 @@ first.close()
 with open("/proc/self/clear_refs", "w") as clear:
     clear.write("5")  # reset the peak (VmHWM) to the current RSS
 before = status("VmRSS")
+expected = 2 * (int(sys.argv[2]) // 60)  # buckets out: px and ret at 1m
+marks, seen, samples = {expected // 10: "10", expected * 9 // 10: "90"}, [0], {}
+
+def sample(_event):
+    seen[0] += 1
+    mark = marks.get(seen[0])
+    if mark:
+        samples[mark] = status("VmRSS")
+
 started = time.perf_counter()
-summary = pipeline.run(state=MemoryStateBackend())
+summary = pipeline.run(sample, state=MemoryStateBackend())
 seconds = time.perf_counter() - started
 peak = status("VmHWM")
 print(json.dumps({"events": summary.events_in, "seconds": seconds,
-                  "growth_mb": peak - before, "peak_mb": peak}))
+                  "growth_mb": peak - before, "peak_mb": peak,
+                  "growth_10_to_90_mb": samples["90"] - samples["10"]}))
 """
 
 
@@ -78,9 +90,9 @@ def _write(path: Path, rows: int) -> None:
             writer.write_table(pa.table({"ts": seconds, "price": price}, schema=schema))
 
 
-def _measure(path: Path) -> dict[str, Any]:
+def _measure(path: Path, rows: int) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, "-c", RUN, str(path)],
+        [sys.executable, "-c", RUN, str(path), str(rows)],
         capture_output=True,
         text=True,
         check=False,
@@ -99,12 +111,13 @@ def run() -> dict[str, Any]:
         for name, rows in (("small", SMALL_ROWS), ("large", large_rows)):
             path = Path(folder) / f"{name}.parquet"
             _write(path, rows)
-            measured = _measure(path)
+            measured = _measure(path, rows)
             assert measured["events"] == rows, measured
             figures[f"{name}_rows"] = rows
             figures[f"{name}_file_mb"] = round(path.stat().st_size / 2**20, 1)
             figures[f"{name}_peak_rss_growth_mb"] = round(measured["growth_mb"], 1)
             figures[f"{name}_peak_rss_mb"] = round(measured["peak_mb"], 1)
+            figures[f"{name}_rss_growth_10_to_90pct_mb"] = round(measured["growth_10_to_90_mb"], 1)
             figures[f"{name}_events_per_s"] = round(rows / measured["seconds"])
     small = max(figures["small_peak_rss_growth_mb"], 1.0)
     figures["large_to_small_growth_ratio"] = round(figures["large_peak_rss_growth_mb"] / small, 2)
