@@ -109,19 +109,20 @@ class _Refused(Exception):
         self.path: list[str] = []
 
 
-def check(value: Any) -> None:
+def check(value: Any, *, node: str | None = None, interval: str | None = None) -> None:
     """Raise :class:`~qmtl.errors.ValueEncodeError` on the first value the codec cannot carry.
 
     A type walk, no serialisation: the cost is a type lookup per leaf. The error names the
-    type and its path inside the value (``value['px'][3]: set``); an engine adds the node and
-    interval with :meth:`ValueEncodeError.at`.
+    type and its path inside the value (``value['px'][3]: set``), and ``node`` and
+    ``interval`` when given (an engine names the series the value was returned for).
     """
     if type(value) in _PLAIN:
         return
     try:
         _walk(value, 0)
     except _Refused as refused:
-        raise _error(refused) from None
+        error = _error(refused)
+        raise (error if node is None else error.at(node, interval)) from None
 
 
 def _error(refused: _Refused) -> ValueEncodeError:

@@ -20,7 +20,6 @@ from qmtl.errors import (
     MissingInputError,
     NodeExecutionError,
     QmtlError,
-    ValueEncodeError,
 )
 from qmtl.state import writer
 
@@ -142,11 +141,7 @@ def execute_plan(
 
 def check_value(node: PlanNode, value: Any) -> None:
     """:func:`qmtl.codec.check`, naming ``node`` and its intervals in the error."""
-    try:
-        check(value)
-    except ValueEncodeError as error:
-        intervals = ", ".join(spec.interval.value for spec in node.series) or None
-        raise error.at(node.name, intervals) from None
+    check(value, node=node.name, interval=", ".join(s.interval.value for s in node.series) or None)
 
 
 def _windows(

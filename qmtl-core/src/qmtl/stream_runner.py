@@ -9,7 +9,9 @@ iterator form of any engine's ``run``.
 
 Bounded sources (lists, CSV files) are propagated in batches of ``AUTO_BATCH`` events, which
 changes no result (buckets are final or not whatever the batching); live sources go event by
-event so no output is held back.
+event so no output is held back. A batch never holds a closed bucket longer than ``HOLD_SECONDS``
+of wall time either: a bounded source that is slow to read (a file on a network share, a paged
+API) still delivers its buckets to ``on_output`` as they close, not at the end of the batch.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ if TYPE_CHECKING:
 
 #: Source events per propagation step when every source is bounded (see run_in_process).
 AUTO_BATCH = 256
+#: Wall-clock seconds a batch may hold closed buckets before they are propagated anyway,
+#: checked every ``HOLD_CHECK`` events (so the per-event loop pays one comparison, as before).
+HOLD_SECONDS = 0.05
+HOLD_CHECK = 4
 
 
 #: ``hook(node, args) -> value``: replaces how a node is invoked (the mock engine).
@@ -51,23 +57,11 @@ InvokeHook = Callable[["PlanNode", Sequence[Any]], Any]
 class _Series:
     """One node's series at one interval, as the runner needs it on the hot path."""
 
-    __slots__ = (
-        "checked",
-        "count",
-        "interval",
-        "key",
-        "max_items",
-        "name",
-        "readers",
-        "seconds",
-        "ttl",
-    )
+    __slots__ = ("count", "interval", "key", "max_items", "name", "readers", "seconds", "ttl")
 
     def __init__(self, node: PlanNode, k: int) -> None:
         spec = node.series[k]
         self.name = node.name
-        #: a source's values are checked as its events arrive, not again per bucket
-        self.checked = not node.upstreams
         self.interval = spec.interval.value
         self.key = spec.key
         self.seconds = float(spec.seconds)  # bucket ends come out as floats
@@ -84,11 +78,9 @@ class StreamRunner:
     Feed it with :meth:`on_event` (a source's event), :meth:`end_source` and :meth:`finish`.
     Every final bucket is written to ``state`` (key and bounds of the node's series spec) and
     passed to ``on_output`` as an :class:`OutputEvent`. Nothing is looked up per event: series,
-    readers and invokers are bound here. With ``check_values`` every source event's value (as
-    it arrives) and every node's final bucket value (before it is written) goes through
-    :func:`qmtl.codec.check`: a value no other engine could carry raises
-    :class:`~qmtl.errors.ValueEncodeError` naming the node and interval, and the buckets
-    before it stay written.
+    readers and invokers are bound here. ``check_values``: every source event and node output
+    goes through :func:`qmtl.codec.check` (a refused one is a ValueEncodeError naming node and
+    interval; buckets before it stay written, as for a raising node).
     """
 
     def __init__(
@@ -112,6 +104,8 @@ class StreamRunner:
         self.check_values = check_values
         self._store = writer(state)  # values are checked here, not again by memory state
         self._held: dict[_Series, list[Any]] = {}
+        self._flushed = time.perf_counter()
+        self._check = HOLD_CHECK
         self._waiting = 0
         nodes = plan.nodes
         self.bucketers: list[SourceBucketer | None] = [None] * len(nodes)
@@ -135,12 +129,14 @@ class StreamRunner:
                     self.series[up][k].readers.append(
                         (aligner, pos, self.series[node.index][j], invoke)
                     )
+        #: (node, intervals) of each plan node, named by a refused value's error
+        self.where = [(n.name, ", ".join(s.interval.value for s in n.series)) for n in nodes]
         self.started = time.perf_counter()
 
     def on_event(self, source: int, ts: float, value: Any) -> None:
         """One event of the source at plan index ``source``."""
         if self.check_values and type(value) not in PLAIN_TYPES:
-            self.check_event(source, value)
+            check(value, node=self.where[source][0], interval=self.where[source][1])
         closed = self.bucketers[source].on_event(ts, value)  # type: ignore[union-attr]
         if self.batch == 1:
             if closed:
@@ -151,16 +147,8 @@ class StreamRunner:
         if closed:
             self.hold(source, closed)
         self._waiting += 1
-        if self._waiting >= self.batch:
-            self.flush()
-
-    def check_event(self, source: int, value: Any) -> None:
-        """:func:`qmtl.codec.check` of a source event's value, naming the source."""
-        try:
-            check(value)
-        except ValueEncodeError as error:
-            series = self.series[source]
-            raise error.at(self.plan.nodes[source].name, _intervals(series)) from None
+        if self._waiting >= self._check:
+            self._checkpoint()
 
     def hold(self, source: int, closed: list[Closure]) -> None:
         """Keep a source's closed buckets until the next :meth:`flush`."""
@@ -178,8 +166,19 @@ class StreamRunner:
     def flush(self) -> None:
         """Propagate the source buckets held back by batching (see ``batch``)."""
         held, self._held, self._waiting = self._held, {}, 0
+        self._check = HOLD_CHECK
         for series, (buckets, through) in held.items():
             self._emit(series, buckets, through)
+        self._flushed = time.perf_counter()
+
+    def _checkpoint(self) -> None:
+        """Every ``HOLD_CHECK`` events of a batch: flush when the batch is full or has held
+        its buckets for ``HOLD_SECONDS`` (a bounded source that is slow to read)."""
+        waiting = self._waiting
+        if waiting >= self.batch or time.perf_counter() - self._flushed >= HOLD_SECONDS:
+            self.flush()
+        else:
+            self._check = waiting + HOLD_CHECK
 
     def on_watermark(self, source: int, watermark: float) -> None:
         """The source at plan index ``source`` promises no event before ``watermark``."""
@@ -220,7 +219,7 @@ class StreamRunner:
     def _emit(self, series: _Series, buckets: list[tuple[int, Any]], through: float) -> None:
         # An explicit stack instead of recursion: any DAG depth works.
         stack = [(series, buckets, through)]
-        write = self._write
+        write, checking, plain = self._write, self.check_values, PLAIN_TYPES
         while stack:
             series, buckets, through = stack.pop()
             if buckets:
@@ -233,12 +232,15 @@ class StreamRunner:
                     out = []
                     try:
                         for b, args in ready:
-                            out.append((b, invoke(args)))
+                            value = invoke(args)
+                            if checking and type(value) not in plain:
+                                check(value, node=target.name, interval=target.interval)
+                            out.append((b, value))
                     except Exception as error:
                         # The failing node's buckets before the failing one are kept.
                         if out:
                             write(target, out)
-                        if isinstance(error, NodeExecutionError):
+                        if isinstance(error, NodeExecutionError | ValueEncodeError):
                             raise
                         raise NodeExecutionError(target.name, error) from error
                     ready = out
@@ -248,22 +250,12 @@ class StreamRunner:
         write, on_output = self._store, self.on_output
         key, seconds = series.key, series.seconds
         max_items, ttl = series.max_items, series.ttl
-        checking, plain = self.check_values and not series.checked, PLAIN_TYPES
         for b, value in buckets:
-            if checking and type(value) not in plain:
-                try:
-                    check(value)
-                except ValueEncodeError as error:
-                    raise error.at(series.name, series.interval) from None
             end = (b + 1) * seconds
             write(key, end, value, max_items=max_items, ttl=ttl)
             if on_output is not None:
                 on_output(OutputEvent(series.name, series.interval, end, value, b))
         series.count += len(buckets)
-
-
-def _intervals(series: list[_Series]) -> str:
-    return ", ".join(s.interval for s in series)
 
 
 def _series_at(upstream: PlanNode, seconds: int, reader: str) -> int:
@@ -325,27 +317,30 @@ def drive(runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]])
         return runner.finish()
     # Batched: the same steps as on_event, with the lookups hoisted out of the loop.
     handlers = [b.on_event if b is not None else None for b in runner.bucketers]
-    hold, flush = runner.hold, runner.flush
-    checking, plain, check_event = runner.check_values, PLAIN_TYPES, runner.check_event
-    waiting = 0
+    hold, flush, clock = runner.hold, runner.flush, time.perf_counter
+    checking, plain, where = runner.check_values, PLAIN_TYPES, runner.where
+    waiting, every = 0, HOLD_CHECK
     try:
         for index, ts, value in events:
             if checking and type(value) not in plain and ts is not None:
-                check_event(index, value)
+                check(value, node=where[index][0], interval=where[index][1])
             if ts is None:
                 if value is None:
                     runner.end_source(index)
                 else:
                     runner.on_watermark(index, value)
-                waiting = 0
+                waiting, every = 0, HOLD_CHECK
                 continue
             closed = handlers[index](ts, value)  # type: ignore[misc]  # a source has a bucketer
             if closed:
                 hold(index, closed)
             waiting += 1
-            if waiting >= batch:
-                flush()
-                waiting = 0
+            if waiting >= every:  # see StreamRunner._checkpoint
+                if waiting >= batch or clock() - runner._flushed >= HOLD_SECONDS:
+                    flush()
+                    waiting, every = 0, HOLD_CHECK
+                else:
+                    every = waiting + HOLD_CHECK
     except Exception:
         # A source failed: the buckets that were final before it are written, as unbatched.
         flush()
@@ -414,8 +409,7 @@ def run_in_process(
     arrival order) replaces all of them; ``clock`` stamps values that come without a ts.
     ``batch`` propagates source buckets every that many events (default: ``AUTO_BATCH`` when
     every source's data is at hand, else 1 so live outputs are never held back); results do
-    not depend on it. ``check_values=False`` skips the per-bucket value check (see
-    :class:`StreamRunner`).
+    not depend on it. ``check_values=False`` skips :func:`qmtl.codec.check` of every value.
     """
     if batch is None:
         batch = AUTO_BATCH if all_bounded(plan, sources=sources, events=events) else 1

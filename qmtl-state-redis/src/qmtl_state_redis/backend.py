@@ -140,9 +140,16 @@ class RedisStateBackend:
 
     # -- StateBackend ---------------------------------------------------------------------
     def write(
-        self, key: SeriesKey, timestamp: float, value: Any, *, max_items: int, ttl: int | None
+        self,
+        key: SeriesKey,
+        timestamp: float,
+        value: Any,
+        *,
+        max_items: int | None,
+        ttl: int | None,
     ) -> None:
-        """Store ``value`` as the bucket at ``timestamp``: one round trip with trim and TTL."""
+        """Store ``value`` as the bucket at ``timestamp``: one round trip with trim and TTL
+        (``max_items=None`` keeps every bucket, ``ttl=None`` never expires)."""
         self.write_many((BucketWrite(key, timestamp, value, max_items, ttl),))
 
     def write_many(self, writes: Iterable[BucketWrite]) -> None:
@@ -350,7 +357,7 @@ class RedisStateBackend:
             payload = encode(value)  # ValueEncodeError, as the memory backend's check
             try:
                 ttl_text = _ttl_arg(ttl)
-                max_items = int(max_items)
+                keep: int | str = "" if max_items is None else int(max_items)
             except (TypeError, ValueError) as error:
                 raise StateBackendError(
                     f"Series settings of node '{key.node_id}' at interval "
@@ -358,9 +365,9 @@ class RedisStateBackend:
                     f"ttl={ttl!r}); pass an int max_items and a ttl in seconds or None"
                 ) from error
             group = groups.get(key)
-            if group is None or group[2] != max_items or group[3] != ttl_text:
+            if group is None or group[2] != keep or group[3] != ttl_text:
                 history, meta = _keys(key)
-                group = [history, meta, max_items, ttl_text, [], ttl]
+                group = [history, meta, keep, ttl_text, [], ttl]
                 groups[key] = group
                 ordered.append(group)
             group[4] += (ts, b"%r;%b" % (ts, payload))
