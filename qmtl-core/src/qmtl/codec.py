@@ -49,8 +49,9 @@ change what ``==`` and attribute access do downstream. Values nested deeper than
 numpy is never imported by this module unless a value's type comes from numpy (encoding) or
 the bytes hold a numpy extension (decoding).
 
-Public API: :func:`encode`, :func:`decode`, :func:`check` (and :func:`is_plain` as the inline
-fast path a hot loop may call before :func:`check`).
+Public API: :func:`encode`, :func:`decode`, :func:`check` (``node=`` and ``interval=`` name the
+series in the error), :data:`PLAIN_TYPES` (a hot loop's guard: ``if type(v) not in PLAIN_TYPES:
+check(v, ...)``), :func:`type_name` and :data:`MAX_DEPTH`.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ import msgpack
 
 from qmtl.errors import ValueDecodeError, ValueEncodeError
 
-__all__ = ["MAX_DEPTH", "PLAIN_TYPES", "check", "decode", "encode", "is_plain", "type_name"]
+__all__ = ["MAX_DEPTH", "PLAIN_TYPES", "check", "decode", "encode", "type_name"]
 
 #: Deepest nesting of lists, tuples and dicts accepted (MessagePack's own limit is 511).
 MAX_DEPTH = 256
@@ -88,13 +89,8 @@ _OFFSET = struct.Struct("<q")  # time zone offset in microseconds
 _ORDINAL = struct.Struct("<I")
 
 
-def is_plain(value: Any) -> bool:
-    """True for the leaf types that need no walk (``None``, ``bool``, ``int``, ``float``,
-    ``str``, ``bytes``, ``date``, ``Decimal``): ``if not is_plain(v): check(v)`` is the hot
-    loop's form; a caller may inline it as ``type(v) in PLAIN_TYPES``."""
-    return type(value) in _PLAIN
-
-
+#: The leaf types that need no walk (exact types): ``None``, ``bool``, ``int``, ``float``,
+#: ``str``, ``bytes``, ``date``, ``Decimal``.
 PLAIN_TYPES = _PLAIN
 
 
