@@ -112,13 +112,38 @@ def check(value: Any, *, node: str | None = None, interval: str | None = None) -
     type and its path inside the value (``value['px'][3]: set``), and ``node`` and
     ``interval`` when given (an engine names the series the value was returned for).
     """
-    if type(value) in _PLAIN:
+    if type(value) in _PLAIN or _flat(value):
         return
     try:
         _walk(value, 0)
     except _Refused as refused:
         error = _error(refused)
         raise (error if node is None else error.at(node, interval)) from None
+
+
+def _flat(value: Any) -> bool:
+    """True for the common shapes, checked without a call per item: a list, tuple or dict (str
+    keys) whose items are plain, or lists/tuples of plain items. Anything else (or a refusal)
+    takes the full walk, which also finds the path."""
+    t, plain = type(value), _PLAIN
+    if t is dict:
+        items: Any = value.values()
+        for key in value:
+            if type(key) is not str:
+                return False
+    elif t is list or t is tuple:
+        items = value
+    else:
+        return False
+    for item in items:
+        kind = type(item)
+        if kind not in plain:
+            if kind is not tuple and kind is not list:
+                return False
+            for leaf in item:
+                if type(leaf) not in plain:
+                    return False
+    return True
 
 
 def _error(refused: _Refused) -> ValueEncodeError:

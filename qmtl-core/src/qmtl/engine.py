@@ -20,6 +20,7 @@ from qmtl.errors import (
     MissingInputError,
     NodeExecutionError,
     QmtlError,
+    ValueEncodeError,
 )
 from qmtl.state import writer
 
@@ -141,7 +142,10 @@ def execute_plan(
 
 def check_value(node: PlanNode, value: Any) -> None:
     """:func:`qmtl.codec.check`, naming ``node`` and its intervals in the error."""
-    check(value, node=node.name, interval=", ".join(s.interval.value for s in node.series) or None)
+    try:
+        check(value)
+    except ValueEncodeError as error:  # the names are joined only for the error
+        raise error.at(node.name, ", ".join(s.interval.value for s in node.series)) from None
 
 
 def _windows(
