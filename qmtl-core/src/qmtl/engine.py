@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 from qmtl.errors import ConfigurationError, MissingInputError, NodeExecutionError, QmtlError
 
 if TYPE_CHECKING:
-    from qmtl.pipeline import Pipeline
     from qmtl.plan import ExecutionPlan, PlanNode
     from qmtl.state import StateBackend
 
@@ -169,6 +168,14 @@ def check_run_options(plan: ExecutionPlan, ts: Any, timeout: Any) -> None:
             )
 
 
+class Executable(Protocol):
+    """What :meth:`EngineBase.execute_pipeline` runs: a :class:`qmtl.pipeline.Pipeline`."""
+
+    def execute(
+        self, inputs: Mapping[str, Any] | None = None, *, timeout: float | None = None, engine: Any
+    ) -> dict[str, Any]: ...
+
+
 class EngineBase:
     """Seed-compatible conveniences shared by engine implementations."""
 
@@ -176,7 +183,7 @@ class EngineBase:
 
     def execute_pipeline(
         self,
-        pipeline: Pipeline,
+        pipeline: Executable,
         inputs: Mapping[str, Any] | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:

@@ -77,14 +77,14 @@ class NodeExecutionError(QmtlError, RuntimeError):
 class PipelineTimeoutError(QmtlError, TimeoutError):
     """A run exceeded its ``timeout``; ``node`` names the node that was running."""
 
-    def __init__(self, pipeline: str, node: str | None, timeout: float) -> None:
+    def __init__(self, pipeline: str, node: str | None, timeout: float, detail: str = "") -> None:
         self.pipeline = pipeline
         self.node = node
         self.timeout = timeout
         running = f" while node '{node}' was running" if node else ""
         super().__init__(
-            f"Pipeline '{pipeline}' exceeded its timeout of {timeout:g}s{running}; "
-            "raise timeout= or make the node faster"
+            f"Pipeline '{pipeline}' exceeded its timeout of {timeout:g}s{running}"
+            f"{'; ' + detail if detail else ''}; raise timeout= or make the node faster"
         )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from qmtl.errors import (
     CycleError,
@@ -27,8 +27,19 @@ from qmtl.node import Invoker, Node, QueryNode
 from qmtl.selectors import is_deterministic, query_value, select
 from qmtl.state import SeriesKey
 
-if TYPE_CHECKING:
-    from qmtl.pipeline import Pipeline
+
+class PipelineParts(Protocol):
+    """What :func:`compile_pipeline` reads from a pipeline (:class:`qmtl.pipeline.Pipeline`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def nodes(self) -> Mapping[str, Any]: ...
+    @property
+    def query_nodes(self) -> Mapping[str, Any]: ...
+    @property
+    def default_intervals(self) -> NodeStreamSettings | None: ...
+
 
 #: Settings a node gets when neither it nor the pipeline names an interval.
 BUILTIN_DEFAULT = NodeStreamSettings(
@@ -190,7 +201,7 @@ def _find_cycle(waiting: Mapping[str, int], upstreams: Mapping[str, Sequence[str
     return [*cycle, cycle[0]]
 
 
-def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
+def compile_pipeline(pipeline: PipelineParts) -> ExecutionPlan:
     """Validate ``pipeline`` completely and return its plan."""
     nodes: dict[str, Node] = {}
     for key, node in pipeline.nodes.items():

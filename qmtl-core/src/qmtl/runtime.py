@@ -1,53 +1,19 @@
 """Resolving which engine and state backend a run uses — once per run, never per node.
 
-A :class:`Runtime` pairs an engine with a state backend. Pipelines keep the runtimes they have
-used, so repeated runs with the same selection reuse them, and the history API reads the state
-backend the pipeline last ran with.
+A pipeline keeps the engines and state backends its :class:`Resolver` built, so repeated runs
+with the same selection reuse them, and the history API reads the state backend the pipeline
+last ran with.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from qmtl.engine import Engine
 from qmtl.plugins import Plugins, load_plugins
 from qmtl.settings import BackendSelection, QmtlSettings, load_settings
 from qmtl.state import StateBackend
-
-
-@dataclass
-class Runtime:
-    """An engine and the state backend it records into."""
-
-    engine: Engine
-    state: StateBackend
-
-
-@dataclass(frozen=True)
-class Selection:
-    """What a caller asked for; ``None`` fields fall back to settings."""
-
-    engine: str | None = None
-    engine_options: tuple[tuple[str, Any], ...] = ()
-    state: str | None = None
-    state_options: tuple[tuple[str, Any], ...] = ()
-
-    @classmethod
-    def of(
-        cls,
-        engine: str | None,
-        state: str | None,
-        engine_options: Mapping[str, Any] | None = None,
-        state_options: Mapping[str, Any] | None = None,
-    ) -> Selection:
-        return cls(
-            engine,
-            tuple(sorted((engine_options or {}).items())),
-            state,
-            tuple(sorted((state_options or {}).items())),
-        )
 
 
 class Resolver:

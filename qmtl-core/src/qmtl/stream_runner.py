@@ -4,8 +4,8 @@
 :class:`~qmtl.streaming.SourceBucketer` per source, one :class:`~qmtl.streaming.NodeAligner`
 per node and interval, readers and invokers pre-bound) and then does no lookup per event.
 :func:`run_in_process` orders the sources' events (:func:`qmtl.sources.merged_events`) and
-drives it; :class:`OutputStream` is its iterator form, :class:`ThreadedOutputStream` the
-iterator form of any engine's ``run``.
+drives it; :class:`ThreadedOutputStream` is the iterator form of any engine's ``run``
+(``pipeline.stream()``).
 
 Bounded sources (lists, CSV files) are propagated in batches of ``AUTO_BATCH`` events, which
 changes no result (buckets are final or not whatever the batching); live sources go event by
@@ -18,7 +18,6 @@ import inspect
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -309,48 +308,6 @@ def drive(runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]])
     return runner.finish()
 
 
-class OutputStream(Iterator[OutputEvent]):
-    """The notebook form of a run: iterate final buckets as they are produced.
-
-    ``summary`` is set once the iterator is exhausted.
-    """
-
-    def __init__(
-        self, runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]]
-    ) -> None:
-        self.summary: RunSummary | None = None
-        self._buffer: deque[OutputEvent] = deque()
-        user = runner.on_output
-        buffer = self._buffer
-
-        def collect(event: OutputEvent) -> None:
-            buffer.append(event)
-            if user is not None:
-                user(event)
-
-        runner.on_output = collect
-        self._runner = runner
-        self._events = iter(events)
-
-    def __next__(self) -> OutputEvent:
-        buffer = self._buffer
-        while not buffer:
-            if self.summary is not None:
-                raise StopIteration
-            item = next(self._events, None)
-            if item is None:
-                self.summary = self._runner.finish()
-                continue
-            index, ts, value = item
-            if ts is not None:
-                self._runner.on_event(index, ts, value)
-            elif value is None:
-                self._runner.end_source(index)
-            else:
-                self._runner.on_watermark(index, value)
-        return buffer.popleft()
-
-
 def run_in_process(
     plan: ExecutionPlan,
     state: StateBackend,
@@ -377,27 +334,6 @@ def run_in_process(
         plan, state, on_output=on_output, invoke_hook=invoke_hook, engine=engine, batch=batch
     )
     return drive(runner, merged_events(plan, sources=sources, events=events, clock=clock))
-
-
-def stream_in_process(
-    plan: ExecutionPlan,
-    state: StateBackend,
-    *,
-    on_output: Callable[[OutputEvent], None] | None = None,
-    sources: Mapping[str, Any] | None = None,
-    events: Iterable[tuple[str, Any, Any]] | None = None,
-    clock: Callable[[], float] = time.time,
-    invoke_hook: InvokeHook | None = None,
-    engine: str = "local",
-    batch: int | None = None,
-) -> OutputStream:
-    """The iterator form of :func:`run_in_process`; work happens as you iterate."""
-    if batch is None:
-        batch = AUTO_BATCH if all_bounded(plan, sources=sources, events=events) else 1
-    runner = StreamRunner(
-        plan, state, on_output=on_output, invoke_hook=invoke_hook, engine=engine, batch=batch
-    )
-    return OutputStream(runner, merged_events(plan, sources=sources, events=events, clock=clock))
 
 
 class _Stop(Exception):

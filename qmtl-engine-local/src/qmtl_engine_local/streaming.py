@@ -17,7 +17,7 @@ from typing import Any
 
 from qmtl.plan import ExecutionPlan
 from qmtl.state import StateBackend
-from qmtl.stream_runner import OutputStream, run_in_process, stream_in_process
+from qmtl.stream_runner import run_in_process
 from qmtl.streaming import RunSummary
 
 
@@ -25,9 +25,3 @@ def run_stream(plan: ExecutionPlan, state: StateBackend, **options: Any) -> RunS
     """Run ``plan``'s sources to their end; return the :class:`~qmtl.streaming.RunSummary`."""
     options.setdefault("engine", "local")
     return run_in_process(plan, state, **options)
-
-
-def iter_stream(plan: ExecutionPlan, state: StateBackend, **options: Any) -> OutputStream:
-    """The iterator form of :func:`run_stream`; its ``summary`` is set at the end."""
-    options.setdefault("engine", "local")
-    return stream_in_process(plan, state, **options)
