@@ -1321,8 +1321,11 @@ def test_a_bad_csv_row_mid_stream_keeps_only_whole_buckets_before_it(tmp_path: P
         pipeline.run(engine="local", state=state)
     key = pipeline.build().node("px").spec("1m").key
     stored = state.read(key)
-    assert [item["value"] for item in reversed(stored)] == list(range(len(stored)))
-    assert all(item["timestamp"] == 60.0 * (i + 1) for i, item in enumerate(reversed(stored)))
+    # Row i (i = 0..9) is the event (60 i + 1, i): one per minute bucket [60 i, 60 i + 60), which
+    # ends at 60 (i + 1). The last good row (541) moved the watermark to 541, so buckets 0..8
+    # (ends 60..540) were final when line 12 failed; bucket 9 (end 600) was still open, and an
+    # open bucket is never written. Line 13 (901) is never read.
+    assert stored == [{"timestamp": 60.0 * (i + 1), "value": i} for i in range(8, -1, -1)]
 
 
 # ------------------------------------------------------------------------------------ CLI

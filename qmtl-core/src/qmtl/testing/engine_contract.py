@@ -25,15 +25,17 @@ Or override the fixtures to use services (``redis_url`` / ``kafka_bootstrap`` co
 Every test runs a library case (:mod:`qmtl.testing.pipelines`) with
 ``pipeline.run(on_output=..., engine=..., state=..., **run_options)`` and compares with the
 oracle: the same case run by :func:`qmtl.stream_runner.run_in_process` (the local engine's code)
-into a fresh :class:`~qmtl.state.MemoryStateBackend`. Compared: every series' outputs (in
-emission order, which must be bucket order), the final history of every series, and the run
-summary's per-node counts. The arrival-order property (hypothesis) feeds the sources' events
-interleaved at random with ``events=[(source, ts, value), ...]``: an engine must accept that
-option and consume events in that order. The contract deletes each case pipeline's data from the
-state backend before running it, so one backend may serve all tests. ``cases`` restricts the
-cases (each test is generated only for the cases it shares with ``cases``, so a restricted
-subclass shows no skipped tests); ``max_examples`` sizes the property test; ``run_options`` are
-extra options for ``run``.
+into a fresh :class:`~qmtl.state.MemoryStateBackend`, itself checked once per case against
+:mod:`qmtl.testing.reference`, a brute-force evaluator of SPEC §5.2 that shares no code with
+the streaming core (so the local and mock engines are not compared with themselves).
+Compared: every series' outputs (in emission order, which must be bucket order), the final
+history of every series, and the run summary's per-node counts. The arrival-order property
+(hypothesis) feeds the sources' events interleaved at random with ``events=[(source, ts,
+value), ...]``: an engine must accept that option and consume events in that order. The
+contract deletes each case pipeline's data from the state backend before running it, so one
+backend may serve all tests. ``cases`` restricts the cases (each test is generated only for the
+cases it shares with ``cases``, so a restricted subclass shows no skipped tests);
+``max_examples`` sizes the property test; ``run_options`` are extra options for ``run``.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ from qmtl.pipeline import Pipeline
 from qmtl.state import MemoryStateBackend, StateBackend
 from qmtl.stream_runner import run_in_process
 from qmtl.streaming import OutputEvent
-from qmtl.testing.pipelines import CASES, FAIL_AT, Case, events_of
+from qmtl.testing import reference
+from qmtl.testing.pipelines import BASE, CASES, FAIL_AT, Case, events_of
 
 Outputs = dict[tuple[str, str], list[tuple[float, Any]]]
 PASSING = [name for name, case in CASES.items() if case.fails is None]
@@ -117,8 +120,22 @@ _ORACLES: dict[str, Oracle] = {}
 
 
 def oracle(name: str) -> Oracle:
+    """The oracle of case ``name``, checked once against the independent brute-force
+    evaluator (:mod:`qmtl.testing.reference`), so no engine, the local one included, is only
+    ever compared with its own code."""
     if name not in _ORACLES:
-        _ORACLES[name] = Oracle(CASES[name])
+        found = Oracle(CASES[name])
+        expected = reference.evaluate(CASES[name].build())
+        for what, ours, theirs in (
+            ("outputs", found.outputs, expected.outputs),
+            ("history", found.history, expected.history),
+            ("counts", counts(found.summary), expected.counts),
+        ):
+            assert ours == theirs, (
+                f"case {name!r}: the local engine's {what} differ from the independent "
+                f"evaluator's (qmtl.testing.reference):\n{ours}\n!=\n{theirs}"
+            )
+        _ORACLES[name] = found
     return _ORACLES[name]
 
 
@@ -226,8 +243,13 @@ class EngineContract:
         assert caught.value.node == case.fails
         assert "explode" in str(caught.value)
         written = history(self.build(case), contract_state)[(case.fails or "", "1m")]
-        assert all(value < FAIL_AT * 10 for _ts, value in written)
-        assert len(written) <= FAIL_AT
+        # Counter event i is (BASE + 60 i + 1, i): one per minute bucket, which ends at
+        # BASE + 60 (i + 1). explode(i) = 10 i until i reaches FAIL_AT (7), where it raises. Its
+        # buckets before the failing one stay (SPEC §5.2 failure policy), the failing one and
+        # nothing after it is written: exactly buckets 0..6, newest first.
+        assert written == [
+            (float(BASE + 60 * (i + 1)), i * 10.0) for i in range(int(FAIL_AT) - 1, -1, -1)
+        ]
 
     @over(*MULTI_SOURCE)
     def test_arrival_order_across_sources_never_changes_outputs(
