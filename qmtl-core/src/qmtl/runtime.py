@@ -7,10 +7,12 @@ last ran with.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from typing import Any
 
 from qmtl.engine import Engine
+from qmtl.errors import ConfigurationError
 from qmtl.plugins import Plugins, load_plugins
 from qmtl.settings import BackendSelection, QmtlSettings, load_settings
 from qmtl.state import StateBackend
@@ -33,9 +35,11 @@ class Resolver:
     def plugins(self) -> Plugins:
         if self._plugins is None:
             settings = self.settings
-            self._plugins = load_plugins(
+            plugins = load_plugins(
                 autoload=settings.plugin_autoload, disabled=settings.disable_plugins
             )
+            check_variables(settings, plugins)
+            self._plugins = plugins
         return self._plugins
 
     def engine(self, kind: str | None, options: Mapping[str, Any]) -> Engine:
@@ -53,3 +57,32 @@ class Resolver:
         if kind is None or kind == configured.kind:
             return configured
         return BackendSelection(kind=kind)
+
+
+def check_variables(settings: QmtlSettings, plugins: Plugins) -> None:
+    """Refuse ``QMTL_*`` variables that miss an installed kind by a typo, now that the kinds are
+    known: ``QMTL_KAFAK__BOOTSTRAP_SERVERS`` (a kind close to ``kafka``) and
+    ``QMTL_KAFKA_BOOTSTRAP_SERVERS`` (one underscore before an option of ``kafka``). Variables
+    far from every kind are left alone: they may be another tool's, or an absent plugin's."""
+    registrations = {r.kind: r for r in plugins.registrations()}
+    for kind, names in settings.env_kinds.items():
+        if kind in registrations:
+            continue
+        close = difflib.get_close_matches(kind, list(registrations), n=1, cutoff=0.75)
+        if close:
+            option = names[0].partition("__")[2]
+            raise ConfigurationError(
+                f"{names[0]} names kind '{kind}', which no installed plugin registers; did you "
+                f"mean QMTL_{close[0].upper()}__{option}? (installed kinds: "
+                f"{', '.join(sorted(registrations))})"
+            )
+    for name in settings.other_variables:
+        rest = name[len("QMTL_") :]
+        for kind, registration in registrations.items():
+            stem = f"{kind.upper()}_"
+            option = rest[len(stem) :].lower()
+            if rest.startswith(stem) and option in registration.settings_model.model_fields:
+                raise ConfigurationError(
+                    f"{name} is not read: an option of kind '{kind}' takes two underscores "
+                    f"after the kind; did you mean QMTL_{kind.upper()}__{option.upper()}?"
+                )
