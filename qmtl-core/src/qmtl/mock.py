@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from qmtl.engine import EngineBase, execute_plan
+from qmtl.errors import UnknownNodeError
 
 if TYPE_CHECKING:
     from qmtl.plan import ExecutionPlan, PlanNode
@@ -29,7 +31,9 @@ class MockExecutionEngine(EngineBase):
 
     A mock value that is callable is called with the node's upstream values instead of the
     node's function. ``calls[name]`` lists the inputs (``{upstream: value}``) of each call of
-    each node, mocked or not.
+    each node, mocked or not. A mock naming a node the pipeline does not have is an
+    :class:`~qmtl.errors.UnknownNodeError` when the pipeline runs (a typo would otherwise let
+    the real node run).
     """
 
     name = "mock"
@@ -59,7 +63,20 @@ class MockExecutionEngine(EngineBase):
         ts: float | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
+        self.check_mocks(plan)
         return execute_plan(plan, state, inputs=inputs, ts=ts, invoke_hook=self._invoke)
+
+    def check_mocks(self, plan: ExecutionPlan) -> None:
+        """Refuse mocks of nodes ``plan`` does not have, suggesting the closest name."""
+        for name in self.mocks:
+            if name in plan.by_name:
+                continue
+            close = difflib.get_close_matches(name, list(plan.by_name), n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise UnknownNodeError(
+                f"MockExecutionEngine mocks node '{name}', which pipeline '{plan.pipeline}' does "
+                f"not have; {hint}its nodes are {sorted(plan.by_name)}"
+            )
 
     def run(self, plan: ExecutionPlan, *, state: StateBackend, **options: Any) -> Any:
         """Stream the sources to their end as the local engine does, with mocks applied.
@@ -72,6 +89,7 @@ class MockExecutionEngine(EngineBase):
         from qmtl.sources import source_events
         from qmtl.stream_runner import run_in_process
 
+        self.check_mocks(plan)
         mocked = {
             n.name: self.mocks[n.name]
             for n in plan.nodes
