@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from qmtl.deadline import run_with_deadline
 from qmtl.engine import EngineBase, execute_plan
 from qmtl.errors import UnknownNodeError
 
 if TYPE_CHECKING:
     from qmtl.plan import ExecutionPlan, PlanNode
     from qmtl.state import StateBackend
+    from qmtl.streaming import OutputEvent, RunSummary
 
 
 class MockEngineSettings(BaseModel):
@@ -64,7 +67,20 @@ class MockExecutionEngine(EngineBase):
         timeout: float | None = None,
     ) -> dict[str, Any]:
         self.check_mocks(plan)
-        return execute_plan(plan, state, inputs=inputs, ts=ts, invoke_hook=self._invoke)
+        if timeout is None:
+            return execute_plan(plan, state, inputs=inputs, ts=ts, invoke_hook=self._invoke)
+        return run_with_deadline(
+            plan.pipeline,
+            timeout,
+            lambda deadline: execute_plan(
+                plan,
+                deadline.state(state),
+                inputs=inputs,
+                ts=ts,
+                invoke_hook=self._invoke,
+                on_node=deadline.on_node,
+            ),
+        )
 
     def check_mocks(self, plan: ExecutionPlan) -> None:
         """Refuse mocks of nodes ``plan`` does not have, suggesting the closest name."""
@@ -78,7 +94,18 @@ class MockExecutionEngine(EngineBase):
                 f"not have; {hint}its nodes are {sorted(plan.by_name)}"
             )
 
-    def run(self, plan: ExecutionPlan, *, state: StateBackend, **options: Any) -> Any:
+    def run(
+        self,
+        plan: ExecutionPlan,
+        *,
+        state: StateBackend,
+        on_output: Callable[[OutputEvent], None] | None = None,
+        sources: Mapping[str, Any] | None = None,
+        events: Iterable[tuple[str, Any, Any]] | None = None,
+        clock: Callable[[], float] = time.time,
+        timeout: float | None = None,
+        batch: int | None = None,
+    ) -> RunSummary:
         """Stream the sources to their end as the local engine does, with mocks applied.
 
         A mocked processing node's value (or ``mock(*inputs)``) replaces each bucket it
@@ -95,8 +122,7 @@ class MockExecutionEngine(EngineBase):
             for n in plan.nodes
             if not n.upstreams and n.name in self.mocks
         }
-        events = options.pop("events", None)
-        sources = dict(options.pop("sources", None) or {})
+        sources = dict(sources or {})
         if events is not None:
             events = [
                 (name, ts, _value_of(mocked[name]) if name in mocked else value)
@@ -110,9 +136,17 @@ class MockExecutionEngine(EngineBase):
                 # bounded data stays a list (batched like the local engine); a feed stays lazy
                 bounded = isinstance(raw, list | tuple) or getattr(raw, "bounded", False)
                 sources[name] = list(replaced) if bounded else replaced
-        options.setdefault("engine", self.name)
         return run_in_process(
-            plan, state, sources=sources, events=events, invoke_hook=self._invoke, **options
+            plan,
+            state,
+            on_output=on_output,
+            sources=sources,
+            events=events,
+            clock=clock,
+            invoke_hook=self._invoke,
+            engine=self.name,
+            batch=batch,
+            timeout=timeout,
         )
 
 

@@ -24,6 +24,72 @@ class Resolver:
     def __init__(self, settings: QmtlSettings | None = None) -> None:
         self._settings = settings
         self._plugins: Plugins | None = None
+        self._engines: dict[tuple[str | None, str], Engine] = {}
+        self._states: dict[tuple[str | None, str], StateBackend] = {}
+
+    def select(
+        self,
+        engine: str | Engine | None,
+        state: str | StateBackend | None,
+        engine_options: Mapping[str, Any] | None,
+        state_options: Mapping[str, Any] | None,
+        *,
+        test_mode: bool = False,
+        parallel: bool = False,
+        brokers: str | None = None,
+        redis_uri: str | None = None,
+        last_state: StateBackend | None = None,
+    ) -> tuple[Engine, StateBackend]:
+        """The engine and state backend of a run (built once per selection, then reused).
+
+        Seed keywords: ``test_mode`` means the local engine, ``parallel`` the Kafka engine with
+        Redis state, ``brokers`` / ``redis_uri`` their addresses. With no state asked for, the
+        pipeline's ``last_state`` is reused, so history reads what the last run wrote.
+        """
+        engine_options = dict(engine_options or {})
+        state_options = dict(state_options or {})
+        if test_mode and engine is None:
+            engine = "local"
+        if parallel and engine is None:
+            engine = "kafka"
+        if brokers is not None:
+            engine_options.setdefault("bootstrap_servers", brokers)
+        if redis_uri is not None:
+            state = "redis" if state is None else state
+            state_options.setdefault("url", redis_uri)
+        if parallel and state is None:
+            state = "redis"
+        return self.engine_for(engine, engine_options), self.state_for(
+            state, state_options, last_state
+        )
+
+    def engine_for(self, engine: str | Engine | None, options: dict[str, Any]) -> Engine:
+        """``engine`` itself when it is an object, else the cached engine of that kind."""
+        if engine is not None and not isinstance(engine, str):
+            return engine
+        key = (engine, repr(sorted(options.items())))
+        found = self._engines.get(key)
+        if found is None:
+            found = self._engines[key] = self.engine(engine, options)
+        return found
+
+    def state_for(
+        self,
+        state: str | StateBackend | None,
+        options: dict[str, Any],
+        last_state: StateBackend | None = None,
+    ) -> StateBackend:
+        """``state`` itself when it is an object, ``last_state`` when nothing is asked for,
+        else the cached backend of that kind."""
+        if state is not None and not isinstance(state, str):
+            return state
+        if state is None and not options and last_state is not None:
+            return last_state
+        key = (state, repr(sorted(options.items())))
+        found = self._states.get(key)
+        if found is None:
+            found = self._states[key] = self.state(state, options)
+        return found
 
     @property
     def settings(self) -> QmtlSettings:

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from qmtl.errors import SourceError
+from qmtl.errors import QmtlError, SourceError, SourceExecutionError
 
 if TYPE_CHECKING:
     from qmtl.plan import ExecutionPlan
@@ -83,21 +83,26 @@ def _is_pair(item: Any) -> bool:
 
 def _normalise(items: Iterable[Any], name: str, clock: Callable[[], float]) -> Iterator[Event]:
     where = f"source '{name}'"
-    for item in items:
-        # The common case (a (float|int, value) tuple) is checked inline: this runs per event.
-        if type(item) is tuple and len(item) == 2:
-            ts = item[0]
-            kind = type(ts)
-            if (kind is float or kind is int) and ts == ts and ts not in _INF:
-                yield item
+    try:
+        for item in items:
+            # The common case (a (float|int, value) tuple) is checked inline: this runs per event.
+            if type(item) is tuple and len(item) == 2:
+                ts = item[0]
+                kind = type(ts)
+                if (kind is float or kind is int) and ts == ts and ts not in _INF:
+                    yield item
+                    continue
+                if _is_pair(item):
+                    yield to_timestamp(ts, where), item[1]
+                    continue
+            if type(item) is Watermark:
+                yield item.ts, item
                 continue
-            if _is_pair(item):
-                yield to_timestamp(ts, where), item[1]
-                continue
-        if type(item) is Watermark:
-            yield item.ts, item
-            continue
-        yield clock(), item
+            yield clock(), item
+    except QmtlError:
+        raise
+    except Exception as error:  # the source's own code failed while producing an event
+        raise SourceExecutionError(name, error) from error
 
 
 _INF = (math.inf, -math.inf)
@@ -110,9 +115,9 @@ def source_events(
     if source is None:
         return iter(())
     if hasattr(source, "events") and callable(source.events):
-        return _normalise(source.events(), name, clock)
+        return _normalise(_call(source.events, name), name, clock)
     if callable(source):
-        produced = source()
+        produced = _call(source, name)
         if _is_stream(produced):
             return _normalise(produced, name, clock)
         return iter(((clock(), produced),))
@@ -122,6 +127,15 @@ def source_events(
         f"source '{name}' is {type(source).__name__}; give an iterable of (ts, value) pairs, "
         "a callable or a SourceProcessor"
     )
+
+
+def _call(function: Callable[[], Any], name: str) -> Any:
+    try:
+        return function()
+    except QmtlError:
+        raise
+    except Exception as error:  # the source's own code failed
+        raise SourceExecutionError(name, error) from error
 
 
 def _is_stream(obj: Any) -> bool:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from qmtl.errors import IntervalError, NodeExecutionError
+from qmtl.errors import IntervalError, NodeExecutionError, StateBackendError
 from qmtl.sources import all_bounded, merged_events
 from qmtl.streaming import (
     END,
@@ -216,11 +216,16 @@ class StreamRunner:
         write, on_output = self.state.write, self.on_output
         key, seconds = series.key, series.seconds
         max_items, ttl = series.max_items, series.ttl
-        for b, value in buckets:
-            end = (b + 1) * seconds
-            write(key, end, value, max_items=max_items, ttl=ttl)
-            if on_output is not None:
-                on_output(OutputEvent(series.name, series.interval, end, value, b))
+        try:
+            for b, value in buckets:
+                end = (b + 1) * seconds
+                write(key, end, value, max_items=max_items, ttl=ttl)
+                if on_output is not None:
+                    on_output(OutputEvent(series.name, series.interval, end, value, b))
+        except StateBackendError as error:  # the backend knows the node only by its id
+            raise StateBackendError(
+                f"Node '{series.name}' at {series.interval}: {error}"
+            ) from error
         series.count += len(buckets)
 
 
@@ -319,6 +324,7 @@ def run_in_process(
     invoke_hook: InvokeHook | None = None,
     engine: str = "local",
     batch: int | None = None,
+    timeout: float | None = None,
 ) -> RunSummary:
     """Run ``plan``'s sources to their end in this process (the local engine's semantics).
 
@@ -326,14 +332,34 @@ def run_in_process(
     arrival order) replaces all of them; ``clock`` stamps values that come without a ts.
     ``batch`` propagates source buckets every that many events (default: ``AUTO_BATCH`` when
     every source's data is at hand, else 1 so live outputs are never held back); results do
-    not depend on it.
+    not depend on it. ``timeout`` bounds the whole run (:mod:`qmtl.deadline`: the run moves to
+    a worker thread, which also calls ``on_output``).
     """
     if batch is None:
         batch = AUTO_BATCH if all_bounded(plan, sources=sources, events=events) else 1
-    runner = StreamRunner(
-        plan, state, on_output=on_output, invoke_hook=invoke_hook, engine=engine, batch=batch
+    merged = merged_events(plan, sources=sources, events=events, clock=clock)
+    if timeout is None:
+        runner = StreamRunner(
+            plan, state, on_output=on_output, invoke_hook=invoke_hook, engine=engine, batch=batch
+        )
+        return drive(runner, merged)
+    from qmtl.deadline import run_with_deadline
+
+    return run_with_deadline(
+        plan.pipeline,
+        timeout,
+        lambda deadline: drive(
+            StreamRunner(
+                plan,
+                deadline.state(state),
+                on_output=deadline.output(on_output),
+                invoke_hook=deadline.hook(invoke_hook),
+                engine=engine,
+                batch=batch,
+            ),
+            deadline.events(merged),
+        ),
     )
-    return drive(runner, merged_events(plan, sources=sources, events=events, clock=clock))
 
 
 class _Stop(Exception):

@@ -99,9 +99,7 @@ class KafkaEngine(EngineBase):
         return {s: partitions.get(topics.inputs[s], 1) for s in sources}
 
     # -- streaming -------------------------------------------------------------------------
-    # EngineBase.run takes **options; this engine names the ones it knows, so a misspelt option
-    # is a TypeError here instead of being ignored.
-    def run(  # type: ignore[override]
+    def run(
         self,
         plan: ExecutionPlan,
         *,

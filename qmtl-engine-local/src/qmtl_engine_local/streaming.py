@@ -6,9 +6,10 @@ suites); this module is the local engine's entry to them.
 Sources are ordered by :func:`qmtl.sources.merged_events`: the earliest head first (ties by
 plan order), each source read lazily at its own pace and flushed as soon as it ends.
 
-Options of ``pipeline.run(...)`` on the local engine: ``on_output``, ``sources`` (replace named
-sources' inputs), ``events`` (``(source, ts, value)`` in arrival order, replacing all sources),
-``clock`` (stamps values that come without a ts).
+Options of ``pipeline.run(...)`` on the local engine: those every engine takes (``on_output``,
+``sources`` replacing named sources' inputs, ``events`` as ``(source, ts, value)`` in arrival
+order replacing all sources, ``clock`` stamping values that come without a ts, ``timeout``
+bounding the whole run: :mod:`qmtl.deadline`), and ``batch``.
 """
 
 from __future__ import annotations

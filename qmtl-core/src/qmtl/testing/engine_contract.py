@@ -48,13 +48,27 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qmtl.errors import NodeExecutionError
+from qmtl.errors import (
+    ConfigurationError,
+    NodeExecutionError,
+    PipelineTimeoutError,
+    SourceExecutionError,
+)
 from qmtl.pipeline import Pipeline
 from qmtl.state import MemoryStateBackend, StateBackend
 from qmtl.stream_runner import run_in_process
 from qmtl.streaming import OutputEvent
 from qmtl.testing import reference
-from qmtl.testing.pipelines import BASE, CASES, FAIL_AT, Case, events_of
+from qmtl.testing.pipelines import (
+    BASE,
+    CASES,
+    FAIL_AT,
+    SLOW_S,
+    Case,
+    broken_feed,
+    events_of,
+    slow,
+)
 
 Outputs = dict[tuple[str, str], list[tuple[float, Any]]]
 PASSING = [name for name, case in CASES.items() if case.fails is None]
@@ -250,6 +264,39 @@ class EngineContract:
         assert written == [
             (float(BASE + 60 * (i + 1)), i * 10.0) for i in range(int(FAIL_AT) - 1, -1, -1)
         ]
+
+    def test_an_unknown_run_option_is_refused_naming_it(
+        self, contract_engine: Any, contract_state: Any
+    ) -> None:
+        pipeline = self.build(CASES["chain"])
+        with pytest.raises(ConfigurationError) as caught:
+            pipeline.run(
+                engine=contract_engine, state=contract_state, **{**self.run_options, "timout": 5}
+            )
+        assert "'timout'" in str(caught.value) and "did you mean 'timeout'" in str(caught.value)
+
+    def test_timeout_bounds_a_run(self, contract_engine: Any, contract_state: Any) -> None:
+        """``timeout=`` is one of the options every engine takes: a run that outlasts it raises
+        PipelineTimeoutError (its node sleeps SLOW_S per bucket, six buckets)."""
+        pipeline = self.build(Case("slow", slow))
+        _clean(pipeline, contract_state)
+        with pytest.raises(PipelineTimeoutError) as caught:
+            pipeline.run(
+                engine=contract_engine,
+                state=contract_state,
+                **{**self.run_options, "timeout": SLOW_S},
+            )
+        assert caught.value.pipeline == pipeline.name and caught.value.timeout == SLOW_S
+
+    def test_a_failing_source_is_named_with_its_error_chained(
+        self, contract_engine: Any, contract_state: Any
+    ) -> None:
+        pipeline = self.build(Case("broken_feed", broken_feed))
+        _clean(pipeline, contract_state)
+        with pytest.raises(SourceExecutionError) as caught:
+            pipeline.run(engine=contract_engine, state=contract_state, **self.run_options)
+        assert caught.value.node == "feed" and "Source 'feed'" in str(caught.value)
+        assert isinstance(caught.value.__cause__, ConnectionError)
 
     @over(*MULTI_SOURCE)
     def test_arrival_order_across_sources_never_changes_outputs(
