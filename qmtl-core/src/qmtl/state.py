@@ -113,6 +113,9 @@ class MemoryStateBackend:
     """
 
     name = "memory"
+    #: Its data lives only as long as this process (``qmtl history`` in a new process cannot
+    #: read it); a backend other processes can read leaves this out or sets it False.
+    in_process = True
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._series: dict[SeriesKey, _Series] = {}
