@@ -227,6 +227,12 @@ def compile_pipeline(pipeline: PipelineParts) -> ExecutionPlan:
             )
         if key in nodes:
             raise DuplicateNodeError(f"'{key}' is both a node and a query node; rename one")
+        for candidate in query.candidates or ():
+            if candidate not in nodes:
+                raise UnknownUpstreamError(
+                    f"Query node '{key}' names upstream '{candidate}', which is not a node of "
+                    f"pipeline '{pipeline.name}' (a query matches nodes; nodes: {sorted(nodes)})"
+                )
         queries[key] = query
 
     defaults = pipeline.default_intervals
@@ -372,6 +378,10 @@ def resolve_queries(
             candidates[qname] &= by_entry[(query.interval, query.period)]
     for qname, found in candidates.items():
         result[qname] = [names[p] for p in sorted(found)]
+    for qname, query in queries.items():
+        if query.candidates is not None:  # upstreams=: only those nodes may match
+            allowed = set(query.candidates)
+            result[qname] = [name for name in result[qname] if name in allowed]
     return {qname: result[qname] for qname in queries}
 
 
@@ -419,7 +429,10 @@ def _query_settings(
     matched: Sequence[NodeStreamSettings | None],
     defaults: NodeStreamSettings | None,
 ) -> NodeStreamSettings:
-    """A query node keeps its value at its ``interval``, else at the intervals all matches share."""
+    """A query node keeps its value at its own ``stream_settings``, else at its ``interval``,
+    else at the intervals all matches share."""
+    if query.declared_stream_settings is not None:
+        return merge_settings(query.name, query.declared_stream_settings, defaults)
     if query.interval is not None:
         wanted = [query.interval]
     elif matched:
@@ -448,8 +461,8 @@ def _check_interval_coverage(
     queries: Mapping[str, QueryNode],
 ) -> None:
     for name in order:
-        if name in queries:
-            continue
+        if name in queries and queries[name].declared_stream_settings is None:
+            continue  # derived from its matches (see _query_settings)
         for upstream in upstreams[name]:
             theirs = effective[upstream].intervals
             for interval in effective[name].intervals:

@@ -5,6 +5,8 @@ A source yields events ``(ts, value)``: ``ts`` is event time in epoch seconds (i
 ``source`` may be, in streaming:
 
 - a :class:`SourceProcessor` (anything with ``events()``), e.g. :class:`FileSourceProcessor`;
+- an object with ``fetch()`` (the earlier SDK's source processors): read once per run, like a
+  callable;
 - an iterable or generator of ``(ts, value)`` pairs, or of plain values, which are stamped with
   the wall-clock time they are read (ingestion time, for live feeds; give ``ts`` for
   backtests). A value that is itself a 2-tuple with a number first must be wrapped as
@@ -31,7 +33,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 from qmtl.errors import QmtlError, SourceError, SourceExecutionError
 
@@ -53,12 +55,17 @@ class Watermark:
         return f"Watermark({self.ts!r})"
 
 
-@runtime_checkable
-class SourceProcessor(Protocol):
-    """A user-defined source: ``events()`` yields ``(ts, value)`` pairs in the order they
-    arrive. ``latest()``, when present, gives the value of a one-shot ``execute``."""
+class SourceProcessor:
+    """Base class of user-defined sources (subclassing it is optional: any object with these
+    methods works). Implement one of:
 
-    def events(self) -> Iterable[Event]: ...
+    - ``events()``: yields ``(ts, value)`` pairs in the order they arrive (a stream); a
+      one-shot ``execute`` takes the last one, or ``latest()`` when defined;
+    - ``fetch()``: the earlier SDK's form, a live read of the current value. A one-shot
+      ``execute`` calls it once per run; a streaming run calls it once too and treats the
+      result like a callable source's (one event stamped with the time it was read, or, if it
+      returns an iterable, those events).
+    """
 
 
 def to_timestamp(ts: Any, where: str) -> float:
@@ -116,8 +123,9 @@ def source_events(
         return iter(())
     if hasattr(source, "events") and callable(source.events):
         return _normalise(_call(source.events, name), name, clock)
-    if callable(source):
-        produced = _call(source, name)
+    fetch = getattr(source, "fetch", None)
+    if callable(source) or callable(fetch):
+        produced = _call(source if fetch is None or callable(source) else fetch, name)
         if _is_stream(produced):
             return _normalise(produced, name, clock)
         return iter(((clock(), produced),))
