@@ -4,15 +4,14 @@ LocalExecutionEngine comes from qmtl-engine-local, imported on first use; when i
 installed, the error names the package to install.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from qmtl_engine_local import LocalExecutionEngine
-
-__all__ = ["LocalExecutionEngine"]
+#: Resolved on first use by ``__getattr__`` (the class lives in another distribution).
+PROVIDES = ("LocalExecutionEngine",)
+__all__ = list(PROVIDES)
 
 
 def __getattr__(name: str) -> Any:
     from qmtl.sdk.execution import provided
 
-    return provided(__name__, name, tuple(__all__))
+    return provided(__name__, name, PROVIDES)

@@ -4,15 +4,14 @@ StateManager comes from qmtl-state-redis, imported on first use; when it is not
 installed, the error names the package to install.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from qmtl_state_redis import StateManager
-
-__all__ = ["StateManager"]
+#: Resolved on first use by ``__getattr__`` (the class lives in another distribution).
+PROVIDES = ("StateManager",)
+__all__ = list(PROVIDES)
 
 
 def __getattr__(name: str) -> Any:
     from qmtl.sdk.execution import provided
 
-    return provided(__name__, name, tuple(__all__))
+    return provided(__name__, name, PROVIDES)

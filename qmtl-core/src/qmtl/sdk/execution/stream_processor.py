@@ -4,15 +4,14 @@ StreamProcessor comes from qmtl-engine-kafka, imported on first use; when it is 
 installed, the error names the package to install.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from qmtl_engine_kafka import StreamProcessor
-
-__all__ = ["StreamProcessor"]
+#: Resolved on first use by ``__getattr__`` (the class lives in another distribution).
+PROVIDES = ("StreamProcessor",)
+__all__ = list(PROVIDES)
 
 
 def __getattr__(name: str) -> Any:
     from qmtl.sdk.execution import provided
 
-    return provided(__name__, name, tuple(__all__))
+    return provided(__name__, name, PROVIDES)
