@@ -236,6 +236,12 @@ WRONG = {
                                  "sasl_username"),
     "kafka-untrusted-ca": ("kafka", {"ssl_ca_location": "UNTRUSTED"}, "BrokerRefusedError",
                            "ssl_ca_location"),
+    "kafka-host-not-in-the-certificate": (
+        "kafka",
+        {"bootstrap_servers": "OTHER-HOST"},
+        "BrokerRefusedError",
+        "name the host",
+    ),
     "kafka-no-tls-to-the-tls-listener": (
         "kafka",
         {"security_protocol": "SASL_PLAINTEXT", "connect_timeout_s": 3},
@@ -248,6 +254,12 @@ WRONG = {
                              "StateBackendError", "QMTL_REDIS__USERNAME"),
     "redis-untrusted-ca": ("redis", {"ssl_ca_certs": "UNTRUSTED"}, "StateBackendError",
                            "ssl_ca_certs"),
+    "redis-host-not-in-the-certificate": (
+        "redis",
+        {"url": "OTHER-HOST"},
+        "StateBackendError",
+        "does not name the host",
+    ),
     "redis-plain-to-the-tls-port": ("redis", {"url": "PLAIN"}, "StateBackendError",
                                     "rediss://"),
 }  # fmt: skip
@@ -269,6 +281,12 @@ def test_a_wrong_credential_fails_fast_with_a_clear_error_and_no_secret(
         "nobody": "nobody-" + secrets.token_hex(4),
         "PLAIN": secure_redis["url"].replace("rediss://", "redis://"),
     }
+    # 127.1 is 127.0.0.1 to the resolver, but a name neither certificate lists.
+    other_host = {
+        "kafka": secure_kafka["bootstrap"].replace("127.0.0.1", "127.1"),
+        "redis": secure_redis["url"].replace("127.0.0.1", "127.1"),
+    }
+    substitutes["OTHER-HOST"] = other_host[server]
     changes = {k: substitutes.get(v, v) if isinstance(v, str) else v for k, v in changes.items()}
     engine_options = kafka_options(secure_kafka, **(changes if server == "kafka" else {}))
     state_options = redis_options(secure_redis, **(changes if server == "redis" else {}))
@@ -293,7 +311,7 @@ def test_a_wrong_credential_fails_fast_with_a_clear_error_and_no_secret(
     assert elapsed < limit, f"{case}: refused only after {elapsed:.1f}s"
     if server == "redis":
         assert isinstance(error, StateBackendError)
-        assert secure_redis["url"].split("://")[1] in str(error)  # names the server
+        assert state_options["url"].split("://")[1] in str(error)  # names the server
     assert_secret_free(
         [wrong, secure_kafka["password"], secure_redis["password"]],
         exception_text(error),
@@ -409,3 +427,82 @@ def test_qmtl_worker_with_a_wrong_password_exits_non_zero_with_one_line_error(
     assert "Traceback" not in text
     assert elapsed < 20, f"the worker took {elapsed:.1f}s to give up"
     assert_secret_free([wrong, secure_kafka["password"], secure_redis["password"]], text)
+
+
+# ------------------------------------------------------------------------- the documents
+
+ROOT = SCRIPTS.parent
+OPERATIONS = ROOT / "docs" / "operations.md"
+
+
+def test_the_operations_guide_security_example_runs(
+    secure_kafka: dict[str, str], secure_redis: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/operations.md's Python example, with its placeholders pointed at the test servers."""
+    from readme_blocks import block_containing
+
+    code = block_containing(OPERATIONS, "secure_demo")
+    for placeholder, value in {
+        '"broker1:9093"': repr(secure_kafka["bootstrap"]),
+        '"sasl_username": "qmtl"': f'"sasl_username": {secure_kafka["username"]!r}',
+        '"ssl_ca_location": "/etc/qmtl/ca.pem"': f'"ssl_ca_location": {secure_kafka["ca"]!r}',
+        '"rediss://redis.internal:6380/0"': repr(secure_redis["url"]),
+        '"username": "qmtl"': f'"username": {secure_redis["username"]!r}',
+        '"ssl_ca_certs": "/etc/qmtl/ca.pem"': f'"ssl_ca_certs": {secure_redis["ca"]!r}',
+    }.items():
+        assert placeholder in code, placeholder
+        code = code.replace(placeholder, value)
+    monkeypatch.setenv("KAFKA_PASSWORD", secure_kafka["password"])
+    monkeypatch.setenv("REDIS_PASSWORD", secure_redis["password"])
+    exec(compile(code, str(OPERATIONS), "exec"), {"__name__": "operations_md"})
+
+
+def test_the_documented_redis_acl_is_the_one_the_tests_run_with() -> None:
+    acl = " ".join(_script("_redis_tls").QMTL_ACL)
+    rule = f"ACL SETUSER qmtl on >PASSWORD {acl}"
+    for document in (OPERATIONS, ROOT / "qmtl-state-redis" / "README.md"):
+        assert rule in document.read_text(encoding="utf-8"), document
+
+
+def test_services_py_redis_tls_exports_a_tls_only_server_with_an_acl_user(tmp_path: Path) -> None:
+    """`scripts/services.py --redis-tls -- CMD`: CMD gets the four variables, the server takes
+    TLS with the ACL user and nothing else, and is gone when CMD ends."""
+    check = (
+        "import os, redis\n"
+        "url = os.environ['QMTL_TEST_REDIS_TLS_URL']\n"
+        "ca = os.environ['QMTL_TEST_REDIS_TLS_CA']\n"
+        "user = redis.Redis.from_url(url, ssl_ca_certs=ca,\n"
+        "    username=os.environ['QMTL_TEST_REDIS_TLS_USERNAME'],\n"
+        "    password=os.environ['QMTL_TEST_REDIS_TLS_PASSWORD'])\n"
+        "assert user.ping()\n"
+        "try:\n"
+        "    redis.Redis.from_url(url, ssl_ca_certs=ca).ping()\n"
+        "    raise SystemExit('anonymous client admitted')\n"
+        "except redis.AuthenticationError:\n"
+        "    pass\n"
+        "print(url)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in REDIS_VARS.values()}
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / "services.py"), "--redis-tls", "--", sys.executable, "-c",
+         check],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )  # fmt: skip
+    if (
+        done.returncode != 0
+        and "cannot" in done.stderr.lower()
+        and "redis-tls: ready" not in (done.stderr)
+    ):
+        _unavailable(f"services.py --redis-tls could not start: {done.stderr[-2000:]}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    url = done.stdout.strip()
+    assert url.startswith("rediss://127.0.0.1:")
+    assert "redis-tls: stopped" in done.stderr
+    import redis
+
+    with pytest.raises(redis.ConnectionError):  # stopped with CMD
+        redis.Redis.from_url(url, ssl_cert_reqs="none", socket_connect_timeout=1).ping()

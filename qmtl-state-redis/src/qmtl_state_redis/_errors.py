@@ -21,6 +21,11 @@ def fix_for(error: Exception) -> str:
             "qmtl-state-redis's README (keys ~qmtl*, +@read +@write +@scripting "
             "+@connection +info)"
         )
+    if isinstance(error, redis.ConnectionError) and "hostname mismatch" in detail:
+        return (
+            "the server's TLS certificate does not name the host in the URL: connect by a name "
+            "or address the certificate lists, or have the certificate re-issued for it"
+        )
     if isinstance(error, redis.ConnectionError) and any(m in detail for m in _TLS_MARKERS):
         return (
             "the TLS handshake failed: with rediss:// point ssl_ca_certs "

@@ -322,6 +322,8 @@ class RedisStateBackend:
             options["password"] = settings.password.get_secret_value()
         if settings.url.startswith("rediss://"):
             options["ssl_cert_reqs"] = settings.ssl_cert_reqs
+            # The host name is part of the check (redis-py before 6 did not check it by default).
+            options["ssl_check_hostname"] = settings.ssl_cert_reqs == "required"
             if settings.ssl_ca_certs is not None:
                 options["ssl_ca_certs"] = settings.ssl_ca_certs
         try:
