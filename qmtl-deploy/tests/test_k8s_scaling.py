@@ -335,3 +335,22 @@ def test_qmtl_deploy_k8s_worker_refuses_with_one_line(args: list[str], message: 
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and message in errors[0], result.output
     assert "Traceback" not in result.output
+
+
+def test_the_readme_scaling_example_runs(
+    capsys: pytest.CaptureFixture[str], assert_valid_manifest
+) -> None:
+    import re
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    (block,) = [
+        b for b in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if "worker_manifests(" in b
+    ]
+    exec(compile(block, "qmtl-deploy/README.md", "exec"), {"__name__": "readme"})
+    documents = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert [d["kind"] for d in validate_all(documents, assert_valid_manifest)] == [
+        "Deployment",
+        "PodDisruptionBudget",
+        "TriggerAuthentication",
+        "ScaledObject",
+    ]
