@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from qmtl.errors import DeployError
+from qmtl_deploy.k8s.checks import count
 from qmtl_deploy.k8s.models import (
     ContainerPort,
     Deployment,
@@ -43,10 +44,12 @@ _PORT_NAME = "metrics"
 
 
 def whole(name: str, value: Any, minimum: int, maximum: int | None = None) -> int:
-    fits = isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-    if not fits or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
-        raise DeployError(f"{name}={value!r} is not usable: give a whole number {bound}")
+    """:func:`qmtl_deploy.k8s.checks.count`, with an upper bound when one is given."""
+    count(name, value, minimum=minimum)
+    if maximum is not None and value > maximum:
+        raise DeployError(
+            f"{name}={value!r} is not usable: give a whole number between {minimum} and {maximum}"
+        )
     return int(value)
 
 
