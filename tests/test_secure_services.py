@@ -53,9 +53,10 @@ REDIS_VARS = {
     "password": "QMTL_TEST_REDIS_TLS_PASSWORD",
     "ca": "QMTL_TEST_REDIS_TLS_CA",
 }
-#: How long a refused credential may take to surface (measured: 0.3-0.6 s for Kafka, 2-3 s
-#: for Redis, which the run reaches after creating its topics).
-REFUSED_WITHIN_S = 10.0
+#: How long a refused credential may take to surface (measured on an idle machine: 0.3-0.6 s
+#: for Kafka; 1-5 s for Redis, which the run reaches after creating its topics and whose client
+#: retries a dropped connection), with room for a loaded CI machine.
+REFUSED_WITHIN_S = 15.0
 
 
 def _script(name: str) -> ModuleType:
@@ -307,7 +308,7 @@ def test_a_wrong_credential_fails_fast_with_a_clear_error_and_no_secret(
     assert error_name in [cls.__name__ for cls in type(error).__mro__], exception_text(error)
     assert named in str(error), str(error)
     assert "\n" not in str(error)
-    limit = REFUSED_WITHIN_S + (3 if case == "kafka-no-tls-to-the-tls-listener" else 0)
+    limit = REFUSED_WITHIN_S
     assert elapsed < limit, f"{case}: refused only after {elapsed:.1f}s"
     if server == "redis":
         assert isinstance(error, StateBackendError)
