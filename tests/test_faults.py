@@ -73,7 +73,7 @@ def _slow_pipeline(name: str, delay: float) -> Any:
 def _history(
     pipeline: Any, state: Any, namespace: str | None = None
 ) -> dict[str, list[tuple[float, Any]]]:
-    from qmtl.shards import namespaced
+    from qmtl.subplans import namespaced
 
     plan = pipeline.build()
     if namespace is not None:

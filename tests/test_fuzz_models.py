@@ -193,7 +193,9 @@ def test_valid_pipeline_definitions_survive_exclude_none_dumps(data: dict[str, A
     if instance is None:
         return
     compact = json.loads(json.dumps(instance.model_dump(mode="json", exclude_none=True)))
-    assert PipelineDefinition.model_validate(compact) == instance
+    again = PipelineDefinition.model_validate(compact)
+    # Compared as JSON text, so NaN metadata (never equal to itself) is checked as well.
+    assert again.model_dump_json() == instance.model_dump_json()
 
 
 def test_a_real_pipeline_definition_round_trips() -> None:
@@ -274,12 +276,17 @@ def test_corrupted_envelopes_decode_or_raise_an_envelope_error(value: Any, data:
             payload[:at] + bytes([payload[at] ^ data.draw(st.integers(1, 255))]) + payload[at + 1 :]
         )
     elif corruption == "junk-field":
-        obj = json.loads(payload)
+        import msgpack
+
+        obj = msgpack.unpackb(payload)
         field = data.draw(st.sampled_from(sorted(obj)))
         # 'kind' gets only hashable junk until the known bug is fixed: a list or dict 'kind'
         # raises a bare TypeError (xfail case kafka-kind-unhashable in test_bad_input.py).
         obj[field] = data.draw(scalars if field == "kind" else json_values)
-        payload = json.dumps(obj).encode()
+        try:
+            payload = msgpack.packb(obj)
+        except OverflowError:
+            return  # an int beyond 64 bits: MessagePack cannot say it at all
     try:
         envelope = decode(payload)
     except EnvelopeError as error:

@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
+from qmtl import codec
 from qmtl.state import MemoryStateBackend
 
 try:
@@ -241,7 +241,7 @@ def test_sigkill_one_of_two_workers_midway_loses_and_duplicates_nothing(
             for message in collector.consume(1000, 0.2):
                 if message.error():
                     continue
-                data = orjson.loads(message.value() or b"{}")
+                data = codec.decode(message.value() or codec.encode({}))
                 if data.get("r") != "live":
                     continue
                 if data["k"] == "O":

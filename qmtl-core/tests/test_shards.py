@@ -13,10 +13,10 @@ import pytest
 from qmtl import Node, Pipeline, QueryNode, SourceNode
 from qmtl.errors import ConfigurationError, PipelineValidationError, ShardCycleError
 from qmtl.plan import ExecutionPlan
-from qmtl.shards import shard_plan
 from qmtl.state import MemoryStateBackend
 from qmtl.stream_runner import StreamRunner, run_in_process
 from qmtl.streaming import END, OutputEvent
+from qmtl.subplans import shard_plan
 from qmtl.testing.pipelines import BASE, CASES
 
 MINUTE = {"1m": {"interval": "1m", "period": 30, "max_history": 1000}}

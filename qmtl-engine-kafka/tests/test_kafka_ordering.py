@@ -8,9 +8,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
 import pytest
 
+from qmtl import codec
 from qmtl.node import Node, SourceNode
 from qmtl.pipeline import Pipeline
 from qmtl.testing.pipelines import BASE
@@ -45,7 +45,7 @@ def _log(bootstrap: str, topic: str, partitions: int) -> list[tuple[int, dict[st
             for message in consumer.consume(1000, 1.0):
                 if message.error() is None:
                     read = (message.offset() or 0) + 1
-                    found.append((partition, orjson.loads(message.value() or b"{}")))
+                    found.append((partition, codec.decode(message.value() or codec.encode({}))))
     consumer.close()
     return found
 

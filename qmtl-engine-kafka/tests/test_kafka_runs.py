@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from qmtl.errors import NodeExecutionError
 from qmtl.node import Node, SourceNode
 from qmtl.pipeline import Pipeline
 from qmtl.state import MemoryStateBackend
@@ -265,10 +264,11 @@ def test_a_value_too_large_for_the_broker_names_the_node_and_the_setting(
         )
     )
     state = MemoryStateBackend()
-    with pytest.raises(NodeExecutionError) as caught:
+    with pytest.raises(OversizedValueError) as caught:  # a ValueEncodeError, as the codec's
         p.run(engine=engine, state=state)
-    assert caught.value.node == "blob"
-    assert isinstance(caught.value.__cause__, OversizedValueError)
-    assert "max_message_bytes" in str(caught.value) and "message.max.bytes" in str(caught.value)
+    assert (caught.value.node, caught.value.interval) == ("blob", "1m")
+    message = str(caught.value)
+    assert "over the Kafka engine's limit of 1,000,000" in message
+    assert "max_message_bytes (QMTL_KAFKA__MAX_MESSAGE_BYTES)" in message
     # the buckets before the one too large were kept (a node failure, not a crashed worker)
     assert len(p.get_history("blob", "1m", state=state, count=None)) == 2

@@ -9,10 +9,10 @@ import threading
 import time
 from typing import Any
 
-import orjson
 import pytest
 from confluent_kafka import KafkaError
 
+from qmtl import codec
 from qmtl.errors import EngineError
 from qmtl.node import Node, SourceNode
 from qmtl.pending import MemoryPendingStore
@@ -85,7 +85,7 @@ class _Producer:
 
     def produce(self, topic: str, payload: bytes, partition: int = 0, **_: Any) -> None:
         stored = len(self.state.read(self.key, count=1000))
-        message = orjson.loads(payload)
+        message = codec.decode(payload)
         self.produced.append((message.get("k", "?"), stored, message))
 
     def poll(self, _timeout: float) -> int:

@@ -90,6 +90,9 @@ class _Failed(dict[str, Any]):
     Kafka engine); :func:`_failure` recognises it on the other side.
     """
 
+    #: qmtl.codec carries it as that plain one-key dict.
+    _qmtl_carried_as = dict
+
     def __init__(self, node: str, status: Literal["FAIL", "SKIPPED"], error: str) -> None:
         super().__init__({_FAILED_KEY: {"node": node, "status": status, "error": error}})
 
@@ -429,7 +432,9 @@ class Analyzer(Pipeline):
         if node.kind != "query":
             raise UnknownNodeError(f"Analyzer '{self.name}': '{query}' is not a query node")
         chosen = node.series[0].interval if interval is None else interval
-        key, _spec, backend = self._series(query, chosen, state, redis_uri)
+        key, _spec, backend = self._series(
+            "get_result_history", query, chosen, state, redis_uri, (count, start_ts, end_ts)
+        )
         return [
             {
                 "timestamp": item["timestamp"],

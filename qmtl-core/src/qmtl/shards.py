@@ -23,24 +23,32 @@ upstreams' sources); an explicit assignment that makes a cycle (``px`` and ``sig
 default shard, ``ret`` between them in shard ``risk``) is refused when the pipeline is built,
 with :class:`~qmtl.errors.ShardCycleError` naming the nodes on the cycle.
 
-:func:`shard_plan` cuts one shard out of a plan (with stand-ins for the upstreams it reads from
-other shards) so a runner can be built over exactly its nodes; :func:`namespaced` gives a plan
-whose history keys live under another namespace than the pipeline's name.
+:func:`qmtl.subplans.shard_plan` cuts one shard out of a plan (with stand-ins for the
+upstreams it reads from other shards) so a runner can be built over exactly its nodes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from qmtl.errors import ShardCycleError
-from qmtl.state import SeriesKey
 
-if TYPE_CHECKING:
-    from qmtl.plan import ExecutionPlan, PlanNode
+
+class PlanNodeLike(Protocol):
+    """What the split reads of a plan node (:class:`qmtl.plan.PlanNode`)."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def upstream_index(self) -> tuple[int, ...]: ...
+    @property
+    def node(self) -> object: ...
+
 
 #: Longest default id spelled out in full before it is shortened with a digest.
 _MAX_ID = 64
@@ -58,7 +66,7 @@ class Shard:
     upstreams: tuple[int, ...]  #: indices of the shards it reads from
 
 
-def split_shards(nodes: Sequence[PlanNode]) -> tuple[tuple[Shard, ...], tuple[int, ...]]:
+def split_shards(nodes: Sequence[PlanNodeLike]) -> tuple[tuple[Shard, ...], tuple[int, ...]]:
     """The shards of plan ``nodes`` (in topological order) and each node's shard index.
 
     Raises :class:`ShardCycleError` when explicit ``shard=`` names make the shard graph cyclic.
@@ -146,7 +154,9 @@ def _digest(names: Sequence[str]) -> str:
 
 
 def _check_acyclic(
-    nodes: Sequence[PlanNode], ids: Sequence[str], reads: Sequence[Mapping[int, tuple[int, int]]]
+    nodes: Sequence[PlanNodeLike],
+    ids: Sequence[str],
+    reads: Sequence[Mapping[int, tuple[int, int]]],
 ) -> None:
     """Kahn's algorithm over the shard graph; a cycle is reported with the node edges on it."""
     waiting = [len(r) for r in reads]
@@ -189,72 +199,4 @@ def _check_acyclic(
     )
 
 
-@dataclass(frozen=True, slots=True)
-class ShardPlan:
-    """One shard cut out of a plan: its nodes, preceded by stand-ins for the upstreams it reads
-    from other shards (``remote``), all re-indexed; ``origin[i]`` is node ``i``'s index in the
-    pipeline's plan."""
-
-    shard: Shard
-    plan: ExecutionPlan
-    remote: frozenset[int]
-    origin: tuple[int, ...]
-
-
-def shard_plan(plan: ExecutionPlan, shard: Shard) -> ShardPlan:
-    """The sub-plan a runner for ``shard`` is built over (see :class:`ShardPlan`)."""
-    from qmtl.plan import ExecutionPlan
-
-    mine = set(shard.nodes)
-    wanted = set(mine)
-    for index in shard.nodes:
-        wanted.update(plan.nodes[index].upstream_index)
-    origin = tuple(sorted(wanted))
-    local = {g: i for i, g in enumerate(origin)}
-    nodes = []
-    for i, g in enumerate(origin):
-        node = plan.nodes[g]
-        if g in mine:
-            nodes.append(
-                dataclasses.replace(
-                    node, index=i, upstream_index=tuple(local[u] for u in node.upstream_index)
-                )
-            )
-        else:  # computed by another shard: only its series (and readers) are needed here
-            nodes.append(dataclasses.replace(node, index=i, upstreams=(), upstream_index=()))
-    sub = ExecutionPlan(plan.pipeline, tuple(nodes), {n.name: n for n in nodes})
-    remote = frozenset(local[g] for g in origin if g not in mine)
-    return ShardPlan(shard, sub, remote, origin)
-
-
-def with_shards(plan: ExecutionPlan) -> ExecutionPlan:
-    """``plan`` with its shards (a plan assembled by hand, not by the compiler, may have none)."""
-    if plan.shards or not plan.nodes:
-        return plan
-    shards, shard_of = split_shards(plan.nodes)
-    return dataclasses.replace(plan, shards=shards, shard_of=shard_of)
-
-
-def namespaced(plan: ExecutionPlan, namespace: str) -> ExecutionPlan:
-    """``plan`` with every series key under ``namespace`` instead of the pipeline's name (a
-    backtest kept apart from a live deployment's history); the plan itself when it already is."""
-    if not plan.nodes or all(
-        spec.key.pipeline == namespace for node in plan.nodes for spec in node.series
-    ):
-        return plan
-    nodes = tuple(
-        dataclasses.replace(
-            node,
-            series=tuple(
-                dataclasses.replace(
-                    spec, key=SeriesKey(namespace, spec.key.node_id, spec.key.interval)
-                )
-                for spec in node.series
-            ),
-        )
-        for node in plan.nodes
-    )
-    return dataclasses.replace(plan, nodes=nodes, by_name={n.name: n for n in nodes})
-
-
-__all__ = ["Shard", "ShardPlan", "namespaced", "shard_plan", "split_shards", "with_shards"]
+__all__ = ["Shard", "split_shards"]

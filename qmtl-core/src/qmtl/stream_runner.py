@@ -4,12 +4,14 @@
 :class:`~qmtl.streaming.SourceBucketer` per source, one :class:`~qmtl.streaming.NodeAligner`
 per node and interval, readers and invokers pre-bound) and then does no lookup per event.
 :func:`run_in_process` orders the sources' events (:func:`qmtl.sources.merged_events`) and
-drives it; :class:`OutputStream` is its iterator form, :class:`ThreadedOutputStream` the
-iterator form of any engine's ``run``.
+drives it; :class:`ThreadedOutputStream` is the iterator form of any engine's ``run``
+(``pipeline.stream()``).
 
 Bounded sources (lists, CSV files) are propagated in batches of ``AUTO_BATCH`` events, which
 changes no result (buckets are final or not whatever the batching); live sources go event by
-event so no output is held back.
+event so no output is held back. A batch never holds a closed bucket longer than ``HOLD_SECONDS``
+of wall time either: a bounded source that is slow to read (a file on a network share, a paged
+API) still delivers its buckets to ``on_output`` as they close, not at the end of the batch.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import inspect
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from qmtl.errors import IntervalError, NodeExecutionError
+from qmtl.codec import PLAIN_TYPES, check
+from qmtl.errors import IntervalError, NodeExecutionError, StateBackendError, ValueEncodeError
 from qmtl.sources import all_bounded, merged_events
+from qmtl.state import writer
 from qmtl.streaming import (
     END,
     Closure,
@@ -40,6 +43,10 @@ if TYPE_CHECKING:
 
 #: Source events per propagation step when every source is bounded (see run_in_process).
 AUTO_BATCH = 256
+#: Wall-clock seconds a batch may hold closed buckets before they are propagated anyway,
+#: checked every ``HOLD_CHECK`` events (so the per-event loop pays one comparison, as before).
+HOLD_SECONDS = 0.05
+HOLD_CHECK = 4
 
 
 #: ``hook(node, args) -> value``: replaces how a node is invoked (the mock engine).
@@ -70,9 +77,11 @@ class StreamRunner:
     Feed it with :meth:`on_event` (a source's event), :meth:`end_source` and :meth:`finish`.
     Every final bucket is written to ``state`` (key and bounds of the node's series spec) and
     passed to ``on_output`` as an :class:`OutputEvent`. Nothing is looked up per event: series,
-    readers and invokers are bound here.
+    readers and invokers are bound here. ``check_values``: every source event and node output
+    goes through :func:`qmtl.codec.check` (a refused one is a ValueEncodeError naming node and
+    interval; buckets before it stay written, as for a raising node).
 
-    A sharded engine runs one shard of a pipeline per runner (:func:`qmtl.shards.shard_plan`):
+    A sharded engine runs one shard of a pipeline per runner (:func:`qmtl.subplans.shard_plan`):
     the nodes at the plan indices in ``remote`` are computed elsewhere; the runner keeps no
     state for them and writes none of their buckets, which arrive through :meth:`on_upstream`.
     ``on_buckets(node, interval, buckets)`` is told every list of final ``(bucket, value)``
@@ -90,6 +99,7 @@ class StreamRunner:
         invoke_hook: InvokeHook | None = None,
         engine: str = "local",
         batch: int = 1,
+        check_values: bool = True,
         remote: Collection[int] = (),
         on_buckets: Callable[[str, str, list[tuple[int, Any]]], None] | None = None,
     ) -> None:
@@ -101,7 +111,11 @@ class StreamRunner:
         self.on_buckets = on_buckets
         self.engine = engine
         self.batch = batch
+        self.check_values = check_values
+        self._store = writer(state)  # values are checked here, not again by memory state
         self._held: dict[_Series, list[Any]] = {}
+        self._flushed = time.perf_counter()
+        self._check = HOLD_CHECK
         self._waiting = 0
         nodes = plan.nodes
         self.bucketers: list[SourceBucketer | None] = [None] * len(nodes)
@@ -127,10 +141,14 @@ class StreamRunner:
                     self.series[up][k].readers.append(
                         (aligner, pos, self.series[node.index][j], invoke)
                     )
+        #: (node, intervals) of each plan node, named by a refused value's error
+        self.where = [(n.name, ", ".join(s.interval.value for s in n.series)) for n in nodes]
         self.started = time.perf_counter()
 
     def on_event(self, source: int, ts: float, value: Any) -> None:
         """One event of the source at plan index ``source``."""
+        if self.check_values and type(value) not in PLAIN_TYPES:
+            check(value, node=self.where[source][0], interval=self.where[source][1])
         closed = self.bucketers[source].on_event(ts, value)  # type: ignore[union-attr]
         if self.batch == 1:
             if closed:
@@ -141,8 +159,8 @@ class StreamRunner:
         if closed:
             self.hold(source, closed)
         self._waiting += 1
-        if self._waiting >= self.batch:
-            self.flush()
+        if self._waiting >= self._check:
+            self._checkpoint()
 
     def hold(self, source: int, closed: list[Closure]) -> None:
         """Keep a source's closed buckets until the next :meth:`flush`."""
@@ -160,8 +178,19 @@ class StreamRunner:
     def flush(self) -> None:
         """Propagate the source buckets held back by batching (see ``batch``)."""
         held, self._held, self._waiting = self._held, {}, 0
+        self._check = HOLD_CHECK
         for series, (buckets, through) in held.items():
             self._emit(series, buckets, through)
+        self._flushed = time.perf_counter()
+
+    def _checkpoint(self) -> None:
+        """Every ``HOLD_CHECK`` events of a batch: flush when the batch is full or has held
+        its buckets for ``HOLD_SECONDS`` (a bounded source that is slow to read)."""
+        waiting = self._waiting
+        if waiting >= self.batch or time.perf_counter() - self._flushed >= HOLD_SECONDS:
+            self.flush()
+        else:
+            self._check = waiting + HOLD_CHECK
 
     def on_watermark(self, source: int, watermark: float) -> None:
         """The source at plan index ``source`` promises no event before ``watermark``."""
@@ -187,18 +216,19 @@ class StreamRunner:
         self._emit(self.series[index][k], buckets, through, write=False)
 
     def snapshot(self) -> dict[str, Any]:
-        """The pending state of every source and node run here, as plain data (node values
-        must be encodable by the caller's serialiser): see :meth:`restore`."""
+        """The pending state of every source and node run here, as plain data that
+        :func:`qmtl.codec.encode` carries (string keys): see :meth:`restore`."""
         self.flush()
         return {
-            "sources": {i: b.to_dict() for i, b in enumerate(self.bucketers) if b is not None},
-            "nodes": {i: [a.to_dict() for a in al] for i, al in enumerate(self.aligners) if al},
-            "counts": {i: [s.count for s in ss] for i, ss in enumerate(self.series) if ss},
+            "sources": {str(i): b.to_dict() for i, b in enumerate(self.bucketers) if b is not None},
+            "nodes": {
+                str(i): [a.to_dict() for a in al] for i, al in enumerate(self.aligners) if al
+            },
+            "counts": {str(i): [s.count for s in ss] for i, ss in enumerate(self.series) if ss},
         }
 
-    def restore(self, data: Mapping[Any, Any]) -> None:
-        """Continue from a :meth:`snapshot` of a runner over the same plan (keys may have
-        become strings on the way)."""
+    def restore(self, data: Mapping[str, Any]) -> None:
+        """Continue from a :meth:`snapshot` of a runner over the same plan."""
         for index, state in data["sources"].items():
             self.bucketers[int(index)] = SourceBucketer.from_dict(state)
         swapped: dict[int, NodeAligner] = {}
@@ -242,9 +272,10 @@ class StreamRunner:
     def _emit(
         self, series: _Series, buckets: list[tuple[int, Any]], through: float, write: bool = True
     ) -> None:
-        # An explicit stack instead of recursion: any DAG depth works.
+        # An explicit stack instead of recursion: any DAG depth works. ``write=False``: the
+        # first series is another shard's (on_upstream), written there.
         stack = [(series, buckets, through)]
-        writer = self._write
+        writer, checking, plain = self._write, self.check_values, PLAIN_TYPES
         while stack:
             series, buckets, through = stack.pop()
             if buckets and write:
@@ -258,26 +289,34 @@ class StreamRunner:
                     out = []
                     try:
                         for b, args in ready:
-                            out.append((b, invoke(args)))
+                            value = invoke(args)
+                            if checking and type(value) not in plain:
+                                check(value, node=target.name, interval=target.interval)
+                            out.append((b, value))
                     except Exception as error:
                         # The failing node's buckets before the failing one are kept.
                         if out:
                             writer(target, out)
-                        if isinstance(error, NodeExecutionError):
+                        if isinstance(error, NodeExecutionError | ValueEncodeError):
                             raise
                         raise NodeExecutionError(target.name, error) from error
                     ready = out
                 stack.append((target, ready, aligner.done))
 
     def _write(self, series: _Series, buckets: list[tuple[int, Any]]) -> None:
-        write, on_output = self.state.write, self.on_output
+        write, on_output = self._store, self.on_output
         key, seconds = series.key, series.seconds
         max_items, ttl = series.max_items, series.ttl
-        for b, value in buckets:
-            end = (b + 1) * seconds
-            write(key, end, value, max_items=max_items, ttl=ttl)
-            if on_output is not None:
-                on_output(OutputEvent(series.name, series.interval, end, value, b))
+        try:
+            for b, value in buckets:
+                end = (b + 1) * seconds
+                write(key, end, value, max_items=max_items, ttl=ttl)
+                if on_output is not None:
+                    on_output(OutputEvent(series.name, series.interval, end, value, b))
+        except StateBackendError as error:  # the backend knows the node only by its id
+            raise StateBackendError(
+                f"Node '{series.name}' at {series.interval}: {error}"
+            ) from error
         series.count += len(buckets)
         if self.on_buckets is not None:
             self.on_buckets(series.name, series.interval, buckets)
@@ -342,71 +381,35 @@ def drive(runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]])
         return runner.finish()
     # Batched: the same steps as on_event, with the lookups hoisted out of the loop.
     handlers = [b.on_event if b is not None else None for b in runner.bucketers]
-    hold, flush = runner.hold, runner.flush
-    waiting = 0
+    hold, flush, clock = runner.hold, runner.flush, time.perf_counter
+    checking, plain, where = runner.check_values, PLAIN_TYPES, runner.where
+    waiting, every = 0, HOLD_CHECK
     try:
         for index, ts, value in events:
+            if checking and type(value) not in plain and ts is not None:
+                check(value, node=where[index][0], interval=where[index][1])
             if ts is None:
                 if value is None:
                     runner.end_source(index)
                 else:
                     runner.on_watermark(index, value)
-                waiting = 0
+                waiting, every = 0, HOLD_CHECK
                 continue
             closed = handlers[index](ts, value)  # type: ignore[misc]  # a source has a bucketer
             if closed:
                 hold(index, closed)
             waiting += 1
-            if waiting >= batch:
-                flush()
-                waiting = 0
+            if waiting >= every:  # see StreamRunner._checkpoint
+                if waiting >= batch or clock() - runner._flushed >= HOLD_SECONDS:
+                    flush()
+                    waiting, every = 0, HOLD_CHECK
+                else:
+                    every = waiting + HOLD_CHECK
     except Exception:
         # A source failed: the buckets that were final before it are written, as unbatched.
         flush()
         raise
     return runner.finish()
-
-
-class OutputStream(Iterator[OutputEvent]):
-    """The notebook form of a run: iterate final buckets as they are produced.
-
-    ``summary`` is set once the iterator is exhausted.
-    """
-
-    def __init__(
-        self, runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]]
-    ) -> None:
-        self.summary: RunSummary | None = None
-        self._buffer: deque[OutputEvent] = deque()
-        user = runner.on_output
-        buffer = self._buffer
-
-        def collect(event: OutputEvent) -> None:
-            buffer.append(event)
-            if user is not None:
-                user(event)
-
-        runner.on_output = collect
-        self._runner = runner
-        self._events = iter(events)
-
-    def __next__(self) -> OutputEvent:
-        buffer = self._buffer
-        while not buffer:
-            if self.summary is not None:
-                raise StopIteration
-            item = next(self._events, None)
-            if item is None:
-                self.summary = self._runner.finish()
-                continue
-            index, ts, value = item
-            if ts is not None:
-                self._runner.on_event(index, ts, value)
-            elif value is None:
-                self._runner.end_source(index)
-            else:
-                self._runner.on_watermark(index, value)
-        return buffer.popleft()
 
 
 def run_in_process(
@@ -420,6 +423,8 @@ def run_in_process(
     invoke_hook: InvokeHook | None = None,
     engine: str = "local",
     batch: int | None = None,
+    timeout: float | None = None,
+    check_values: bool = True,
 ) -> RunSummary:
     """Run ``plan``'s sources to their end in this process (the local engine's semantics).
 
@@ -427,35 +432,42 @@ def run_in_process(
     arrival order) replaces all of them; ``clock`` stamps values that come without a ts.
     ``batch`` propagates source buckets every that many events (default: ``AUTO_BATCH`` when
     every source's data is at hand, else 1 so live outputs are never held back); results do
-    not depend on it.
+    not depend on it. ``timeout`` bounds the whole run (:mod:`qmtl.deadline`: the run moves to
+    a worker thread, which also calls ``on_output``). ``check_values=False`` skips
+    :func:`qmtl.codec.check` of every value.
     """
     if batch is None:
         batch = AUTO_BATCH if all_bounded(plan, sources=sources, events=events) else 1
-    runner = StreamRunner(
-        plan, state, on_output=on_output, invoke_hook=invoke_hook, engine=engine, batch=batch
-    )
-    return drive(runner, merged_events(plan, sources=sources, events=events, clock=clock))
+    merged = merged_events(plan, sources=sources, events=events, clock=clock)
+    if timeout is None:
+        runner = StreamRunner(
+            plan,
+            state,
+            on_output=on_output,
+            invoke_hook=invoke_hook,
+            engine=engine,
+            batch=batch,
+            check_values=check_values,
+        )
+        return drive(runner, merged)
+    from qmtl.deadline import run_with_deadline
 
-
-def stream_in_process(
-    plan: ExecutionPlan,
-    state: StateBackend,
-    *,
-    on_output: Callable[[OutputEvent], None] | None = None,
-    sources: Mapping[str, Any] | None = None,
-    events: Iterable[tuple[str, Any, Any]] | None = None,
-    clock: Callable[[], float] = time.time,
-    invoke_hook: InvokeHook | None = None,
-    engine: str = "local",
-    batch: int | None = None,
-) -> OutputStream:
-    """The iterator form of :func:`run_in_process`; work happens as you iterate."""
-    if batch is None:
-        batch = AUTO_BATCH if all_bounded(plan, sources=sources, events=events) else 1
-    runner = StreamRunner(
-        plan, state, on_output=on_output, invoke_hook=invoke_hook, engine=engine, batch=batch
+    return run_with_deadline(
+        plan.pipeline,
+        timeout,
+        lambda deadline: drive(
+            StreamRunner(
+                plan,
+                deadline.state(state),
+                on_output=deadline.output(on_output),
+                invoke_hook=deadline.hook(invoke_hook),
+                engine=engine,
+                batch=batch,
+                check_values=check_values,
+            ),
+            deadline.events(merged),
+        ),
     )
-    return OutputStream(runner, merged_events(plan, sources=sources, events=events, clock=clock))
 
 
 class _Stop(Exception):

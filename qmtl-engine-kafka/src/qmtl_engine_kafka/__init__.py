@@ -14,6 +14,7 @@ from qmtl_engine_kafka.dead_letter import DeadLetterQueue, dead_letter_headers
 from qmtl_engine_kafka.engine import KafkaEngine
 from qmtl_engine_kafka.envelope import ENVELOPE_VERSION, Envelope, decode, encode
 from qmtl_engine_kafka.errors import (
+    BrokerRefusedError,
     BrokerUnavailableError,
     EnvelopeEncodeError,
     EnvelopeError,
@@ -26,6 +27,7 @@ from qmtl_engine_kafka.errors import (
     PartitionCountError,
     PlanMismatchError,
     PublishError,
+    RemoteNodeError,
     RunStalledError,
     RunTimeoutError,
     TopicCollisionError,
@@ -56,6 +58,7 @@ from qmtl_engine_kafka.topics import (
 __all__ = [
     "ENVELOPE_VERSION",
     "MAX_TOPIC_LENGTH",
+    "BrokerRefusedError",
     "BrokerUnavailableError",
     "DeadLetterQueue",
     "Envelope",
@@ -75,6 +78,7 @@ __all__ = [
     "PipelineTopics",
     "PlanMismatchError",
     "PublishError",
+    "RemoteNodeError",
     "RunStalledError",
     "RunTimeoutError",
     "RunTopics",

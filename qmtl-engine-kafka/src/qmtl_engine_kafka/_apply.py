@@ -19,7 +19,6 @@ from typing import Any
 from qmtl_engine_kafka._layout import Layout
 from qmtl_engine_kafka._partition import RunOnPartition
 from qmtl_engine_kafka._shard import ShardRun
-from qmtl_engine_kafka._wire import value_in
 from qmtl_engine_kafka.errors import MalformedEnvelopeError
 
 __all__ = ["Applier", "steps"]
@@ -122,14 +121,12 @@ class Applier:
         if data["k"] == "E":
             for j in range(start, end):
                 i = at[j]
-                shards[i].on_event(names[i], stamps[j], value_in(values[j]))
+                shards[i].on_event(names[i], stamps[j], values[j])
             return
         origin, count, offsets, keyed = data["o"], data["c"], data["f"], bool(data.get("m"))
         for j in range(start, end):
             i = at[j]
-            shards[i].on_forwarded(
-                names[i], origin, count, offsets[j], stamps[j], value_in(values[j]), keyed
-            )
+            shards[i].on_forwarded(names[i], origin, count, offsets[j], stamps[j], values[j], keyed)
 
     def _step(self, state: RunOnPartition, step: Step) -> None:
         kind, item = step

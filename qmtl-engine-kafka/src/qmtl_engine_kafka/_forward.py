@@ -24,13 +24,11 @@ import time
 from collections import defaultdict
 from typing import Any
 
-import orjson
-
 from qmtl.errors import SourceError
 from qmtl.plan import ExecutionPlan
 from qmtl_engine_kafka import envelope as envelopes
 from qmtl_engine_kafka._layout import Layout
-from qmtl_engine_kafka._wire import LIVE_RUN, value_out
+from qmtl_engine_kafka._wire import LIVE_RUN
 from qmtl_engine_kafka.dead_letter import DeadLetterQueue
 from qmtl_engine_kafka.errors import EnvelopeError, MalformedEnvelopeError
 from qmtl_engine_kafka.external import TopicSource, parse_message
@@ -137,24 +135,16 @@ class Forwarder:
         source = self.sources.get(topic)
         if source is None:
             return
-        payload = message.value()
-        event = _plain_event(payload, self.max_bytes)
-        if event is not None:  # the common case, checked inline (this runs per message)
-            ts, value, run = event
-            origin = self._origins.get(where) or self._origin(where)
-            item = [source, offset, ts, value_out(value)]
-            self._event(out, source, run, origin, self._count(topic), item, keyed=False)
-            return
         try:
-            env = envelopes.decode(payload, self.max_bytes)
+            env = envelopes.decode(message.value(), self.max_bytes)
         except EnvelopeError as error:
             self.dlq.send_envelope_error(message, error, node=source)
             return
         run = env.run or LIVE_RUN
-        origin = f"{topic}/{partition}"
+        origin = self._origins.get(where) or self._origin(where)
         count = self._count(topic)
         if env.kind == "event":
-            item = [source, offset, env.ts, value_out(env.value)]
+            item = [source, offset, env.ts, env.value]
             self._event(out, source, run, origin, count, item, keyed=False)
             return
         queue = out[(self.layout.partition_of(source), run)]
@@ -186,9 +176,7 @@ class Forwarder:
                     message, MalformedEnvelopeError(str(error)), node=source
                 )
                 return
-            self._event(
-                out, source, LIVE_RUN, origin, count, [source, offset, ts, value_out(value)], True
-            )
+            self._event(out, source, LIVE_RUN, origin, count, [source, offset, ts, value], True)
             if ts > self._clock_of.get((topic, partition), -float("inf")):
                 self._clock_of[(topic, partition)] = ts
                 self.clocks[(topic, partition)] = ts
@@ -250,31 +238,3 @@ class Forwarder:
 
     def grouped(self) -> Out:
         return defaultdict(list)
-
-
-_NUMBER = (int, float)
-
-
-def _plain_event(payload: bytes | None, max_bytes: int) -> tuple[float, Any, str] | None:
-    """``(ts, value, run)`` of a well-formed seed event envelope, else ``None`` (the full
-    decoder then explains what is wrong or handles the other kinds)."""
-    if payload is None or len(payload) > max_bytes:
-        return None
-    try:
-        obj = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-    if type(obj) is not dict or obj.get("v") != 1 or obj.get("kind", "event") != "event":
-        return None
-    ts: Any = obj.get("ts")
-    run = obj.get("run")
-    if (
-        type(ts) not in _NUMBER
-        or ts - ts != 0
-        or type(obj.get("pipeline")) is not str
-        or type(obj.get("node")) is not str
-        or "nf" in obj
-        or (run is not None and type(run) is not str)
-    ):
-        return None
-    return ts, obj.get("value"), run or LIVE_RUN

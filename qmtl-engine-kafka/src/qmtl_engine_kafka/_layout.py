@@ -7,7 +7,7 @@ import hashlib
 from collections import defaultdict
 
 from qmtl.plan import ExecutionPlan
-from qmtl.shards import ShardPlan, namespaced, shard_plan, with_shards
+from qmtl.subplans import ShardPlan, namespaced, shard_plan, with_shards
 from qmtl_engine_kafka.topics import partition_for
 
 __all__ = ["Layout", "plan_hash"]

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
+from qmtl import codec
 from qmtl.engine import bucket_end
+from qmtl.errors import ValueEncodeError
 from qmtl.plan import PlanNode
 from qmtl.state import StateBackend
 from qmtl_engine_kafka._layout import Layout
-from qmtl_engine_kafka._wire import value_in, value_out
 
 if TYPE_CHECKING:
     from qmtl_engine_kafka._shard import Produced
@@ -49,6 +48,7 @@ class OnceShard:
         self.values: dict[str, Any] = {}  #: node -> value (local and heard from afar)
         self.skipped: set[str] = set()
         self.failed: dict[str, str] = {}  #: node -> error message
+        self.refused: dict[str, dict[str, Any]] = {}  #: node -> its ValueEncodeError's fields
         self.errors: list[tuple[str, BaseException]] = []
         self.reported = False
         self.ended = False
@@ -59,12 +59,12 @@ class OnceShard:
         self.ts = ts
         self.inputs.update(inputs)
         for name, value in values.items():
-            self.values[name] = value_in(value)
+            self.values[name] = value
         self.failed.update(fail)
 
     def heard(self, values: dict[str, Any], skip: list[str], fail: dict[str, str]) -> None:
         for name, value in values.items():
-            self.values[name] = value_in(value)
+            self.values[name] = value
         self.skipped.update(skip)
         self.failed.update(fail)
 
@@ -97,10 +97,20 @@ class OnceShard:
                     continue
                 args = windows
             try:
-                self.values[node.name] = node.invoke(args)
+                value = node.invoke(args)
             except Exception as error:  # the user's function failed
                 self.failed[node.name] = f"{type(error).__name__}: {error}"
                 self.errors.append((node.name, error))
+                continue
+            try:  # a value no process could receive fails its node, as on every engine
+                codec.check(value)
+            except ValueEncodeError as refused:
+                named = refused.at(node.name, ", ".join(s.interval.value for s in node.series))
+                self.failed[node.name] = str(named)
+                self.refused[node.name] = named.fields()
+                self.errors.append((node.name, named))
+                continue
+            self.values[node.name] = value
 
     def _windows(self, node: PlanNode, args: list[Any]) -> list[Any] | None:
         """Each upstream's last N values at the node's smallest interval, oldest first: its
@@ -131,9 +141,10 @@ class OnceShard:
         key = (self.partition, self.run, self.namespace)
         mine = [self.layout.plan.nodes[i].name for i in self.shard.nodes]
         report: dict[str, Any] = {
-            "vals": {n: value_out(self.values[n]) for n in mine if n in self.values},
+            "vals": {n: self.values[n] for n in mine if n in self.values},
             "skip": [n for n in mine if n in self.skipped],
             "fail": {n: self.failed[n] for n in mine if n in self.failed},
+            "refused": {n: self.refused[n] for n in mine if n in self.refused},
         }
         produced.once_out[key] = report
         for name in mine:
@@ -158,23 +169,22 @@ class OnceShard:
         produced.failures.extend(self.errors)
 
     def snapshot(self) -> bytes:
-        return orjson.dumps(
+        return codec.encode(
             {
                 "ts": self.ts,
                 "inputs": sorted(self.inputs),
-                "values": {n: value_out(v) for n, v in self.values.items()},
+                "values": dict(self.values),
                 "skipped": sorted(self.skipped),
                 "failed": self.failed,
                 "reported": self.reported,
-            },
-            option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS,
+            }
         )
 
     def restore(self, blob: bytes) -> None:
-        data = orjson.loads(blob)
+        data = codec.decode(blob)
         self.ts = data["ts"]
         self.inputs = set(data["inputs"])
-        self.values = {n: value_in(v) for n, v in data["values"].items()}
+        self.values = {n: v for n, v in data["values"].items()}
         self.skipped = set(data["skipped"])
         self.failed = data["failed"]
         self.reported = self.ended = data["reported"]

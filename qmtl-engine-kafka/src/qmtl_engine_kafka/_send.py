@@ -13,20 +13,19 @@ recorded and ends the worker.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from qmtl.logs import get_logger
 from qmtl_engine_kafka import envelope as envelopes
-from qmtl_engine_kafka._client import new_client
+from qmtl_engine_kafka._client import kafka_module, new_client
+from qmtl_engine_kafka._layout import Layout
 from qmtl_engine_kafka._shard import Produced
 from qmtl_engine_kafka._wire import LIVE_RUN, events, fit, pack
 from qmtl_engine_kafka.errors import PublishError
 from qmtl_engine_kafka.external import TopicSink
 from qmtl_engine_kafka.settings import KafkaEngineSettings
-from qmtl_engine_kafka.topics import output_topic
-
-if TYPE_CHECKING:
-    from qmtl_engine_kafka.worker import Worker
+from qmtl_engine_kafka.topics import RunTopics, output_topic
 
 __all__ = ["Sender", "producer_config"]
 
@@ -93,9 +92,24 @@ def _wrap(kind: str, field: str, common: dict[str, Any]) -> Any:
 class Sender:
     """One worker's producer (see the module doc)."""
 
-    def __init__(self, worker: Worker, what: str) -> None:
-        self.worker = worker
-        self.settings = worker.settings
+    def __init__(
+        self,
+        settings: KafkaEngineSettings,
+        layout: Layout,
+        topics: RunTopics,
+        *,
+        live: bool,
+        what: str,
+        on_fatal: Callable[[str], None],
+    ) -> None:
+        self.settings = settings
+        self.layout = layout
+        self.topics = topics
+        self.pipeline = layout.plan.pipeline
+        #: a deployment: outputs also go to the seed output topics and TopicSink topics
+        self.live = live
+        self.on_fatal = on_fatal
+        self.kafka = kafka_module("The Kafka engine's worker")
         self.errors: list[str] = []
         self.producer = new_client(
             "Producer",
@@ -112,7 +126,7 @@ class Sender:
 
     def _error(self, err: Any) -> None:
         if err.fatal():
-            self.worker.fatal = err.str()
+            self.on_fatal(err.str())
 
     def _produce(self, topic: str, payload: bytes, partition: int, **extra: Any) -> None:
         produce = self.producer.produce
@@ -124,8 +138,8 @@ class Sender:
                 self.producer.poll(0.05)
 
     def _common(self, run: str, namespace: str) -> dict[str, Any]:
-        common: dict[str, Any] = {"r": run, "h": self.worker.layout.hash}
-        if namespace != self.worker.ctx.plan.pipeline:
+        common: dict[str, Any] = {"r": run, "h": self.layout.hash}
+        if namespace != self.pipeline:
             common["ns"] = namespace
         return common
 
@@ -136,10 +150,10 @@ class Sender:
         *,
         dead: bool = False,
     ) -> None:
-        topics = self.worker.topics
+        topics = self.topics
         limit = self.settings.max_message_bytes
         if forwards:
-            hash_ = self.worker.layout.hash
+            hash_ = self.layout.hash
             for (partition, run), messages in forwards.items():
                 for message in messages:
                     message.update(r=run, h=hash_)
@@ -182,12 +196,12 @@ class Sender:
 
     def reject(self, partition: int, run: str, why: str) -> None:
         """Tell ``run()`` that this worker refuses its messages (another plan)."""
-        message = {"k": "R", "r": run, "h": self.worker.layout.hash, "why": why}
-        self._produce(self.worker.topics.out, pack(message), partition)
+        message = {"k": "R", "r": run, "h": self.layout.hash, "why": why}
+        self._produce(self.topics.out, pack(message), partition)
 
     def _sinks(self, produced: Produced) -> None:
-        pipeline = self.worker.ctx.plan.pipeline
-        by_name = self.worker.layout.plan.by_name
+        pipeline = self.pipeline
+        by_name = self.layout.plan.by_name
         for event in produced.live:
             sink = by_name[event.node].node
             if not isinstance(sink, TopicSink):
@@ -217,7 +231,7 @@ class Sender:
         if remaining or self.errors:
             failed, self.errors = self.errors, []
             raise PublishError(
-                f"Pipeline '{self.worker.ctx.plan.pipeline}': {remaining} message(s) "
+                f"Pipeline '{self.pipeline}': {remaining} message(s) "
                 f"unacknowledged, errors: {failed[:3]}; the batch is replayed after a restart"
             )
 
@@ -225,23 +239,23 @@ class Sender:
         """The live run's outputs on the seed topics ``qmtl.output.{pipeline}.{node}`` that
         exist (a subscriber or ``prepare_pipeline`` created them), and the values of its
         :class:`~qmtl_engine_kafka.external.TopicSink` nodes on their topics."""
-        if not self.worker.ctx.live or not produced.live:
+        if not self.live or not produced.live:
             return
         self._sinks(produced)
         now = time.monotonic()
-        pipeline = self.worker.ctx.plan.pipeline
+        pipeline = self.pipeline
         if now - self._seed_at >= _SEED_REFRESH_S:
             self._seed_at = now
             try:
                 metadata = self.producer.list_topics(timeout=self.settings.connect_timeout_s)
                 self._seed = set(metadata.topics)
-            except self.worker.kafka.KafkaException as error:  # keep the last list
+            except self.kafka.KafkaException as error:  # keep the last list
                 log.warning("qmtl.kafka.topic_lookup_failed", error=str(error))
         for event in produced.live:
             topic = output_topic(pipeline, event.node)
             if topic not in self._seed:
                 continue
-            node = self.worker.layout.plan.by_name[event.node]
+            node = self.layout.plan.by_name[event.node]
             payload = envelopes.encode(
                 envelopes.Envelope(
                     pipeline,

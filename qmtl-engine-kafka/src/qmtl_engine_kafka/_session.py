@@ -17,31 +17,29 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from qmtl.errors import EngineError, NodeExecutionError
+from qmtl import codec
+from qmtl.errors import NodeExecutionError, ValueEncodeError
 from qmtl.plan import ExecutionPlan
 from qmtl.streaming import OutputEvent
 from qmtl_engine_kafka._client import consume_error, kafka_module, new_client
 from qmtl_engine_kafka._layout import Layout
 from qmtl_engine_kafka._send import producer_config
-from qmtl_engine_kafka._wire import events, fit, pack, unpack, value_in, value_out
+from qmtl_engine_kafka._wire import events, fit, pack, unpack
 from qmtl_engine_kafka.errors import (
     EnvelopeError,
     PlanMismatchError,
     PublishError,
+    RemoteNodeError,
     RunStalledError,
     RunTimeoutError,
 )
 from qmtl_engine_kafka.settings import KafkaEngineSettings
 from qmtl_engine_kafka.topics import RunTopics
 
-__all__ = ["EVENTS_PER_MESSAGE", "RemoteNodeError", "Session"]
+__all__ = ["EVENTS_PER_MESSAGE", "Session"]
 
 #: Source events per ``E`` message of bounded sources (split further when too large).
 EVENTS_PER_MESSAGE = _EVENTS_PER_MESSAGE = 1000
-
-
-class RemoteNodeError(EngineError):
-    """A node failed in a worker process; the message is that worker's error."""
 
 
 class Session:
@@ -129,15 +127,34 @@ class Session:
         self._produce(pack({**message, **self.common}), partition)
 
     def _events(self, partition: int, items: list[list[Any]]) -> None:
-        for payload in fit(
-            events("E", self.common),
-            items,
-            self.settings.max_message_bytes,
-            lambda _item: None,
-            lambda item: (str(item[0]), None),
-        ):
+        try:
+            payloads = fit(
+                events("E", self.common),
+                items,
+                self.settings.max_message_bytes,
+                lambda _item: None,
+                lambda item: (item[0], self._intervals(item[0])),
+            )
+        except ValueEncodeError as error:
+            raise self._refused(items, error) from None
+        for payload in payloads:
             self._produce(payload, partition)
         items.clear()
+
+    def _intervals(self, source: str) -> str:
+        return ", ".join(s.interval.value for s in self.plan.by_name[source].series)
+
+    def _refused(self, items: list[list[Any]], error: ValueEncodeError) -> ValueEncodeError:
+        """The codec's refusal of a source's value, naming the source (as a node that returned
+        it: the same error every engine raises)."""
+        if error.node is not None:
+            return error
+        for source, _ts, value in items:
+            try:
+                codec.check(value, node=source, interval=self._intervals(source))
+            except ValueEncodeError as named:
+                return named
+        return error
 
     def publish(
         self,
@@ -166,7 +183,7 @@ class Session:
                 else:  # a live source's Watermark(ts): buckets close by its clock
                     self.send(partition, {"k": "W", "s": name, "w": value})
                 continue
-            pending.append([nodes[index].name, ts, value_out(value)])
+            pending.append([nodes[index].name, ts, value])
             if len(pending) >= per_message:
                 self._events(partition, pending)
             sent += 1
@@ -211,12 +228,13 @@ class Session:
             if self.worker_errors:
                 raise self.worker_errors[0]
             now = time.monotonic()
-            if deadline is not None and now > deadline:
+            if deadline is not None and timeout is not None and now > deadline:
                 waiting = [n for n in names if n not in ends]
                 raise RunTimeoutError(
-                    f"Pipeline '{self.plan.pipeline}' on Kafka did not finish within "
-                    f"{timeout:g}s; nodes still running: {waiting[:20]}; {diagnose()}",
+                    self.plan.pipeline,
                     waiting,
+                    timeout,
+                    f"nodes still running on Kafka: {waiting[:20]}; {diagnose()}",
                 )
             if now - heard > stall:
                 waiting = [n for n in names if n not in ends]
@@ -246,13 +264,13 @@ class Session:
                         for bucket, ts, value in zip(buckets, stamps, values, strict=True):
                             if bucket > seen:  # a bucket re-sent after a restart is dropped
                                 seen = bucket
-                                on_output(OutputEvent(node, interval, ts, value_in(value), bucket))
+                                on_output(OutputEvent(node, interval, ts, value, bucket))
                         last[key] = seen
                 elif kind == "N":
                     for node, end in data["n"].items():
                         ends.setdefault(node, end)
                         if raise_failures and "error" in end and "upstream_failed" not in end:
-                            self.raise_failure(node, end["error"])
+                            self.raise_failure(node, end)
                 elif kind == "1O" and on_values is not None:
                     on_values(data)
                 elif kind == "R":
@@ -260,17 +278,24 @@ class Session:
         if raise_failures:
             for node in names:
                 if "error" in ends[node] and "upstream_failed" not in ends[node]:
-                    self.raise_failure(node, ends[node]["error"])
+                    self.raise_failure(node, ends[node])
         return ends
 
-    def failure(self, node: str, message: str) -> BaseException:
-        """The exception a worker reported for ``node`` (its own, when in this process)."""
-        return self.failures.get(node) or RemoteNodeError(
-            f"node '{node}' failed in a worker: {message}"
-        )
+    def failure(self, node: str, end: dict[str, Any]) -> BaseException:
+        """The exception a worker reported for ``node`` in its end marker ``end`` (the very
+        exception, when the worker is in this process; a value the codec or a message cannot
+        carry is rebuilt as the :class:`~qmtl.errors.ValueEncodeError` it was)."""
+        found = self.failures.get(node)
+        if found is not None:
+            return found
+        if isinstance(end.get("value_error"), dict):
+            return ValueEncodeError(**end["value_error"])
+        return RemoteNodeError(f"node '{node}' failed in a worker: {end.get('error')}")
 
-    def raise_failure(self, node: str, message: str) -> None:
-        cause = self.failure(node, message)
+    def raise_failure(self, node: str, end: dict[str, Any]) -> None:
+        cause = self.failure(node, end)
+        if isinstance(cause, ValueEncodeError):
+            raise cause  # as every engine raises it: naming the node and the interval
         raise NodeExecutionError(node, cause) from cause
 
     def close(self) -> None:

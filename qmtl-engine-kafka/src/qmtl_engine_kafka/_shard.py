@@ -2,7 +2,7 @@
 
 A :class:`ShardRun` is exactly what the local engine runs — a
 :class:`~qmtl.stream_runner.StreamRunner` over the shard's sub-plan
-(:func:`qmtl.shards.shard_plan`) — fed with the messages of its partition: source events of
+(:func:`qmtl.subplans.shard_plan`) — fed with the messages of its partition: source events of
 ``run()``, events forwarded from input topics (through a :class:`~qmtl.streaming.MergedSource`
 per source: the multi-partition merge rule), and the final buckets and watermarks of the
 upstreams it reads from other shards. Buckets are written to the state backend in bulk as they
@@ -21,15 +21,13 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
-import orjson
-
-from qmtl.errors import NodeExecutionError
+from qmtl import codec
+from qmtl.errors import NodeExecutionError, ValueEncodeError
 from qmtl.state import BucketWrite, SeriesKey, StateBackend
 from qmtl.stream_runner import StreamRunner
 from qmtl.streaming import END, MergedSource, OutputEvent
 from qmtl_engine_kafka._layout import Layout
-from qmtl_engine_kafka._wire import LIVE_RUN, check_size, value_in, value_out
-from qmtl_engine_kafka.errors import OversizedValueError
+from qmtl_engine_kafka._wire import LIVE_RUN, check_size
 
 __all__ = ["Produced", "ShardRun"]
 
@@ -192,16 +190,17 @@ class ShardRun:
             cause = error.__cause__ or error
             self.failed = {"error": f"{type(cause).__name__}: {cause}", "node": error.node}
             self.error = (error.node, cause)
-        except OversizedValueError as error:
-            self.failed = {"error": str(error), "node": error.node}
-            self.error = (error.node, error)
+        except ValueEncodeError as error:  # a value the codec or one message cannot carry
+            node = error.node or "?"
+            self.failed = {"error": str(error), "node": node, "value_error": error.fields()}
+            self.error = (node, error)
 
     def on_event(self, name: str, ts: float, value: Any) -> None:
         if self.failed is not None or self.ended:
             return
         try:
             self.runner.on_event(self.local[self.layout.index[name]], ts, value)
-        except (NodeExecutionError, OversizedValueError) as error:
+        except (NodeExecutionError, ValueEncodeError) as error:
             self.guarded(_raise(error))
 
     def on_watermark(self, name: str, watermark: float) -> None:
@@ -267,7 +266,7 @@ class ShardRun:
         index = self.layout.index[node]
         k = self.layout.series[index][interval]
         local = self.local[index]
-        pairs = [(b, value_in(v)) for b, v in buckets]
+        pairs = [(b, v) for b, v in buckets]
         self.guarded(lambda: self.runner.on_upstream(local, k, pairs, through_in(through)))
 
     # -- after a batch -------------------------------------------------------------------------
@@ -310,7 +309,7 @@ class ShardRun:
             for node, interval, buckets, ends in self.emitted:
                 by_series[(node, interval)].extend(buckets)
                 if outputs or live:
-                    values = [value_out(v) for _b, v in buckets]
+                    values = [v for _b, v in buckets]
                     items.append([node, interval, [b for b, _v in buckets], ends, values])
                 if live:
                     produced.live.extend(
@@ -340,7 +339,7 @@ class ShardRun:
                     if not pairs and through <= self.told.get((index, k), _NEVER):
                         continue
                     self.told[(index, k)] = through
-                    sent = [[b, value_out(v)] for b, v in pairs]
+                    sent = [[b, v] for b, v in pairs]
                     item = [exported.name, interval, sent, through_out(through), None]
                 for partition in destinations:
                     produced.cross[(partition, self.run, self.namespace)].append(item)
@@ -380,19 +379,18 @@ class ShardRun:
 
     # -- persistence ---------------------------------------------------------------------------
     def snapshot(self) -> bytes:
-        return orjson.dumps(
+        return codec.encode(
             {
                 "runner": self.runner.snapshot(),
-                "merged": {i: m.to_dict() for i, m in self.merged.items()},
+                "merged": {str(i): m.to_dict() for i, m in self.merged.items()},
                 "failed": self.failed,
                 "reported": self.reported,
                 "ended": self.ended,
-            },
-            option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY,
+            }
         )
 
     def restore(self, blob: bytes) -> None:
-        data = orjson.loads(blob)
+        data = codec.decode(blob)
         self.runner.restore(data["runner"])
         self.merged = {int(i): MergedSource.from_dict(m) for i, m in data["merged"].items()}
         self.failed = data["failed"]

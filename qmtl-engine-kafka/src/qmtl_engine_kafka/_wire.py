@@ -31,19 +31,20 @@ interval, [[bucket, ts, value], ...]], ...]``, final buckets), ``N`` (``n``: ``{
 {interval: count}, "events", "late", "error"?, "upstream_failed"?}}``, nodes that ended),
 ``1O`` (one-shot values), ``R`` (``why``: a worker refused the run's messages).
 
-Values go through :func:`value_out` / :func:`value_in` (non-finite floats survive); a message
-that would exceed the broker's limit is split by :func:`fit`, and a single value too large for
-one message is an :class:`~qmtl_engine_kafka.errors.OversizedValueError` naming its node.
+Messages are :mod:`qmtl.codec` bytes (MessagePack with extension types), so every value type
+of SPEC §5.4 — tuples, datetimes, ``NaN``, ``Decimal``, numpy arrays — comes back as itself; a
+message that would exceed the broker's limit is split by :func:`fit`, and a single value too
+large for one message is an :class:`~qmtl_engine_kafka.errors.OversizedValueError` (a
+:class:`~qmtl.errors.ValueEncodeError`) naming its node.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import orjson
-
+from qmtl import codec
+from qmtl.errors import ValueDecodeError
 from qmtl_engine_kafka.errors import (
     EnvelopeVersionError,
     MalformedEnvelopeError,
@@ -61,32 +62,11 @@ __all__ = [
     "fit",
     "pack",
     "unpack",
-    "value_in",
-    "value_out",
 ]
 
 WIRE_VERSION = 2
 #: The run of a deployment, and of input messages that name no run.
 LIVE_RUN = "live"
-_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-_NF = "~nf"
-
-
-def value_out(value: Any) -> Any:
-    """A node value as the message carries it (JSON cannot hold NaN or infinities)."""
-    if type(value) is float and value - value != 0:
-        return {_NF: "nan" if value != value else ("inf" if value > 0 else "-inf")}
-    return value
-
-
-def value_in(value: Any) -> Any:
-    """The node value of :func:`value_out`'s form."""
-    if type(value) is dict and _NF in value and len(value) == 1:
-        return _NON_FINITE.get(value[_NF], value)
-    return value
-
-
 _SCALARS = frozenset({int, float, bool, type(None)})
 
 
@@ -96,30 +76,21 @@ def check_size(node: str, interval: str | None, value: Any, limit: int) -> None:
     kind = type(value)
     if kind in _SCALARS or (kind is str and len(value) < limit // 8):
         return
-    try:
-        size = len(orjson.dumps(value_out(value), option=_OPTIONS))
-    except TypeError:
-        return  # not JSON at all: pack() says so, naming the value's type
+    size = len(codec.encode(value))
     if size > limit - 512:
-        raise OversizedValueError(node, interval, size, limit)
+        raise OversizedValueError(node, interval, size, limit, codec.type_name(value))
 
 
 def pack(message: dict[str, Any]) -> bytes:
     """One message as bytes (``v`` is added)."""
     message["v"] = WIRE_VERSION
-    try:
-        return orjson.dumps(message, option=_OPTIONS)
-    except TypeError as error:
-        raise MalformedEnvelopeError(
-            f"a value cannot be sent over Kafka: {error}; return numbers, strings, lists, "
-            "dicts, datetimes or numpy arrays"
-        ) from error
+    return codec.encode(message)
 
 
 def unpack(data: bytes | None, max_bytes: int) -> dict[str, Any]:
     """The message in ``data``; an :class:`EnvelopeError` subclass (with its dead-letter
     reason) for anything that is not one."""
-    if data is None:
+    if not data:
         raise TruncatedEnvelopeError("The message has no value (a tombstone or empty message)")
     if len(data) > max_bytes:
         raise OversizedEnvelopeError(
@@ -127,13 +98,9 @@ def unpack(data: bytes | None, max_bytes: int) -> dict[str, Any]:
             "(max_message_bytes)"
         )
     try:
-        message = orjson.loads(data)
-    except orjson.JSONDecodeError as error:
-        if not data.strip() or error.pos >= len(data):
-            raise TruncatedEnvelopeError(
-                f"The message ends in the middle of a document after {len(data)} bytes"
-            ) from error
-        raise UndecodableEnvelopeError(f"The message is not a QMTL message: {error.msg}") from error
+        message = codec.decode(data)
+    except ValueDecodeError as error:
+        raise UndecodableEnvelopeError(f"The message is not a QMTL message: {error}") from error
     if type(message) is not dict or type(message.get("k")) is not str:
         raise MalformedEnvelopeError("The message is not a QMTL engine message (no 'k' kind)")
     version = message.get("v")

@@ -31,13 +31,15 @@ from qmtl.state import StateBackend
 from qmtl.streaming import NodeSummary, OutputEvent, RunSummary
 from qmtl_engine_kafka._client import admin_client, check_broker, kafka_module
 from qmtl_engine_kafka._layout import Layout
-from qmtl_engine_kafka._session import EVENTS_PER_MESSAGE, RemoteNodeError, Session
+from qmtl_engine_kafka._session import EVENTS_PER_MESSAGE, Session
 from qmtl_engine_kafka.errors import (
     NamespaceInUseWarning,
     PartitionCountError,
+    RemoteNodeError,
     RunTimeoutError,
 )
 from qmtl_engine_kafka.external import TopicSink
+from qmtl_engine_kafka.oneshot import execute_over_kafka
 from qmtl_engine_kafka.settings import KafkaEngineSettings
 from qmtl_engine_kafka.topics import (
     PARTITION_RULE,
@@ -103,9 +105,8 @@ class KafkaEngine(EngineBase):
                 self._ready.update(missing)
 
     def _check_broker(self, plan: ExecutionPlan) -> Any:
-        admin = self._admin_client()
-        check_broker(admin, self.settings, f"Pipeline '{plan.pipeline}' on the Kafka engine")
-        return admin
+        check_broker(self.settings, f"Pipeline '{plan.pipeline}' on the Kafka engine")
+        return self._admin_client()
 
     def deploy(self, plan: ExecutionPlan, state: StateBackend) -> Deployment:
         """Prepare the pipeline's deployment (idempotent): its topics, and the partition count
@@ -284,9 +285,17 @@ class KafkaEngine(EngineBase):
         ts: float | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        from qmtl_engine_kafka.oneshot import execute_over_kafka
-
-        return execute_over_kafka(self, plan, state=state, inputs=inputs, ts=ts, timeout=timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.open_run(plan, state, workers=max(1, self.settings.workers)) as opened:
+            return execute_over_kafka(
+                opened,
+                plan,
+                state=state,
+                inputs=inputs,
+                ts=ts,
+                timeout=timeout,
+                deadline=deadline,
+            )
 
     def close(self) -> None:
         """Nothing long-lived is held between runs except the admin client."""

@@ -6,7 +6,7 @@ an operator can count and filter poison messages by cause.
 
 from __future__ import annotations
 
-from qmtl.errors import ConfigurationError, EngineError
+from qmtl.errors import ConfigurationError, EngineError, PipelineTimeoutError, ValueEncodeError
 
 
 class KafkaClientMissingError(EngineError, ImportError):
@@ -19,8 +19,27 @@ class KafkaClientMissingError(EngineError, ImportError):
         )
 
 
+class RemoteNodeError(EngineError):
+    """A node failed in a worker process; the message is that worker's error."""
+
+
+class RunTimeoutError(PipelineTimeoutError, EngineError):
+    """A Kafka run did not finish in time; ``waiting`` names the nodes still running.
+
+    A :class:`~qmtl.errors.PipelineTimeoutError` like every engine's timeout."""
+
+    def __init__(self, pipeline: str, waiting: list[str], timeout: float, detail: str) -> None:
+        super().__init__(pipeline, waiting[0] if waiting else None, timeout, detail)
+        self.waiting = waiting
+
+
 class BrokerUnavailableError(EngineError):
     """No Kafka broker answered at the configured bootstrap servers within the timeout."""
+
+
+class BrokerRefusedError(BrokerUnavailableError):
+    """A broker answered but refused the client: SASL credentials rejected, or its TLS
+    certificate not trusted (the message names the settings to fix)."""
 
 
 class PublishError(EngineError):
@@ -43,19 +62,24 @@ class TopicCollisionError(TopicNameError):
     """Two different nodes map to the same Kafka topic name after sanitising."""
 
 
-class OversizedValueError(EngineError, ValueError):
-    """A node's value does not fit in one Kafka message; the message names the node, the
-    interval and the settings that raise the limit."""
+class OversizedValueError(ValueEncodeError):
+    """A node's value does not fit in one Kafka message: the codec's
+    :class:`~qmtl.errors.ValueEncodeError` (SPEC §5.4), naming the node, the interval and the
+    settings that raise the limit."""
 
-    def __init__(self, node: str, interval: str | None, size: int, limit: int) -> None:
-        self.node = node
-        self.interval = interval
-        where = f" at interval '{interval}'" if interval else ""
+    def __init__(
+        self, node: str, interval: str | None, size: int, limit: int, type_name: str = "value"
+    ) -> None:
         super().__init__(
-            f"Node '{node}'{where} produced a value of {size} bytes encoded, more than one "
-            f"Kafka message may carry ({limit} bytes, the engine's max_message_bytes); return a "
-            "smaller value, or raise max_message_bytes together with the broker's "
-            "message.max.bytes (and the topics' max.message.bytes)"
+            type_name,
+            reason=f"{size:,} bytes once encoded, over the Kafka engine's limit of {limit:,}",
+            fix=(
+                "return a smaller value, or raise the limit: the Kafka engine option "
+                "max_message_bytes (QMTL_KAFKA__MAX_MESSAGE_BYTES) together with the topics' "
+                "max.message.bytes on the broker"
+            ),
+            node=node,
+            interval=interval,
         )
 
 
@@ -65,14 +89,6 @@ class PartitionCountError(ConfigurationError):
 
 class PlanMismatchError(EngineError):
     """Workers run another version of the pipeline than the run that sent them messages."""
-
-
-class RunTimeoutError(EngineError, TimeoutError):
-    """A Kafka run did not finish in time; ``waiting`` names the nodes still running."""
-
-    def __init__(self, message: str, waiting: list[str]) -> None:
-        super().__init__(message)
-        self.waiting = waiting
 
 
 class NamespaceInUseWarning(UserWarning):
@@ -95,13 +111,13 @@ class EnvelopeError(EngineError, ValueError):
 
 
 class MalformedEnvelopeError(EnvelopeError):
-    """Valid JSON, but not an envelope: wrong shape, missing or mistyped fields."""
+    """Parsed, but not an envelope: wrong shape, missing or mistyped fields."""
 
     reason = "malformed"
 
 
 class UndecodableEnvelopeError(EnvelopeError):
-    """Not UTF-8 JSON at all."""
+    """Neither an envelope (MessagePack) nor JSON, or a value qmtl.codec cannot decode."""
 
     reason = "undecodable"
 
@@ -130,5 +146,6 @@ class EnvelopeVersionError(EnvelopeError):
     reason = "unsupported_version"
 
 
-class EnvelopeEncodeError(EngineError, TypeError):
-    """A node's value cannot be written as JSON (the message names the node and the type)."""
+#: A value the envelope cannot carry: since envelope version 2 this is the codec's own
+#: :class:`~qmtl.errors.ValueEncodeError` (kept importable under its old name).
+EnvelopeEncodeError = ValueEncodeError

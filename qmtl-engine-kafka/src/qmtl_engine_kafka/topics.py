@@ -55,6 +55,7 @@ __all__ = [
     "input_topic",
     "output_topic",
     "partition_for",
+    "pipeline_group",
     "pipeline_topics",
     "run_topics",
     "sanitize",
@@ -123,6 +124,13 @@ def dead_letter_topic(pipeline: str) -> str:
     return _checked(f"qmtl.dlq.{_part(pipeline, 'pipeline')}", f"pipeline '{pipeline}'")
 
 
+def pipeline_group(pipeline: str) -> str:
+    """The one consumer group every worker of ``pipeline``'s deployment joins:
+    ``qmtl.{pipeline}`` (sanitised). qmtl-deploy's KEDA trigger reads the group's lag by this
+    name, so the two cannot drift apart."""
+    return _checked(f"qmtl.{_part(pipeline, 'pipeline')}", f"pipeline '{pipeline}'")
+
+
 @dataclass(frozen=True)
 class RunTopics:
     """Where one deployment (``run`` None) or one in-process run sends its traffic."""
@@ -149,7 +157,7 @@ def run_topics(pipeline: str, run: str | None = None) -> RunTopics:
         _checked(f"{prefix}shard.{name}", what),
         _checked(f"{prefix}out.{name}", what),
         dead_letter_topic(pipeline),
-        f"{prefix}{name}" if run is not None else f"qmtl.{name}",
+        f"{prefix}{name}" if run is not None else pipeline_group(pipeline),
         run,
     )
 

@@ -110,7 +110,9 @@ class Worker:
         self.stats: Counter[str] = Counter()
         self.fatal: Any = None
         what = f"The Kafka worker of pipeline '{ctx.plan.pipeline}'"
-        self.sender = Sender(self, what)
+        self.sender = Sender(
+            settings, self.layout, ctx.topics, live=ctx.live, what=what, on_fatal=self._fatal
+        )
         self.dlq = DeadLetterQueue(self.sender.producer, ctx.topics.dead_letter)
         self.consumer = self._consumer(ctx.topics.group, what)
         #: a deployment's input consumer: the seed input topics, in a group of their own, so
@@ -207,6 +209,10 @@ class Worker:
         )
 
     # -- the loop ------------------------------------------------------------------------------
+    def _fatal(self, reason: str) -> None:
+        """The producer hit a fatal error (librdkafka's thread): the loop stops on it."""
+        self.fatal = reason
+
     def run_until(self, stop: threading.Event) -> None:
         """The poll loop; returns after ``stop`` is set (or raises what broke the worker)."""
         idle_wait = self.settings.poll_interval_s

@@ -2,10 +2,13 @@
 
 Layout (``{pipeline}``, ``{node}`` and ``{interval}`` with ``%`` and ``:`` percent-escaped)::
 
-    qmtl:{pipeline}:{node}:{interval}:history   ZSET  score = bucket ts, member = "<ts> <json>"
+    qmtl:{pipeline}:{node}:{interval}:history   ZSET  score = bucket ts, member = b"<ts>;<value>"
     qmtl:{pipeline}:{node}:{interval}:meta      HASH  max_items, ttl, last_update
 
-A member starts with its own timestamp, so two buckets holding equal values stay two members.
+A member starts with its own timestamp, so two buckets holding equal values stay two members;
+``<value>`` is :func:`qmtl.codec.encode` bytes, so every value type of SPEC §5.4 (``NaN``,
+tuples, datetimes, numpy arrays, ...) reads back as itself. Members written before the codec
+(``"<ts> <json>"``, a space after the timestamp) are still read, as the JSON they hold.
 A write runs one server-side script (atomic, one round trip) that checks both keys hold QMTL's
 types, adds the bucket (an older bucket first drops the member it replaces, ``ZREMRANGEBYSCORE
 ts ts``), trims to ``max_items`` (``ZREMRANGEBYRANK``), records the metadata and refreshes the
@@ -28,9 +31,11 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from qmtl.errors import StateBackendError
+from qmtl import codec
+from qmtl.errors import StateBackendError, ValueDecodeError
 from qmtl.logs import get_logger
 from qmtl.state import BucketWrite, SeriesKey, key_prefix
+from qmtl_state_redis._errors import fix_for
 from qmtl_state_redis._lua import SCRIPTS, TTL_SHA, WRITE_SCRIPT, WRITE_SHA
 from qmtl_state_redis.settings import RedisStateSettings, mask_url
 
@@ -41,7 +46,6 @@ log = get_logger(__name__)
 
 __all__ = ["RedisStateBackend"]
 
-_DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 _HISTORY, _META = "history", "meta"
 _SCAN_COUNT = 1000
 _UNLINK_BATCH = 500
@@ -140,9 +144,16 @@ class RedisStateBackend:
 
     # -- StateBackend ---------------------------------------------------------------------
     def write(
-        self, key: SeriesKey, timestamp: float, value: Any, *, max_items: int, ttl: int | None
+        self,
+        key: SeriesKey,
+        timestamp: float,
+        value: Any,
+        *,
+        max_items: int | None,
+        ttl: int | None,
     ) -> None:
-        """Store ``value`` as the bucket at ``timestamp``: one round trip with trim and TTL."""
+        """Store ``value`` as the bucket at ``timestamp``: one round trip with trim and TTL
+        (``max_items=None`` keeps every bucket, ``ttl=None`` never expires)."""
         self.write_many((BucketWrite(key, timestamp, value, max_items, ttl),))
 
     def write_many(self, writes: Iterable[BucketWrite]) -> None:
@@ -169,7 +180,7 @@ class RedisStateBackend:
     ) -> list[dict[str, Any]]:
         """Newest-first buckets in ``(start_ts, end_ts]``, at most ``count`` (server-side)."""
         if count is not None and count < 0:
-            raise StateBackendError(f"count must be >= 0, got {count} for {key.node_id}")
+            raise StateBackendError(f"count must be >= 0, got {count}")
         history, _ = _keys(key)
         high = "+inf" if end_ts is None else repr(float(end_ts))
         low = "-inf" if start_ts is None else "(" + repr(float(start_ts))
@@ -269,7 +280,7 @@ class RedisStateBackend:
         Redis, shared by every worker process."""
         from qmtl_state_redis.pending import RedisPendingStore
 
-        return RedisPendingStore(self._redis, self.url)
+        return RedisPendingStore(self.client, self._error)
 
     def update_ttl(self, key: SeriesKey, ttl: float | None) -> bool:
         """Set the series' TTL (None: never expire) without writing; False if it does not exist."""
@@ -289,6 +300,12 @@ class RedisStateBackend:
             self._redis().ping()
         except redis.RedisError as error:
             raise self._error("pinging", error) from error
+
+    def client(self) -> redis.Redis:
+        """The redis-py client of this backend (its URL, credentials, TLS options and pool),
+        for components that keep keys of their own next to the state, such as the Kafka
+        engine's pending state: they reach Redis exactly as the backend does."""
+        return self._redis()
 
     # -- internals ------------------------------------------------------------------------
     def _redis(self) -> redis.Redis:
@@ -318,6 +335,8 @@ class RedisStateBackend:
             options["password"] = settings.password.get_secret_value()
         if settings.url.startswith("rediss://"):
             options["ssl_cert_reqs"] = settings.ssl_cert_reqs
+            # The host name is part of the check (redis-py before 6 did not check it by default).
+            options["ssl_check_hostname"] = settings.ssl_cert_reqs == "required"
             if settings.ssl_ca_certs is not None:
                 options["ssl_ca_certs"] = settings.ssl_ca_certs
         try:
@@ -343,7 +362,7 @@ class RedisStateBackend:
     def _encode(self, writes: Iterable[BucketWrite]) -> Iterator[_Call]:
         """Script calls of at most ``write_batch`` writes, grouped by series in order."""
         limit = self.settings.write_batch
-        dumps = orjson.dumps
+        encode = codec.encode
         groups: dict[SeriesKey, list[Any]] = {}
         ordered: list[list[Any]] = []
         pending = 0
@@ -351,34 +370,26 @@ class RedisStateBackend:
             ts = float(timestamp)
             if not math.isfinite(ts):
                 raise StateBackendError(
-                    f"Bucket timestamp {timestamp!r} of node '{key.node_id}' is not a finite "
+                    f"Bucket timestamp {timestamp!r} of series {_keys(key)[0]} is not a finite "
                     "number; pass epoch seconds"
                 )
-            try:
-                payload = dumps(value, option=_DUMPS_OPTIONS)
-            except TypeError as error:
-                raise StateBackendError(
-                    f"The value of node '{key.node_id}' at interval '{_interval(key.interval)}' "
-                    f"(bucket {ts:g}) cannot be stored in Redis: {error}. Return JSON data "
-                    "from the node (numbers, strings, booleans, None, lists, dicts with string "
-                    "keys), or convert it first"
-                ) from error
+            payload = encode(value)  # ValueEncodeError, as the memory backend's check
             try:
                 ttl_text = _ttl_arg(ttl)
-                max_items = int(max_items)
+                keep: int | str = "" if max_items is None else int(max_items)
             except (TypeError, ValueError) as error:
                 raise StateBackendError(
-                    f"Series settings of node '{key.node_id}' at interval "
-                    f"'{_interval(key.interval)}' are not numbers (max_items={max_items!r}, "
-                    f"ttl={ttl!r}); pass an int max_items and a ttl in seconds or None"
+                    f"Settings of series {_keys(key)[0]} are not numbers (max_items="
+                    f"{max_items!r}, ttl={ttl!r}); pass an int max_items and a ttl in seconds "
+                    "or None"
                 ) from error
             group = groups.get(key)
-            if group is None or group[2] != max_items or group[3] != ttl_text:
+            if group is None or group[2] != keep or group[3] != ttl_text:
                 history, meta = _keys(key)
-                group = [history, meta, max_items, ttl_text, [], ttl]
+                group = [history, meta, keep, ttl_text, [], ttl]
                 groups[key] = group
                 ordered.append(group)
-            group[4] += (ts, b"%r %b" % (ts, payload))
+            group[4] += (ts, b"%r;%b" % (ts, payload))
             pending += 1
             if pending == limit:
                 yield _pack(ordered)
@@ -461,15 +472,7 @@ class RedisStateBackend:
             detail = detail.replace(password.get_secret_value(), "***")
         if len(detail) > _MAX_DETAIL:
             detail = detail[:_MAX_DETAIL] + "..."
-        if isinstance(error, redis.AuthenticationError):
-            fix = "check the password/user in the URL or the 'password' option"
-        elif isinstance(error, redis.ConnectionError | redis.TimeoutError):
-            fix = (
-                "check that Redis is running and reachable at that URL (state option 'url', "
-                "QMTL_REDIS__URL or redis_uri=)"
-            )
-        else:
-            fix = "check that these keys are not used by something else on that Redis"
+        fix = fix_for(error)
         log.debug(
             "qmtl.state.redis.failed", url=self.url, action=action, error=type(error).__name__
         )
@@ -502,14 +505,22 @@ def _pairs(reply: list[Any]) -> list[tuple[bytes, Any]]:
     return list(zip(reply[::2], reply[1::2], strict=True))
 
 
+def _value(member: bytes) -> Any:
+    """The value of a history member: ``<ts>;<codec bytes>``, or ``<ts> <json>`` as written
+    before the codec (the separator right after the timestamp tells them apart)."""
+    codec_at = member.find(b";")
+    json_at = member.find(b" ")
+    if codec_at != -1 and (json_at == -1 or codec_at < json_at):
+        return codec.decode(memoryview(member)[codec_at + 1 :])
+    return orjson.loads(member[json_at + 1 :])
+
+
 def _decode_history(reply: list[Any], history: str) -> list[dict[str, Any]]:
-    loads = orjson.loads
     try:
         return [
-            {"timestamp": float(score), "value": loads(member[member.index(b" ") + 1 :])}
-            for member, score in _pairs(reply)
+            {"timestamp": float(score), "value": _value(member)} for member, score in _pairs(reply)
         ]
-    except (ValueError, TypeError, orjson.JSONDecodeError) as error:
+    except (ValueError, TypeError, ValueDecodeError, orjson.JSONDecodeError) as error:
         raise StateBackendError(
             f"Redis key {history} holds data QMTL did not write ({error}); delete the key or "
             "use another pipeline name"

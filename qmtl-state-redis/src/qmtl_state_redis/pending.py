@@ -71,22 +71,24 @@ def _key(scope: str, rest: str) -> str:
 class RedisPendingStore:
     """:class:`qmtl.pending.PendingStore` in the Redis of a :class:`RedisStateBackend`.
 
-    ``client`` returns the backend's (lazily connected, retrying) client; ``url`` is the masked
-    URL shown in errors.
+    ``client`` returns the backend's (lazily connected, retrying) client; ``error(action,
+    exception)`` is the backend's own error, so a failure here names the same settings (a
+    wrong password, an untrusted CA, ...) and hides the same secrets as the backend's.
     """
 
     shared = True
 
-    def __init__(self, client: Callable[[], redis.Redis], url: str) -> None:
+    def __init__(
+        self,
+        client: Callable[[], redis.Redis],
+        error: Callable[[str, Exception], StateBackendError],
+    ) -> None:
         self._client = client
-        self.url = url
+        self._error = error
         self._script: Any = None
 
     def _failed(self, what: str, error: Exception) -> StateBackendError:
-        return StateBackendError(
-            f"Redis at {self.url} failed while {what} (pending state of a distributed run): "
-            f"{error}; check that Redis is up and reachable"
-        )
+        return self._error(f"{what} (pending state of a distributed run)", error)
 
     def claim(self, scope: str, token: str) -> None:
         try:

@@ -8,9 +8,7 @@ account token, and Secret values passed by reference (``secretKeyRef``), never i
 
 from __future__ import annotations
 
-import hashlib
 import re
-import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +16,7 @@ import yaml
 
 from qmtl.errors import DeployError
 from qmtl_deploy.dockerfile import APP_UID, check_image_reference, worker_command
+from qmtl_deploy.k8s.checks import check_resources, count, words
 from qmtl_deploy.k8s.models import (
     Capabilities,
     Container,
@@ -46,6 +45,8 @@ from qmtl_deploy.k8s.models import (
     Volume,
     VolumeMount,
 )
+from qmtl_deploy.k8s.names import LABEL_MAX, check_dns1123_label, dns1123_name, label_value
+from qmtl_deploy.k8s.operations import DEFAULT_METRICS_PORT, with_operations
 
 #: Requests and limits used when ``resources`` is not given.
 DEFAULT_RESOURCES = ResourceRequirements(
@@ -55,8 +56,6 @@ DEFAULT_RESOURCES = ResourceRequirements(
 HEARTBEAT_FILE = "/tmp/qmtl-worker.heartbeat"
 HEARTBEAT_ENV = "QMTL_WORKER_HEARTBEAT_FILE"
 
-_LABEL_MAX = 63
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 )
@@ -66,41 +65,6 @@ _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 SecretRef = str | tuple[str, str] | SecretKeySelector
 ResourcesArg = ResourceRequirements | Mapping[str, Mapping[str, Any]] | None
-
-
-def dns1123_name(text: str, max_length: int = _LABEL_MAX) -> str:
-    """Turn ``text`` into a DNS-1123 label: ``"My_Pipeline v2"`` -> ``"my-pipeline-v2"``.
-
-    Runs of other characters become one ``-``. A name longer than ``max_length`` is cut and
-    given an 8-character hash of ``text`` so distinct long names stay distinct.
-    """
-    name = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
-    if not name:
-        name = f"pipeline-{digest}"
-    if len(name) > max_length:
-        name = f"{name[: max_length - 9].rstrip('-')}-{digest}"
-    return name
-
-
-def label_value(text: str) -> str:
-    """Turn ``text`` into a valid label value (at most 63 characters, ``[A-Za-z0-9_.-]``)."""
-    value = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-_.")
-    if len(value) > _LABEL_MAX:
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
-        value = f"{value[: _LABEL_MAX - 9].rstrip('-_.')}-{digest}"
-    return value
-
-
-def check_dns1123_label(name: str, what: str) -> str:
-    """Return ``name`` if it is a DNS-1123 label, else raise DeployError with a suggestion."""
-    if len(name) > _LABEL_MAX or not _DNS1123_LABEL.match(name):
-        raise DeployError(
-            f"{what} {name!r} is not a valid Kubernetes name (lower-case letters, digits and "
-            f"'-', at most 63 characters, starting and ending alphanumeric); "
-            f"use e.g. {dns1123_name(name)!r}"
-        )
-    return name
 
 
 def pipeline_name(pipeline_def: Any) -> str:
@@ -179,6 +143,7 @@ def _resources(resources: ResourcesArg) -> ResourceRequirements:
     if resources is None:
         return DEFAULT_RESOURCES
     if isinstance(resources, ResourceRequirements):
+        check_resources(resources.requests, resources.limits)
         return resources
     unknown = set(resources) - {"requests", "limits"}
     if unknown:
@@ -186,18 +151,11 @@ def _resources(resources: ResourcesArg) -> ResourceRequirements:
             f"resources has unknown keys {sorted(unknown)}; use 'requests' and 'limits', e.g. "
             "{'requests': {'cpu': '500m', 'memory': '512Mi'}, 'limits': {'memory': '1Gi'}}"
         )
+    check_resources(resources.get("requests"), resources.get("limits"))
     return ResourceRequirements(
         requests=dict(resources["requests"]) if resources.get("requests") else None,
         limits=dict(resources["limits"]) if resources.get("limits") else None,
     )
-
-
-def _words(value: Sequence[str] | str | None) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return shlex.split(value)
-    return [str(part) for part in value]
 
 
 def _build_pod(
@@ -231,8 +189,8 @@ def _build_pod(
         name=container_name,
         image=image,
         image_pull_policy=image_pull_policy,
-        command=_words(command),
-        args=_words(args),
+        command=words(command, "command"),
+        args=words(args, "args"),
         env=env,
         env_from=env_from or None,
         resources=_resources(resources),
@@ -283,7 +241,7 @@ def _metadata(
         **(labels or {}),
     }
     for key, value in all_labels.items():
-        if not _LABEL_VALUE.match(value) or len(value) > _LABEL_MAX:
+        if not _LABEL_VALUE.match(value) or len(value) > LABEL_MAX:
             raise DeployError(
                 f"Label {key}={value!r} is not a valid label value (at most 63 characters of "
                 "letters, digits, '-', '_', '.', starting and ending alphanumeric)"
@@ -333,6 +291,9 @@ class K8sJobGenerator:
         ``{"requests": {...}, "limits": {...}}`` (default :data:`DEFAULT_RESOURCES`).
         """
         pipeline = pipeline_name(pipeline_def)
+        count("backoff_limit", backoff_limit)
+        count("ttl_seconds_after_finished", ttl_seconds_after_finished, optional=True)
+        count("active_deadline_seconds", active_deadline_seconds, minimum=1, optional=True)
         name = check_dns1123_label(job_name, "Job name") if job_name else dns1123_name(pipeline)
         meta, all_labels, all_annotations = _metadata(
             name, namespace, pipeline, "job", labels, annotations
@@ -374,6 +335,7 @@ class K8sJobGenerator:
 
 def heartbeat_probe(path: str = HEARTBEAT_FILE, max_age_seconds: int = 60) -> Probe:
     """A liveness probe that fails when ``path`` was not touched within ``max_age_seconds``."""
+    count("heartbeat_max_age_seconds", max_age_seconds, minimum=1)
     check = (
         "import os, sys, time; "
         f"sys.exit(time.time() - os.stat({path!r}).st_mtime > {int(max_age_seconds)})"
@@ -420,14 +382,21 @@ class K8sDeploymentGenerator:
         image_pull_secrets: Sequence[str] | None = None,
         run_as_user: int = APP_UID,
         read_only_root_filesystem: bool = True,
+        metrics_port: int | None = DEFAULT_METRICS_PORT,
+        topology_spread: bool = True,
+        partitions: int | None = None,
     ) -> Deployment:
         """Return a :class:`Deployment` running ``qmtl worker <target>`` in ``replicas`` pods.
 
         ``target`` is the pipeline's import path (``"strategies.momentum:pipeline"``); give it, or
-        an explicit ``command``. Liveness: by default the pod sets ``QMTL_WORKER_HEARTBEAT_FILE``
-        and the probe restarts a worker whose heartbeat file is older than
-        ``heartbeat_max_age_seconds``; pass ``liveness_probe`` to use your own or
-        ``liveness=False`` for none. On shutdown Kubernetes sends SIGTERM and waits
+        an explicit ``command``. ``metrics_port`` (``--metrics-port``, added to the args) is
+        probed over HTTP (liveness and start-up ``/healthz``, readiness ``/readyz``) and
+        annotated for Prometheus; ``topology_spread`` spreads the pods over zones and nodes;
+        ``partitions`` (``QMTL_KAFKA__PARTITIONS``) bounds ``replicas``
+        (:func:`qmtl_deploy.k8s.operations.with_operations`). With ``metrics_port=None`` the pod
+        sets ``QMTL_WORKER_HEARTBEAT_FILE`` and the liveness probe restarts a worker whose
+        heartbeat file is older than ``heartbeat_max_age_seconds``. Pass ``liveness_probe`` to
+        use your own or ``liveness=False`` for none. On shutdown Kubernetes sends SIGTERM and waits
         ``termination_grace_period_seconds`` for the worker to commit offsets and leave its
         consumer groups. Other parameters are as in :meth:`K8sJobGenerator.generate_job`.
         """
@@ -439,8 +408,8 @@ class K8sDeploymentGenerator:
                     "path: pass target='package.module:pipeline' (or an explicit command)"
                 )
             command = worker_command(target)
-        if replicas < 0:
-            raise DeployError(f"replicas={replicas} must be 0 or more")
+        count("replicas", replicas)
+        count("termination_grace_period_seconds", termination_grace_period_seconds)
         name = (
             check_dns1123_label(deployment_name, "Deployment name")
             if deployment_name
@@ -451,12 +420,11 @@ class K8sDeploymentGenerator:
         )
         probe = None
         env = dict(env_vars or {})
-        if liveness:
-            if liveness_probe is None:
-                env.setdefault(HEARTBEAT_ENV, HEARTBEAT_FILE)
-                probe = heartbeat_probe(str(env[HEARTBEAT_ENV]), heartbeat_max_age_seconds)
-            else:
-                probe = liveness_probe
+        if liveness and liveness_probe is not None:
+            probe = liveness_probe
+        elif liveness and metrics_port is None:
+            env.setdefault(HEARTBEAT_ENV, HEARTBEAT_FILE)
+            probe = heartbeat_probe(str(env[HEARTBEAT_ENV]), heartbeat_max_age_seconds)
         template = _build_pod(
             container_name="worker",
             image=image,
@@ -480,13 +448,20 @@ class K8sDeploymentGenerator:
             "app.kubernetes.io/instance": name,
             "app.kubernetes.io/component": "worker",
         }
-        return Deployment(
+        deployment = Deployment(
             metadata=meta,
             spec=DeploymentSpec(
                 replicas=replicas,
                 selector=LabelSelector(match_labels=selector),
                 template=template,
             ),
+        )
+        return with_operations(
+            deployment,
+            metrics_port=metrics_port,
+            http_liveness=liveness and liveness_probe is None,
+            topology_spread=topology_spread,
+            partitions=partitions,
         )
 
     @staticmethod
