@@ -89,6 +89,7 @@ def worker(
     from qmtl.runtime import Resolver
 
     configure_logging(log_level)
+    _relay_stdlib_logging(log_level)
     pipeline = load_object(target)
     try:
         plan = pipeline.build()
@@ -139,6 +140,32 @@ def worker(
         )
     except QmtlError as error:
         _fail(error)
+
+
+def _relay_stdlib_logging(level: str) -> None:
+    """Records of stdlib logging (librdkafka's relayed lines among them) rendered like the
+    worker's own events (JSON unless on a terminal) instead of as bare text in its stream."""
+    import logging
+
+    renderer: Any = (
+        structlog.dev.ConsoleRenderer()
+        if sys.stderr.isatty()
+        else structlog.processors.JSONRenderer()
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso"),
+                structlog.stdlib.add_logger_name,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
 
 
 def _fail(error: QmtlError) -> NoReturn:
