@@ -312,3 +312,22 @@ def test_monitor_asks_for_lag_every_few_seconds_only_with_metrics() -> None:
     assert not monitor.lag_due()
     clock.now += 2
     assert monitor.lag_due()
+
+
+def test_the_kafka_probe_fails_when_no_broker_answers() -> None:
+    """The readiness probe of Kafka against a port nothing listens on: it raises, naming the
+    servers, within its 2 s bound (what /readyz then reports as unreachable)."""
+    import socket
+
+    from qmtl_engine_kafka.errors import BrokerUnavailableError
+    from qmtl_engine_kafka.operations import kafka_probe
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    settings = KafkaEngineSettings(bootstrap_servers=f"127.0.0.1:{closed}", connect_timeout_s=1)
+    probe = kafka_probe(settings, "qmtl.dlq.p", what="test")
+    began = time.monotonic()
+    with pytest.raises(BrokerUnavailableError, match=f"no Kafka broker at 127.0.0.1:{closed}"):
+        probe()
+    assert time.monotonic() - began < 3
