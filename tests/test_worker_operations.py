@@ -252,7 +252,8 @@ def test_metrics_during_and_after_a_run(
 
     node_input = (("partition", "0"), ("topic", f"qmtl.output.{pipeline_name}.price"))
     outputs = {"double": 0}
-    seen: list[tuple[int, float | None]] = []  # (double's outputs so far, its input's lag)
+    # (when, double's outputs so far, its input's lag)
+    seen: list[tuple[float, int, float | None]] = []
     done = threading.Event()
 
     def count(event: Any) -> None:
@@ -262,7 +263,7 @@ def test_metrics_during_and_after_a_run(
     def scrape() -> None:
         while not done.is_set():
             lag = _series(worker.scrape(), "qmtl_worker_consumer_lag").get(node_input)
-            seen.append((outputs["double"], lag))
+            seen.append((time.monotonic(), outputs["double"], lag))
             time.sleep(0.2)
 
     scraper = threading.Thread(target=scrape, daemon=True)
@@ -284,8 +285,15 @@ def test_metrics_during_and_after_a_run(
 
     # -- while the backlog existed: fewer than half of double's buckets out means thousands of
     # messages of its input not applied yet, so its lag must read above 0 at every scrape
-    # (the bug this guards against: 0 for exactly the node that is behind).
-    behind = [lag for out, lag in seen if out < EVENTS // 2 and lag is not None]
+    # (the bug this guards against: 0 for exactly the node that is behind). The worker
+    # refreshes the gauge every second here (--log-every 1): scrapes from 1.5 s after the
+    # first output on cannot show the value from before the events arrived.
+    first = next(when for when, out, _lag in seen if out > 0)
+    behind = [
+        lag
+        for when, out, lag in seen
+        if when > first + 1.5 and out < EVENTS // 2 and lag is not None
+    ]
     assert len(behind) >= 3, f"too few scrapes during the backlog: {seen}"
     assert all(lag > 0 for lag in behind), f"lag read 0 during a backlog: {seen}"
 

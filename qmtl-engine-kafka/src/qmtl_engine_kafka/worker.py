@@ -169,9 +169,12 @@ class Worker:
                         self._beat()
                     monitor.assignment(sum(len(t.assigned) for t in tasks))
                     last_beat = now
-                if monitor.lag_due():
-                    monitor.lag({k: v for t in tasks for k, v in t.lags().items() if v >= 0})
-                if now - last_log >= self.log_every_s:
+                log_due = now - last_log >= self.log_every_s
+                lags: dict[str, dict[tuple[str, int], int]] = {}
+                if log_due or monitor.lag_due():  # the log's lags refresh the gauge too
+                    lags = {t.node.name: t.lags() for t in tasks}
+                    monitor.lag({k: v for by in lags.values() for k, v in by.items() if v >= 0})
+                if log_due:
                     processed = self.stats["messages"]
                     log.info(
                         "qmtl.kafka.worker_progress",
@@ -181,7 +184,10 @@ class Worker:
                         rate=round((processed - processed_at_log) / (now - last_log), 1),
                         buckets=self.stats["buckets"],
                         dead_letters=self.dlq.count,
-                        lag={t.node.name: t.lag() for t in tasks},
+                        lag={
+                            node: -1 if any(v < 0 for v in by.values()) else sum(by.values())
+                            for node, by in lags.items()
+                        },
                     )
                     processed_at_log, last_log = processed, now
         except BaseException as error:
