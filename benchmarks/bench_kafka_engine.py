@@ -48,9 +48,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from qmtl import codec
 from qmtl.node import Node, SourceNode
 from qmtl.pipeline import Pipeline
 from qmtl_engine_kafka import Envelope, KafkaEngineSettings, TopicManager, decode, encode
@@ -209,7 +209,7 @@ class _Progress:
             if started is None and self.client.exists(self.first):
                 started = time.perf_counter()
             raw = self.client.get(self.last)
-            if raw is not None and orjson.loads(raw)["emitter"]["ended"]:
+            if isinstance(raw, bytes) and codec.decode(raw)["emitter"]["ended"]:
                 return started or time.perf_counter(), time.perf_counter()
             time.sleep(0.005 if started is None else 0.05)
         raise RuntimeError(f"the benchmark run did not end within {timeout}s")
@@ -236,7 +236,7 @@ def _latencies(bootstrap: str, pipeline: str, names: list[str]) -> list[float]:
             for message in batch:
                 read = (message.offset() or 0) + 1
                 if message.error() is None:
-                    bucket = orjson.loads(message.value() or b"{}").get("bucket")
+                    bucket = decode(message.value() or b"").bucket  # msgpack since the codec
                     if bucket is not None:
                         seen.setdefault(bucket, message.timestamp()[1])
         consumer.close()
