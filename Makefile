@@ -36,15 +36,34 @@ typecheck: sync
 	$(UV) run --no-sync mypy
 
 # -- Release checks ------------------------------------------------------------------------------
-.PHONY: isolation
+.PHONY: isolation floors pythons release-check
 
-# Five sdists and five wheels in dist/, each checked: metadata, license files, sibling pins,
-# changelog entry, wheel contents (scripts/dist_check.py), then `twine check --strict`.
+# Five sdists and five wheels in $(DIST) (default dist/), each checked: metadata, license files,
+# sibling pins, changelog entry, tested Python versions, wheel contents (scripts/dist_check.py),
+# then `twine check --strict`. `make dist PACKAGE=qmtl-state-redis` builds and checks that
+# distribution alone, leaving exactly its sdist and wheel in $(DIST) (RELEASING.md).
+PACKAGE ?=
+DIST ?= dist
 dist: sync
-	rm -rf dist
-	$(UV) build --all-packages --out-dir dist
-	$(UV) run --no-sync python scripts/dist_check.py dist
-	$(UV) tool run --from 'twine>=6.1' twine check --strict dist/*
+	rm -rf "$(DIST)"
+	$(UV) build $(if $(PACKAGE),--package $(PACKAGE),--all-packages) --out-dir "$(DIST)"
+	$(UV) run --no-sync python scripts/dist_check.py "$(DIST)" $(if $(PACKAGE),--package $(PACKAGE))
+	$(UV) run --no-sync twine check --strict "$(DIST)"/*
+
+# Every distribution at the lowest versions it declares (uv --resolution lowest-direct, nothing
+# compiled), running its unit tests (scripts/floors.py).
+floors: sync
+	UV="$(UV)" $(UV) run --no-sync python scripts/floors.py
+
+# The unit tests on the other tested Python versions (3.12, 3.13), each in .venvs/py<X.Y> synced
+# from uv.lock (scripts/pythons.py); `make test` covers 3.11.
+pythons: sync
+	UV="$(UV)" $(UV) run --no-sync python scripts/pythons.py
+
+# Fails when a distribution's shipped files changed since its last release tag without a
+# version bump (scripts/release.py --check; make test runs it too).
+release-check: sync
+	$(UV) run --no-sync python scripts/release.py --check
 
 # Each distribution's own tests in a fresh environment holding only that distribution, what it
 # declares and pytest tooling, so an undeclared dependency fails (scripts/isolation.py).
