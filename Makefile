@@ -47,6 +47,7 @@ DIST ?= dist
 dist: sync
 	rm -rf "$(DIST)"
 	$(UV) build $(if $(PACKAGE),--package $(PACKAGE),--all-packages) --out-dir "$(DIST)"
+	rm -f "$(DIST)/.gitignore"  # uv's; dist/ is ignored by the root .gitignore
 	$(UV) run --no-sync python scripts/dist_check.py "$(DIST)" $(if $(PACKAGE),--package $(PACKAGE))
 	$(UV) run --no-sync twine check --strict "$(DIST)"/*
 
