@@ -14,7 +14,7 @@ sync: uv
 
 # Every test, unit and integration, with a throwaway redis-server and Kafka broker.
 test: sync
-	$(UV) run --no-sync python scripts/services.py --redis --kafka -- $(UV) run --no-sync pytest
+	UV="$(UV)" $(UV) run --no-sync python scripts/services.py --redis --kafka -- $(UV) run --no-sync pytest
 
 # The example strategy, on the embedded default (local engine, memory state, no server): one-shot
 # daily runs, then the streaming form over a generated minute-price stream.
@@ -24,7 +24,7 @@ run: sync
 	$(UV) run --no-sync python examples/streaming_strategy.py
 
 bench: sync
-	$(UV) run --no-sync python scripts/services.py --redis --kafka -- $(UV) run --no-sync python benchmarks/run.py
+	UV="$(UV)" $(UV) run --no-sync python scripts/services.py --redis --kafka -- $(UV) run --no-sync python benchmarks/run.py
 
 # ruff (lint and format) and mypy, all configured in pyproject.toml (tests/test_static_checks.py runs them too).
 lint: sync

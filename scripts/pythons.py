@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -130,19 +131,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("versions", nargs="*", help=f"versions to run (default: {TESTED[1:]})")
     parser.add_argument("--all", action="store_true", help="include the workspace's own version")
+    parser.add_argument(
+        "-j", "--jobs", type=int, default=os.cpu_count() or 1, help="versions run at once"
+    )
     args = parser.parse_args(argv)
     unknown = set(args.versions) - set(TESTED)
     if unknown:
         parser.error(f"{sorted(unknown)} are not declared; TESTED = {TESTED}")
     versions = args.versions or list(TESTED if args.all else TESTED[1:])
-    failed = []
     for version in versions:
+        find_python(version)  # fail fast, before any environment is built
+
+    def one(version: str) -> tuple[str, bool, str]:
         started = time.perf_counter()
         ok, report = run_unit_tests(version, pytest_args)
-        mark = "ok" if ok else "FAIL"
-        print(f"{mark:<4} Python {version}  {time.perf_counter() - started:5.1f}s  {report}")
-        if not ok:
-            failed.append(version)
+        return version, ok, f"{time.perf_counter() - started:5.1f}s  {report}"
+
+    failed = []
+    # Each pytest is one process on one core: the versions run side by side.
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for version, ok, report in pool.map(one, versions):
+            print(f"{'ok' if ok else 'FAIL':<4} Python {version}  {report}", flush=True)
+            if not ok:
+                failed.append(version)
     if failed:
         print(f"unit tests fail on Python {failed}", file=sys.stderr)
         return 1
