@@ -29,6 +29,7 @@ from qmtl.plan import ExecutionPlan, compile_pipeline, merge_settings
 from qmtl.runtime import Resolver
 from qmtl.settings import QmtlSettings
 from qmtl.state import SeriesKey, StateBackend
+from qmtl.streaming import OutputEvent, RunSummary
 
 
 class _Members(dict[str, Any]):
@@ -205,14 +206,14 @@ class Pipeline:
 
     def run(
         self,
-        on_output: Callable[[Any], None] | None = None,
+        on_output: Callable[[OutputEvent], None] | None = None,
         *,
         engine: str | Engine | None = None,
         state: str | StateBackend | None = None,
         engine_options: Mapping[str, Any] | None = None,
         state_options: Mapping[str, Any] | None = None,
         **options: Any,
-    ) -> Any:
+    ) -> RunSummary:
         """Stream the sources to their end in event time; return the engine's run summary.
 
         Semantics (SPEC §5.2, :mod:`qmtl.streaming`): every node's output is bucketed per
@@ -233,7 +234,8 @@ class Pipeline:
             engine, state, engine_options, state_options, False, False, None, None
         )
         self._last_state = state_obj
-        return engine_obj.run(plan, state=state_obj, on_output=on_output, **options)
+        summary: RunSummary = engine_obj.run(plan, state=state_obj, on_output=on_output, **options)
+        return summary
 
     def stream(
         self,

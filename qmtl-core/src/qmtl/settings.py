@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
-from typing import Annotated, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
@@ -82,6 +82,19 @@ class QmtlSettings(BaseSettings):
     plugin_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Options per kind, from QMTL_<KIND>__<OPTION>"
     )
+
+    if TYPE_CHECKING:
+        # The constructor as it converts (``engine="kafka"``, ``disable_plugins="a,b"``), for
+        # type checkers that lack pydantic's plugin and would otherwise take the field types.
+        def __init__(
+            self,
+            *,
+            engine: str | BackendSelection | Mapping[str, Any] = ...,
+            state: str | BackendSelection | Mapping[str, Any] = ...,
+            plugin_autoload: bool = ...,
+            disable_plugins: str | Sequence[str] = ...,
+            plugin_options: Mapping[str, Mapping[str, Any]] = ...,
+        ) -> None: ...
 
     _sel_engine = field_validator("engine", mode="before")(_selection)
     _sel_state = field_validator("state", mode="before")(_selection)
