@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 
-.PHONY: uv sync test run bench dist lint typecheck
+.PHONY: uv sync test run bench dist lint typecheck docs
 
 uv:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -25,6 +25,12 @@ run: sync
 
 bench: sync
 	UV="$(UV)" $(UV) run --no-sync python scripts/services.py --redis --kafka -- $(UV) run --no-sync python benchmarks/run.py
+
+# The API reference from the docstrings (mkdocs + mkdocstrings, mkdocs.yml) into $(SITE); strict,
+# so a broken cross-reference fails it (tests/test_docs.py builds it in make test, hence in CI).
+SITE ?= site
+docs: sync
+	$(UV) run --no-sync mkdocs build --strict --site-dir "$(SITE)"
 
 # ruff (lint and format) and mypy, all configured in pyproject.toml (tests/test_static_checks.py runs them too).
 lint: sync
