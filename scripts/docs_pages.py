@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mkdocs.config.defaults import MkDocsConfig
-from mkdocs.structure.files import File, Files
+if TYPE_CHECKING:  # mkdocs is in the docs group; the tests import this module without it
+    from mkdocs.config.defaults import MkDocsConfig
+    from mkdocs.structure.files import Files
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,6 +49,8 @@ def page(name: str, summary: str, modules: list[str]) -> str:
 
 
 def on_files(files: Files, config: MkDocsConfig, **kwargs: Any) -> Files:
+    from mkdocs.structure.files import File
+
     for name, summary, modules in distributions():
         files.append(File.generated(config, f"{name}.md", content=page(name, summary, modules)))
     return files
