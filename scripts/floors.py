@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -318,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--python", default=oldest_python(), help="Python X.Y or a path")
     parser.add_argument("--keep", action="store_true", help="keep the environments")
     parser.add_argument("-v", "--verbose", action="store_true", help="print the test output")
+    parser.add_argument(
+        "-j", "--jobs", type=int, default=os.cpu_count() or 1, help="environments at once"
+    )
     args = parser.parse_args(argv)
     known = {p.name for p in isolation.projects()} | {"tests"}
     if set(args.only) - known:
@@ -328,10 +332,21 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         build_wheels(work / "wheels")
         print(f"built the wheels in {time.perf_counter() - started:.1f}s; Python {args.python}")
-        for index, env in enumerate(plan(work / "wheels", args.only)):
-            folder = work / f"env{index}"
-            folder.mkdir()
-            check_env(env, work / "wheels", args.python, folder, args.verbose)
+        envs = plan(work / "wheels", args.only)
+        for index in range(len(envs)):
+            (work / f"env{index}").mkdir()
+
+        def one(index: int) -> Floors:
+            check_env(envs[index], work / "wheels", args.python, work / f"env{index}", args.verbose)
+            return envs[index]
+
+        # Each environment's pytest is one process on one core: they run side by side, the
+        # longest (the root tests, last in the plan) started first.
+        order = sorted(range(len(envs)), key=lambda i: envs[i].name != "tests (all)")
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            done = dict(zip(order, pool.map(one, order), strict=True))
+        for index in range(len(envs)):
+            env = done[index]
             mark = "FAIL" if env.problems else "ok"
             floors = " ".join(f"{k}=={v}" for k, v in sorted(env.resolved.items()))
             print(f"{mark:<4} {env.name:<22} {env.seconds:5.1f}s  {env.summary}", flush=True)
