@@ -45,7 +45,8 @@ ROUND_TRIP = """
 
 
 def uv_path() -> str:
-    found = shutil.which("uv")
+    """uv's own binary: ``UV`` (uv run sets it; make passes it), else the one on PATH."""
+    found = os.environ.get("UV") or shutil.which("uv")
     if found is None:
         pytest.fail("uv is not on PATH (make test installs it)")
     return found
