@@ -32,6 +32,7 @@ from qmtl.models import (
     to_interval,
 )
 from qmtl.selectors import as_selectors
+from qmtl.tables import TableSource, is_table
 
 Invoker = Callable[[Sequence[Any]], Any]
 CallStyle = Literal["positional", "keyword"]
@@ -300,8 +301,13 @@ class SourceNode(Node):
 
     ``source`` is a callable (called for the one-shot form), an iterable or generator of values
     or ``(ts, value)`` pairs, or a :class:`qmtl.sources.SourceProcessor`; see
-    :mod:`qmtl.sources` for how each feeds a streaming run. ``allowed_lateness`` (seconds,
-    default 0) keeps buckets open that long past the highest event time seen.
+    :mod:`qmtl.sources` for how each feeds a streaming run. It may also be a table: a pandas
+    ``DataFrame``/``Series``, a polars ``DataFrame``, a pyarrow ``Table`` or a path to a
+    ``.parquet``/``.csv`` file, read as a :class:`qmtl.tables.TableSource`: ``ts`` names the
+    time column (default: a pandas index, else the only datetime column), ``value`` the value
+    column (default: each row as a dict), ``ts_unit`` the unit of an epoch number column
+    (default seconds). ``allowed_lateness`` (seconds, default 0) keeps buckets open that long
+    past the highest event time seen.
     """
 
     kind = "source"
@@ -313,8 +319,19 @@ class SourceNode(Node):
         *,
         fn: Callable[..., Any] | None = None,
         allowed_lateness: float | None = None,
+        ts: str | None = None,
+        value: str | None = None,
+        ts_unit: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if is_table(source):
+            source = TableSource(source, ts=ts, value=value, ts_unit=ts_unit, name=name)
+        elif ts is not None or value is not None or ts_unit is not None:
+            raise PipelineValidationError(
+                f"SourceNode '{name}': ts=, value= and ts_unit= describe the columns of a table "
+                f"source (a DataFrame, a pyarrow Table, a .parquet or .csv path), but source is "
+                f"{type(source).__name__}"
+            )
         if kwargs.get("upstreams"):
             raise PipelineValidationError(f"SourceNode '{name}' cannot have upstreams")
         if source is None and fn is None:
@@ -358,9 +375,10 @@ def _latest_of(name: str, source: Any) -> Callable[[], Any]:
     the last item of an iterable."""
     if callable(source) and not hasattr(source, "events"):
         return cast("Callable[[], Any]", source)
-    latest = getattr(source, "latest", None)
-    if callable(latest):
-        return cast("Callable[[], Any]", latest)
+    for method in ("latest", "fetch"):  # fetch(): the earlier SDK's source processors
+        read = getattr(source, method, None)
+        if callable(read):
+            return cast("Callable[[], Any]", read)
 
     def last_item() -> Any:
         items = source.events() if hasattr(source, "events") else source
@@ -386,6 +404,12 @@ class QueryNode:
     and its string are equal. Matching happens when the pipeline is built, through a tag index.
     ``result_selectors`` then narrow the matches (see :mod:`qmtl.selectors`); ``fn``, when given,
     is applied to the selected dict. Other nodes may list a query node as an upstream.
+
+    Seed keywords: ``upstreams`` limits the candidates to those nodes (names or nodes; the query
+    matches the ones whose tags and filters hold); ``stream_settings`` (or
+    ``interval_settings``) sets the intervals and periods the query's value is kept at, instead
+    of the ones its matches share (every match must keep them too); ``result_selector`` is one
+    more selector, applied after ``result_selectors``.
     """
 
     kind = "query"
@@ -399,11 +423,25 @@ class QueryNode:
         period: int | str | None = None,
         fn: Callable[[dict[str, Any]], Any] | None = None,
         result_selectors: Iterable[QueryNodeResultSelector | Mapping[str, Any]] | None = None,
+        *,
+        upstreams: Iterable[str | Node] | None = None,
+        stream_settings: NodeStreamSettings | Mapping[str, Any] | None = None,
+        interval_settings: Mapping[Any, Any] | None = None,
+        result_selector: QueryNodeResultSelector | Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise PipelineValidationError(
                 f"A query node name must be a non-empty string, got {name!r}"
             )
+        #: The nodes the query may match (``None``: every node of the pipeline).
+        self.candidates: list[str] | None = (
+            None
+            if upstreams is None
+            else [
+                u.name if isinstance(u, Node) else u for u in _names(name, "upstreams", upstreams)
+            ]
+        )
+        self.declared_stream_settings = _stream_settings(name, stream_settings, interval_settings)
         if match_mode not in ("all", "any"):
             raise PipelineValidationError(
                 f"QueryNode '{name}': match_mode must be 'all' or 'any', got {match_mode!r}"
@@ -432,7 +470,7 @@ class QueryNode:
         self.fn = fn
         self.result_selectors: list[QueryNodeResultSelector] = as_selectors(
             result_selectors, f"QueryNode '{name}'"
-        )
+        ) + as_selectors(None if result_selector is None else [result_selector], name)
         self.upstreams: list[str] = []  # filled with the matches when the pipeline is built
         self.stream_settings: NodeStreamSettings | None = None
         self.window = None
@@ -488,6 +526,8 @@ class QueryNode:
             period=self.period,
             matches=list(self.upstreams),
             result_selectors=list(self.result_selectors),
+            upstreams=self.candidates,
+            stream_settings=self.declared_stream_settings,
         ).model_dump(mode="json", exclude_none=True)
 
     @classmethod
@@ -507,6 +547,8 @@ class QueryNode:
             period=definition.period,
             fn=fn,
             result_selectors=definition.result_selectors,
+            upstreams=definition.upstreams,
+            stream_settings=definition.stream_settings,
         )
 
     def __repr__(self) -> str:

@@ -8,10 +8,11 @@ upstreams, cycles, interval coverage and unbindable functions fail there, naming
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Never
 
 from qmtl.engine import Engine, check_inputs, check_run_options
 from qmtl.errors import (
+    ConfigurationError,
     DuplicateNodeError,
     IntervalError,
     ModelValidationError,
@@ -25,10 +26,19 @@ from qmtl.models import (
     to_interval,
 )
 from qmtl.node import Node, QueryNode
-from qmtl.plan import ExecutionPlan, compile_pipeline, merge_settings
+from qmtl.options import (
+    check_backend,
+    check_count,
+    check_execute,
+    check_number,
+    check_run,
+    check_selection,
+    check_text,
+)
+from qmtl.plan import ExecutionPlan, compile_pipeline, keeping_history, merge_settings
 from qmtl.runtime import Resolver
 from qmtl.settings import QmtlSettings
-from qmtl.state import SeriesKey, StateBackend
+from qmtl.state import SeriesKey, StateBackend, naming
 from qmtl.streaming import OutputEvent, RunSummary
 
 
@@ -88,7 +98,9 @@ class Pipeline:
 
     ``default_intervals`` gives every node minimum retention per interval (see
     :func:`qmtl.plan.merge_settings`). ``settings`` fixes the engine/state selection; by default
-    it is read from ``QMTL_*`` variables and config files on the first run.
+    it is read from ``QMTL_*`` variables and config files on the first run. ``keep_history=True``
+    (backtests over past data) keeps every bucket of every series until :meth:`clear_history`:
+    no TTL by wall clock and no ``max_history`` cap; :meth:`run` takes it per run too.
     """
 
     type = "pipeline"
@@ -100,6 +112,7 @@ class Pipeline:
         *,
         settings: QmtlSettings | None = None,
         tags: Iterable[str] | None = None,
+        keep_history: bool = False,
         **metadata: Any,
     ) -> None:
         if not isinstance(name, str) or not name:
@@ -110,13 +123,25 @@ class Pipeline:
         self.default_intervals = _defaults(name, default_intervals)
         self.metadata = metadata
         self.tags: list[str] = list(tags or ())
+        self._keep_history = _flag(name, "keep_history", keep_history)
         self.nodes: dict[str, Node] = _Members(self._changed)
         self.query_nodes: dict[str, QueryNode] = _Members(self._changed)
         self._plan: ExecutionPlan | None = None
         self._resolver = Resolver(settings)
-        self._engines: dict[tuple[str | None, str], Engine] = {}
-        self._states: dict[tuple[str | None, str], StateBackend] = {}
         self._last_state: StateBackend | None = None
+        #: The engine object of the last ``execute``/``run``/``stream`` (e.g. its
+        #: ``execution_stats``), ``None`` before the first.
+        self.last_engine: Engine | None = None
+
+    @property
+    def keep_history(self) -> bool:
+        """Keep every bucket until :meth:`clear_history` (no TTL, no ``max_history`` cap)."""
+        return self._keep_history
+
+    @keep_history.setter
+    def keep_history(self, value: bool) -> None:
+        self._keep_history = _flag(self.name, "keep_history", value)
+        self._plan = None
 
     # -- building -------------------------------------------------------------------------
     def _changed(self) -> None:
@@ -170,7 +195,8 @@ class Pipeline:
     def build(self) -> ExecutionPlan:
         """Validate the pipeline and return its execution plan (cached until it changes)."""
         if self._plan is None:
-            self._plan = compile_pipeline(self)
+            plan = compile_pipeline(self)
+            self._plan = keeping_history(plan) if self.keep_history else plan
         return self._plan
 
     # -- running --------------------------------------------------------------------------
@@ -188,13 +214,27 @@ class Pipeline:
         parallel: bool = False,
         brokers: str | None = None,
         redis_uri: str | None = None,
+        debug: bool = False,
+        **unknown: Never,
     ) -> dict[str, Any]:
         """Run every node once; return ``{node: value, ..., query_node: {...}}``.
 
         Each value is recorded in every interval's bucket of ``ts`` (default now). Seed keywords:
         ``test_mode=True`` is the local engine; ``parallel=True, brokers=..., redis_uri=...`` is
-        the Kafka engine with Redis state.
+        the Kafka engine with Redis state; ``debug=True`` traces the run on the local engine
+        (``engine_options={"debug": True}``: each node's time and value in
+        ``pipeline.last_engine.execution_stats["trace"]`` and the log, and a failing node's
+        inputs in its error). A keyword ``execute`` does not take is a ``ConfigurationError``.
         """
+        engine_options = check_execute(
+            self.name,
+            unknown,
+            inputs=inputs,
+            engine=engine,
+            engine_options=engine_options,
+            flags={"test_mode": test_mode, "parallel": parallel, "debug": debug},
+            texts={"brokers": brokers, "redis_uri": redis_uri},
+        )
         plan = self.build()
         check_inputs(plan, inputs)
         check_run_options(plan, ts, timeout)
@@ -202,6 +242,7 @@ class Pipeline:
             engine, state, engine_options, state_options, test_mode, parallel, brokers, redis_uri
         )
         self._last_state = state_obj
+        self.last_engine = engine_obj
         return engine_obj.execute(plan, state=state_obj, inputs=inputs, ts=ts, timeout=timeout)
 
     def run(
@@ -212,6 +253,8 @@ class Pipeline:
         state: str | StateBackend | None = None,
         engine_options: Mapping[str, Any] | None = None,
         state_options: Mapping[str, Any] | None = None,
+        keep_history: bool | None = None,
+        progress: bool = False,
         **options: Any,
     ) -> RunSummary:
         """Stream the sources to their end in event time; return the engine's run summary.
@@ -224,16 +267,35 @@ class Pipeline:
         ``interval``, ``ts`` = bucket end, ``value``). Returns a
         :class:`~qmtl.streaming.RunSummary` (events in, late events, buckets out, per node).
 
-        Engine options go through ``**options``; the local and mock engines take ``sources``
-        (``{source name: events}`` replacing declared inputs) and ``events`` (``[(source, ts,
-        value), ...]`` in arrival order, replacing all sources). A failing node raises
+        Options every engine takes: ``sources`` (``{source name: events}`` replacing declared
+        inputs), ``events`` (``[(source, ts, value), ...]`` in arrival order, replacing all
+        sources), ``clock`` (stamps values read without a ts) and ``timeout`` (seconds for the
+        whole run: :class:`~qmtl.errors.PipelineTimeoutError` naming the running node); an
+        engine may take more (local: ``batch``; kafka: ``workers``, ``run_id``). Any other
+        option is a ``ConfigurationError`` naming it. A failing node raises
         :class:`~qmtl.errors.NodeExecutionError`; buckets written before it stay.
+
+        ``keep_history=True`` keeps this run's whole history until :meth:`clear_history` (no
+        TTL, no ``max_history`` cap: a backtest), default: the pipeline's ``keep_history``.
+        ``progress=True`` shows events in, buckets out, the event-time position and the rate on
+        stderr while the run goes (when stderr is a terminal; quiet in pipes and logs).
         """
-        plan = self.build()
-        engine_obj, state_obj = self._runtime(
-            engine, state, engine_options, state_options, False, False, None, None
+        plan, engine_obj, state_obj = self._streaming(
+            "run",
+            engine,
+            state,
+            engine_options,
+            state_options,
+            {**options, "on_output": on_output},
+            keep_history,
         )
-        self._last_state = state_obj
+        if progress:
+            from qmtl.progress import run_with_progress
+
+            shown: RunSummary = run_with_progress(
+                self.name, engine_obj, plan, state_obj, on_output, options
+            )
+            return shown
         summary: RunSummary = engine_obj.run(plan, state=state_obj, on_output=on_output, **options)
         return summary
 
@@ -244,28 +306,58 @@ class Pipeline:
         state: str | StateBackend | None = None,
         engine_options: Mapping[str, Any] | None = None,
         state_options: Mapping[str, Any] | None = None,
+        keep_history: bool | None = None,
         **options: Any,
     ) -> Any:
-        """The iterator form of :meth:`run` (for notebooks): yields every final bucket as an
-        :class:`~qmtl.streaming.OutputEvent` as it is produced; the iterator's ``summary`` is
-        the run summary once it is exhausted. ``for bar in pipeline.stream(): ...``
+        """The iterator form of :meth:`run` (for notebooks), with the same options: yields every
+        final bucket as an :class:`~qmtl.streaming.OutputEvent` as it is produced; the
+        iterator's ``summary`` is the run summary once it is exhausted.
+        ``for bar in pipeline.stream(): ...``
 
         An engine with a ``stream`` method produces the iterator itself; any other engine's
         ``run`` is driven in a background thread (``close()`` on the iterator stops it).
         """
         from qmtl.stream_runner import ThreadedOutputStream
 
-        plan = self.build()
-        engine_obj, state_obj = self._runtime(
-            engine, state, engine_options, state_options, False, False, None, None
+        plan, engine_obj, state_obj = self._streaming(
+            "stream", engine, state, engine_options, state_options, options, keep_history
         )
-        self._last_state = state_obj
         own = getattr(engine_obj, "stream", None)
         if callable(own):
             return own(plan, state=state_obj, **options)
+        on_output = options.pop("on_output", None)
         return ThreadedOutputStream(
-            lambda emit: engine_obj.run(plan, state=state_obj, on_output=emit, **options)
+            lambda emit: engine_obj.run(plan, state=state_obj, on_output=emit, **options),
+            on_output=on_output,
         )
+
+    def _streaming(
+        self,
+        method: str,
+        engine: str | Engine | None,
+        state: str | StateBackend | None,
+        engine_options: Mapping[str, Any] | None,
+        state_options: Mapping[str, Any] | None,
+        options: Mapping[str, Any],
+        keep_history: bool | None,
+    ) -> tuple[ExecutionPlan, Engine, StateBackend]:
+        where = f"{method}() of pipeline '{self.name}'"
+        check_selection(where, engine, state, engine_options, state_options, engine_needs=("run",))
+        plan = self._plan_for(keep_history)
+        engine_obj, state_obj = self._runtime(
+            engine, state, engine_options, state_options, False, False, None, None
+        )
+        check_run(self.name, method, engine_obj, options)
+        self._last_state = state_obj
+        self.last_engine = engine_obj
+        return plan, engine_obj, state_obj
+
+    def _plan_for(self, keep_history: bool | None) -> ExecutionPlan:
+        plan = self.build()
+        if keep_history is None or keep_history == self.keep_history:
+            return plan
+        _flag(self.name, "keep_history", keep_history)
+        return keeping_history(plan) if keep_history else compile_pipeline(self)
 
     def _runtime(
         self,
@@ -278,49 +370,44 @@ class Pipeline:
         brokers: str | None,
         redis_uri: str | None,
     ) -> tuple[Engine, StateBackend]:
-        engine_options = dict(engine_options or {})
-        state_options = dict(state_options or {})
-        if test_mode and engine is None:
-            engine = "local"
-        if parallel and engine is None:
-            engine = "kafka"
-        if brokers is not None:
-            engine_options.setdefault("bootstrap_servers", brokers)
-        if redis_uri is not None:
-            state = "redis" if state is None else state
-            state_options.setdefault("url", redis_uri)
-        if parallel and state is None:
-            state = "redis"
-        return self._engine(engine, engine_options), self._state(state, state_options)
-
-    def _engine(self, engine: str | Engine | None, options: dict[str, Any]) -> Engine:
-        if engine is not None and not isinstance(engine, str):
-            return engine
-        key = (engine, repr(sorted(options.items())))
-        found = self._engines.get(key)
-        if found is None:
-            found = self._engines[key] = self._resolver.engine(engine, options)
-        return found
+        check_selection(f"pipeline '{self.name}'", engine, state, engine_options, state_options)
+        return self._resolver.select(
+            engine,
+            state,
+            engine_options,
+            state_options,
+            test_mode=test_mode,
+            parallel=parallel,
+            brokers=brokers,
+            redis_uri=redis_uri,
+            last_state=self._last_state,
+        )
 
     def _state(self, state: str | StateBackend | None, options: dict[str, Any]) -> StateBackend:
-        if state is not None and not isinstance(state, str):
-            return state
-        if state is None and not options and self._last_state is not None:
-            return self._last_state
-        key = (state, repr(sorted(options.items())))
-        found = self._states.get(key)
-        if found is None:
-            found = self._states[key] = self._resolver.state(state, options)
-        return found
+        return self._resolver.state_for(state, options, self._last_state)
 
     # -- history --------------------------------------------------------------------------
     def _series(
         self,
+        method: str,
         node_name: str,
         interval: IntervalEnum | str,
         state: str | StateBackend | None,
         redis_uri: str | None,
+        bounds: tuple[Any, Any, Any] = (None, None, None),
     ) -> tuple[SeriesKey, Any, StateBackend]:
+        """The series and backend a history method reads, its arguments checked first
+        (``bounds``: ``count``, ``start_ts``, ``end_ts``)."""
+        where = f"{method}() of pipeline '{self.name}'"
+        check_count(where, bounds[0])
+        check_number(where, "start_ts", bounds[1])
+        check_number(where, "end_ts", bounds[2])
+        if not isinstance(node_name, str):
+            raise ConfigurationError(
+                f"{where}: node_name={node_name!r} must be a node's name (a string)"
+            )
+        check_backend(where, "state", state, ("read",), "'memory' or 'redis'")
+        check_text(where, "redis_uri", redis_uri)
         plan_node = self.build().node(node_name)
         spec = plan_node.spec(to_interval(interval))
         options = {"url": redis_uri} if redis_uri is not None else {}
@@ -341,10 +428,14 @@ class Pipeline:
     ) -> list[dict[str, Any]]:
         """``[{"timestamp", "value"}]`` newest first; ``start_ts`` exclusive, ``end_ts`` inclusive.
 
-        Timestamps are bucket ends (epoch seconds).
+        Timestamps are bucket ends (epoch seconds). ``count`` is the most buckets returned
+        (``None``: all); a bad argument is a ``ConfigurationError`` before any read.
         """
-        key, _spec, backend = self._series(node_name, interval, state, redis_uri)
-        return backend.read(key, count=count, start_ts=start_ts, end_ts=end_ts)
+        key, _spec, backend = self._series(
+            "get_history", node_name, interval, state, redis_uri, (count, start_ts, end_ts)
+        )
+        with naming(node_name, key.interval):
+            return backend.read(key, count=count, start_ts=start_ts, end_ts=end_ts)
 
     def get_interval_data(
         self,
@@ -358,10 +449,52 @@ class Pipeline:
         redis_uri: str | None = None,
     ) -> list[Any]:
         """The values of :meth:`get_history`, newest first."""
-        history = self.get_history(
-            node_name, interval, count, start_ts, end_ts, state=state, redis_uri=redis_uri
+        key, _spec, backend = self._series(
+            "get_interval_data", node_name, interval, state, redis_uri, (count, start_ts, end_ts)
         )
+        with naming(node_name, key.interval):
+            history = backend.read(key, count=count, start_ts=start_ts, end_ts=end_ts)
         return [item["value"] for item in history]
+
+    def history_frame(
+        self,
+        nodes: str | Iterable[str] | None = None,
+        interval: IntervalEnum | str = IntervalEnum.DAY,
+        start_ts: float | None = None,
+        end_ts: float | None = None,
+        *,
+        library: str = "pandas",
+        expand: bool = True,
+        state: str | StateBackend | None = None,
+        redis_uri: str | None = None,
+    ) -> Any:
+        """History at ``interval`` as a DataFrame: one row per bucket end, one column per node.
+
+        pandas (default): indexed by bucket end (a UTC ``DatetimeIndex`` named ``ts``), a
+        bucket a node has no value for is NaN. ``library="polars"``: a ``ts`` column first,
+        nulls for missing buckets. ``nodes`` (a name or names; default every node with that
+        interval, query nodes included) picks the columns; a node whose values are dicts (a
+        query node's matches, table rows) gives one column per key, ``node.key``, unless
+        ``expand=False``. ``start_ts`` is exclusive and ``end_ts`` inclusive, as in
+        :meth:`get_history`, from the same state backend. Needs ``qmtl-core[pandas]`` (or
+        ``[polars]``).
+        """
+        from qmtl.frames import to_frame
+
+        wanted = to_interval(interval)
+        plan = self.build()
+        if nodes is None:
+            names = [n.name for n in plan.nodes if any(s.interval == wanted for s in n.series)]
+        else:
+            names = [nodes] if isinstance(nodes, str) else list(nodes)
+        histories = {}
+        for name in names:
+            key, _spec, backend = self._series(
+                "history_frame", name, wanted, state, redis_uri, (None, start_ts, end_ts)
+            )
+            with naming(name, key.interval):
+                histories[name] = backend.read(key, count=None, start_ts=start_ts, end_ts=end_ts)
+        return to_frame(histories, library=library, expand=expand)
 
     def get_node_metadata(
         self,
@@ -373,14 +506,20 @@ class Pipeline:
     ) -> dict[str, Any]:
         """``count``, ``max_items``, ``ttl``, ``last_update``, ``oldest``, ``node_id``, ... of a
         node's series at ``interval``."""
-        key, spec, backend = self._series(node_name, interval, state, redis_uri)
-        stored = backend.metadata(key)
+        key, spec, backend = self._series(
+            "get_node_metadata", node_name, interval, state, redis_uri
+        )
+        with naming(node_name, key.interval):
+            stored = backend.metadata(key)
         meta: dict[str, Any] = {
             "max_items": spec.max_items,
             "ttl": spec.ttl,
             "period": spec.period,
         }
-        meta.update({k: v for k, v in stored.items() if v is not None or k not in meta})
+        if stored.get("count"):
+            meta.update(stored)  # what applies to the stored series (keep_history: None, None)
+        else:
+            meta.update({k: v for k, v in stored.items() if v is not None or k not in meta})
         meta.update(
             node=node_name,
             node_id=key.node_id,
@@ -431,8 +570,33 @@ class Pipeline:
 
         return render(self, format=format, path=path)
 
+    # -- notebooks ------------------------------------------------------------------------
+    def _repr_svg_(self) -> str | None:
+        """The graph as SVG for Jupyter, when Graphviz's ``dot`` is installed (else None, and
+        the Mermaid form of :meth:`_repr_mimebundle_` is shown)."""
+        from qmtl.visualize import notebook_svg
+
+        return notebook_svg(self)
+
+    def _repr_mimebundle_(
+        self, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None
+    ) -> dict[str, str]:
+        """What Jupyter shows for a pipeline: the graph as SVG (with Graphviz) and as a Mermaid
+        diagram in Markdown (rendered by JupyterLab 4.1+ and GitHub), plus the plain repr."""
+        from qmtl.visualize import notebook_bundle
+
+        return notebook_bundle(self, include, exclude)
+
     def __repr__(self) -> str:
         return f"Pipeline(name={self.name!r}, nodes={list(self.nodes)!r})"
+
+
+def _flag(pipeline: str, option: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise PipelineValidationError(
+            f"Pipeline '{pipeline}': {option} must be True or False, got {value!r}"
+        )
+    return value
 
 
 def _plain(value: Any) -> Any:

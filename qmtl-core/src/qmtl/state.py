@@ -4,13 +4,16 @@ A series is identified by a :class:`SeriesKey` ``(pipeline, node_id, interval)``
 value per bucket, addressed by the bucket's timestamp (the bucket end, epoch seconds), so
 writing a bucket again replaces it. Writes trim the series to ``max_items`` and refresh its TTL
 (``period × interval``); a series not written for longer than its TTL expires as a whole.
+``max_items=None`` keeps every bucket and ``ttl=None`` never expires: a pipeline's
+``keep_history`` (backtests) writes that way, and the series stays until it is deleted.
 """
 
 from __future__ import annotations
 
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from qmtl.errors import StateBackendError
@@ -30,13 +33,23 @@ class BucketWrite(NamedTuple):
     key: SeriesKey
     timestamp: float
     value: Any
-    max_items: int
+    max_items: int | None
     ttl: int | None
 
 
 def key_prefix(pipeline: str) -> str:
     """The key prefix every backend scopes a pipeline's data under: ``qmtl:{pipeline}:``."""
     return f"qmtl:{pipeline}:"
+
+
+@contextmanager
+def naming(node: str, interval: str) -> Iterator[None]:
+    """Re-raise a :class:`StateBackendError` naming the node: a backend knows a series by its
+    key (the node's id), the caller knows the node's name."""
+    try:
+        yield
+    except StateBackendError as error:
+        raise StateBackendError(f"Node '{node}' at {interval}: {error}") from error
 
 
 @runtime_checkable
@@ -51,9 +64,17 @@ class StateBackend(Protocol):
     name: str
 
     def write(
-        self, key: SeriesKey, timestamp: float, value: Any, *, max_items: int, ttl: int | None
+        self,
+        key: SeriesKey,
+        timestamp: float,
+        value: Any,
+        *,
+        max_items: int | None,
+        ttl: int | None,
     ) -> None:
-        """Store ``value`` as the bucket at ``timestamp``, replacing it if present."""
+        """Store ``value`` as the bucket at ``timestamp``, replacing it if present; keep the
+        newest ``max_items`` buckets (``None``: all) and expire the series ``ttl`` seconds after
+        its last write (``None``: never)."""
         ...
 
     def write_many(self, writes: Iterable[BucketWrite]) -> None:
@@ -90,7 +111,7 @@ class _Series:
     def __init__(self) -> None:
         self.timestamps: list[float] = []
         self.values: list[Any] = []
-        self.max_items = 100
+        self.max_items: int | None = 100
         self.ttl: int | None = None
         self.last_update = 0.0
 
@@ -102,13 +123,22 @@ class MemoryStateBackend:
     """
 
     name = "memory"
+    #: Its data lives only as long as this process (``qmtl history`` in a new process cannot
+    #: read it); a backend other processes can read leaves this out or sets it False.
+    in_process = True
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._series: dict[SeriesKey, _Series] = {}
         self._clock = clock
 
     def write(
-        self, key: SeriesKey, timestamp: float, value: Any, *, max_items: int, ttl: int | None
+        self,
+        key: SeriesKey,
+        timestamp: float,
+        value: Any,
+        *,
+        max_items: int | None,
+        ttl: int | None,
     ) -> None:
         now = self._clock()
         series = self._series.get(key)
@@ -127,8 +157,8 @@ class MemoryStateBackend:
             else:
                 stamps.insert(at, timestamp)
                 series.values.insert(at, value)
-        excess = len(stamps) - max_items
-        if excess > 0:
+        if max_items is not None and len(stamps) > max_items:
+            excess = len(stamps) - max_items
             del stamps[:excess]
             del series.values[:excess]
         series.max_items = max_items
@@ -155,7 +185,7 @@ class MemoryStateBackend:
         high = len(stamps) if end_ts is None else bisect_right(stamps, end_ts)
         if count is not None:
             if count < 0:
-                raise StateBackendError(f"count must be >= 0, got {count} for {key.node_id}")
+                raise StateBackendError(f"count must be >= 0, got {count}")
             low = max(low, high - count)
         return [
             {"timestamp": stamps[i], "value": series.values[i]}

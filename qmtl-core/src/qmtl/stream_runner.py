@@ -4,12 +4,14 @@
 :class:`~qmtl.streaming.SourceBucketer` per source, one :class:`~qmtl.streaming.NodeAligner`
 per node and interval, readers and invokers pre-bound) and then does no lookup per event.
 :func:`run_in_process` orders the sources' events (:func:`qmtl.sources.merged_events`) and
-drives it; :class:`OutputStream` is its iterator form, :class:`ThreadedOutputStream` the
-iterator form of any engine's ``run``.
+drives it; :class:`ThreadedOutputStream` is the iterator form of any engine's ``run``
+(``pipeline.stream()``).
 
 Bounded sources (lists, CSV files) are propagated in batches of ``AUTO_BATCH`` events, which
 changes no result (buckets are final or not whatever the batching); live sources go event by
-event so no output is held back.
+event so no output is held back. A batch never holds a closed bucket longer than ``HOLD_SECONDS``
+of wall time either: a bounded source that is slow to read (a file on a network share, a paged
+API) still delivers its buckets to ``on_output`` as they close, not at the end of the batch.
 """
 
 from __future__ import annotations
@@ -18,11 +20,10 @@ import inspect
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from qmtl.errors import IntervalError, NodeExecutionError
+from qmtl.errors import IntervalError, NodeExecutionError, StateBackendError
 from qmtl.sources import all_bounded, merged_events
 from qmtl.streaming import (
     END,
@@ -40,6 +41,10 @@ if TYPE_CHECKING:
 
 #: Source events per propagation step when every source is bounded (see run_in_process).
 AUTO_BATCH = 256
+#: Wall-clock seconds a batch may hold closed buckets before they are propagated anyway,
+#: checked every ``HOLD_CHECK`` events (so the per-event loop pays one comparison, as before).
+HOLD_SECONDS = 0.05
+HOLD_CHECK = 4
 
 
 #: ``hook(node, args) -> value``: replaces how a node is invoked (the mock engine).
@@ -91,6 +96,8 @@ class StreamRunner:
         self.engine = engine
         self.batch = batch
         self._held: dict[_Series, list[Any]] = {}
+        self._flushed = time.perf_counter()
+        self._check = HOLD_CHECK
         self._waiting = 0
         nodes = plan.nodes
         self.bucketers: list[SourceBucketer | None] = [None] * len(nodes)
@@ -128,8 +135,8 @@ class StreamRunner:
         if closed:
             self.hold(source, closed)
         self._waiting += 1
-        if self._waiting >= self.batch:
-            self.flush()
+        if self._waiting >= self._check:
+            self._checkpoint()
 
     def hold(self, source: int, closed: list[Closure]) -> None:
         """Keep a source's closed buckets until the next :meth:`flush`."""
@@ -147,8 +154,19 @@ class StreamRunner:
     def flush(self) -> None:
         """Propagate the source buckets held back by batching (see ``batch``)."""
         held, self._held, self._waiting = self._held, {}, 0
+        self._check = HOLD_CHECK
         for series, (buckets, through) in held.items():
             self._emit(series, buckets, through)
+        self._flushed = time.perf_counter()
+
+    def _checkpoint(self) -> None:
+        """Every ``HOLD_CHECK`` events of a batch: flush when the batch is full or has held
+        its buckets for ``HOLD_SECONDS`` (a bounded source that is slow to read)."""
+        waiting = self._waiting
+        if waiting >= self.batch or time.perf_counter() - self._flushed >= HOLD_SECONDS:
+            self.flush()
+        else:
+            self._check = waiting + HOLD_CHECK
 
     def on_watermark(self, source: int, watermark: float) -> None:
         """The source at plan index ``source`` promises no event before ``watermark``."""
@@ -217,11 +235,16 @@ class StreamRunner:
         write, on_output = self.state.write, self.on_output
         key, seconds = series.key, series.seconds
         max_items, ttl = series.max_items, series.ttl
-        for b, value in buckets:
-            end = (b + 1) * seconds
-            write(key, end, value, max_items=max_items, ttl=ttl)
-            if on_output is not None:
-                on_output(OutputEvent(series.name, series.interval, end, value, b))
+        try:
+            for b, value in buckets:
+                end = (b + 1) * seconds
+                write(key, end, value, max_items=max_items, ttl=ttl)
+                if on_output is not None:
+                    on_output(OutputEvent(series.name, series.interval, end, value, b))
+        except StateBackendError as error:  # the backend knows the node only by its id
+            raise StateBackendError(
+                f"Node '{series.name}' at {series.interval}: {error}"
+            ) from error
         series.count += len(buckets)
 
 
@@ -284,8 +307,8 @@ def drive(runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]])
         return runner.finish()
     # Batched: the same steps as on_event, with the lookups hoisted out of the loop.
     handlers = [b.on_event if b is not None else None for b in runner.bucketers]
-    hold, flush = runner.hold, runner.flush
-    waiting = 0
+    hold, flush, clock = runner.hold, runner.flush, time.perf_counter
+    waiting, check = 0, HOLD_CHECK
     try:
         for index, ts, value in events:
             if ts is None:
@@ -293,62 +316,23 @@ def drive(runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]])
                     runner.end_source(index)
                 else:
                     runner.on_watermark(index, value)
-                waiting = 0
+                waiting, check = 0, HOLD_CHECK
                 continue
             closed = handlers[index](ts, value)  # type: ignore[misc]  # a source has a bucketer
             if closed:
                 hold(index, closed)
             waiting += 1
-            if waiting >= batch:
-                flush()
-                waiting = 0
+            if waiting >= check:  # see StreamRunner._checkpoint
+                if waiting >= batch or clock() - runner._flushed >= HOLD_SECONDS:
+                    flush()
+                    waiting, check = 0, HOLD_CHECK
+                else:
+                    check = waiting + HOLD_CHECK
     except Exception:
         # A source failed: the buckets that were final before it are written, as unbatched.
         flush()
         raise
     return runner.finish()
-
-
-class OutputStream(Iterator[OutputEvent]):
-    """The notebook form of a run: iterate final buckets as they are produced.
-
-    ``summary`` is set once the iterator is exhausted.
-    """
-
-    def __init__(
-        self, runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]]
-    ) -> None:
-        self.summary: RunSummary | None = None
-        self._buffer: deque[OutputEvent] = deque()
-        user = runner.on_output
-        buffer = self._buffer
-
-        def collect(event: OutputEvent) -> None:
-            buffer.append(event)
-            if user is not None:
-                user(event)
-
-        runner.on_output = collect
-        self._runner = runner
-        self._events = iter(events)
-
-    def __next__(self) -> OutputEvent:
-        buffer = self._buffer
-        while not buffer:
-            if self.summary is not None:
-                raise StopIteration
-            item = next(self._events, None)
-            if item is None:
-                self.summary = self._runner.finish()
-                continue
-            index, ts, value = item
-            if ts is not None:
-                self._runner.on_event(index, ts, value)
-            elif value is None:
-                self._runner.end_source(index)
-            else:
-                self._runner.on_watermark(index, value)
-        return buffer.popleft()
 
 
 def run_in_process(
@@ -362,6 +346,7 @@ def run_in_process(
     invoke_hook: InvokeHook | None = None,
     engine: str = "local",
     batch: int | None = None,
+    timeout: float | None = None,
 ) -> RunSummary:
     """Run ``plan``'s sources to their end in this process (the local engine's semantics).
 
@@ -369,35 +354,34 @@ def run_in_process(
     arrival order) replaces all of them; ``clock`` stamps values that come without a ts.
     ``batch`` propagates source buckets every that many events (default: ``AUTO_BATCH`` when
     every source's data is at hand, else 1 so live outputs are never held back); results do
-    not depend on it.
+    not depend on it. ``timeout`` bounds the whole run (:mod:`qmtl.deadline`: the run moves to
+    a worker thread, which also calls ``on_output``).
     """
     if batch is None:
         batch = AUTO_BATCH if all_bounded(plan, sources=sources, events=events) else 1
-    runner = StreamRunner(
-        plan, state, on_output=on_output, invoke_hook=invoke_hook, engine=engine, batch=batch
-    )
-    return drive(runner, merged_events(plan, sources=sources, events=events, clock=clock))
+    merged = merged_events(plan, sources=sources, events=events, clock=clock)
+    if timeout is None:
+        runner = StreamRunner(
+            plan, state, on_output=on_output, invoke_hook=invoke_hook, engine=engine, batch=batch
+        )
+        return drive(runner, merged)
+    from qmtl.deadline import run_with_deadline
 
-
-def stream_in_process(
-    plan: ExecutionPlan,
-    state: StateBackend,
-    *,
-    on_output: Callable[[OutputEvent], None] | None = None,
-    sources: Mapping[str, Any] | None = None,
-    events: Iterable[tuple[str, Any, Any]] | None = None,
-    clock: Callable[[], float] = time.time,
-    invoke_hook: InvokeHook | None = None,
-    engine: str = "local",
-    batch: int | None = None,
-) -> OutputStream:
-    """The iterator form of :func:`run_in_process`; work happens as you iterate."""
-    if batch is None:
-        batch = AUTO_BATCH if all_bounded(plan, sources=sources, events=events) else 1
-    runner = StreamRunner(
-        plan, state, on_output=on_output, invoke_hook=invoke_hook, engine=engine, batch=batch
+    return run_with_deadline(
+        plan.pipeline,
+        timeout,
+        lambda deadline: drive(
+            StreamRunner(
+                plan,
+                deadline.state(state),
+                on_output=deadline.output(on_output),
+                invoke_hook=deadline.hook(invoke_hook),
+                engine=engine,
+                batch=batch,
+            ),
+            deadline.events(merged),
+        ),
     )
-    return OutputStream(runner, merged_events(plan, sources=sources, events=events, clock=clock))
 
 
 class _Stop(Exception):

@@ -14,25 +14,37 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from qmtl.errors import QmtlError
 from qmtl.selectors import is_deterministic, select
 
 if TYPE_CHECKING:
     from qmtl.node import QueryNode
-    from qmtl.pipeline import Pipeline
     from qmtl.plan import ExecutionPlan, PlanNode
 
 FORMATS = ("mermaid", "dot", "json", "svg", "png")
+
+
+class Drawable(Protocol):
+    """What is drawn: a :class:`qmtl.pipeline.Pipeline` (its name, tags and compiled plan)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def tags(self) -> list[str]: ...
+    def build(self) -> ExecutionPlan: ...
 
 
 class VisualizationError(QmtlError):
     """A pipeline could not be drawn (unknown format, Graphviz missing or failing)."""
 
 
-def graph(pipeline: Pipeline) -> dict[str, Any]:
+def graph(pipeline: Drawable) -> dict[str, Any]:
     """The pipeline's graph as plain data (what ``format="json"`` prints)."""
     plan = pipeline.build()
     nodes: list[dict[str, Any]] = []
@@ -91,7 +103,7 @@ def _selected(plan: ExecutionPlan, node: PlanNode) -> list[str] | None:
     if not is_deterministic(selectors):
         return None
     matched = [plan.by_name[u].node for u in node.upstreams]
-    return list(select(selectors, matched).names)  # type: ignore[arg-type]
+    return list(select(selectors, matched).names)
 
 
 def _intervals(entry: dict[str, Any]) -> str:
@@ -213,7 +225,7 @@ def _graphviz(dot_source: str, fmt: str, pipeline: str) -> bytes:
     return done.stdout
 
 
-def render(pipeline: Pipeline, format: str = "mermaid", path: str | Path | None = None) -> str:
+def render(pipeline: Drawable, format: str = "mermaid", path: str | Path | None = None) -> str:
     """Draw ``pipeline``; return the text (Mermaid, DOT, JSON, SVG) or the written path (PNG).
 
     With ``path`` the output is also written there and the path is returned for SVG/PNG.
@@ -244,4 +256,45 @@ def render(pipeline: Pipeline, format: str = "mermaid", path: str | Path | None 
     return text
 
 
-__all__ = ["FORMATS", "VisualizationError", "graph", "render", "to_dot", "to_mermaid"]
+def notebook_svg(pipeline: Drawable) -> str | None:
+    """SVG of the graph when Graphviz's ``dot`` is installed and the pipeline builds, else None."""
+    if shutil.which("dot") is None:
+        return None
+    try:
+        return render(pipeline, format="svg")
+    except QmtlError:
+        return None  # the bundle's text says why
+
+
+def notebook_bundle(
+    pipeline: Drawable, include: Iterable[str] | None, exclude: Iterable[str] | None
+) -> dict[str, str]:
+    """Jupyter's MIME bundle of a pipeline: SVG (with Graphviz), Mermaid in Markdown, text.
+
+    A pipeline that does not build shows its plain repr and the error instead of a graph.
+    """
+    bundle = {"text/plain": repr(pipeline)}
+    try:
+        mermaid = render(pipeline, format="mermaid")
+    except QmtlError as error:
+        bundle["text/plain"] += f"\n(cannot draw it: {error})"
+        return bundle
+    bundle["text/markdown"] = f"```mermaid\n{mermaid}```\n"
+    svg = notebook_svg(pipeline)
+    if svg is not None:
+        bundle["image/svg+xml"] = svg
+    wanted = set(include) if include is not None else set(bundle)
+    unwanted = set(exclude or ())
+    return {k: v for k, v in bundle.items() if k in wanted and k not in unwanted}
+
+
+__all__ = [
+    "FORMATS",
+    "VisualizationError",
+    "graph",
+    "notebook_bundle",
+    "notebook_svg",
+    "render",
+    "to_dot",
+    "to_mermaid",
+]
