@@ -32,6 +32,7 @@ from qmtl.models import (
     to_interval,
 )
 from qmtl.selectors import as_selectors
+from qmtl.sources import Watermark, as_event
 
 Invoker = Callable[[Sequence[Any]], Any]
 CallStyle = Literal["positional", "keyword"]
@@ -358,18 +359,20 @@ def _latest_of(name: str, source: Any) -> Callable[[], Any]:
     the last item of an iterable."""
     if callable(source) and not hasattr(source, "events"):
         return cast("Callable[[], Any]", source)
-    latest = getattr(source, "latest", None)
-    if callable(latest):
-        return cast("Callable[[], Any]", latest)
+    for method in ("latest", "fetch"):
+        found = getattr(source, method, None)
+        if callable(found):
+            return cast("Callable[[], Any]", found)
 
     def last_item() -> Any:
         items = source.events() if hasattr(source, "events") else source
         last: Any = _NOTHING
-        for last in items:  # noqa: B007 — the last item is the latest value
-            pass
+        for item in items:  # the last event is the latest value
+            if type(item) is not Watermark:
+                last = item
         if last is _NOTHING:
             raise MissingInputError(f"Source '{name}' produced no value")
-        return last[1] if isinstance(last, tuple) and len(last) == 2 else last
+        return as_event(last, f"source '{name}'")[1]
 
     return last_item
 
