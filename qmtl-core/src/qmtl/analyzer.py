@@ -302,9 +302,9 @@ class Analyzer(Pipeline):
             if node.kind == "query":
                 query = node.node
                 assert isinstance(query, QueryNode)
-                matched = [plan.by_name[u].node for u in node.upstreams]
+                matched = [plan.view(u) for u in node.upstreams]
                 chosen = overrides.get(node.name, query.result_selectors)
-                evals[node.name] = _QueryEval(query, matched, chosen)  # type: ignore[arg-type]
+                evals[node.name] = _QueryEval(query, matched, chosen)
                 nodes.append(dataclasses.replace(node, invoke=evals[node.name]))
             else:
                 nodes.append(dataclasses.replace(node, invoke=_guarded(node)))

@@ -7,7 +7,7 @@ upstreams, cycles, interval coverage and unbindable functions fail there, naming
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 from qmtl.engine import Engine, check_inputs, check_run_options
@@ -17,6 +17,7 @@ from qmtl.errors import (
     ModelValidationError,
     PipelineValidationError,
 )
+from qmtl.members import Members, raw_members
 from qmtl.models import (
     IntervalEnum,
     IntervalSettings,
@@ -29,39 +30,6 @@ from qmtl.plan import ExecutionPlan, compile_pipeline, merge_settings
 from qmtl.runtime import Resolver
 from qmtl.settings import QmtlSettings
 from qmtl.state import SeriesKey, StateBackend
-
-
-class _Members(dict[str, Any]):
-    """A name → node mapping that tells its pipeline when it changes (direct assignment is
-    supported and validated when the pipeline is built)."""
-
-    def __init__(self, changed: Callable[[], None]) -> None:
-        super().__init__()
-        self._changed = changed
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        super().__setitem__(key, value)
-        self._changed()
-
-    def __delitem__(self, key: str) -> None:
-        super().__delitem__(key)
-        self._changed()
-
-    def pop(self, *args: Any) -> Any:
-        self._changed()
-        return super().pop(*args)
-
-    def clear(self) -> None:
-        super().clear()
-        self._changed()
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        super().update(*args, **kwargs)
-        self._changed()
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        self._changed()
-        return super().setdefault(key, default)
 
 
 def _defaults(
@@ -109,8 +77,9 @@ class Pipeline:
         self.default_intervals = _defaults(name, default_intervals)
         self.metadata = metadata
         self.tags: list[str] = list(tags or ())
-        self.nodes: dict[str, Node] = _Members(self._changed)
-        self.query_nodes: dict[str, QueryNode] = _Members(self._changed)
+        #: name -> node; reading gives this pipeline's view of it (see :mod:`qmtl.members`)
+        self.nodes: MutableMapping[str, Node] = Members(self, self._changed)
+        self.query_nodes: MutableMapping[str, QueryNode] = Members(self, self._changed)
         self._plan: ExecutionPlan | None = None
         self._resolver = Resolver(settings)
         self._engines: dict[tuple[str | None, str], Engine] = {}
@@ -122,7 +91,11 @@ class Pipeline:
         self._plan = None
 
     def add_node(self, node: Node) -> Node:
-        """Add ``node`` and merge the pipeline defaults into its effective settings."""
+        """Add ``node`` (checking that its settings merge with the pipeline defaults).
+
+        The node is not changed: its effective settings, node id and history here are this
+        pipeline's (``pipeline.nodes[name]``); ``node.stream_settings`` shows the ones of the
+        pipeline it was last added to, as the seed document reads them."""
         if not isinstance(node, Node):
             raise PipelineValidationError(
                 f"add_node takes a Node, got {type(node).__name__}; use add_query_node for queries"
@@ -131,9 +104,7 @@ class Pipeline:
             raise DuplicateNodeError(
                 f"Pipeline '{self.name}' already has a node named '{node.name}'; rename one"
             )
-        node.stream_settings = merge_settings(
-            node.name, node.declared_stream_settings, self.default_intervals
-        )
+        merge_settings(node.name, node.declared_stream_settings, self.default_intervals)
         self.nodes[node.name] = node
         return node
 
@@ -150,6 +121,34 @@ class Pipeline:
             )
         self.query_nodes[query.name] = query
         return query.name
+
+    # -- what differs from one pipeline to another (qmtl.members.Home) ---------------------
+    def settings_of(self, name: str) -> NodeStreamSettings | None:
+        """Effective stream settings of member ``name`` in this pipeline."""
+        if self._plan is not None or name in self.query_nodes:
+            return self.build().node(name).settings
+        node = raw_members(self.nodes)[name]
+        return merge_settings(name, node.declared_stream_settings, self.default_intervals)
+
+    def node_id_of(self, name: str) -> str:
+        """Node id of member ``name`` in this pipeline (builds it)."""
+        return self.build().node(name).node_id
+
+    def upstreams_of(self, name: str) -> list[str]:
+        """Upstreams of member ``name`` in this pipeline (a query's matches; builds it)."""
+        return list(self.build().node(name).upstreams)
+
+    def holds(self, member: object) -> bool:
+        """Whether ``member`` itself is one of this pipeline's nodes or query nodes."""
+        name = getattr(member, "name", None)
+        return any(
+            raw_members(members).get(name) is member  # type: ignore[arg-type]
+            for members in (self.nodes, self.query_nodes)
+        )
+
+    def known(self, name: str) -> bool:
+        """Whether this pipeline is built (its members' ids and matches are at hand)."""
+        return self._plan is not None
 
     def get_node(self, name: str) -> Node | QueryNode | None:
         """The node or query node called ``name``, or ``None``."""
@@ -402,8 +401,8 @@ class Pipeline:
     def to_definition(self) -> dict[str, Any]:
         """Plain JSON-compatible description; validates the pipeline first."""
         plan = self.build()
-        nodes = [n.node.to_definition() for n in plan.nodes if n.kind != "query"]
-        queries = [n.node.to_definition() for n in plan.nodes if n.kind == "query"]
+        nodes = [n.node.definition(plan.view(n.name)) for n in plan.nodes if n.kind != "query"]
+        queries = [n.node.definition(plan.view(n.name)) for n in plan.nodes if n.kind == "query"]
         return PipelineDefinition(
             name=self.name,
             type=self.type,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from qmtl.errors import (
     CycleError,
@@ -22,6 +22,7 @@ from qmtl.errors import (
     UnknownUpstreamError,
 )
 from qmtl.identity import content_id, function_fingerprint, stable_repr
+from qmtl.members import FactTable, NodeView, PlanFacts, raw_members
 from qmtl.models import IntervalEnum, IntervalSettings, NodeStreamSettings, QueryNodeResultSelector
 from qmtl.node import Invoker, Node, QueryNode
 from qmtl.selectors import is_deterministic, query_value, select
@@ -95,7 +96,8 @@ class PlanNode:
     series: tuple[SeriesSpec, ...]
     window: int | bool | None
     tags: tuple[str, ...]
-    node: Node | QueryNode
+    node: Node | QueryNode  #: the user's object (never written to)
+    settings: NodeStreamSettings | None = None  #: effective stream settings in this pipeline
 
     def window_size(self, spec: SeriesSpec) -> int | None:
         """Window length at ``spec``'s interval (``window=True`` means the period)."""
@@ -135,6 +137,11 @@ class ExecutionPlan:
     def sources(self) -> tuple[PlanNode, ...]:
         """Nodes without upstreams."""
         return tuple(n for n in self.nodes if not n.upstreams)
+
+    def view(self, name: str) -> Any:
+        """The node called ``name`` as this plan sees it (settings, node id, matches): a
+        :class:`~qmtl.members.NodeView`, what selectors and definitions read."""
+        return NodeView(self.node(name).node, PlanFacts(self.by_name))
 
     def downstream(self) -> dict[str, list[str]]:
         """Name → names of the nodes that read it, in plan order."""
@@ -191,9 +198,11 @@ def _find_cycle(waiting: Mapping[str, int], upstreams: Mapping[str, Sequence[str
 
 
 def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
-    """Validate ``pipeline`` completely and return its plan."""
+    """Validate ``pipeline`` completely and return its plan. Nothing is written into the
+    pipeline's nodes: what depends on the pipeline (effective settings, ids, matches) is the
+    plan's."""
     nodes: dict[str, Node] = {}
-    for key, node in pipeline.nodes.items():
+    for key, node in raw_members(pipeline.nodes).items():
         if not isinstance(node, Node):
             raise PipelineValidationError(
                 f"pipeline.nodes['{key}'] is {type(node).__name__}, not a Node"
@@ -204,7 +213,7 @@ def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
             )
         nodes[key] = node
     queries: dict[str, QueryNode] = {}
-    for key, query in pipeline.query_nodes.items():
+    for key, query in raw_members(pipeline.query_nodes).items():
         if not isinstance(query, QueryNode):
             raise PipelineValidationError(
                 f"pipeline.query_nodes['{key}'] is {type(query).__name__}, not a QueryNode; "
@@ -223,10 +232,8 @@ def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
         name: merge_settings(name, n.declared_stream_settings, defaults)
         for name, n in nodes.items()
     }
-    for name, node in nodes.items():
-        node.stream_settings = effective[name]
 
-    matches = resolve_queries(nodes, queries)
+    matches = resolve_queries(nodes, queries, effective)
     upstreams: dict[str, list[str]] = {name: list(n.upstreams) for name, n in nodes.items()}
     upstreams.update(matches)
     names = [*nodes, *queries]
@@ -248,6 +255,7 @@ def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
 
     position = {name: i for i, name in enumerate(order)}
     ids: dict[str, str] = {}
+    facts = FactTable(effective, ids, upstreams)  # what selectors see of the matches
     owners: dict[str, str] = {}
     plan_nodes: list[PlanNode] = []
     tags: tuple[str, ...]
@@ -255,22 +263,21 @@ def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
         settings = effective[name]
         if name in queries:
             query = queries[name]
-            query.upstreams = list(upstreams[name])
-            query.stream_settings = settings
-            node_id = query._node_id = _query_id(query, [ids[u] for u in upstreams[name]])
-            matched = [nodes[u] for u in upstreams[name]]
+            node_id = _query_id(query, [ids[u] for u in upstreams[name]])
+            matched = [cast("Node", NodeView(nodes[u], facts)) for u in upstreams[name]]
             invoke, kind, tags, window = _query_invoker(query, matched), "query", (), None
             obj: Node | QueryNode = query
         else:
             node = nodes[name]
-            node_id = node._node_id = node.compute_id([ids[u] for u in node.upstreams], settings)
+            node_id = node.compute_id([ids[u] for u in node.upstreams], settings)
             invoke, kind, tags, window = node.invoker(), node.kind, tuple(node.tags), node.window
             obj = node
         if node_id in owners:
             raise PipelineValidationError(
                 f"Nodes '{owners[node_id]}' and '{name}' have the same node id: they compute the "
                 "same thing, so their histories would be one series. Remove one, or make them "
-                "differ in a key param (key_params=[...]) or in the values their functions use"
+                "differ in a key param (key_params=[...]) or in the values their functions use "
+                "(a source object: in its attributes, or in what its __qmtl_key__() returns)"
             )
         owners[node_id] = name
         ids[name] = node_id
@@ -298,13 +305,16 @@ def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
                 window=window,
                 tags=tags,
                 node=obj,
+                settings=settings,
             )
         )
     return ExecutionPlan(pipeline.name, tuple(plan_nodes), {n.name: n for n in plan_nodes})
 
 
 def resolve_queries(
-    nodes: Mapping[str, Node], queries: Mapping[str, QueryNode]
+    nodes: Mapping[str, Node],
+    queries: Mapping[str, QueryNode],
+    settings: Mapping[str, NodeStreamSettings | None] | None = None,
 ) -> dict[str, list[str]]:
     """Matched node names of each query, in pipeline order, found through indexes.
 
@@ -312,7 +322,7 @@ def resolve_queries(
     set intersections (``all``) or unions (``any``). When queries filter on interval/period, one
     pass over the interval entries of the nodes their tags selected indexes the
     ``(interval, period)`` keys they ask for, so both hold on the same entry. No query scans
-    the pipeline.
+    the pipeline. ``settings`` are the nodes' effective settings (default: each node's own).
     """
     if not queries:
         return {}
@@ -352,10 +362,11 @@ def resolve_queries(
     ]
     if on_entry:
         # interval entries are read only for the nodes some interval query's tags selected
-        values = list(nodes.values())
         to_check = set().union(*(candidates[q] for q in on_entry))
         wanted = {(queries[q].interval, queries[q].period) for q in on_entry}
-        by_entry = _entry_index(((p, values[p]) for p in to_check), wanted)
+        if settings is None:
+            settings = {name: node.stream_settings for name, node in nodes.items()}
+        by_entry = _entry_index(((p, settings[names[p]]) for p in to_check), wanted)
         for qname in on_entry:
             query = queries[qname]
             candidates[qname] &= by_entry[(query.interval, query.period)]
@@ -368,10 +379,10 @@ EntryKey = tuple[IntervalEnum | None, int | None]
 
 
 def _entry_index(
-    nodes: Iterable[tuple[int, Node]], wanted: set[EntryKey]
+    nodes: Iterable[tuple[int, NodeStreamSettings | None]], wanted: set[EntryKey]
 ) -> dict[EntryKey, set[int]]:
-    """``wanted`` keys → positions of the ``(position, node)`` pairs having such an interval
-    entry in their effective settings. A key is ``(interval, None)``, ``(interval, period)`` or
+    """``wanted`` keys → positions of the ``(position, effective settings)`` pairs having such
+    an interval entry. A key is ``(interval, None)``, ``(interval, period)`` or
     ``(None, period)``. Entries are looked up by interval (a dict lookup), not iterated."""
     index: dict[EntryKey, set[int]] = {key: set() for key in wanted}
     per_interval: dict[IntervalEnum, set[int | None]] = {}
@@ -383,8 +394,7 @@ def _entry_index(
         for interval, periods in per_interval.items()
     ]
     period_only = {p for i, p in wanted if i is None}
-    for position, node in nodes:
-        settings = node.stream_settings
+    for position, settings in nodes:
         if settings is None:
             continue
         intervals = settings.intervals

@@ -41,13 +41,14 @@ import csv
 import heapq
 import math
 import numbers
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
-from qmtl.errors import SourceError
+from qmtl.errors import MissingInputError, SourceError
 
 if TYPE_CHECKING:
     from qmtl.plan import ExecutionPlan
@@ -135,9 +136,7 @@ def _iso(text: str, where: str) -> float:
 
 
 def _datetime64(ts: Any, where: str) -> float:
-    # numpy is installed when one of its values arrives; NaT is not a time.
-    import numpy
-
+    numpy = sys.modules["numpy"]  # imported: one of its values is here
     if numpy.isnat(ts):
         raise SourceError(f"{where}: event time NaT is not a time")
     return to_timestamp(float(ts.astype("datetime64[ns]").astype(numpy.int64)) / 1e9, where)
@@ -202,6 +201,33 @@ def source_events(
         f"source '{name}' is {type(source).__name__}; give an iterable of (ts, value) pairs, "
         "a callable, an object with fetch() or a SourceProcessor"
     )
+
+
+def latest_of(name: str, source: Any) -> Callable[[], Any]:
+    """The one-shot form of a source (what ``execute`` calls once): the callable itself, a
+    processor's ``latest()``, a seed-style ``fetch()``, or the value of the last event of an
+    iterable or ``events()`` (read by the rules of :func:`source_events`)."""
+    if callable(source) and not hasattr(source, "events"):
+        return cast("Callable[[], Any]", source)
+    for method in ("latest", "fetch"):
+        found = getattr(source, method, None)
+        if callable(found):
+            return cast("Callable[[], Any]", found)
+
+    def last_item() -> Any:
+        items = source.events() if hasattr(source, "events") else source
+        last: Any = _NOTHING
+        for item in items:  # the last event is the latest value
+            if type(item) is not Watermark:
+                last = item
+        if last is _NOTHING:
+            raise MissingInputError(f"Source '{name}' produced no value")
+        return as_event(last, f"source '{name}'")[1]
+
+    return last_item
+
+
+_NOTHING: Any = object()
 
 
 def _is_stream(obj: Any) -> bool:
@@ -449,6 +475,7 @@ __all__ = [
     "Watermark",
     "all_bounded",
     "as_event",
+    "latest_of",
     "merged_events",
     "source_events",
     "to_timestamp",

@@ -90,8 +90,8 @@ def _selected(plan: ExecutionPlan, node: PlanNode) -> list[str] | None:
     selectors = query.result_selectors  # type: ignore[union-attr]
     if not is_deterministic(selectors):
         return None
-    matched = [plan.by_name[u].node for u in node.upstreams]
-    return list(select(selectors, matched).names)  # type: ignore[arg-type]
+    matched = [plan.view(u) for u in node.upstreams]
+    return list(select(selectors, matched).names)
 
 
 def _intervals(entry: dict[str, Any]) -> str:
