@@ -102,12 +102,14 @@ def _calibration_ms() -> float:
 def run() -> dict[str, Any]:
     pipeline = _pipeline(with_queries=True)
     build_started = time.process_time()
-    pipeline.build()  # merges defaults: nodes now carry their effective settings
+    plan = pipeline.build()
     build_ms = (time.process_time() - build_started) * 1000
-    nodes = dict(pipeline.nodes)
-    queries = dict(pipeline.query_nodes)
+    # what the build resolves: the user's nodes and queries, with the plan's effective settings
+    nodes = {name: view.node for name, view in pipeline.nodes.items()}
+    queries = {name: view.node for name, view in pipeline.query_nodes.items()}
+    settings = {n.name: n.settings for n in plan.nodes}
 
-    indexed_ms, indexed = _best_ms(lambda: resolve_queries(nodes, queries))
+    indexed_ms, indexed = _best_ms(lambda: resolve_queries(nodes, queries, settings))
 
     def naive() -> dict[str, list[str]]:
         return {

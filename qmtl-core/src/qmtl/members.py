@@ -257,6 +257,8 @@ class Members(MutableMapping[str, Any]):
         return NodeView(self._items[key], self._pipeline)
 
     def __setitem__(self, key: str, value: Any) -> None:
+        if type(value) is NodeView:  # another pipeline's view: keep the user's node
+            value = object.__getattribute__(value, "_node")
         self._items[key] = value
         if hasattr(value, "__dict__"):
             join(value, self._pipeline)

@@ -125,7 +125,10 @@ class Pipeline:
     # -- what differs from one pipeline to another (qmtl.members.Home) ---------------------
     def settings_of(self, name: str) -> NodeStreamSettings | None:
         """Effective stream settings of member ``name`` in this pipeline."""
-        if self._plan is not None or name in self.query_nodes:
+        plan = self._plan
+        if plan is not None and name in plan.by_name:
+            return plan.by_name[name].settings
+        if name in self.query_nodes:
             return self.build().node(name).settings
         node = raw_members(self.nodes)[name]
         return merge_settings(name, node.declared_stream_settings, self.default_intervals)

@@ -8,7 +8,7 @@ every series. Engines never look anything up per node call.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
@@ -364,9 +364,8 @@ def resolve_queries(
         # interval entries are read only for the nodes some interval query's tags selected
         to_check = set().union(*(candidates[q] for q in on_entry))
         wanted = {(queries[q].interval, queries[q].period) for q in on_entry}
-        if settings is None:
-            settings = {name: node.stream_settings for name, node in nodes.items()}
-        by_entry = _entry_index(((p, settings[names[p]]) for p in to_check), wanted)
+        effective = settings.__getitem__ if settings is not None else _own_settings(nodes)
+        by_entry = _entry_index(((p, effective(names[p])) for p in to_check), wanted)
         for qname in on_entry:
             query = queries[qname]
             candidates[qname] &= by_entry[(query.interval, query.period)]
@@ -376,6 +375,10 @@ def resolve_queries(
 
 
 EntryKey = tuple[IntervalEnum | None, int | None]
+
+
+def _own_settings(nodes: Mapping[str, Node]) -> Callable[[str], NodeStreamSettings | None]:
+    return lambda name: nodes[name].stream_settings
 
 
 def _entry_index(
