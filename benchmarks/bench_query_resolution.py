@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from qmtl import Node, Pipeline, QueryNode
+from qmtl.members import raw_members
 from qmtl.plan import resolve_queries
 
 NODES = 10_000
@@ -105,8 +106,8 @@ def run() -> dict[str, Any]:
     plan = pipeline.build()
     build_ms = (time.process_time() - build_started) * 1000
     # what the build resolves: the user's nodes and queries, with the plan's effective settings
-    nodes = {name: view.node for name, view in pipeline.nodes.items()}
-    queries = {name: view.node for name, view in pipeline.query_nodes.items()}
+    nodes = dict(raw_members(pipeline.nodes))
+    queries = dict(raw_members(pipeline.query_nodes))
     settings = {n.name: n.settings for n in plan.nodes}
 
     indexed_ms, indexed = _best_ms(lambda: resolve_queries(nodes, queries, settings))
