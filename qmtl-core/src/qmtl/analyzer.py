@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from qmtl.engine import Engine, bucket_end, check_inputs
+from qmtl.engine import Engine, check_inputs
 from qmtl.errors import PipelineValidationError, QmtlError, UnknownNodeError
 from qmtl.logs import get_logger
 from qmtl.models import AnalyzerResult, IntervalEnum, QmtlModel, QueryNodeResultSelector
@@ -406,7 +406,7 @@ class Analyzer(Pipeline):
             for spec in node.series:
                 state.write(
                     _results_key(spec.key),
-                    bucket_end(now, spec.seconds),
+                    spec.bucket_end(now),
                     by_query.get(node.name, []),
                     max_items=spec.max_items,
                     ttl=spec.ttl,

@@ -8,8 +8,10 @@ upstreams, cycles, interval coverage and unbindable functions fail there, naming
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from datetime import timedelta
 from typing import Any
 
+from qmtl.buckets import BucketOffset, parse_offset
 from qmtl.engine import Engine, check_inputs, check_run_options
 from qmtl.errors import (
     DuplicateNodeError,
@@ -67,6 +69,7 @@ class Pipeline:
         *,
         settings: QmtlSettings | None = None,
         tags: Iterable[str] | None = None,
+        bucket_offset: str | timedelta | int | None = None,
         **metadata: Any,
     ) -> None:
         if not isinstance(name, str) or not name:
@@ -75,6 +78,8 @@ class Pipeline:
             )
         self.name = name
         self.default_intervals = _defaults(name, default_intervals)
+        self._offset: BucketOffset | None = None
+        self.bucket_offset = bucket_offset
         self.metadata = metadata
         self.tags: list[str] = list(tags or ())
         #: name -> node; reading gives this pipeline's view of it (see :mod:`qmtl.members`)
@@ -88,6 +93,22 @@ class Pipeline:
 
     # -- building -------------------------------------------------------------------------
     def _changed(self) -> None:
+        self._plan = None
+
+    @property
+    def bucket_offset(self) -> BucketOffset | None:
+        """Where ``1d``/``1w`` buckets end (:mod:`qmtl.buckets`): set a duration such as
+        ``"-8h"`` (days end at 16:00 UTC) or a time zone and session close such as
+        ``"America/New_York 16:00"`` (daylight saving included); ``None``: UTC midnight, and
+        weeks from Monday."""
+        return self._offset
+
+    @bucket_offset.setter
+    def bucket_offset(self, value: str | timedelta | int | None) -> None:
+        try:
+            self._offset = parse_offset(value, f"Pipeline '{self.name}'")
+        except ValueError as error:
+            raise PipelineValidationError(str(error)) from None
         self._plan = None
 
     def add_node(self, node: Node) -> Node:
@@ -413,6 +434,7 @@ class Pipeline:
             nodes=nodes,
             query_nodes=queries,
             default_intervals=self.default_intervals,
+            bucket_offset=self._offset.text if self._offset else None,
             metadata={key: _plain(value) for key, value in self.metadata.items()},
         ).model_dump(mode="json", exclude_none=True)
 

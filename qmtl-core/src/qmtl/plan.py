@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
+from qmtl.buckets import NO_OFFSET, Calendar
 from qmtl.errors import (
     CycleError,
     DuplicateNodeError,
@@ -80,6 +81,12 @@ class SeriesSpec:
     max_items: int
     ttl: int
     key: SeriesKey
+    #: where its buckets start and end (:mod:`qmtl.buckets`; the pipeline's bucket_offset)
+    calendar: Calendar
+
+    def bucket_end(self, ts: float) -> float:
+        """The end of the bucket holding ``ts`` (a one-shot run's timestamp)."""
+        return self.calendar.end(self.calendar.index(ts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +235,7 @@ def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
         queries[key] = query
 
     defaults = pipeline.default_intervals
+    offset = pipeline.bucket_offset
     effective = {
         name: merge_settings(name, n.declared_stream_settings, defaults)
         for name, n in nodes.items()
@@ -289,6 +297,7 @@ def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
                 max_items=s.max_history,
                 ttl=int(s.period or 1) * s.interval.seconds,
                 key=SeriesKey(pipeline.name, node_id, s.interval.value),
+                calendar=(offset or NO_OFFSET).calendar(s.interval.seconds),
             )
             for s in settings.intervals.values()
         )

@@ -49,7 +49,17 @@ InvokeHook = Callable[["PlanNode", Sequence[Any]], Any]
 class _Series:
     """One node's series at one interval, as the runner needs it on the hot path."""
 
-    __slots__ = ("count", "interval", "key", "max_items", "name", "readers", "seconds", "ttl")
+    __slots__ = (
+        "calendar",
+        "count",
+        "interval",
+        "key",
+        "max_items",
+        "name",
+        "readers",
+        "seconds",
+        "ttl",
+    )
 
     def __init__(self, node: PlanNode, k: int) -> None:
         spec = node.series[k]
@@ -57,6 +67,8 @@ class _Series:
         self.interval = spec.interval.value
         self.key = spec.key
         self.seconds = float(spec.seconds)  # bucket ends come out as floats
+        #: None for epoch multiples (the end is (b + 1) * seconds), else the interval's calendar
+        self.calendar = None if spec.calendar.aligned else spec.calendar
         self.max_items = spec.max_items
         self.ttl = spec.ttl
         self.count = 0
@@ -103,11 +115,13 @@ class StreamRunner:
             if not node.upstreams:
                 lateness = getattr(node.node, "allowed_lateness", None)
                 self.bucketers[node.index] = SourceBucketer(
-                    [s.seconds for s in node.series], lateness
+                    [s.seconds for s in node.series], lateness, [s.calendar for s in node.series]
                 )
                 continue
             for j, spec in enumerate(node.series):
-                aligner = NodeAligner(len(node.upstreams), spec.seconds, node.window_size(spec))
+                aligner = NodeAligner(
+                    len(node.upstreams), spec.seconds, node.window_size(spec), spec.calendar
+                )
                 self.aligners[node.index].append(aligner)
                 for pos, up in enumerate(node.upstream_index):
                     k = _series_at(nodes[up], spec.seconds, node.name)
@@ -215,10 +229,10 @@ class StreamRunner:
 
     def _write(self, series: _Series, buckets: list[tuple[int, Any]]) -> None:
         write, on_output = self.state.write, self.on_output
-        key, seconds = series.key, series.seconds
+        key, seconds, calendar = series.key, series.seconds, series.calendar
         max_items, ttl = series.max_items, series.ttl
         for b, value in buckets:
-            end = (b + 1) * seconds
+            end = (b + 1) * seconds if calendar is None else calendar.end(b)
             write(key, end, value, max_items=max_items, ttl=ttl)
             if on_output is not None:
                 on_output(OutputEvent(series.name, series.interval, end, value, b))

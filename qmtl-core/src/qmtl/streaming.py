@@ -2,17 +2,22 @@
 
 Vocabulary. For an interval of ``seconds``, bucket ``b`` holds event times
 ``[b * seconds, (b + 1) * seconds)``; ``b = floor(ts / seconds)`` and the bucket's timestamp
-everywhere (state, outputs) is its end ``(b + 1) * seconds``. A series is *final through* ``f``
-when no bucket ``<= f`` can change any more; a watermark ``wm`` (epoch seconds) makes every
-bucket whose end is ``<= wm`` final (:func:`final_through`).
+everywhere (state, outputs) is its end ``(b + 1) * seconds``. That is the rule of every interval
+up to ``1d``; ``1w`` buckets start on Monday 00:00 UTC, and a pipeline's ``bucket_offset`` moves
+``1d``/``1w`` boundaries (a duration, or a time zone and session close with daylight saving):
+those intervals have a :class:`~qmtl.buckets.Calendar` (``index(ts)``, ``end(b)``,
+``through(wm)``; :mod:`qmtl.buckets` states the rule), which the objects below take per
+interval; epoch multiples are computed inline. A series is *final through* ``f`` when no bucket
+``<= f`` can change any more; a watermark ``wm`` (epoch seconds) makes every bucket whose end is
+``<= wm`` final (:func:`final_through`, :meth:`~qmtl.buckets.Calendar.through`).
 
 The objects:
 
 - :class:`SourceBucketer` turns one source's events into final buckets: a bucket's value is the
   last event in it (by ts, ties by arrival); the source's watermark is the highest ts seen minus
-  ``allowed_lateness``; an event whose bucket (at the source's finest interval) is already
-  final is *late*: counted and dropped, never merged. :meth:`SourceBucketer.flush` ends the
-  stream.
+  ``allowed_lateness``; an event before the end of a bucket that is already final (at any of
+  the source's intervals; with aligned calendars, the finest decides) is *late*: counted and
+  dropped, never merged. :meth:`SourceBucketer.flush` ends the stream.
 - :class:`NodeAligner` is one node at one interval: it receives its upstreams' final buckets
   and watermarks and returns the buckets that became computable, with their arguments (as-of
   join; ``window=N`` buffers with warm-up gating). Buckets come out in increasing order.
@@ -44,6 +49,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from qmtl.buckets import Calendar, plain
+
 #: "Final through" of a stream that has ended: every bucket is final.
 END = math.inf
 _NEVER = -math.inf
@@ -55,10 +62,9 @@ STATE_VERSION = 1
 
 
 def final_through(watermark: float, seconds: int) -> float:
-    """The last bucket index a watermark makes final (``-inf`` if none, ``END`` stays END)."""
-    if watermark == END or watermark == _NEVER:
-        return watermark
-    return int(watermark // seconds) - 1
+    """The last bucket index a watermark makes final (``-inf`` if none, ``END`` stays END), on
+    the interval's calendar without offset (epoch multiples; Monday weeks)."""
+    return plain(seconds).through(watermark)
 
 
 def _enc(x: float) -> Any:
@@ -84,7 +90,7 @@ class OutputEvent(NamedTuple):
     interval: str
     ts: float  #: the bucket end, epoch seconds
     value: Any
-    bucket: int  #: ``floor(event ts / interval seconds)``
+    bucket: int  #: the bucket's index: ``floor(event ts / interval seconds)`` on epoch multiples
 
 
 # -- sources --------------------------------------------------------------------------------
@@ -102,37 +108,62 @@ class SourceBucketer:
         "_finest",
         "_late_before",
         "_next",
+        "_rows",
+        "calendars",
         "events",
         "final",
         "late",
         "lateness",
         "open",
         "pairs",
+        "placed",
         "seconds",
         "watermark",
     )
 
-    def __init__(self, seconds: Sequence[int], allowed_lateness: float | None = None) -> None:
+    def __init__(
+        self,
+        seconds: Sequence[int],
+        allowed_lateness: float | None = None,
+        calendars: Sequence[Calendar] | None = None,
+    ) -> None:
         if not seconds:
             raise ValueError("a source needs at least one interval")
         self.seconds = tuple(int(s) for s in seconds)
+        #: each interval's calendar (default: no offset)
+        self.calendars = tuple(calendars or (plain(s) for s in self.seconds))
         self.lateness = float(allowed_lateness or 0.0)
         self.watermark = _NEVER  #: highest event ts seen
         self.final: list[float] = [_NEVER] * len(self.seconds)
         self.open: list[dict[int, tuple[float, Any]]] = [{} for _ in self.seconds]
-        self.pairs = tuple(zip(self.seconds, self.open, strict=True))
+        self._split()
         self.events = 0
         self.late = 0
-        self._finest = min(range(len(self.seconds)), key=self.seconds.__getitem__)
         self._bounds()
+
+    def _split(self) -> None:
+        # Epoch-multiple intervals are bucketed inline (pairs; calendar None in _rows), the
+        # others by their calendar (placed). With epoch multiples only, the finest interval's
+        # final bucket decides lateness; otherwise the latest final bucket end does.
+        table = tuple(zip(self.seconds, self.calendars, self.open, strict=True))
+        self._rows = tuple((s, None if c.aligned else c, o) for s, c, o in table)
+        self.pairs = tuple((s, o) for s, c, o in self._rows if c is None)
+        self.placed = tuple((c, o) for _s, c, o in self._rows if c is not None)
+        finest = min(range(len(self.seconds)), key=self.seconds.__getitem__)
+        self._finest = -1 if self.placed else finest
 
     def _bounds(self) -> None:
         # Per interval, the watermark that closes its next bucket; an event before
         # _late_before is late.
-        self._closes = [(f + 2) * s for f, s in zip(self.final, self.seconds, strict=True)]
+        self._closes = [c.end(f + 1) for c, f in zip(self.calendars, self.final, strict=True)]
         self._next = min(self._closes)
+        self._late_before = self._late()
+
+    def _late(self) -> float:
         f = self._finest
-        self._late_before = (self.final[f] + 1) * self.seconds[f]
+        if f >= 0:
+            return (self.final[f] + 1) * self.seconds[f]
+        return max(c.end(f) for c, f in zip(self.calendars, self.final, strict=True))
 
     def on_event(self, ts: float, value: Any) -> list[Closure] | tuple[()] | None:
         self.events += 1
@@ -144,6 +175,12 @@ class SourceBucketer:
             slot = opened.get(b)
             if slot is None or ts >= slot[0]:
                 opened[b] = (ts, value)
+        if self.placed:
+            for calendar, opened in self.placed:
+                b = calendar.index(ts)
+                slot = opened.get(b)
+                if slot is None or ts >= slot[0]:
+                    opened[b] = (ts, value)
         if ts <= self.watermark:
             return _NOTHING
         self.watermark = ts
@@ -167,12 +204,16 @@ class SourceBucketer:
     def _advance(self, wm: float) -> list[Closure]:
         closed: list[Closure] = []
         final, closes = self.final, self._closes
-        for i, (s, opened) in enumerate(self.pairs):
+        for i, (s, calendar, opened) in enumerate(self._rows):
             if wm < closes[i]:
                 continue
-            through = END if wm == END else int(wm // s) - 1
+            if calendar is None:
+                through = END if wm == END else int(wm // s) - 1
+                closes[i] = (through + 2) * s
+            else:
+                through = calendar.through(wm)
+                closes[i] = calendar.end(through + 1)
             final[i] = through
-            closes[i] = (through + 2) * s
             if len(opened) == 1:
                 (b,) = opened
                 if b <= through:
@@ -183,8 +224,7 @@ class SourceBucketer:
             ready = sorted(b for b in opened if b <= through)
             closed.append((i, [(b, opened.pop(b)[1]) for b in ready], through))
         self._next = min(closes)
-        f = self._finest
-        self._late_before = (final[f] + 1) * self.seconds[f]
+        self._late_before = self._late()
         return closed
 
     def to_dict(self) -> dict[str, Any]:
@@ -201,12 +241,15 @@ class SourceBucketer:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SourceBucketer:
-        self = cls(data["seconds"], data["allowed_lateness"])
+    def from_dict(
+        cls, data: dict[str, Any], calendars: Sequence[Calendar] | None = None
+    ) -> SourceBucketer:
+        """The state of :meth:`to_dict`, on ``calendars`` (default: no offset)."""
+        self = cls(data["seconds"], data["allowed_lateness"], calendars)
         self.watermark = _dec(data["watermark"])
         self.final = [_dec(f) for f in data["final"]]
         self.open = [{int(b): (ts, v) for b, ts, v in o} for o in data["open"]]
-        self.pairs = tuple(zip(self.seconds, self.open, strict=True))
+        self._split()
         self.events, self.late = data["events"], data["late"]
         self._bounds()
         return self
@@ -231,6 +274,7 @@ class NodeAligner:
     """
 
     __slots__ = (
+        "calendar",
         "done",
         "final",
         "last",
@@ -242,8 +286,15 @@ class NodeAligner:
         "windows",
     )
 
-    def __init__(self, upstreams: int, seconds: int, window: int | None = None) -> None:
+    def __init__(
+        self,
+        upstreams: int,
+        seconds: int,
+        window: int | None = None,
+        calendar: Calendar | None = None,
+    ) -> None:
         self.seconds = int(seconds)
+        self.calendar = calendar or plain(self.seconds)  #: the interval's buckets
         self.size = window
         self.width = upstreams
         self.final: list[float] = [_NEVER] * upstreams
@@ -264,7 +315,7 @@ class NodeAligner:
 
     def on_watermark(self, upstream: int, watermark: float) -> list[tuple[int, Any]] | None:
         """Upstream ``upstream``'s watermark (epoch seconds; ``END`` when it has ended)."""
-        return self.push(upstream, _NOTHING, final_through(watermark, self.seconds))
+        return self.push(upstream, _NOTHING, self.calendar.through(watermark))
 
     def on_end(self, upstream: int) -> list[tuple[int, Any]] | None:
         """Upstream ``upstream`` has ended: all its buckets are final."""
@@ -357,7 +408,7 @@ class NodeAligner:
     @property
     def watermark(self) -> float:
         """The node's own watermark in epoch seconds (end of its last final bucket)."""
-        return (self.done + 1) * self.seconds if self.done not in (END, _NEVER) else self.done
+        return self.calendar.end(self.done)
 
     # -- persistence --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -374,8 +425,9 @@ class NodeAligner:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NodeAligner:
-        self = cls(len(data["final"]), data["seconds"], data["window"])
+    def from_dict(cls, data: dict[str, Any], calendar: Calendar | None = None) -> NodeAligner:
+        """The state of :meth:`to_dict`, on ``calendar`` (default: no offset)."""
+        self = cls(len(data["final"]), data["seconds"], data["window"], calendar)
         self.done = _dec(data["done"])
         self.final = [_dec(f) for f in data["final"]]
         self.pending = {int(b): [_unheld(v) for v in row] for b, row in data["pending"]}

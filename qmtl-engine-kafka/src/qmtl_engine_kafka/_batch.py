@@ -74,6 +74,7 @@ class Emitter:
             # The hot path: envelopes as literal dicts (what envelopes.encode builds), with
             # encode() itself for the rare value JSON cannot hold as it is.
             seconds, key, max_items, ttl = spec.seconds, spec.key, spec.max_items, spec.ttl
+            calendar = None if spec.calendar.aligned else spec.calendar
             interval = self.intervals[k]
             pipeline, name, node_id, run = (
                 self.ctx.pipeline,
@@ -85,7 +86,7 @@ class Emitter:
             record = self.record
             dumps = orjson.dumps
             for b, value in buckets:
-                end = float((b + 1) * seconds)
+                end = float((b + 1) * seconds) if calendar is None else calendar.end(b)
                 if record:
                     writes.append(_new_write(BucketWrite, (key, end, value, max_items, ttl)))
                 try:
@@ -137,8 +138,7 @@ class Emitter:
         """Tell readers about final buckets past the last event sent (once per batch)."""
         for k, through in enumerate(self.through):
             if through > self.told[k] and through != END:
-                seconds = self.series[k].seconds
-                wm = float((through + 1) * seconds)
+                wm = self.series[k].calendar.end(through)
                 batch.messages.append(
                     (
                         self.topic,
