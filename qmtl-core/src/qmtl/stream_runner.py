@@ -228,14 +228,28 @@ class StreamRunner:
                 stack.append((target, ready, aligner.done))
 
     def _write(self, series: _Series, buckets: list[tuple[int, Any]]) -> None:
+        if series.calendar is not None:
+            self._write_on_calendar(series, buckets)
+            return
         write, on_output = self.state.write, self.on_output
-        key, seconds, calendar = series.key, series.seconds, series.calendar
+        key, seconds = series.key, series.seconds
         max_items, ttl = series.max_items, series.ttl
         for b, value in buckets:
-            end = (b + 1) * seconds if calendar is None else calendar.end(b)
+            end = (b + 1) * seconds
             write(key, end, value, max_items=max_items, ttl=ttl)
             if on_output is not None:
                 on_output(OutputEvent(series.name, series.interval, end, value, b))
+        series.count += len(buckets)
+
+    def _write_on_calendar(self, series: _Series, buckets: list[tuple[int, Any]]) -> None:
+        # _write for weeks and offset days: the bucket end comes from the calendar
+        calendar = series.calendar
+        assert calendar is not None
+        for b, value in buckets:
+            end = calendar.end(b)
+            self.state.write(series.key, end, value, max_items=series.max_items, ttl=series.ttl)
+            if self.on_output is not None:
+                self.on_output(OutputEvent(series.name, series.interval, end, value, b))
         series.count += len(buckets)
 
 

@@ -105,6 +105,7 @@ class SourceBucketer:
 
     __slots__ = (
         "_closes",
+        "_ends",
         "_finest",
         "_late_before",
         "_next",
@@ -157,13 +158,9 @@ class SourceBucketer:
         # _late_before is late.
         self._closes = [c.end(f + 1) for c, f in zip(self.calendars, self.final, strict=True)]
         self._next = min(self._closes)
-        self._late_before = self._late()
-
-    def _late(self) -> float:
-        f = self._finest
-        if f >= 0:
-            return (self.final[f] + 1) * self.seconds[f]
-        return max(c.end(f) for c, f in zip(self.calendars, self.final, strict=True))
+        #: per interval, the end of its last final bucket
+        self._ends = [c.end(f) for c, f in zip(self.calendars, self.final, strict=True)]
+        self._late_before = max(self._ends)
 
     def on_event(self, ts: float, value: Any) -> list[Closure] | tuple[()] | None:
         self.events += 1
@@ -213,6 +210,7 @@ class SourceBucketer:
             else:
                 through = calendar.through(wm)
                 closes[i] = calendar.end(through + 1)
+                self._ends[i] = calendar.end(through)
             final[i] = through
             if len(opened) == 1:
                 (b,) = opened
@@ -224,7 +222,15 @@ class SourceBucketer:
             ready = sorted(b for b in opened if b <= through)
             closed.append((i, [(b, opened.pop(b)[1]) for b in ready], through))
         self._next = min(closes)
-        self._late_before = self._late()
+        f = self._finest
+        if f >= 0:  # epoch multiples only: the finest interval's final bucket decides
+            self._late_before = (final[f] + 1) * self.seconds[f]
+        else:
+            ends, seconds = self._ends, self.seconds
+            for j, (_s, calendar, _o) in enumerate(self._rows):
+                if calendar is None:
+                    ends[j] = (final[j] + 1) * seconds[j]
+            self._late_before = max(ends)
         return closed
 
     def to_dict(self) -> dict[str, Any]:
