@@ -72,6 +72,9 @@ def prices(symbol: str) -> list[float]:
     return values
 
 
+MINUTES = pd.date_range("2024-03-08", periods=2000, freq="min", tz="UTC")
+
+
 def two_sources(make: Any) -> Pipeline:
     p = Pipeline("feeds")
     p.add_node(SourceNode("btc", source=make("BTC")))
@@ -87,7 +90,7 @@ def two_sources(make: Any) -> Pipeline:
         lambda s: PriceFeed(s),  # a callable object (__call__)
         Slotted,  # __slots__, a name-mangled one included
         lambda s: functools.partial(PriceFeed.fetch, PriceFeed(s)),
-        lambda s: pd.Series(prices(s)),  # long: their reprs are abridged
+        lambda s: pd.Series(prices(s), index=MINUTES),  # a table source: by its content
         lambda s: np.array(prices(s)),
     ],
     ids=["fetch", "bound-method", "callable-object", "slots", "partial", "pandas", "numpy"],
