@@ -392,6 +392,12 @@ class QueryNode(Member):
     and its string are equal. Matching happens when the pipeline is built, through a tag index.
     ``result_selectors`` then narrow the matches (see :mod:`qmtl.selectors`); ``fn``, when given,
     is applied to the selected dict. Other nodes may list a query node as an upstream.
+
+    Seed keywords: ``upstreams`` limits the candidates to those nodes (names or nodes; the query
+    matches the ones whose tags and filters hold); ``stream_settings`` (or
+    ``interval_settings``) sets the intervals and periods the query's value is kept at, instead
+    of the ones its matches share (every match must keep them too); ``result_selector`` is one
+    more selector, applied after ``result_selectors``.
     """
 
     kind = "query"
@@ -401,7 +407,9 @@ class QueryNode(Member):
         lambda query: list(query.declared_upstreams),
         lambda query, value: setattr(query, "declared_upstreams", list(value)),
     )
-    stream_settings = SeenInPipeline(lambda p, name: p.settings_of(name), lambda query: None)
+    stream_settings = SeenInPipeline(
+        lambda p, name: p.settings_of(name), lambda query: query.declared_stream_settings
+    )
     node_id = SeenInPipeline(lambda p, name: p.node_id_of(name), lambda query: query.own_id())
 
     def __init__(
@@ -413,11 +421,25 @@ class QueryNode(Member):
         period: int | str | None = None,
         fn: Callable[[dict[str, Any]], Any] | None = None,
         result_selectors: Iterable[QueryNodeResultSelector | Mapping[str, Any]] | None = None,
+        *,
+        upstreams: Iterable[str | Node] | None = None,
+        stream_settings: NodeStreamSettings | Mapping[str, Any] | None = None,
+        interval_settings: Mapping[Any, Any] | None = None,
+        result_selector: QueryNodeResultSelector | Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise PipelineValidationError(
                 f"A query node name must be a non-empty string, got {name!r}"
             )
+        #: The nodes the query may match (``None``: every node of the pipeline).
+        self.candidates: list[str] | None = (
+            None
+            if upstreams is None
+            else [
+                u.name if isinstance(u, Node) else u for u in _names(name, "upstreams", upstreams)
+            ]
+        )
+        self.declared_stream_settings = _stream_settings(name, stream_settings, interval_settings)
         if match_mode not in ("all", "any"):
             raise PipelineValidationError(
                 f"QueryNode '{name}': match_mode must be 'all' or 'any', got {match_mode!r}"
@@ -446,7 +468,7 @@ class QueryNode(Member):
         self.fn = fn
         self.result_selectors: list[QueryNodeResultSelector] = as_selectors(
             result_selectors, f"QueryNode '{name}'"
-        )
+        ) + as_selectors(None if result_selector is None else [result_selector], name)
         self.declared_upstreams: list[str] = []
         self.window = None
 
@@ -502,6 +524,8 @@ class QueryNode(Member):
             period=self.period,
             matches=list(seen.upstreams),
             result_selectors=list(self.result_selectors),
+            upstreams=self.candidates,
+            stream_settings=self.declared_stream_settings,
         ).model_dump(mode="json", exclude_none=True)
 
     @classmethod
@@ -521,6 +545,8 @@ class QueryNode(Member):
             period=definition.period,
             fn=fn,
             result_selectors=definition.result_selectors,
+            upstreams=definition.upstreams,
+            stream_settings=definition.stream_settings,
         )
 
     def __repr__(self) -> str:

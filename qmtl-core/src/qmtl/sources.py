@@ -46,14 +46,35 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
+from typing import Any, Protocol, cast
 
-from qmtl.errors import MissingInputError, SourceError
-
-if TYPE_CHECKING:
-    from qmtl.plan import ExecutionPlan
+from qmtl.errors import MissingInputError, QmtlError, SourceError, SourceExecutionError
 
 Event = tuple[float, Any]
+
+
+class _PlanNode(Protocol):
+    """What :func:`merged_events` reads of a plan node (:class:`qmtl.plan.PlanNode`)."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def upstreams(self) -> tuple[str, ...]: ...
+    @property
+    def node(self) -> Any: ...
+
+
+class _Plan(Protocol):
+    """What this module reads of a plan (:class:`qmtl.plan.ExecutionPlan`)."""
+
+    @property
+    def pipeline(self) -> str: ...
+    @property
+    def nodes(self) -> tuple[_PlanNode, ...]: ...
 
 
 class Watermark:
@@ -68,12 +89,17 @@ class Watermark:
         return f"Watermark({self.ts!r})"
 
 
-@runtime_checkable
-class SourceProcessor(Protocol):
-    """A user-defined source: ``events()`` yields ``(ts, value)`` pairs in the order they
-    arrive. ``latest()``, when present, gives the value of a one-shot ``execute``."""
+class SourceProcessor:
+    """Base class of user-defined sources (subclassing it is optional: any object with these
+    methods works). Implement one of:
 
-    def events(self) -> Iterable[Event]: ...
+    - ``events()``: yields ``(ts, value)`` pairs in the order they arrive (a stream); a
+      one-shot ``execute`` takes the last one, or ``latest()`` when defined;
+    - ``fetch()``: the earlier SDK's form, a live read of the current value. A one-shot
+      ``execute`` calls it once per run; a streaming run calls it once too and treats the
+      result like a callable source's (one event stamped with the time it was read, or, if it
+      returns an iterable, those events).
+    """
 
 
 #: Event times must lie in [year 1, year 3000) as epoch seconds (SPEC §5.2a).
@@ -165,19 +191,24 @@ def as_event(item: Any, where: str) -> Event:
 
 def _normalise(items: Iterable[Any], name: str) -> Iterator[Event]:
     where = f"source '{name}'"
-    for item in items:
-        # The common case (a (float|int, value) tuple in range) is checked inline: this runs
-        # per event. NaN and infinities fail the range test and are reported by as_event.
-        if type(item) is tuple and len(item) == 2:
-            ts = item[0]
-            kind = type(ts)
-            if (kind is float or kind is int) and EARLIEST <= ts < LATEST:
-                yield item
+    try:
+        for item in items:
+            # The common case (a (float|int, value) tuple in range) is checked inline: this
+            # runs per event. NaN and infinities fail the range test; as_event reports them.
+            if type(item) is tuple and len(item) == 2:
+                ts = item[0]
+                kind = type(ts)
+                if (kind is float or kind is int) and EARLIEST <= ts < LATEST:
+                    yield item
+                    continue
+            elif type(item) is Watermark:
+                yield item.ts, item
                 continue
-        elif type(item) is Watermark:
-            yield item.ts, item
-            continue
-        yield as_event(item, where)
+            yield as_event(item, where)
+    except QmtlError:
+        raise
+    except Exception as error:  # the source's own code failed while producing an event
+        raise SourceExecutionError(name, error) from error
 
 
 def source_events(
@@ -188,10 +219,10 @@ def source_events(
     if source is None:
         return iter(())
     if hasattr(source, "events") and callable(source.events):
-        return _normalise(source.events(), name)
+        return _normalise(_call(source.events, name), name)
     fetch = getattr(source, "fetch", None)
-    if callable(fetch) or callable(source):
-        produced = fetch() if callable(fetch) else source()
+    if callable(source) or callable(fetch):
+        produced = _call(source if fetch is None or callable(source) else fetch, name)
         if _is_stream(produced):
             return _normalise(produced, name)
         return iter(((clock(), produced),))
@@ -230,12 +261,21 @@ def latest_of(name: str, source: Any) -> Callable[[], Any]:
 _NOTHING: Any = object()
 
 
+def _call(function: Callable[[], Any], name: str) -> Any:
+    try:
+        return function()
+    except QmtlError:
+        raise
+    except Exception as error:  # the source's own code failed
+        raise SourceExecutionError(name, error) from error
+
+
 def _is_stream(obj: Any) -> bool:
     return isinstance(obj, Iterable) and not isinstance(obj, str | bytes | Mapping)
 
 
 def merged_events(
-    plan: ExecutionPlan,
+    plan: _Plan,
     *,
     sources: Mapping[str, Any] | None = None,
     events: Iterable[tuple[str, Any, Any]] | None = None,
@@ -273,7 +313,7 @@ def merged_events(
 
 
 def all_bounded(
-    plan: ExecutionPlan,
+    plan: _Plan,
     *,
     sources: Mapping[str, Any] | None = None,
     events: Iterable[tuple[str, Any, Any]] | None = None,
@@ -329,7 +369,7 @@ def _merge(streams: Sequence[tuple[int, Iterator[Event]]]) -> Iterator[tuple[int
 
 
 def _explicit(
-    plan: ExecutionPlan, index: Mapping[str, int], events: Iterable[tuple[str, Any, Any]]
+    plan: _Plan, index: Mapping[str, int], events: Iterable[tuple[str, Any, Any]]
 ) -> Iterator[tuple[int, float | None, Any]]:
     for name, ts, value in events:
         if name not in index:
