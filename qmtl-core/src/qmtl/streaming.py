@@ -22,7 +22,8 @@ The objects:
   and watermarks and returns the buckets that became computable, with their arguments (as-of
   join; ``window=N`` buffers with warm-up gating). Buckets come out in increasing order.
 - :class:`OutputEvent` (a final bucket: ``node``, ``interval``, ``ts`` = bucket end, ``value``,
-  ``bucket``) and :class:`RunSummary` (what a run did), shared by every engine.
+  ``bucket``) and :class:`RunSummary` (what a run did, from :mod:`qmtl.summary`), shared by
+  every engine.
 
 :mod:`qmtl.stream_runner` wires these objects over a whole :class:`~qmtl.plan.ExecutionPlan` in
 one process (the local and mock engines, and the oracle of :mod:`qmtl.testing`).
@@ -46,10 +47,11 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from qmtl.buckets import Calendar, plain
+from qmtl.summary import NodeSummary as NodeSummary  # re-exported: engines import it here
+from qmtl.summary import RunSummary as RunSummary
 
 #: "Final through" of a stream that has ended: every bucket is final.
 END = math.inf
@@ -122,6 +124,17 @@ class SourceBucketer:
         "watermark",
     )
 
+    def __new__(
+        cls,
+        seconds: Sequence[int],
+        allowed_lateness: float | None = None,
+        calendars: Sequence[Calendar] | None = None,
+    ) -> SourceBucketer:
+        # intervals on a calendar take the subclass, so on_event stays the epoch-multiple loop
+        if cls is SourceBucketer and calendars and not all(c.aligned for c in calendars):
+            cls = _CalendarBucketer
+        return object.__new__(cls)
+
     def __init__(
         self,
         seconds: Sequence[int],
@@ -172,12 +185,6 @@ class SourceBucketer:
             slot = opened.get(b)
             if slot is None or ts >= slot[0]:
                 opened[b] = (ts, value)
-        if self.placed:
-            for calendar, opened in self.placed:
-                b = calendar.index(ts)
-                slot = opened.get(b)
-                if slot is None or ts >= slot[0]:
-                    opened[b] = (ts, value)
         if ts <= self.watermark:
             return _NOTHING
         self.watermark = ts
@@ -259,6 +266,38 @@ class SourceBucketer:
         self.events, self.late = data["events"], data["late"]
         self._bounds()
         return self
+
+
+class _CalendarBucketer(SourceBucketer):
+    """A source with intervals on a calendar (weeks, offset days): each event is also placed
+    in those intervals' buckets by :meth:`~qmtl.buckets.Calendar.index`."""
+
+    __slots__ = ()
+
+    def on_event(self, ts: float, value: Any) -> list[Closure] | tuple[()] | None:
+        # SourceBucketer.on_event with the calendar intervals' loop (kept apart from the
+        # epoch-multiple path, which runs per event for every source)
+        self.events += 1
+        if ts < self._late_before:
+            self.late += 1
+            return None
+        for s, opened in self.pairs:
+            b = int(ts // s)
+            slot = opened.get(b)
+            if slot is None or ts >= slot[0]:
+                opened[b] = (ts, value)
+        for calendar, opened in self.placed:
+            b = calendar.index(ts)
+            slot = opened.get(b)
+            if slot is None or ts >= slot[0]:
+                opened[b] = (ts, value)
+        if ts <= self.watermark:
+            return _NOTHING
+        self.watermark = ts
+        wm = ts - self.lateness
+        if wm < self._next:
+            return _NOTHING
+        return self._advance(wm)
 
 
 # -- nodes ----------------------------------------------------------------------------------
@@ -450,53 +489,3 @@ def _held(value: Any) -> list[Any]:
 
 def _unheld(held: list[Any]) -> Any:
     return held[0] if held else _MISSING
-
-
-# -- run summary ----------------------------------------------------------------------------
-@dataclass
-class NodeSummary:
-    """What one node did in a run."""
-
-    events_in: int = 0
-    late_events: int = 0
-    buckets_out: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "events_in": self.events_in,
-            "late_events": self.late_events,
-            "buckets_out": dict(self.buckets_out),
-        }
-
-
-@dataclass
-class RunSummary:
-    """What a streaming run did: source events in, late events dropped, final buckets out."""
-
-    pipeline: str
-    engine: str
-    nodes: dict[str, NodeSummary]
-    elapsed_seconds: float = 0.0
-
-    @property
-    def events_in(self) -> int:
-        return sum(n.events_in for n in self.nodes.values())
-
-    @property
-    def late_events(self) -> int:
-        return sum(n.late_events for n in self.nodes.values())
-
-    @property
-    def buckets_out(self) -> int:
-        return sum(sum(n.buckets_out.values()) for n in self.nodes.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "pipeline": self.pipeline,
-            "engine": self.engine,
-            "events_in": self.events_in,
-            "late_events": self.late_events,
-            "buckets_out": self.buckets_out,
-            "elapsed_seconds": round(self.elapsed_seconds, 6),
-            "nodes": {name: n.to_dict() for name, n in self.nodes.items()},
-        }
