@@ -3,7 +3,7 @@
 The ``kafka`` engine (:class:`KafkaEngine`, seed name :class:`ParallelExecutionEngine`) runs a
 pipeline as one consumer group per node with Redis state, in worker threads or ``qmtl worker``
 processes (:mod:`~qmtl_engine_kafka.worker`). Under it: topic naming and idempotent creation
-(:mod:`~qmtl_engine_kafka.topics`), the versioned JSON envelope
+(:mod:`~qmtl_engine_kafka.topics`), the versioned envelope (values by qmtl.codec)
 (:mod:`~qmtl_engine_kafka.envelope`), dead-lettering (:mod:`~qmtl_engine_kafka.dead_letter`),
 the public :class:`StreamProcessor`, and :class:`KafkaEngineSettings`. confluent-kafka is
 imported only when a client is created.
@@ -13,6 +13,7 @@ from qmtl_engine_kafka.dead_letter import DeadLetterQueue, dead_letter_headers
 from qmtl_engine_kafka.engine import KafkaEngine
 from qmtl_engine_kafka.envelope import ENVELOPE_VERSION, Envelope, decode, encode
 from qmtl_engine_kafka.errors import (
+    BrokerRefusedError,
     BrokerUnavailableError,
     EnvelopeEncodeError,
     EnvelopeError,
@@ -45,6 +46,7 @@ from qmtl_engine_kafka.topics import (
 __all__ = [
     "ENVELOPE_VERSION",
     "MAX_TOPIC_LENGTH",
+    "BrokerRefusedError",
     "BrokerUnavailableError",
     "DeadLetterQueue",
     "Envelope",

@@ -6,7 +6,7 @@ an operator can count and filter poison messages by cause.
 
 from __future__ import annotations
 
-from qmtl.errors import ConfigurationError, EngineError, PipelineTimeoutError
+from qmtl.errors import ConfigurationError, EngineError, PipelineTimeoutError, ValueEncodeError
 
 
 class KafkaClientMissingError(EngineError, ImportError):
@@ -37,6 +37,11 @@ class BrokerUnavailableError(EngineError):
     """No Kafka broker answered at the configured bootstrap servers within the timeout."""
 
 
+class BrokerRefusedError(BrokerUnavailableError):
+    """A broker answered but refused the client: SASL credentials rejected, or its TLS
+    certificate not trusted (the message names the settings to fix)."""
+
+
 class PublishError(EngineError):
     """A message could not be delivered to its topic."""
 
@@ -64,13 +69,13 @@ class EnvelopeError(EngineError, ValueError):
 
 
 class MalformedEnvelopeError(EnvelopeError):
-    """Valid JSON, but not an envelope: wrong shape, missing or mistyped fields."""
+    """Parsed, but not an envelope: wrong shape, missing or mistyped fields."""
 
     reason = "malformed"
 
 
 class UndecodableEnvelopeError(EnvelopeError):
-    """Not UTF-8 JSON at all."""
+    """Neither an envelope (MessagePack) nor JSON, or a value qmtl.codec cannot decode."""
 
     reason = "undecodable"
 
@@ -93,5 +98,6 @@ class EnvelopeVersionError(EnvelopeError):
     reason = "unsupported_version"
 
 
-class EnvelopeEncodeError(EngineError, TypeError):
-    """A node's value cannot be written as JSON (the message names the node and the type)."""
+#: A value the envelope cannot carry: since envelope version 2 this is the codec's own
+#: :class:`~qmtl.errors.ValueEncodeError` (kept importable under its old name).
+EnvelopeEncodeError = ValueEncodeError

@@ -1,7 +1,9 @@
 """Where the Kafka engine keeps each node's pending state between batches.
 
-A node's pending state (its :class:`~qmtl.streaming.NodeAligner` / ``SourceBucketer`` as JSON,
-its upstreams' watermarks, and the next input offset of every partition it has applied) is saved
+A node's pending state (its :class:`~qmtl.streaming.NodeAligner` / ``SourceBucketer`` data,
+values included, its upstreams' watermarks, and the next input offset of every partition it has
+applied) is saved as :mod:`qmtl.codec` bytes, so pending values come back as themselves (a tuple,
+a datetime, ``NaN``), exactly as the messages carry them. It is saved
 after every batch, before the batch's offsets are committed. A worker that takes a node over
 (another worker died or the group rebalanced) loads it and continues where the other stopped;
 input it finds below the saved offsets is skipped, so a replay applies nothing twice.
@@ -23,8 +25,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Protocol
 
-import orjson
-
+from qmtl import codec
 from qmtl.errors import StateBackendError
 
 __all__ = ["MemoryPendingStore", "PendingStore", "RedisPendingStore", "pending_store_for"]
@@ -34,7 +35,7 @@ DEFAULT_TTL = 7 * 24 * 3600
 
 
 class PendingStore(Protocol):
-    """Durable JSON blobs, one per (pipeline, run, task)."""
+    """Durable pending state (codec bytes), one per (pipeline, run, task)."""
 
     shared: bool  #: visible to other processes
 
@@ -62,7 +63,7 @@ class MemoryPendingStore:
     def load(self, pipeline: str, run: str, task: str) -> dict[str, Any] | None:
         with self._lock:
             raw = self._data.get((pipeline, run, task))
-        return None if raw is None else orjson.loads(raw)
+        return None if raw is None else _loaded(raw)
 
     def claim(self, pipeline: str, run: str, task: str, token: str) -> None:
         with self._lock:
@@ -71,7 +72,7 @@ class MemoryPendingStore:
     def save(
         self, pipeline: str, run: str, task: str, data: dict[str, Any], token: str | None = None
     ) -> bool:
-        raw = orjson.dumps(data)
+        raw = codec.encode(data)
         key = (pipeline, run, task)
         with self._lock:
             if token is not None and self._owners.get(key, token) != token:
@@ -88,13 +89,24 @@ class RedisPendingStore:
 
     shared = True
 
-    def __init__(self, url: str, *, shown_url: str | None = None, ttl: int = DEFAULT_TTL) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        shown_url: str | None = None,
+        ttl: int = DEFAULT_TTL,
+        client: Any = None,
+    ) -> None:
         import redis
 
         self._redis = redis
         self.url = shown_url or url
         self.ttl = ttl
-        self._client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
+        # ``client``: the state backend's own, so its credentials and TLS options apply here too.
+        self._client = client or redis.Redis.from_url(
+            url, socket_connect_timeout=5, socket_timeout=30
+        )
+        self._owns_client = client is None
         self._save = self._client.register_script(_SAVE_IF_OWNER)
 
     @staticmethod
@@ -109,7 +121,7 @@ class RedisPendingStore:
                 f"Loading the pending state of '{task}' (pipeline '{pipeline}') from Redis at "
                 f"{self.url} failed: {error}; check that Redis is up"
             ) from error
-        return None if raw is None else orjson.loads(raw)
+        return None if raw is None else _loaded(raw)
 
     def claim(self, pipeline: str, run: str, task: str, token: str) -> None:
         try:
@@ -126,10 +138,10 @@ class RedisPendingStore:
         key = self.key(pipeline, run, task)
         try:
             if token is None:
-                self._client.set(key, orjson.dumps(data), ex=self.ttl)
+                self._client.set(key, codec.encode(data), ex=self.ttl)
                 return True
             return bool(
-                self._save(keys=[key, key + ":owner"], args=[orjson.dumps(data), token, self.ttl])
+                self._save(keys=[key, key + ":owner"], args=[codec.encode(data), token, self.ttl])
             )
         except self._redis.RedisError as error:
             raise StateBackendError(
@@ -138,7 +150,8 @@ class RedisPendingStore:
             ) from error
 
     def close(self) -> None:
-        self._client.close()
+        if self._owns_client:  # a borrowed client closes with its state backend
+            self._client.close()
 
 
 _SAVE_IF_OWNER = """
@@ -149,10 +162,21 @@ return 1
 """
 
 
+def _loaded(raw: Any) -> dict[str, Any]:
+    data: dict[str, Any] = codec.decode(raw)
+    return data
+
+
 def pending_store_for(state: Any) -> PendingStore:
-    """A Redis store next to a ``redis`` state backend, else an in-process one."""
+    """A Redis store next to a ``redis`` state backend (checked with a ``PING`` first), else an
+    in-process one."""
     settings = getattr(state, "settings", None)
     url = getattr(settings, "url", None)
     if getattr(state, "name", None) == "redis" and isinstance(url, str):
-        return RedisPendingStore(url, shown_url=getattr(state, "url", None))
+        # Reach Redis now, through the backend (its errors name the fix: a wrong password or
+        # an untrusted certificate fails here, before any message is consumed), and share its
+        # client: it carries the user, password and TLS options that are not in the URL.
+        state.ping()
+        client = state.client() if callable(getattr(state, "client", None)) else None
+        return RedisPendingStore(url, shown_url=getattr(state, "url", None), client=client)
     return MemoryPendingStore()

@@ -2,10 +2,13 @@
 
 Layout (``{pipeline}``, ``{node}`` and ``{interval}`` with ``%`` and ``:`` percent-escaped)::
 
-    qmtl:{pipeline}:{node}:{interval}:history   ZSET  score = bucket ts, member = "<ts> <json>"
+    qmtl:{pipeline}:{node}:{interval}:history   ZSET  score = bucket ts, member = b"<ts>;<value>"
     qmtl:{pipeline}:{node}:{interval}:meta      HASH  max_items, ttl, last_update
 
-A member starts with its own timestamp, so two buckets holding equal values stay two members.
+A member starts with its own timestamp, so two buckets holding equal values stay two members;
+``<value>`` is :func:`qmtl.codec.encode` bytes, so every value type of SPEC §5.4 (``NaN``,
+tuples, datetimes, numpy arrays, ...) reads back as itself. Members written before the codec
+(``"<ts> <json>"``, a space after the timestamp) are still read, as the JSON they hold.
 A write runs one server-side script (atomic, one round trip) that checks both keys hold QMTL's
 types, adds the bucket (an older bucket first drops the member it replaces, ``ZREMRANGEBYSCORE
 ts ts``), trims to ``max_items`` (``ZREMRANGEBYRANK``), records the metadata and refreshes the
@@ -28,9 +31,11 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from qmtl.errors import StateBackendError
+from qmtl import codec
+from qmtl.errors import StateBackendError, ValueDecodeError
 from qmtl.logs import get_logger
 from qmtl.state import BucketWrite, SeriesKey, key_prefix
+from qmtl_state_redis._errors import fix_for
 from qmtl_state_redis._lua import SCRIPTS, TTL_SHA, WRITE_SCRIPT, WRITE_SHA
 from qmtl_state_redis.settings import RedisStateSettings, mask_url
 
@@ -38,7 +43,6 @@ log = get_logger(__name__)
 
 __all__ = ["RedisStateBackend"]
 
-_DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 _HISTORY, _META = "history", "meta"
 _SCAN_COUNT = 1000
 _UNLINK_BATCH = 500
@@ -287,6 +291,12 @@ class RedisStateBackend:
         except redis.RedisError as error:
             raise self._error("pinging", error) from error
 
+    def client(self) -> redis.Redis:
+        """The redis-py client of this backend (its URL, credentials, TLS options and pool),
+        for components that keep keys of their own next to the state, such as the Kafka
+        engine's pending state: they reach Redis exactly as the backend does."""
+        return self._redis()
+
     # -- internals ------------------------------------------------------------------------
     def _redis(self) -> redis.Redis:
         client = self._client
@@ -315,6 +325,8 @@ class RedisStateBackend:
             options["password"] = settings.password.get_secret_value()
         if settings.url.startswith("rediss://"):
             options["ssl_cert_reqs"] = settings.ssl_cert_reqs
+            # The host name is part of the check (redis-py before 6 did not check it by default).
+            options["ssl_check_hostname"] = settings.ssl_cert_reqs == "required"
             if settings.ssl_ca_certs is not None:
                 options["ssl_ca_certs"] = settings.ssl_ca_certs
         try:
@@ -340,7 +352,7 @@ class RedisStateBackend:
     def _encode(self, writes: Iterable[BucketWrite]) -> Iterator[_Call]:
         """Script calls of at most ``write_batch`` writes, grouped by series in order."""
         limit = self.settings.write_batch
-        dumps = orjson.dumps
+        encode = codec.encode
         groups: dict[SeriesKey, list[Any]] = {}
         ordered: list[list[Any]] = []
         pending = 0
@@ -351,15 +363,7 @@ class RedisStateBackend:
                     f"Bucket timestamp {timestamp!r} of series {_keys(key)[0]} is not a finite "
                     "number; pass epoch seconds"
                 )
-            try:
-                payload = dumps(value, option=_DUMPS_OPTIONS)
-            except TypeError as error:
-                raise StateBackendError(
-                    f"The value of series {_keys(key)[0]} (bucket {ts:g}) cannot be stored in "
-                    f"Redis: {error}. Return JSON data "
-                    "from the node (numbers, strings, booleans, None, lists, dicts with string "
-                    "keys), or convert it first"
-                ) from error
+            payload = encode(value)  # ValueEncodeError, as the memory backend's check
             try:
                 ttl_text = _ttl_arg(ttl)
                 keep: int | str = "" if max_items is None else int(max_items)
@@ -375,7 +379,7 @@ class RedisStateBackend:
                 group = [history, meta, keep, ttl_text, [], ttl]
                 groups[key] = group
                 ordered.append(group)
-            group[4] += (ts, b"%r %b" % (ts, payload))
+            group[4] += (ts, b"%r;%b" % (ts, payload))
             pending += 1
             if pending == limit:
                 yield _pack(ordered)
@@ -458,15 +462,7 @@ class RedisStateBackend:
             detail = detail.replace(password.get_secret_value(), "***")
         if len(detail) > _MAX_DETAIL:
             detail = detail[:_MAX_DETAIL] + "..."
-        if isinstance(error, redis.AuthenticationError):
-            fix = "check the password/user in the URL or the 'password' option"
-        elif isinstance(error, redis.ConnectionError | redis.TimeoutError):
-            fix = (
-                "check that Redis is running and reachable at that URL (state option 'url', "
-                "QMTL_REDIS__URL or redis_uri=)"
-            )
-        else:
-            fix = "check that these keys are not used by something else on that Redis"
+        fix = fix_for(error)
         log.debug(
             "qmtl.state.redis.failed", url=self.url, action=action, error=type(error).__name__
         )
@@ -499,14 +495,22 @@ def _pairs(reply: list[Any]) -> list[tuple[bytes, Any]]:
     return list(zip(reply[::2], reply[1::2], strict=True))
 
 
+def _value(member: bytes) -> Any:
+    """The value of a history member: ``<ts>;<codec bytes>``, or ``<ts> <json>`` as written
+    before the codec (the separator right after the timestamp tells them apart)."""
+    codec_at = member.find(b";")
+    json_at = member.find(b" ")
+    if codec_at != -1 and (json_at == -1 or codec_at < json_at):
+        return codec.decode(memoryview(member)[codec_at + 1 :])
+    return orjson.loads(member[json_at + 1 :])
+
+
 def _decode_history(reply: list[Any], history: str) -> list[dict[str, Any]]:
-    loads = orjson.loads
     try:
         return [
-            {"timestamp": float(score), "value": loads(member[member.index(b" ") + 1 :])}
-            for member, score in _pairs(reply)
+            {"timestamp": float(score), "value": _value(member)} for member, score in _pairs(reply)
         ]
-    except (ValueError, TypeError, orjson.JSONDecodeError) as error:
+    except (ValueError, TypeError, ValueDecodeError, orjson.JSONDecodeError) as error:
         raise StateBackendError(
             f"Redis key {history} holds data QMTL did not write ({error}); delete the key or "
             "use another pipeline name"
