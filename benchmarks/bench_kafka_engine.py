@@ -14,6 +14,10 @@ Figures (CPU-time ratios measured in the same run; absolute figures are reported
   path); ``ingest_live_*`` events external producers send to the source's input topic, one per
   message as the raw loop reads them, which the worker decodes, forwards into the shard's
   partition, reads back, buckets, writes and commits (two Kafka hops per event);
+- ``ingest_live_metrics_*``: the live ingest again with the worker's operations layer on, as
+  ``qmtl worker --metrics-port`` runs it (metrics, readiness probes of Kafka and Redis every
+  2 s, the HTTP endpoint) and ``/metrics`` scraped every second; ``..._cpu_vs_plain`` is its
+  CPU per event over the plain live ingest's (1.0: no cost);
 - ``cross_*``: a bucket crossing a shard boundary at a steady 1,000 events/s (one event per
   bucket): the time from the upstream's output to the downstream's (producer timestamps, ms),
   p50 and p99. Goal p50 ≤ 20 ms;
@@ -36,9 +40,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from qmtl import codec
 from qmtl.node import Node, SourceNode
 from qmtl.pipeline import Pipeline
 from qmtl.state import MemoryStateBackend
@@ -218,8 +222,10 @@ def _ingest_run(bootstrap: str, redis_url: str, events: int) -> float:
     return sum(measured.cpu) / events * 1e6
 
 
-def _ingest(bootstrap: str, redis_url: str, events: int) -> dict[str, float]:
-    """A source fed one event per message through its input topic, by a deployment worker."""
+def _ingest(bootstrap: str, redis_url: str, events: int, metrics: bool = False) -> dict[str, float]:
+    """A source fed one event per message through its input topic, by a deployment worker
+    (``metrics``: with the operations layer of ``qmtl worker --metrics-port``, scraped)."""
+    from qmtl_engine_kafka.operations import WorkerMonitor
     from qmtl_state_redis import RedisStateBackend
 
     name = f"bench-ingest-{uuid.uuid4().hex[:8]}"
@@ -232,8 +238,18 @@ def _ingest(bootstrap: str, redis_url: str, events: int) -> dict[str, float]:
     reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"r-{name}"})
     reader.assign([TopicPartition(f"qmtl.out.{name}", 0, 0)])
     stop = threading.Event()
+    monitor = None
+    scrapes: list[int] = []
+    if metrics:
+        monitor = WorkerMonitor.for_worker(
+            engine.settings.model_copy(update={"metrics_port": 0}),
+            state,
+            pipeline=name,
+            probe_topic=f"qmtl.shard.{name}",
+        ).start()
+        threading.Thread(target=_scrape, args=(monitor, stop, scrapes), daemon=True).start()
     with _WorkerCpu() as measured:
-        worker = engine.worker(plan, state, log_every_s=3600)
+        worker = engine.worker(plan, state, log_every_s=3600, monitor=monitor)
         thread = threading.Thread(target=worker.run_until, args=(stop,), daemon=True)
         began = time.perf_counter()
         thread.start()
@@ -245,16 +261,32 @@ def _ingest(bootstrap: str, redis_url: str, events: int) -> dict[str, float]:
             for message in reader.consume(100, 0.2):
                 if (
                     message.error() is None
-                    and orjson.loads(message.value() or b"{}").get("k") == "N"
+                    and codec.decode(message.value() or b"\x80").get("k") == "N"
                 ):
                     ended = True
         elapsed = time.perf_counter() - began
         stop.set()
         thread.join(30)
+    if monitor is not None:
+        monitor.close()
     reader.close()
     state.delete(name)
     state.close()
-    return {"seconds": elapsed, "cpu_us": sum(measured.cpu) / events * 1e6}
+    return {
+        "seconds": elapsed,
+        "cpu_us": sum(measured.cpu) / events * 1e6,
+        "scrapes": len(scrapes),
+    }
+
+
+def _scrape(monitor: Any, stop: threading.Event, scrapes: list[int]) -> None:
+    """GET /metrics every second, as a (very eager) Prometheus would."""
+    import urllib.request
+
+    url = f"http://127.0.0.1:{monitor.server.port}/metrics"
+    while not stop.wait(1.0):
+        with urllib.request.urlopen(url, timeout=5) as response:
+            scrapes.append(len(response.read()))
 
 
 def _cross(
@@ -302,7 +334,7 @@ def _cross(
         while read < high:
             for message in reader.consume(1000, 1.0):
                 read = (message.offset() or 0) + 1
-                data = orjson.loads(message.value() or b"{}")
+                data = codec.decode(message.value() or b"\x80")
                 if data.get("k") == "O":
                     for node, _interval, buckets, _ends, _values in data["o"]:
                         for bucket in buckets:
@@ -391,6 +423,7 @@ def run() -> dict[str, Any]:
 
     shard = _shard(bootstrap, redis_url, max(2000, count // CHAIN))
     ingest = _ingest(bootstrap, redis_url, count)
+    ingest_metrics = _ingest(bootstrap, redis_url, count, metrics=True)
     ingest_run = _ingest_run(bootstrap, redis_url, count)
     cross = _cross(bootstrap, redis_url)
     wide_events = max(200, count // 200)
@@ -409,6 +442,9 @@ def run() -> dict[str, Any]:
         "ingest_live_events_per_s": round(count / ingest["seconds"]),
         "ingest_live_cpu_us_per_event": round(ingest["cpu_us"], 2),
         "ingest_live_vs_raw_cpu": round(raw_cpu_us / ingest["cpu_us"], 3),
+        "ingest_live_metrics_cpu_us_per_event": round(ingest_metrics["cpu_us"], 2),
+        "ingest_live_metrics_cpu_vs_plain": round(ingest_metrics["cpu_us"] / ingest["cpu_us"], 3),
+        "ingest_live_metrics_scrapes": ingest_metrics["scrapes"],
         "cross_buckets": cross["buckets"],
         "cross_p50_ms": cross["p50_ms"],
         "cross_p99_ms": cross["p99_ms"],

@@ -99,3 +99,33 @@ def test_the_merge_state_survives_json() -> None:
     closed = again.on_watermark("t/0", 400.0) + again.on_watermark("t/1", 400.0)
     assert _buckets(closed) == [(4, "kept")]
     assert (again.events, again.late) == (2, 0)
+
+
+def test_a_merged_source_closes_calendar_buckets_where_the_calendar_says() -> None:
+    # Days ending at 16:00 UTC ("-8h") and Monday weeks: bucket ends come from the calendars,
+    # never from ts // seconds. 2024-01-01 is a Monday.
+    from qmtl.buckets import DAY, WEEK, parse_offset, plain
+
+    offset = parse_offset("-8h", "test")
+    assert offset is not None
+    day, week = offset.calendar(DAY), plain(WEEK)
+    monday = 1_704_067_200.0  # 2024-01-01T00:00Z
+    source = MergedSource([DAY, WEEK], None, ["t/0", "t/1"], calendars=[day, week])
+    source.on_event("t/0", monday + 15 * 3600, "mon 15:00")  # Monday's session (ends 16:00)
+    source.on_event("t/1", monday + 17 * 3600, "mon 17:00")  # already Tuesday's session
+    # both origins pass Monday 16:00: Monday's session closes, with its own event only
+    closed = source.on_watermark("t/0", monday + 16 * 3600) + source.on_watermark(
+        "t/1", monday + 16 * 3600
+    )
+    days = [pair for k, buckets, _t in closed if k == 0 for pair in buckets]
+    assert days == [(day.index(monday + 15 * 3600), "mon 15:00")]
+    assert day.end(days[0][0]) == monday + 16 * 3600
+    # an event before the end of a final bucket is late, whatever ts // 86400 says
+    assert source.on_event("t/0", monday + 15.5 * 3600, "late") is None and source.late == 1
+    # the week (Monday 00:00 to the next Monday) closes only at its end, with its last event
+    closed = source.end("t/0") + source.end("t/1")
+    weeks = [pair for k, buckets, _t in closed if k == 1 for pair in buckets]
+    assert weeks == [(week.index(monday), "mon 17:00")] and week.end(weeks[0][0]) == monday + WEEK
+    again = MergedSource.from_dict(source.to_dict(), [day, week])
+    assert again.final == source.final
+    assert again.on_event("t/1", monday + 20 * 3600, "restored") is None  # still late after it

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -166,6 +166,17 @@ class IntervalSettings(QmtlModel):
     )
     max_history: int = Field(default=100, ge=1, description="Most buckets kept for the series")
 
+    if TYPE_CHECKING:
+        # The constructor as it converts (``"1d"``, ``period="7d"``), for type checkers that
+        # lack pydantic's plugin and would otherwise take the field types as parameters.
+        def __init__(
+            self,
+            *,
+            interval: IntervalEnum | str,
+            period: int | str | None = None,
+            max_history: int = 100,
+        ) -> None: ...
+
     @model_validator(mode="before")
     @classmethod
     def _convert_period(cls, data: Any) -> Any:
@@ -226,7 +237,8 @@ class NodeDefinition(QmtlModel):
     window: int | None = None
     stream_settings: NodeStreamSettings | None = None
     shard: str | None = Field(
-        None, description="The shard the node runs in on a sharded engine (None: default rule)."
+        default=None,
+        description="The shard the node runs in on a sharded engine (None: default rule).",
     )
 
     @classmethod
@@ -272,6 +284,11 @@ class PipelineDefinition(QmtlModel):
     nodes: list[NodeDefinition] = Field(default_factory=list)
     query_nodes: list[QueryNodeDefinition] = Field(default_factory=list)
     default_intervals: NodeStreamSettings | None = None
+    bucket_offset: str | None = Field(
+        default=None,
+        description="where 1d/1w buckets end: a duration ('-8h') or a time zone and session "
+        "close ('America/New_York 16:00'); none: UTC midnight, weeks from Monday",
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod

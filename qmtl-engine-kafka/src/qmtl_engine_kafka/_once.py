@@ -16,7 +16,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from qmtl import codec
-from qmtl.engine import bucket_end
 from qmtl.errors import ValueEncodeError
 from qmtl.plan import PlanNode
 from qmtl.state import StateBackend
@@ -120,7 +119,7 @@ class OnceShard:
         spec = min(node.series, key=lambda s: s.seconds)
         size = node.window_size(spec)
         assert size is not None
-        end = bucket_end(self.ts, spec.seconds)
+        end = spec.bucket_end(self.ts)
         windows = []
         for index, current in zip(node.upstream_index, args, strict=True):
             key = self.sub.plan.nodes[index].spec(spec.interval).key

@@ -52,6 +52,8 @@ class RunOnPartition:
         self.shards: dict[int, ShardRun] = {}
         self.once: dict[int, OnceShard] = {}
         self.touched: set[int] = set()
+        #: ``(node, error)`` of shards restored stopped on their own node's failure
+        self.restored_failed: list[tuple[str, str]] = []
         #: whether the run reads its nodes' outputs (its messages say so)
         self.outputs = True
 
@@ -64,6 +66,9 @@ class RunOnPartition:
             blob = self.saved.pop(self.layout.plan.shards[index].id, None)
             if blob is not None:
                 found.restore(blob)
+                failed = found.failed
+                if self.run == LIVE_RUN and failed is not None and "upstream_failed" not in failed:
+                    self.restored_failed.append((failed["node"], failed["error"]))
         found.outputs = self.outputs or found.run == LIVE_RUN
         self.touched.add(index)
         return found
@@ -149,6 +154,19 @@ class Partition:
             self.layout, self.partition, run, namespace, saved, self.state
         )
         return found
+
+    def reloaded(self, token: str) -> Partition:
+        """This partition as saved: what was applied since the last save is dropped (the
+        failure policy replays it), under a fresh owner token."""
+        return Partition(self.layout, self.store, self.scope, self.partition, token, self.state)
+
+    def stopped(self) -> Iterator[tuple[str, str]]:
+        """``(node, error)`` of the live run's shards restored from saved state that had
+        stopped on their own node's failure (each reported once)."""
+        live = self.runs.get(LIVE_RUN)
+        if live is not None and live.restored_failed:
+            found, live.restored_failed = live.restored_failed, []
+            yield from found
 
     def touched(self) -> Iterator[tuple[RunOnPartition, ShardRun | OnceShard]]:
         for state in self.runs.values():

@@ -120,6 +120,9 @@ class Produced:
 
     def __init__(self) -> None:
         self.written = 0  #: buckets written to the state backend
+        self.events = 0  #: source events applied (late ones included)
+        self.late = 0  #: source events dropped as late
+        self.newest = _NEVER  #: the newest event time the batch's shards reached
         self.outputs: dict[tuple[int, str, str], list[list[Any]]] = defaultdict(list)
         self.cross: dict[tuple[int, str, str], list[list[Any]]] = defaultdict(list)
         self.ends: dict[tuple[int, str, str], dict[str, dict[str, Any]]] = defaultdict(dict)
@@ -167,6 +170,12 @@ class ShardRun:
         self.error: tuple[str, BaseException] | None = None
         self.reported = False  #: failure or end markers already produced
         self.ended = False
+        #: local indices of the shard's sources
+        self.sources = [
+            self.local[i] for i in self.shard.nodes if not layout.plan.nodes[i].upstream_index
+        ]
+        #: ``(events, late)`` already counted in a batch's :class:`Produced`
+        self.counted = (0, 0)
 
     def _written(self, node: str, interval: str, buckets: list[tuple[int, Any]]) -> None:
         # the runner has just written these buckets: their ends are the writes' timestamps
@@ -222,6 +231,7 @@ class ShardRun:
                 getattr(node.node, "allowed_lateness", None),
                 [f"{topic}/{p}" for p in range(count)],
                 keyed=keyed,
+                calendars=[s.calendar for s in node.series],
             )
         return merged
 
@@ -320,6 +330,7 @@ class ShardRun:
         self.writes.flush()
         produced.written += self.writes.count
         self.writes.count = 0
+        self._progress(produced)
         if self.reported:
             return
         for index in self.shard.nodes:
@@ -350,6 +361,38 @@ class ShardRun:
         elif self._all_ended():
             self.ended = True
             self._report(produced, key)
+
+    def _totals(self) -> tuple[int, int, float]:
+        """Source events and late events so far, and the newest event time reached: the
+        highest source event, else the end of the last final bucket of a node."""
+        events = late = 0
+        newest = _NEVER
+        runner = self.runner
+        for local in self.sources:
+            merged = self.merged.get(local)
+            if merged is not None:
+                events, late = events + merged.events, late + merged.late
+                for part in merged.parts.values():
+                    newest = max(newest, part.watermark)
+                continue
+            bucketer = runner.bucketers[local]
+            if bucketer is not None:
+                events, late = events + bucketer.events, late + bucketer.late
+                newest = max(newest, bucketer.watermark)
+        if newest == _NEVER:
+            for index in self.shard.nodes:
+                for aligner in runner.aligners[self.local[index]]:
+                    if _NEVER < aligner.done < END:
+                        newest = max(newest, aligner.calendar.end(aligner.done))
+        return events, late, newest
+
+    def _progress(self, produced: Produced) -> None:
+        events, late, newest = self._totals()
+        produced.events += events - self.counted[0]
+        produced.late += late - self.counted[1]
+        self.counted = (events, late)
+        if newest > produced.newest and newest != END:
+            produced.newest = newest
 
     def _report(self, produced: Produced, key: tuple[int, str, str]) -> None:
         """End markers for every node of the shard (with the error when it failed)."""
@@ -392,7 +435,12 @@ class ShardRun:
     def restore(self, blob: bytes) -> None:
         data = codec.decode(blob)
         self.runner.restore(data["runner"])
-        self.merged = {int(i): MergedSource.from_dict(m) for i, m in data["merged"].items()}
+        nodes = self.sub.plan.nodes
+        self.merged = {
+            int(i): MergedSource.from_dict(m, [s.calendar for s in nodes[int(i)].series])
+            for i, m in data["merged"].items()
+        }
         self.failed = data["failed"]
         self.reported = data["reported"]
         self.ended = data["ended"]
+        self.counted = self._totals()[:2]

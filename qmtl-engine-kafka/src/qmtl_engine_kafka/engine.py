@@ -40,6 +40,7 @@ from qmtl_engine_kafka.errors import (
 )
 from qmtl_engine_kafka.external import TopicSink
 from qmtl_engine_kafka.oneshot import execute_over_kafka
+from qmtl_engine_kafka.operations.monitor import WorkerMonitor
 from qmtl_engine_kafka.settings import KafkaEngineSettings
 from qmtl_engine_kafka.topics import (
     PARTITION_RULE,
@@ -198,10 +199,13 @@ class KafkaEngine(EngineBase):
         *,
         namespace: str | None = None,
         log_every_s: float = 10.0,
+        monitor: WorkerMonitor | None = None,
     ) -> Worker:
         """One worker of the pipeline's deployment (what ``qmtl worker`` runs): it serves every
         run on its partitions and forwards the seed input topics into the ``live`` run, whose
-        history goes under ``namespace`` (default: the pipeline's name)."""
+        history goes under ``namespace`` (default: the pipeline's name). ``monitor`` receives
+        its reports (:mod:`qmtl_engine_kafka.operations`; ``qmtl worker`` builds one from the
+        settings)."""
         deployment = self.deploy(plan, state)
         ctx = WorkerContext(
             plan,
@@ -213,7 +217,7 @@ class KafkaEngine(EngineBase):
             live=True,
             namespace=namespace or plan.pipeline,
         )
-        return Worker(ctx, log_every_s=log_every_s)
+        return Worker(ctx, log_every_s=log_every_s, monitor=monitor)
 
     # -- streaming -------------------------------------------------------------------------
     def run(

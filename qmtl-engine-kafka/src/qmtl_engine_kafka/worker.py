@@ -28,6 +28,14 @@ A crash anywhere replays from the saved offsets: the recomputation is determinis
 writes overwrite themselves, and readers drop buckets they have passed. The producer is
 idempotent with librdkafka's gapless guarantee; a fatal producer error ends the worker (a
 restart replays).
+
+The loop reports to a :class:`~qmtl_engine_kafka.operations.WorkerMonitor` (metrics, health,
+failure policy; :mod:`qmtl_engine_kafka.operations`): every round, every committed batch (its
+time, source events, late events, buckets written and newest event time), dead letters by
+reason, the assigned partitions, and every partition's lag every few seconds. A node of the
+deployment's run that raises asks the monitor's failure policy first: end the node with its
+error (finite runs always do), or drop the batch's shard work uncommitted and replay it after
+a back-off (input forwarding is not undone: it computes nothing).
 """
 
 from __future__ import annotations
@@ -37,20 +45,16 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from qmtl.errors import EngineError
 from qmtl.logs import get_logger
-from qmtl.pending import PendingStore
-from qmtl.plan import ExecutionPlan
-from qmtl.state import StateBackend
 from qmtl_engine_kafka import _wire
 from qmtl_engine_kafka._apply import Applier
-from qmtl_engine_kafka._client import consume_error, kafka_module, new_client
+from qmtl_engine_kafka._client import consume_error, kafka_module
 from qmtl_engine_kafka._forward import Forwarder
+from qmtl_engine_kafka._group import GroupMember, WorkerContext
 from qmtl_engine_kafka._layout import Layout
 from qmtl_engine_kafka._partition import Partition
 from qmtl_engine_kafka._send import Sender
@@ -58,8 +62,8 @@ from qmtl_engine_kafka._shard import Produced
 from qmtl_engine_kafka._wire import LIVE_RUN
 from qmtl_engine_kafka.dead_letter import DeadLetterQueue
 from qmtl_engine_kafka.errors import EnvelopeError, MalformedEnvelopeError
-from qmtl_engine_kafka.settings import KafkaEngineSettings
-from qmtl_engine_kafka.topics import RunTopics, input_pattern
+from qmtl_engine_kafka.operations.monitor import WorkerMonitor
+from qmtl_engine_kafka.topics import input_pattern
 
 __all__ = ["HEARTBEAT_ENV", "LIVE_RUN", "Worker", "WorkerContext"]
 
@@ -70,29 +74,12 @@ HEARTBEAT_ENV = "QMTL_WORKER_HEARTBEAT_FILE"
 _LIVE_NOTE_S, _LIVE_TTL_S = 30.0, 90
 
 
-@dataclass
-class WorkerContext:
-    """What a worker serves: a deployment (``live``) or one in-process run's topics."""
+class Worker(GroupMember):
+    """Serves every run on its partitions until ``run_until``'s ``stop`` is set.
 
-    plan: ExecutionPlan
-    settings: KafkaEngineSettings
-    state: StateBackend
-    store: PendingStore
-    topics: RunTopics
-    partitions: int
-    #: a deployment: also forwards the seed input topics and says its namespace is live
-    live: bool = False
-    #: the namespace of the ``live`` run's history
-    namespace: str = ""
-    #: called (in the worker's thread) with a node and the exception its function raised
-    on_failure: Callable[[str, BaseException], object] | None = None
-
-    def __post_init__(self) -> None:
-        self.namespace = self.namespace or self.plan.pipeline
-
-
-class Worker:
-    """Serves every run on its partitions until ``run_until``'s ``stop`` is set."""
+    ``monitor`` receives the loop's reports (default: one without metrics or server, whose
+    failures end their node, as in a finite run).
+    """
 
     def __init__(
         self,
@@ -100,113 +87,41 @@ class Worker:
         *,
         log_every_s: float = 10.0,
         heartbeat_file: str | None = None,
+        monitor: WorkerMonitor | None = None,
     ) -> None:
-        self.ctx = ctx
         settings = ctx.settings
-        self.settings = settings
-        self.topics = ctx.topics
-        self.layout = Layout(ctx.plan, ctx.partitions, settings.max_message_bytes)
-        self.kafka = kafka_module("The Kafka engine's worker")
-        self.stats: Counter[str] = Counter()
-        self.fatal: Any = None
         what = f"The Kafka worker of pipeline '{ctx.plan.pipeline}'"
+        layout = Layout(ctx.plan, ctx.partitions, settings.max_message_bytes)
+        super().__init__(ctx, layout, kafka_module("The Kafka engine's worker"), what)
+        self.monitor = monitor or WorkerMonitor(ctx.plan.pipeline)
+        #: live nodes whose batch failed and waits for its replay (until ``resume_at``)
+        self.failing: set[str] = set()
+        self.resume_at = 0.0
+        self.fatal: Any = None
         self.sender = Sender(
-            settings, self.layout, ctx.topics, live=ctx.live, what=what, on_fatal=self._fatal
+            settings, layout, ctx.topics, live=ctx.live, what=what, on_fatal=self._fatal
         )
         self.dlq = DeadLetterQueue(self.sender.producer, ctx.topics.dead_letter)
-        self.consumer = self._consumer(ctx.topics.group, what)
-        #: a deployment's input consumer: the seed input topics, in a group of their own, so
-        #: the shard partitions and the input partitions are each spread evenly over the
-        #: workers (cooperative-sticky balances a member's total partition count, not per topic)
-        self.inputs = self._consumer(f"{ctx.topics.group}.input", what) if ctx.live else None
-        self.forwarder = (
-            Forwarder(
+        if ctx.live:
+            self.forwarder = Forwarder(
                 ctx.plan,
-                self.layout,
+                layout,
                 consumer=self.inputs,
                 dlq=self.dlq,
                 max_bytes=settings.max_message_bytes,
                 idle_flush_s=settings.idle_flush_s,
                 connect_timeout_s=settings.connect_timeout_s,
             )
-            if ctx.live
-            else None
-        )
-        self.partitions: dict[int, Partition] = {}
+            self.subscribe([input_pattern(ctx.plan.pipeline), *self.forwarder.topics()])
+        else:
+            self.subscribe([])
         self._rejected: set[str] = set()
-        callbacks = {"on_assign": self._on_assign, "on_revoke": self._on_revoke}
-        self.consumer.subscribe([ctx.topics.shard], **callbacks, on_lost=self._on_revoke)
-        if self.inputs is not None and self.forwarder is not None:
-            topics = [input_pattern(ctx.plan.pipeline), *self.forwarder.topics()]
-            self.inputs.subscribe(topics, **callbacks, on_lost=self._on_revoke)
         self.slice_s = min(settings.batch_time_s, settings.max_poll_interval_s / 2)
-        self.applier = Applier(self.layout, self.slice_s)
+        self.applier = Applier(layout, self.slice_s)
         self.log_every_s = log_every_s
         heartbeat = heartbeat_file or os.environ.get(HEARTBEAT_ENV)
         self.heartbeat = Path(heartbeat) if heartbeat else None
         self.error: BaseException | None = None
-
-    def _consumer(self, group: str, what: str) -> Any:
-        settings = self.settings
-        return new_client(
-            "Consumer",
-            settings,
-            {
-                "group.id": group,
-                "client.id": f"qmtl-worker-{os.getpid()}"[:200],
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "partition.assignment.strategy": "cooperative-sticky",
-                "enable.partition.eof": False,
-                "session.timeout.ms": int(settings.session_timeout_s * 1000),
-                "heartbeat.interval.ms": max(100, int(settings.session_timeout_s * 1000) // 5),
-                "max.poll.interval.ms": int(settings.max_poll_interval_s * 1000),
-                "fetch.wait.max.ms": 10,
-                "fetch.min.bytes": 1,
-                "topic.metadata.refresh.interval.ms": 5000,
-                "on_commit": self._committed,
-            },
-            what=what,
-        )
-
-    # -- rebalances (inside consume(), between batches) --------------------------------------
-    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
-        for tp in partitions:
-            if tp.topic == self.topics.shard:
-                owned = Partition(
-                    self.layout,
-                    self.ctx.store,
-                    self.topics.scope(tp.partition),
-                    tp.partition,
-                    uuid.uuid4().hex,
-                    self.ctx.state,
-                )
-                self.partitions[tp.partition] = owned
-                if owned.next_offset >= 0:
-                    tp.offset = owned.next_offset  # start where the saved state stops
-            elif self.forwarder is not None:
-                self.forwarder.assigned(tp.topic, tp.partition)
-        consumer.incremental_assign(partitions)
-        log.info(
-            "qmtl.kafka.assigned",
-            pipeline=self.ctx.plan.pipeline,
-            group=self.topics.group,
-            partitions=[f"{tp.topic}/{tp.partition}" for tp in partitions],
-        )
-
-    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
-        for tp in partitions:
-            if tp.topic == self.topics.shard:
-                self.partitions.pop(tp.partition, None)
-            elif self.forwarder is not None:
-                self.forwarder.revoked(tp.topic, tp.partition)
-        log.info(
-            "qmtl.kafka.revoked",
-            pipeline=self.ctx.plan.pipeline,
-            group=self.topics.group,
-            partitions=[f"{tp.topic}/{tp.partition}" for tp in partitions],
-        )
 
     # -- the loop ------------------------------------------------------------------------------
     def _fatal(self, reason: str) -> None:
@@ -218,6 +133,7 @@ class Worker:
         idle_wait = self.settings.poll_interval_s
         last_log = last_beat = last_note = 0.0
         processed_at_log = 0
+        monitor = self.monitor
         try:
             while not stop.is_set():
                 if self.fatal is not None:
@@ -226,21 +142,30 @@ class Worker:
                         f"fatal error: {self.fatal}; the worker stops (a restart replays from "
                         "the saved state)"
                     )
-                messages = self._poll(self.consumer, idle_wait if self.inputs is None else 0)
+                messages = self._poll_shards(idle_wait if self.inputs is None else 0)
                 if self.inputs is not None:
                     messages += self._poll(self.inputs, 0 if messages else idle_wait)
                 if messages or self.forwarder is not None:
                     self.process(messages)
+                monitor.polled()
                 now = time.monotonic()
-                if self.heartbeat is not None and now - last_beat >= 1.0:
-                    self._beat()
+                if now - last_beat >= 1.0:
+                    if self.heartbeat is not None:
+                        self._beat()
+                    inputs = len(self.forwarder.heard) if self.forwarder is not None else 0
+                    monitor.assignment(len(self.partitions) + inputs)
                     last_beat = now
                 if self.ctx.live and self.ctx.store.shared and now - last_note >= _LIVE_NOTE_S:
                     self.ctx.store.note(
                         self.topics.shard, f"live:{self.ctx.namespace}", "1", _LIVE_TTL_S
                     )
                     last_note = now
-                if now - last_log >= self.log_every_s:
+                log_due = now - last_log >= self.log_every_s
+                lags: dict[tuple[str, int], int] = {}
+                if log_due or monitor.lag_due():  # the log's lags refresh the gauge too
+                    lags = self.lags()
+                    monitor.lag({k: v for k, v in lags.items() if v >= 0})
+                if log_due:
                     processed = self.applier.applied + self.stats["forwarded"]
                     log.info(
                         "qmtl.kafka.worker_progress",
@@ -252,7 +177,7 @@ class Worker:
                         buckets=self.stats["buckets"],
                         dead_letters=self.dlq.count,
                         partitions=sorted(self.partitions),
-                        lag=self.lag(),
+                        lag=-1 if any(v < 0 for v in lags.values()) else sum(lags.values()),
                     )
                     processed_at_log, last_log = processed, now
         except BaseException as error:
@@ -260,6 +185,16 @@ class Worker:
             raise
         finally:
             self.close()
+
+    def _poll_shards(self, wait: float) -> list[Any]:
+        """The shard consumer's next messages; none while a failed batch waits for its
+        replay (the failure policy's back-off)."""
+        if self.resume_at:
+            if time.monotonic() < self.resume_at:
+                time.sleep(min(self.settings.poll_interval_s, 0.05))
+                return []
+            self.resume_at = 0.0
+        return self._poll(self.consumer, wait)
 
     def _poll(self, consumer: Any, wait: float) -> list[Any]:
         """What ``consumer`` has (up to ``batch_size``), waiting at most ``wait`` for the first
@@ -276,6 +211,7 @@ class Worker:
 
     def process(self, messages: list[Any]) -> int:
         """Apply one batch and commit it (see the module doc); returns messages applied."""
+        started = time.monotonic()
         produced = Produced()
         forwards = self.forwarder.grouped() if self.forwarder is not None else None
         touched: set[int] = set()
@@ -284,7 +220,7 @@ class Worker:
         deadline = clock() + self.slice_s
         rest: list[Any] = []
         applied = 0
-        dead = self.dlq.count
+        dead = Counter(self.dlq.reasons)
         for i, message in enumerate(messages):
             if i and clock() > deadline:
                 rest = messages[i:]
@@ -318,44 +254,118 @@ class Worker:
                 applied += 1
         if forwards is not None and self.forwarder is not None:
             self.forwarder.finish(forwards)
+        failed: list[tuple[str, BaseException, bool]] = []
         for partition in touched:
-            for state, shard in self.partitions[partition].touched():
+            owned = self.partitions[partition]
+            for state, shard in owned.touched():
+                before = len(produced.failures)
                 shard.collect(produced, state.outputs)
+                live = state.run == LIVE_RUN
+                failed += [(n, e, live) for n, e in produced.failures[before:]]
+            for node, reason in owned.stopped():
+                self.monitor.stopped_earlier(node, reason, live=True)
+        retry = self._judge(failed)
+        if retry is not None:  # the failure policy replays the batch's shard work
+            self._replay(touched, messages, retry, forwards, dead)
+            return 0
         if self.ctx.on_failure is not None:  # before the end markers reach the caller
             for node, error in produced.failures:
                 self.ctx.on_failure(node, error)
-        self.sender.send(produced, forwards, dead=self.dlq.count > dead)
+        self.sender.send(produced, forwards, dead=self.dlq.count > sum(dead.values()))
+        commits = self._save(touched)
+        forwarded = self._forwarded()
+        if rest:
+            self._rewind(rest)
+        self._commit(commits, forwarded)
+        self.stats["messages"] += applied
+        self.stats["buckets"] += produced.written
+        self._report(started, produced, dead, bool(touched or forwarded))
+        return applied
+
+    def _judge(self, failed: list[tuple[str, BaseException, bool]]) -> float | None:
+        """Each node failure of the batch, logged and judged by the failure policy: the
+        longest back-off asked for, or ``None`` to end the failed nodes as in a finite run.
+        Raises :class:`~qmtl_engine_kafka.errors.NodeFailuresError` when the worker must exit
+        (nothing of the batch committed)."""
+        retry: float | None = None
+        for node, error, live in failed:
+            log.error("qmtl.kafka.node_failed", node=node, error=f"{type(error).__name__}: {error}")
+            verdict = self.monitor.failed(node, error, live=live)
+            if verdict.retry_after_s is not None:
+                self.failing.add(node)
+                retry = max(retry or 0.0, verdict.retry_after_s)
+        return retry
+
+    def _replay(
+        self,
+        touched: set[int],
+        messages: list[Any],
+        after_s: float,
+        forwards: dict[tuple[int, str], list[dict[str, Any]]] | None,
+        dead: Counter[str],
+    ) -> None:
+        """Drop the batch's shard work (nothing of it is produced, saved or committed; bucket
+        writes already made are rewritten by the replay): the touched partitions reload their
+        saved state and the shard consumer seeks back to the batch's first messages, polled
+        again after ``after_s``. Forwarded input messages still go out and commit."""
+        for partition in touched:
+            owned = self.partitions.get(partition)
+            if owned is not None:
+                self.partitions[partition] = owned.reloaded(uuid.uuid4().hex)
+        self._rewind([m for m in messages if m.topic() == self.topics.shard])
+        self.sender.send(Produced(), forwards, dead=self.dlq.count > sum(dead.values()))
+        self._commit([], self._forwarded())
+        self.resume_at = time.monotonic() + after_s
+        self._report_dead(dead)
+
+    def _save(self, touched: set[int]) -> list[Any]:
+        """Save each touched partition (fenced); the offsets to commit."""
         commits = []
         for partition in touched:
             owned = self.partitions.get(partition)
             if owned is None:
                 continue
             if owned.save():
-                commits.append(self.kafka.TopicPartition(shard_topic, partition, owned.next_offset))
+                commits.append(
+                    self.kafka.TopicPartition(self.topics.shard, partition, owned.next_offset)
+                )
             else:
                 # Another worker claimed the partition while this one was busy (paused past
                 # the session timeout): drop it uncommitted; the new owner redoes the batch.
                 self.stats["fenced"] += 1
                 log.warning("qmtl.kafka.fenced", scope=owned.scope)
                 del self.partitions[partition]
+        return commits
+
+    def _forwarded(self) -> list[Any]:
+        """The input offsets whose forwards were acknowledged."""
         forwarded = []
         if self.forwarder is not None:
             for (topic, partition), offset in self.forwarder.offsets.items():
                 forwarded.append(self.kafka.TopicPartition(topic, partition, offset))
             self.forwarder.offsets.clear()
-        if rest:
-            self._rewind(rest)
-        for consumer, offsets in ((self.consumer, commits), (self.inputs, forwarded)):
-            if offsets and consumer is not None:
-                try:
-                    consumer.commit(offsets=offsets, asynchronous=True)
-                except self.kafka.KafkaException as e:
-                    self._committed(e.args[0], offsets)
-        self.stats["messages"] += applied
-        self.stats["buckets"] += produced.written
-        for node, error in produced.failures:
-            log.error("qmtl.kafka.node_failed", node=node, error=f"{type(error).__name__}: {error}")
-        return applied
+        return forwarded
+
+    def _report(self, started: float, produced: Produced, dead: Counter[str], work: bool) -> None:
+        """A committed batch, to the monitor (once per batch, never per message)."""
+        monitor = self.monitor
+        if work:
+            monitor.batch(
+                time.monotonic() - started,
+                events=produced.events,
+                buckets=produced.written,
+                late=produced.late,
+                watermark=produced.newest if produced.newest > -float("inf") else None,
+            )
+        self._report_dead(dead)
+        if self.failing and work:
+            for node in self.failing:
+                monitor.recovered(node)
+            self.failing.clear()
+
+    def _report_dead(self, before: Counter[str]) -> None:
+        if self.dlq.reasons != before:
+            self.monitor.dead_letters(self.dlq.reasons - before)
 
     def _apply(self, owned: Partition, message: Any, deadline: float) -> bool:
         """Apply one shard-topic message; ``False`` when the time slice cut it (its position
@@ -402,40 +412,6 @@ class Worker:
             self._rejected.add(run)
             self.sender.reject(message.partition(), run, why)
 
-    def _rewind(self, rest: list[Any]) -> None:
-        """Seek back to the first of ``rest`` in each partition: the next poll returns them."""
-        first: dict[tuple[str, int], int] = {}
-        for message in rest:
-            if message.error() is None:
-                first.setdefault((message.topic(), message.partition()), message.offset())
-        for (topic, partition), offset in first.items():
-            consumer = self.consumer if topic == self.topics.shard else self.inputs
-            assert consumer is not None
-            try:
-                consumer.seek(self.kafka.TopicPartition(topic, partition, offset))
-            except self.kafka.KafkaException as e:
-                raise EngineError(
-                    f"Could not seek {topic}/{partition} back to offset {offset} after a "
-                    f"time-bounded batch: {e.args[0]}"
-                ) from e
-
-    def _committed(self, error: Any, partitions: list[Any]) -> None:
-        if error is not None and error.code() != self.kafka.KafkaError._NO_OFFSET:
-            self.stats["commit_failures"] += 1
-            log.warning("qmtl.kafka.commit_failed", group=self.topics.group, error=error.str())
-
-    def lag(self) -> int:
-        """Messages waiting in this worker's shard partitions (one offset lookup each)."""
-        total = 0
-        for partition, owned in list(self.partitions.items()):
-            tp = self.kafka.TopicPartition(self.topics.shard, partition)
-            try:
-                _low, high = self.consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
-            except self.kafka.KafkaException:
-                return -1
-            total += max(0, high - max(owned.next_offset, 0))
-        return total
-
     def _beat(self) -> None:
         assert self.heartbeat is not None
         try:
@@ -444,11 +420,5 @@ class Worker:
             log.warning("qmtl.kafka.heartbeat_failed", path=str(self.heartbeat), error=str(error))
 
     def close(self) -> None:
-        for consumer in (self.consumer, self.inputs):
-            if consumer is None:
-                continue
-            try:
-                consumer.close()  # leaves the group: partitions move at once
-            except (RuntimeError, self.kafka.KafkaException) as error:
-                log.warning("qmtl.kafka.close_failed", error=str(error))
+        self.leave()
         self.sender.producer.flush(5)
