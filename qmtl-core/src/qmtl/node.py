@@ -132,7 +132,8 @@ class Node:
     ``interval_settings`` is shorthand for ``stream_settings``. ``window=N`` delivers each
     upstream as a list of its last ``N`` values (oldest first); ``window=True`` means the node's
     period. Extra keyword arguments are ``params`` passed to ``fn``; ``key_params`` names those
-    that enter the node id.
+    that enter the node id. ``vectorized=True`` declares that ``fn`` takes numpy arrays, one row
+    per bucket, and returns one row per row (see :mod:`qmtl.vectorized`; needs numpy).
     """
 
     kind: str = "node"
@@ -147,6 +148,7 @@ class Node:
         interval_settings: Mapping[Any, Any] | None = None,
         key_params: Iterable[str] | None = None,
         window: int | bool | None = None,
+        vectorized: bool = False,
         **params: Any,
     ) -> None:
         if not isinstance(name, str) or not name:
@@ -193,6 +195,7 @@ class Node:
         #: Effective settings: the declared ones until a pipeline merges its defaults in.
         self.stream_settings = self.declared_stream_settings
         self.call_style: CallStyle = _call_style(name, fn, self.upstreams, params)
+        self.vectorized = _vectorized(name, vectorized, self.upstreams)
         self._node_id: str | None = None
 
     # -- identity -------------------------------------------------------------------------
@@ -203,14 +206,17 @@ class Node:
     def compute_id(self, upstream_ids: Sequence[str], settings: NodeStreamSettings | None) -> str:
         """The content id given upstream ids and effective settings."""
         key_values = {key: self.params[key] for key in self.key_params}
-        return content_id(
+        parts = [
             self.kind,
             self.fingerprint(),
             ",".join(upstream_ids),
             settings.model_dump_json() if settings else "",
             stable_repr(key_values),
             stable_repr(self.window),
-        )
+        ]
+        if self.vectorized:  # fn means something else over arrays; other ids stay as they were
+            parts.append("vectorized")
+        return content_id(*parts)
 
     @property
     def node_id(self) -> str:
@@ -227,6 +233,10 @@ class Node:
     # -- calling --------------------------------------------------------------------------
     def invoker(self) -> Invoker:
         """``call(values)`` with upstream values in ``upstreams`` order."""
+        if self.vectorized:
+            from qmtl.vectorized import row_invoker
+
+            return row_invoker(self.name, self.fn, self.upstreams, self.params, self.call_style)
         return make_invoker(self.fn, self.upstreams, self.params, self.call_style)
 
     def execute(self, inputs: Mapping[str, Any] | None = None) -> Any:
@@ -251,11 +261,29 @@ class Node:
             key_params=list(self.key_params),
             params={key: _jsonable(value) for key, value in self.params.items()},
             window=self.window if type(self.window) is int else None,
+            vectorized=True if self.vectorized else None,
             stream_settings=self.stream_settings,
         ).model_dump(mode="json", exclude_none=True)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, upstreams={self.upstreams!r})"
+
+
+def _vectorized(node: str, vectorized: Any, upstreams: Sequence[str]) -> bool:
+    if not isinstance(vectorized, bool):
+        raise PipelineValidationError(
+            f"Node '{node}': vectorized must be True or False, got {vectorized!r}"
+        )
+    if vectorized and not upstreams:
+        raise PipelineValidationError(
+            f"Node '{node}' is vectorized but has no upstreams: a vectorized function takes "
+            "its upstreams as arrays; drop vectorized=True from the source"
+        )
+    if vectorized:
+        from qmtl.vectorized import numpy_module
+
+        numpy_module(f"Node '{node}' is vectorized, which")
+    return vectorized
 
 
 def _names(node: str, option: str, value: Any) -> list[Any]:

@@ -8,7 +8,8 @@ plan order), each source read lazily at its own pace and flushed as soon as it e
 
 Options of ``pipeline.run(...)`` on the local engine: ``on_output``, ``sources`` (replace named
 sources' inputs), ``events`` (``(source, ts, value)`` in arrival order, replacing all sources),
-``clock`` (stamps values that come without a ts).
+``clock`` (stamps values that come without a ts), ``columnar`` (run a chunk at a time over
+columns: :mod:`qmtl_engine_local.columnar`, same results) and ``chunk_size`` (its chunk).
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ from qmtl.streaming import RunSummary
 def run_stream(plan: ExecutionPlan, state: StateBackend, **options: Any) -> RunSummary:
     """Run ``plan``'s sources to their end; return the :class:`~qmtl.streaming.RunSummary`."""
     options.setdefault("engine", "local")
+    columnar = options.pop("columnar", False)
+    chunk_size = options.pop("chunk_size", None)
+    if columnar:
+        from qmtl_engine_local.columnar import DEFAULT_CHUNK, run_columnar
+
+        return run_columnar(
+            plan, state, chunk_size=DEFAULT_CHUNK if chunk_size is None else chunk_size, **options
+        )
     return run_in_process(plan, state, **options)
 
 

@@ -1,0 +1,129 @@
+"""Calling a node over a run of buckets: once per bucket, or once per run when vectorized.
+
+A scalar node's function is mapped over its argument columns (``map`` at C speed, positional
+when the function's leading parameters are its upstreams in some order, else through the
+plan's invoker, exactly as the event path binds it). Arguments are the very Python objects the
+event path would pass: the as-of value of each upstream, or a new list of its last ``N``
+values for ``window=N``. Results are collected with ``list.extend`` so that when the function
+raises, the buckets computed before the failing one are known and written, as one bucket at a
+time would have.
+
+A vectorized node (:mod:`qmtl.vectorized`) gets each upstream as one numpy array (windows as
+a 2-D array of rows); when a column cannot be one exact array, or the call fails or returns the
+wrong number of rows, the node is called row by row through its event-path invoker instead, so
+values and the failing bucket are the event path's.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from qmtl.node import Node
+from qmtl.plan import PlanNode
+from qmtl.vectorized import output_rows
+from qmtl_engine_local.columnar._align import Array, Col, Ready
+
+
+class ColumnNode:
+    """How one plan node is called over columns (shared by its intervals)."""
+
+    __slots__ = ("call", "invoke", "name", "order", "vectorized")
+
+    def __init__(self, node: PlanNode) -> None:
+        self.name = node.name
+        self.invoke = node.invoke
+        owner = node.node
+        self.vectorized = isinstance(owner, Node) and owner.vectorized
+        self.call: Callable[..., Any] | None = None
+        self.order: list[int] = []
+        if self.vectorized:
+            assert isinstance(owner, Node)
+            self.call, self.order = _bound(owner, node.upstreams, vectorized=True)
+        elif node.kind != "query" and isinstance(owner, Node):
+            self.call, self.order = _bound(owner, node.upstreams, vectorized=False)
+
+    def compute(self, ready: Ready, window: int | None) -> tuple[Col, Exception | None]:
+        """The node's values at ``ready.buckets``; on failure, those before the failing bucket
+        and the error."""
+        if self.vectorized:
+            done = self._vectorized(ready, window)
+            if done is not None:
+                return done, None
+        columns = [
+            _python_args(col, counts, window)
+            for col, counts in zip(ready.columns, ready.counts, strict=True)
+        ]
+        out: list[Any] = []
+        try:
+            if self.call is not None and not self.vectorized:
+                out.extend(map(self.call, *[columns[i] for i in self.order]))
+            else:
+                out.extend(map(self.invoke, zip(*columns, strict=True)))
+        except Exception as error:  # the event path's NodeExecutionError, raised by the runner
+            return Col(ready.buckets[: len(out)], out), error
+        return Col(ready.buckets, out), None
+
+    def _vectorized(self, ready: Ready, window: int | None) -> Col | None:
+        arrays = []
+        for col, counts in zip(ready.columns, ready.counts, strict=True):
+            base = col.arr()
+            if base is None:
+                return None
+            arrays.append(_array_args(base, counts, window))
+        assert self.call is not None
+        try:
+            result = self.call(*[arrays[i] for i in self.order])
+            rows = output_rows(self.name, result, len(ready.buckets))
+        except Exception:  # retried row by row, which finds the failing bucket
+            return None
+        return Col.from_rows(ready.buckets, rows)
+
+
+def _python_args(col: Col, counts: Array, window: int | None) -> list[Any]:
+    if window is None:
+        return col.take(counts - 1)
+    values = col.py()
+    return [values[end - window : end] for end in counts.tolist()]
+
+
+def _array_args(base: Array, counts: Array, window: int | None) -> Array:
+    if window is None:
+        rows = counts - 1
+        if len(rows) and int(rows[-1]) - int(rows[0]) == len(rows) - 1:
+            if len(rows) < 3 or bool((np.diff(rows) == 1).all()):
+                return base[int(rows[0]) : int(rows[-1]) + 1]
+        return base[rows]  # type: ignore[no-any-return]
+    view = sliding_window_view(base, window, axis=0)
+    if base.ndim > 1:  # the window axis goes right after the row axis, as np.asarray(rows)
+        view = np.moveaxis(view, -1, 1)
+    return view[counts - window]  # type: ignore[no-any-return]
+
+
+def _bound(owner: Node, upstreams: tuple[str, ...], vectorized: bool) -> tuple[Any, list[int]]:
+    """A positional callable and the upstream order of its leading parameters, or
+    ``(None, [])`` when the function can only be called as the plan's invoker calls it."""
+    fn, params = owner.fn, owner.params
+    call = partial(fn, **params) if params else fn
+    count = len(upstreams)
+    if owner.call_style == "positional":
+        return call, list(range(count))
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())[:count]
+    except (TypeError, ValueError):
+        parameters = []
+    names = [p.name for p in parameters]
+    if len(parameters) == count and sorted(names) == sorted(upstreams):
+        if all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in parameters):
+            return call, [upstreams.index(name) for name in names]
+    if vectorized:  # by keyword, in the plan's upstream order
+        names = list(upstreams)
+        return (lambda *arrays: fn(**dict(zip(names, arrays, strict=True)), **params)), list(
+            range(count)
+        )
+    return None, []
