@@ -245,6 +245,8 @@ def _invoker(node: PlanNode) -> Callable[[Any], Any]:
     fn = getattr(owner, "fn", None)
     if node.kind == "query" or getattr(owner, "call_style", None) != "keyword" or fn is None:
         return node.invoke
+    if getattr(owner, "vectorized", False):  # takes one-row arrays: qmtl.vectorized
+        return node.invoke
     try:
         parameters = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
