@@ -88,14 +88,18 @@ class Col:
             piece._py = self.py()[start:stop]
         return piece
 
-    def take(self, rows: Array) -> list[Any]:
-        """Python values at ``rows`` (increasing indexes), as a list."""
+    def select(self, rows: Array) -> Col:
+        """The rows at ``rows``, as a column."""
+        if self._exact:
+            assert self._arr is not None
+            return Col(self.buckets[rows], None, self._arr[rows])
+        return Col(self.buckets[rows], list(map(self.py().__getitem__, rows.tolist())))
+
+    def take(self, rows: Array, dense: bool) -> list[Any]:
+        """Python values at ``rows`` (non-decreasing; ``dense``: consecutive), as a list."""
         values = self.py()
-        if not len(rows):
-            return []
-        first = int(rows[0])
-        if int(rows[-1]) - first == len(rows) - 1 and (len(rows) < 3 or _contiguous(rows)):
-            return values[first : first + len(rows)]
+        if dense and len(rows):
+            return values[int(rows[0]) : int(rows[-1]) + 1]
         return list(map(values.__getitem__, rows.tolist()))
 
     @staticmethod
@@ -117,20 +121,20 @@ class Col:
         return out
 
 
-def _contiguous(rows: Array) -> bool:
-    return bool((np.diff(rows) == 1).all())
-
-
 class Ready:
     """What a node computes in one step: ``buckets`` and, per upstream, the column the values
-    come from and ``counts[i][j]``, how many of its rows are at or before ``buckets[j]``."""
+    come from, ``counts[i][j]``, how many of its rows are at or before ``buckets[j]``, and
+    ``dense[i]``, whether those counts are consecutive (the upstream has every bucket)."""
 
-    __slots__ = ("buckets", "columns", "counts")
+    __slots__ = ("buckets", "columns", "counts", "dense")
 
-    def __init__(self, buckets: Array, columns: list[Col], counts: list[Array]) -> None:
+    def __init__(
+        self, buckets: Array, columns: list[Col], counts: list[Array], dense: list[bool]
+    ) -> None:
         self.buckets = buckets
         self.columns = columns
         self.counts = counts
+        self.dense = dense
 
 
 class ColumnAligner:
@@ -172,23 +176,43 @@ class ColumnAligner:
             (low, high), column = spans[0], buffers[0]
             buckets = column.buckets[low:high]
             counts = [np.arange(low + 1, high + 1)]
+            dense = [True]
         else:
             parts = [col.buckets[low:high] for col, (low, high) in zip(buffers, spans, strict=True)]
-            buckets = np.unique(np.concatenate(parts))
-            counts = [np.searchsorted(col.buckets, buckets, side="right") for col in buffers]
+            buckets = _union(parts)
+            dense = [len(part) == len(buckets) for part in parts]  # has every bucket
+            counts = [
+                np.arange(low + 1, high + 1)
+                if every
+                else np.searchsorted(col.buckets, buckets, side="right")
+                for col, every, (low, high) in zip(buffers, dense, spans, strict=True)
+            ]
         keep = self.keep
         full = counts[0] >= keep
         for count in counts[1:]:
             full &= count >= keep
-        if not full.all():
+        if not full.all():  # warm-up: ``full`` is false, then true (counts only grow)
             buckets = buckets[full]
             counts = [count[full] for count in counts]
-        ready = Ready(buckets, list(buffers), counts)
+        ready = Ready(buckets, list(buffers), counts, dense)
         for i, (col, (_low, high)) in enumerate(zip(buffers, spans, strict=True)):
             start = max(0, high - keep)
             if start:
                 buffers[i] = col.cut(start)
         return ready
+
+
+def _union(parts: list[Array]) -> Array:
+    """The sorted union of increasing bucket runs (often all equal: upstreams of one pace)."""
+    first = parts[0]
+    if all(len(part) == len(first) and np.array_equal(part, first) for part in parts[1:]):
+        return first
+    merged = np.concatenate(parts)
+    merged.sort()
+    keep = np.empty(len(merged), dtype=bool)
+    keep[:1] = True
+    np.not_equal(merged[1:], merged[:-1], out=keep[1:])
+    return merged[keep]
 
 
 def _span(buckets: Array, done: float, frontier: float) -> tuple[int, int]:

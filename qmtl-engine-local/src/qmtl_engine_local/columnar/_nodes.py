@@ -56,8 +56,8 @@ class ColumnNode:
             if done is not None:
                 return done, None
         columns = [
-            _python_args(col, counts, window)
-            for col, counts in zip(ready.columns, ready.counts, strict=True)
+            _python_args(col, counts, dense, window)
+            for col, counts, dense in zip(ready.columns, ready.counts, ready.dense, strict=True)
         ]
         out: list[Any] = []
         try:
@@ -71,11 +71,11 @@ class ColumnNode:
 
     def _vectorized(self, ready: Ready, window: int | None) -> Col | None:
         arrays = []
-        for col, counts in zip(ready.columns, ready.counts, strict=True):
+        for col, counts, dense in zip(ready.columns, ready.counts, ready.dense, strict=True):
             base = col.arr()
             if base is None:
                 return None
-            arrays.append(_array_args(base, counts, window))
+            arrays.append(_array_args(base, counts, dense, window))
         assert self.call is not None
         try:
             result = self.call(*[arrays[i] for i in self.order])
@@ -85,20 +85,18 @@ class ColumnNode:
         return Col.from_rows(ready.buckets, rows)
 
 
-def _python_args(col: Col, counts: Array, window: int | None) -> list[Any]:
+def _python_args(col: Col, counts: Array, dense: bool, window: int | None) -> list[Any]:
     if window is None:
-        return col.take(counts - 1)
+        return col.take(counts - 1, dense)
     values = col.py()
     return [values[end - window : end] for end in counts.tolist()]
 
 
-def _array_args(base: Array, counts: Array, window: int | None) -> Array:
+def _array_args(base: Array, counts: Array, dense: bool, window: int | None) -> Array:
     if window is None:
-        rows = counts - 1
-        if len(rows) and int(rows[-1]) - int(rows[0]) == len(rows) - 1:
-            if len(rows) < 3 or bool((np.diff(rows) == 1).all()):
-                return base[int(rows[0]) : int(rows[-1]) + 1]
-        return base[rows]  # type: ignore[no-any-return]
+        if dense and len(counts):
+            return base[int(counts[0]) - 1 : int(counts[-1])]
+        return base[counts - 1]  # type: ignore[no-any-return]
     view = sliding_window_view(base, window, axis=0)
     if base.ndim > 1:  # the window axis goes right after the row axis, as np.asarray(rows)
         view = np.moveaxis(view, -1, 1)

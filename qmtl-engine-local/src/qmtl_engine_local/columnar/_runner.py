@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -102,7 +104,12 @@ class ColumnRunner:
         source runs more than a chunk ahead of the others and the buckets a node holds while
         waiting for a slower upstream stay bounded.
         """
-        live = dict(readers)
+        with _collecting_between_rounds() as collect:
+            return self._rounds(dict(readers), chunk, collect)
+
+    def _rounds(
+        self, live: dict[int, SourceReader], chunk: int, collect: Callable[[], object]
+    ) -> RunSummary:
         news: dict[int, list[News]] = {}
         for index, bucketer in self.bucketers.items():
             if index not in live:  # a query that matched nothing: ended, no events
@@ -128,6 +135,7 @@ class ColumnRunner:
                     break
             self._propagate(news)
             news = {}
+            collect()
             if error is not None:
                 raise error
         if news:
@@ -197,6 +205,26 @@ class ColumnRunner:
         return RunSummary(
             self.plan.pipeline, self.engine, nodes, time.perf_counter() - self.started
         )
+
+
+@contextmanager
+def _collecting_between_rounds() -> Iterator[Callable[[], object]]:
+    """Pause Python's cyclic garbage collector during each round; collect its young
+    generations between rounds.
+
+    A round allocates a few hundred thousand short-lived objects at once (window lists,
+    values); traced every 700 allocations, with the source data alive, that cost as much as
+    the computation itself. Reference cycles a node function makes are collected at the next
+    round boundary, so memory stays bounded by the chunk size as before.
+    """
+    if not gc.isenabled():
+        yield lambda: None
+        return
+    gc.disable()
+    try:
+        yield lambda: gc.collect(1)
+    finally:
+        gc.enable()
 
 
 def _series_at(upstream: PlanNode, seconds: int, reader: str) -> int:

@@ -19,38 +19,56 @@ chunk: the same rules, stated on arrays.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from itertools import compress, islice
+from itertools import islice
 from operator import itemgetter
 from typing import Any
 
 import numpy as np
 
 from qmtl.sources import Watermark, source_events
+from qmtl.vectorized import EXACT_DTYPES
 from qmtl_engine_local.columnar._align import END, NEVER, Array, Col
 
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
-_NUMBERS = frozenset({int, float})
 #: Event times are compared as float64, exact for integers below 2**53.
 _EXACT_INT = 2.0**53
 
 
 class Chunk:
-    """Events of one source in arrival order: ``ts`` (float64), ``values``, ``marks`` (which
-    items are watermarks; ``None`` when none are), ``ended``, and the ``error`` that stopped
-    the read after these events, if any."""
+    """Events of one source in arrival order: ``ts`` (float64); their values, either as
+    ``pairs`` (the ``(ts, value)`` items, read only for the buckets' winners) or as a
+    ``column`` (an array or sequence of values); ``marks`` (which items are watermarks;
+    ``None`` when none are), ``ended``, and the ``error`` that stopped the read after these
+    events, if any."""
 
-    __slots__ = ("ended", "error", "marks", "ts", "values")
+    __slots__ = ("column", "ended", "error", "marks", "pairs", "ts")
 
     def __init__(
         self,
         ts: Array,
-        values: list[Any],
+        pairs: Sequence[Any] | None,
         marks: Array | None,
         ended: bool,
         error: Exception | None = None,
+        column: Any = None,
     ) -> None:
-        self.ts, self.values, self.marks = ts, values, marks
+        self.ts, self.pairs, self.column, self.marks = ts, pairs, column, marks
         self.ended, self.error = ended, error
+
+    def values(self, rows: Array) -> list[Any]:
+        """The values of the events at ``rows``, as Python values."""
+        if self.pairs is not None:
+            return list(map(_SECOND, map(self.pairs.__getitem__, rows.tolist())))
+        if isinstance(self.column, np.ndarray):
+            return self.column[rows].tolist()  # type: ignore[no-any-return]
+        return list(map(self.column.__getitem__, rows.tolist()))
+
+    def col(self, buckets: Array, rows: Array) -> Col:
+        """The bucket winners at ``rows`` as a column (an array column stays an array)."""
+        column = self.column
+        if isinstance(column, np.ndarray) and column.dtype.name in EXACT_DTYPES:
+            return Col(buckets, None, column[rows])
+        return Col(buckets, self.values(rows))
 
 
 class SourceReader:
@@ -63,11 +81,13 @@ class SourceReader:
         self.clock = clock
         #: ``events=`` arrivals: already checked, and values are never watermarks
         self.explicit = explicit
-        self.ended = False
         self._list: Sequence[Any] | None = raw if isinstance(raw, list | tuple) else None
         self._at = 0
         self._stream: Iterator[Any] | None = None
-        if self._list is None:
+        self._columns: Iterator[tuple[Any, Any]] | None = None
+        self._ahead: tuple[Any, Any] | None = None
+        self._raw = raw
+        if self._list is None and not callable(getattr(raw, "event_chunks", None)):
             self._stream = source_events(raw, name, clock=clock)
 
     def read(self, size: int) -> Chunk:
@@ -75,15 +95,15 @@ class SourceReader:
             items = self._list[self._at : self._at + size]
             self._at += len(items)
             ended = self._at >= len(self._list)
-            fast = _pairs(items)
-            if fast is not None:
-                self.ended = ended
-                return Chunk(fast[0], fast[1], None, ended)
+            ts = _stamps(items)
+            if ts is not None:
+                return Chunk(ts, items, None, ended)
             stream: Iterator[Any] = (
                 iter(items) if self.explicit else source_events(items, self.name, clock=self.clock)
             )
+        elif self._stream is None:
+            return self._read_columns(size)
         else:
-            assert self._stream is not None
             stream = islice(self._stream, size)
             ended = False
         pairs: list[Any] = []
@@ -93,39 +113,73 @@ class SourceReader:
         except Exception as failure:  # raised by the runner after these events are processed
             error = failure
         if self._list is None:
-            ended = error is None and len(pairs) < size
-        self.ended = ended and error is None
-        return _chunk(pairs, self.explicit, self.ended, error)
+            ended = len(pairs) < size
+        return _chunk(pairs, self.explicit, ended and error is None, error)
+
+    def _read_columns(self, size: int) -> Chunk:
+        """The next ``(ts, values)`` columns of a source with ``event_chunks``."""
+        if self._columns is None:
+            self._columns = iter(self._raw.event_chunks(size))
+            self._ahead = next(self._columns, None)
+        got = self._ahead
+        if got is None:
+            return Chunk(np.empty(0), [], None, True)
+        self._ahead = next(self._columns, None)
+        stamps, column = got
+        ended = self._ahead is None
+        ts = np.asarray(stamps)
+        if ts.dtype == np.int64 or ts.dtype == np.float64:
+            ts = ts.astype(np.float64)
+            if len(ts) == 0 or (np.isfinite(ts).all() and ts.max() < _EXACT_INT):
+                if isinstance(column, np.ndarray) and column.dtype.kind != "O":
+                    return Chunk(ts, None, None, ended, column=column)
+                flags = [value.__class__ is Watermark for value in column]
+                marks = np.array(flags, dtype=bool) if any(flags) else None
+                return Chunk(ts, None, marks, ended, column=column)
+        # times the fast path cannot vouch for: the normaliser, on the pairs events() yields
+        pairs = list(zip(_rows(stamps), _rows(column), strict=True))
+        stream = source_events(pairs, self.name, clock=self.clock)
+        checked: list[Any] = []
+        try:
+            checked.extend(stream)
+        except Exception as failure:
+            return _chunk(checked, False, False, failure)
+        return _chunk(checked, False, ended, None)
 
 
-def _pairs(items: Sequence[Any]) -> tuple[Array, list[Any]] | None:
-    """``(ts array, values)`` when every item is a ``(int | float, value)`` tuple with a finite
-    time, which the normaliser would pass through unchanged; else ``None``."""
+def _stamps(items: Sequence[Any]) -> Array | None:
+    """The event times when every item is a ``(number, value)`` tuple with a finite time that
+    the normaliser passes through unchanged; else ``None`` (the normaliser decides)."""
     if not items:
-        return np.empty(0), []
+        return np.empty(0)
     if set(map(type, items)) != {tuple} or set(map(len, items)) != {2}:
         return None
-    stamps = list(map(_FIRST, items))
-    if not set(map(type, stamps)) <= _NUMBERS:
+    ts = np.array(list(map(_FIRST, items)))
+    kind = ts.dtype
+    if kind == np.int64:
+        ts = ts.astype(np.float64)
+    elif kind != np.float64:  # text, datetimes, objects: the normaliser's business
         return None
-    try:
-        ts = np.array(stamps, dtype=np.float64)
-    except OverflowError:
+    # numpy turns a bool among numbers into 0 or 1, which no backtest uses as a time: leave
+    # such chunks to the normaliser, as non-finite times and ints too large for a float.
+    if not (np.isfinite(ts).all() and ts.min() > 1 and ts.max() < _EXACT_INT):
         return None
-    if not (np.isfinite(ts).all() and np.abs(ts).max() < _EXACT_INT):
-        return None
-    return ts, list(map(_SECOND, items))
+    return ts
 
 
 def _chunk(pairs: list[Any], explicit: bool, ended: bool, error: Exception | None) -> Chunk:
     ts = np.array([pair[0] for pair in pairs], dtype=np.float64)
-    values = [pair[1] for pair in pairs]
     marks = None
     if not explicit:
-        flags = [value.__class__ is Watermark for value in values]
+        flags = [pair[1].__class__ is Watermark for pair in pairs]
         if any(flags):
             marks = np.array(flags, dtype=bool)
-    return Chunk(ts, values, marks, ended, error)
+    return Chunk(ts, pairs, marks, ended, error)
+
+
+def _rows(column: Any) -> list[Any]:
+    tolist = getattr(column, "tolist", None)
+    return tolist() if callable(tolist) else list(column)
 
 
 class ColumnBucketer:
@@ -141,10 +195,8 @@ class ColumnBucketer:
         self.events = 0
         self.late = 0
         self.final: list[float] = [NEVER] * len(self.seconds)
-        #: per interval, the winners of buckets not final yet: (buckets, times, values)
-        self.open: list[tuple[Array, Array, list[Any]]] = [
-            (np.empty(0, dtype=np.int64), np.empty(0), []) for _ in self.seconds
-        ]
+        #: per interval, the winners of buckets not final yet: their times and values
+        self.open: list[tuple[Array, Col]] = [(np.empty(0), Col.empty()) for _ in self.seconds]
 
     @property
     def watermark(self) -> float:
@@ -152,30 +204,45 @@ class ColumnBucketer:
 
     def push(self, chunk: Chunk) -> list[tuple[Col, float]]:
         """Bucket a chunk; per interval, the buckets it made final and the *final through*."""
-        ts, values, marks = chunk.ts, chunk.values, chunk.marks
-        n = len(ts)
-        if n:
-            self.events += n if marks is None else n - int(marks.sum())
-            valid = self._not_late(ts)
-            if marks is not None:
-                valid &= ~marks
-            if not valid.all():
-                self.late += int((~valid).sum()) - (0 if marks is None else int(marks.sum()))
-                ts = ts[valid]
-                values = list(compress(values, valid.tolist()))
-            self.high = max(self.high, float(chunk.ts.max()))
+        ts, marks = chunk.ts, chunk.marks
+        rows: Array | None = None  # the chunk's rows of ``ts`` when some were dropped
+        ordered = True
+        if len(ts):
+            self.events += len(ts) if marks is None else len(ts) - int(marks.sum())
+            ordered = bool((ts[1:] >= ts[:-1]).all())
+            # In time order, no event is late once the first is not: each one's watermark is
+            # at most its predecessor's time.
+            if not ordered or marks is not None or ts[0] < self._late_before():
+                valid = self._not_late(ts)
+                if marks is not None:
+                    late = int((~valid & ~marks).sum())
+                    valid &= ~marks
+                else:
+                    late = len(ts) - int(valid.sum())
+                if late or marks is not None:
+                    self.late += late
+                    rows = np.flatnonzero(valid)
+                    ts = ts[rows]
+            self.high = max(self.high, float(chunk.ts[-1] if ordered else chunk.ts.max()))
         wm = self.watermark
         out = []
         for k, s in enumerate(self.seconds):
             through = END if wm == END else (NEVER if wm == NEVER else int(wm // s) - 1)
-            out.append(self._close(k, ts, values, max(through, self.final[k])))
+            out.append(self._close(k, ts, ordered, chunk, rows, max(through, self.final[k])))
         return out
 
     def end(self) -> list[tuple[Col, float]]:
         """End of stream: every open bucket is final."""
         self.high = END
-        empty = np.empty(0)
-        return [self._close(k, empty, [], END) for k in range(len(self.seconds))]
+        none = Chunk(np.empty(0), [], None, True)
+        return [self._close(k, none.ts, True, none, None, END) for k in range(len(self.seconds))]
+
+    def _late_before(self) -> float:
+        """Events before this time are late (the end of the last final finest bucket)."""
+        if self.high == NEVER:
+            return NEVER
+        s = self.finest
+        return float((self.high - self.lateness) // s * s)
 
     def _not_late(self, ts: Array) -> Array:
         before = np.maximum.accumulate(ts)
@@ -190,37 +257,56 @@ class ColumnBucketer:
             valid[seen] = ts[seen] >= cut
         return valid
 
-    def _close(self, k: int, ts: Array, values: list[Any], through: float) -> tuple[Col, float]:
+    def _close(
+        self, k: int, ts: Array, ordered: bool, chunk: Chunk, rows: Array | None, through: float
+    ) -> tuple[Col, float]:
+        """Merge the chunk's kept events (``ts``, at ``rows`` of the chunk; ``ordered``: in
+        time order) into interval ``k``'s open buckets; split off those final through
+        ``through``."""
         self.final[k] = through
-        held_b, held_t, held_v = self.open[k]
+        held_t, held_v = self.open[k]
         if len(ts):
-            buckets = np.concatenate(
-                (held_b, np.floor_divide(ts, self.seconds[k]).astype(np.int64))
-            )
-            times = np.concatenate((held_t, ts))
-            rows = held_v + values
-            last = _winners(buckets, times)
+            held = len(held_t)
+            buckets = np.floor_divide(ts, self.seconds[k]).astype(np.int64)
+            if held:
+                ordered = ordered and bool(held_t[-1] <= ts[0])
+                buckets = np.concatenate((held_v.buckets, buckets))
+                times = np.concatenate((held_t, ts))
+            else:
+                times = ts
+            last = _winners(buckets, times, ordered)
             buckets, times = buckets[last], times[last]
-            rows = list(map(rows.__getitem__, last.tolist()))
+            fresh = last - held  # rows of ``ts``; negative: a held winner
+            kept = fresh >= 0
+            if held and not kept.all():  # some held winners stand: merge them in bucket order
+                new = fresh[kept]
+                pool = Col.join(
+                    held_v.select(last[~kept]),
+                    chunk.col(buckets[kept], new if rows is None else rows[new]),
+                )
+                values = pool.select(np.argsort(pool.buckets, kind="stable"))
+            else:
+                values = chunk.col(buckets, fresh if rows is None else rows[fresh])
         else:
-            buckets, times, rows = held_b, held_t, held_v
+            times, values = held_t, held_v
+        buckets = values.buckets
         if through == END:
             cut = len(buckets)
         elif through == NEVER:
             cut = 0
         else:
             cut = int(np.searchsorted(buckets, int(through), side="right"))
-        self.open[k] = (buckets[cut:], times[cut:], rows[cut:])
-        return Col(buckets[:cut], rows[:cut]), through
+        self.open[k] = (times[cut:], values.cut(cut))
+        return values.cut(0, cut), through
 
 
-def _winners(buckets: Array, times: Array) -> Array:
+def _winners(buckets: Array, times: Array, ordered: bool) -> Array:
     """Row of each bucket's last event by time, ties by arrival (rows are in arrival order),
-    in bucket order."""
-    if len(times) > 1 and not (times[1:] >= times[:-1]).all():
+    in bucket order; ``ordered``: the times do not decrease."""
+    if not ordered:
         order = np.lexsort((np.arange(len(times)), times, buckets))
-        ordered = buckets[order]
-        ends = np.flatnonzero(ordered[1:] != ordered[:-1])
+        ordered_buckets = buckets[order]
+        ends = np.flatnonzero(ordered_buckets[1:] != ordered_buckets[:-1])
         return order[np.append(ends, len(order) - 1)]  # type: ignore[no-any-return]
     ends = np.flatnonzero(buckets[1:] != buckets[:-1])
     return np.append(ends, len(buckets) - 1)
