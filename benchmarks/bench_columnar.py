@@ -225,7 +225,9 @@ def run(events_per_source: int = EVENTS_PER_SOURCE) -> dict[str, Any]:
     for name, bars in _outputs(arrays_cols).items():
         want = expected[name]
         assert [t for t, _ in bars] == [t for t, _ in want], f"{name}: other buckets"
-        assert all(abs(x - y) <= 1e-9 * max(1.0, abs(y)) for (_, x), (_, y) in zip(bars, want))
+        assert all(
+            abs(x - y) <= 1e-9 * max(1.0, abs(y)) for (_, x), (_, y) in zip(bars, want, strict=True)
+        )
     produced = sum(len(v) for v in expected.values())
     for summary in (event, by_bucket, by_bucket_cols, vector_lists, vector):
         assert summary.buckets_out == produced

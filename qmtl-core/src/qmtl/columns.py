@@ -11,7 +11,7 @@ sequence of values.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 from qmtl.errors import SourceError
@@ -36,7 +36,7 @@ class ArraySource:
 
     bounded = True
 
-    def __init__(self, ts: Sequence[Any], values: Sequence[Any]) -> None:
+    def __init__(self, ts: Any, values: Any) -> None:
         if len(ts) != len(values):
             raise SourceError(
                 f"ArraySource: ts has {len(ts)} rows but values has {len(values)}; give one "
