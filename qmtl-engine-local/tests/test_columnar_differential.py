@@ -1,7 +1,7 @@
 """Differential tests: the columnar path against the event-at-a-time path on random pipelines.
 
 Hypothesis draws sources (event times out of order, ties, ``allowed_lateness``, watermarks,
-ints and floats), DAGs of scalar, by-name and vectorized nodes with as-of joins and windows,
+ints and floats; as lists, numpy columns or generators), DAGs of scalar, by-name and vectorized nodes with as-of joins and windows,
 query nodes, one or two intervals and a chunk size; the event path (``run_in_process``, one
 event at a time) is the oracle for every series' outputs, the stored history and the summary.
 """
@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qmtl import Node, Pipeline, QueryNode, SourceNode
+from qmtl.columns import ArraySource
 from qmtl.errors import NodeExecutionError
 from qmtl.sources import Watermark
 from qmtl.state import MemoryStateBackend
@@ -78,6 +79,20 @@ def source_events(draw: st.DrawFn, index: int) -> list[Any]:
     return events
 
 
+FORMS = ["list", "list", "arrays", "generator"]
+
+
+def as_form(events: list[Any], form: str, index: int) -> Any:
+    """The same events as a list, as numpy columns (:class:`ArraySource`; watermarks become
+    a distinct first event) or as a generator made on every run."""
+    if form == "arrays":
+        pairs = [(BASE - 9_000 - index, 0.0)] + [e for e in events if type(e) is tuple]
+        return ArraySource(np.array([t for t, _ in pairs]), np.array([v for _, v in pairs]))
+    if form == "generator":
+        return lambda: iter(events)
+    return events
+
+
 @st.composite
 def pipelines(draw: st.DrawFn) -> Pipeline:
     intervals = INTERVALS[draw(st.sampled_from(sorted(INTERVALS)))]
@@ -88,7 +103,7 @@ def pipelines(draw: st.DrawFn) -> Pipeline:
         p.add_node(
             SourceNode(
                 name,
-                source=draw(source_events(i)),
+                source=as_form(draw(source_events(i)), draw(st.sampled_from(FORMS)), i),
                 allowed_lateness=draw(st.sampled_from([None, 0, 30, 90, 150.5])),
                 tags=["src"] if draw(st.booleans()) else [],
             )
