@@ -1,9 +1,10 @@
 """Differential tests: the columnar path against the event-at-a-time path on random pipelines.
 
 Hypothesis draws sources (event times out of order, ties, ``allowed_lateness``, watermarks,
-ints and floats; as lists, numpy columns or generators), DAGs of scalar, by-name and vectorized nodes with as-of joins and windows,
-query nodes, one or two intervals and a chunk size; the event path (``run_in_process``, one
-event at a time) is the oracle for every series' outputs, the stored history and the summary.
+ints and floats; as lists, numpy columns or generators), DAGs of scalar, by-name and vectorized
+nodes with as-of joins and windows, query nodes, one or two intervals and a chunk size; the
+event path (``run_in_process``, one event at a time) is the oracle for every series' outputs,
+the stored history and the summary.
 """
 
 from __future__ import annotations
