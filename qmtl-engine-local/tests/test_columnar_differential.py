@@ -149,8 +149,9 @@ def both_paths(pipeline: Pipeline, chunk: int) -> tuple[Any, Any]:
     return results[0], results[1]
 
 
+@pytest.mark.slow
 @settings(
-    max_examples=300,
+    max_examples=200,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
