@@ -11,13 +11,13 @@ import pytest
 from qmtl import Node, Pipeline, SourceNode
 from qmtl.columns import ArraySource
 from qmtl.errors import (
-    MissingDependencyError,
     NodeExecutionError,
     PipelineValidationError,
     QmtlError,
     SourceError,
     VectorizedOutputError,
 )
+from qmtl.extras import MissingExtraError
 from qmtl.state import MemoryStateBackend
 from qmtl.stream_runner import run_in_process
 from qmtl.vectorized import column_array
@@ -104,7 +104,7 @@ def test_one_value_per_row_or_the_node_is_named() -> None:
 
 def test_without_numpy_a_vectorized_node_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "numpy", None)  # import numpy now fails
-    with pytest.raises(MissingDependencyError) as caught:
+    with pytest.raises(MissingExtraError) as caught:
         Node("n", fn=lambda x: x, upstreams=["x"], vectorized=True)
     assert isinstance(caught.value, QmtlError) and isinstance(caught.value, ImportError)
     assert "Node 'n' is vectorized" in str(caught.value)

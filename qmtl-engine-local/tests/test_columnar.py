@@ -11,7 +11,8 @@ import pytest
 
 from qmtl import Node, Pipeline, SourceNode
 from qmtl.columns import ArraySource
-from qmtl.errors import ConfigurationError, MissingDependencyError, SourceError
+from qmtl.errors import ConfigurationError, SourceError
+from qmtl.extras import MissingExtraError
 from qmtl.state import MemoryStateBackend
 from qmtl.stream_runner import run_in_process
 from qmtl.testing.engine_contract import collect, counts, history
@@ -191,7 +192,7 @@ def test_bad_chunk_sizes_and_a_missing_numpy_are_named(monkeypatch: pytest.Monke
     with pytest.raises(ConfigurationError, match="chunk_size must be a positive number"):
         p.run(columnar=True, chunk_size=0)
     monkeypatch.setitem(sys.modules, "numpy", None)
-    with pytest.raises(MissingDependencyError) as caught:
+    with pytest.raises(MissingExtraError) as caught:
         p.run(columnar=True)
     assert "columnar path (run(columnar=True)) needs numpy" in str(caught.value)
     assert "pip install 'qmtl-engine-local[columnar]'" in str(caught.value)

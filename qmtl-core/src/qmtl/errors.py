@@ -78,10 +78,6 @@ class VectorizedOutputError(QmtlError, ValueError):
     """A vectorized node's function did not return one row per input row."""
 
 
-class MissingDependencyError(QmtlError, ImportError):
-    """An optional feature needs a package that is not installed; the message names the extra."""
-
-
 class PipelineTimeoutError(QmtlError, TimeoutError):
     """A run exceeded its ``timeout``; ``node`` names the node that was running."""
 

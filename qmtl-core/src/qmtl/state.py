@@ -4,6 +4,8 @@ A series is identified by a :class:`SeriesKey` ``(pipeline, node_id, interval)``
 value per bucket, addressed by the bucket's timestamp (the bucket end, epoch seconds), so
 writing a bucket again replaces it. Writes trim the series to ``max_items`` and refresh its TTL
 (``period × interval``); a series not written for longer than its TTL expires as a whole.
+``max_items=None`` keeps every bucket and ``ttl=None`` never expires: a pipeline's
+``keep_history`` (backtests) writes that way, and the series stays until it is deleted.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class BucketWrite(NamedTuple):
     key: SeriesKey
     timestamp: float
     value: Any
-    max_items: int
+    max_items: int | None
     ttl: int | None
 
 
@@ -51,9 +53,17 @@ class StateBackend(Protocol):
     name: str
 
     def write(
-        self, key: SeriesKey, timestamp: float, value: Any, *, max_items: int, ttl: int | None
+        self,
+        key: SeriesKey,
+        timestamp: float,
+        value: Any,
+        *,
+        max_items: int | None,
+        ttl: int | None,
     ) -> None:
-        """Store ``value`` as the bucket at ``timestamp``, replacing it if present."""
+        """Store ``value`` as the bucket at ``timestamp``, replacing it if present; keep the
+        newest ``max_items`` buckets (``None``: all) and expire the series ``ttl`` seconds after
+        its last write (``None``: never)."""
         ...
 
     def write_many(self, writes: Iterable[BucketWrite]) -> None:
@@ -90,7 +100,7 @@ class _Series:
     def __init__(self) -> None:
         self.timestamps: list[float] = []
         self.values: list[Any] = []
-        self.max_items = 100
+        self.max_items: int | None = 100
         self.ttl: int | None = None
         self.last_update = 0.0
 
@@ -108,7 +118,13 @@ class MemoryStateBackend:
         self._clock = clock
 
     def write(
-        self, key: SeriesKey, timestamp: float, value: Any, *, max_items: int, ttl: int | None
+        self,
+        key: SeriesKey,
+        timestamp: float,
+        value: Any,
+        *,
+        max_items: int | None,
+        ttl: int | None,
     ) -> None:
         now = self._clock()
         series = self._series.get(key)
@@ -127,8 +143,8 @@ class MemoryStateBackend:
             else:
                 stamps.insert(at, timestamp)
                 series.values.insert(at, value)
-        excess = len(stamps) - max_items
-        if excess > 0:
+        if max_items is not None and len(stamps) > max_items:
+            excess = len(stamps) - max_items
             del stamps[:excess]
             del series.values[:excess]
         series.max_items = max_items

@@ -9,7 +9,9 @@ iterator form of any engine's ``run``.
 
 Bounded sources (lists, CSV files) are propagated in batches of ``AUTO_BATCH`` events, which
 changes no result (buckets are final or not whatever the batching); live sources go event by
-event so no output is held back.
+event so no output is held back. A batch never holds a closed bucket longer than ``HOLD_SECONDS``
+of wall time either: a bounded source that is slow to read (a file on a network share, a paged
+API) still delivers its buckets to ``on_output`` as they close, not at the end of the batch.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ if TYPE_CHECKING:
 
 #: Source events per propagation step when every source is bounded (see run_in_process).
 AUTO_BATCH = 256
+#: Wall-clock seconds a batch may hold closed buckets before they are propagated anyway,
+#: checked every ``HOLD_CHECK`` events (so the per-event loop pays one comparison, as before).
+HOLD_SECONDS = 0.05
+HOLD_CHECK = 4
 
 
 #: ``hook(node, args) -> value``: replaces how a node is invoked (the mock engine).
@@ -91,6 +97,8 @@ class StreamRunner:
         self.engine = engine
         self.batch = batch
         self._held: dict[_Series, list[Any]] = {}
+        self._flushed = time.perf_counter()
+        self._check = HOLD_CHECK
         self._waiting = 0
         nodes = plan.nodes
         self.bucketers: list[SourceBucketer | None] = [None] * len(nodes)
@@ -128,8 +136,8 @@ class StreamRunner:
         if closed:
             self.hold(source, closed)
         self._waiting += 1
-        if self._waiting >= self.batch:
-            self.flush()
+        if self._waiting >= self._check:
+            self._checkpoint()
 
     def hold(self, source: int, closed: list[Closure]) -> None:
         """Keep a source's closed buckets until the next :meth:`flush`."""
@@ -147,8 +155,19 @@ class StreamRunner:
     def flush(self) -> None:
         """Propagate the source buckets held back by batching (see ``batch``)."""
         held, self._held, self._waiting = self._held, {}, 0
+        self._check = HOLD_CHECK
         for series, (buckets, through) in held.items():
             self._emit(series, buckets, through)
+        self._flushed = time.perf_counter()
+
+    def _checkpoint(self) -> None:
+        """Every ``HOLD_CHECK`` events of a batch: flush when the batch is full or has held
+        its buckets for ``HOLD_SECONDS`` (a bounded source that is slow to read)."""
+        waiting = self._waiting
+        if waiting >= self.batch or time.perf_counter() - self._flushed >= HOLD_SECONDS:
+            self.flush()
+        else:
+            self._check = waiting + HOLD_CHECK
 
     def on_watermark(self, source: int, watermark: float) -> None:
         """The source at plan index ``source`` promises no event before ``watermark``."""
@@ -286,8 +305,8 @@ def drive(runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]])
         return runner.finish()
     # Batched: the same steps as on_event, with the lookups hoisted out of the loop.
     handlers = [b.on_event if b is not None else None for b in runner.bucketers]
-    hold, flush = runner.hold, runner.flush
-    waiting = 0
+    hold, flush, clock = runner.hold, runner.flush, time.perf_counter
+    waiting, check = 0, HOLD_CHECK
     try:
         for index, ts, value in events:
             if ts is None:
@@ -295,15 +314,18 @@ def drive(runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]])
                     runner.end_source(index)
                 else:
                     runner.on_watermark(index, value)
-                waiting = 0
+                waiting, check = 0, HOLD_CHECK
                 continue
             closed = handlers[index](ts, value)  # type: ignore[misc]  # a source has a bucketer
             if closed:
                 hold(index, closed)
             waiting += 1
-            if waiting >= batch:
-                flush()
-                waiting = 0
+            if waiting >= check:  # see StreamRunner._checkpoint
+                if waiting >= batch or clock() - runner._flushed >= HOLD_SECONDS:
+                    flush()
+                    waiting, check = 0, HOLD_CHECK
+                else:
+                    check = waiting + HOLD_CHECK
     except Exception:
         # A source failed: the buckets that were final before it are written, as unbatched.
         flush()

@@ -23,7 +23,7 @@ does, so results never depend on the path, only speed does.
 
 numpy is optional: ``pip install 'qmtl-engine-local[columnar]'`` (or ``'qmtl-core[columnar]'``
 where only the event path runs, e.g. a Kafka worker). Without it a vectorized node is refused
-when it is built, with :class:`~qmtl.errors.MissingDependencyError`.
+when it is built, with :class:`~qmtl.extras.MissingExtraError`.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from qmtl.errors import MissingDependencyError, VectorizedOutputError
+from qmtl.errors import VectorizedOutputError
+from qmtl.extras import MissingExtraError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,11 +44,11 @@ EXTRA = "pip install 'qmtl-engine-local[columnar]'"
 
 
 def numpy_module(purpose: str) -> ModuleType:
-    """numpy, or :class:`MissingDependencyError` saying that ``purpose`` needs it."""
+    """numpy, or :class:`~qmtl.extras.MissingExtraError` saying that ``purpose`` needs it."""
     try:
         import numpy
     except ImportError as error:
-        raise MissingDependencyError(
+        raise MissingExtraError(
             f"{purpose} needs numpy, which is not installed; install the columnar extra: {EXTRA}"
         ) from error
     return numpy

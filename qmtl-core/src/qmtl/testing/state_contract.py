@@ -91,7 +91,7 @@ class StateBackendContract:
         key: SeriesKey,
         count: int,
         *,
-        max_items: int = 100,
+        max_items: int | None = 100,
         ttl: int | None = None,
     ) -> None:
         for i in range(count):
@@ -217,6 +217,21 @@ class StateBackendContract:
         backend.write(key, T0, 1, max_items=10, ttl=None)
         advance(self.ttl + 0.5)
         assert backend.read(key) == [{"timestamp": T0, "value": 1}]
+
+    def test_no_max_items_and_no_ttl_keep_the_whole_series(
+        self, backend: StateBackend, pipeline: str, advance: Callable[[float], None]
+    ) -> None:
+        # What a backtest's keep_history writes: every bucket stays until it is deleted.
+        key = self.key(pipeline)
+        self.fill(backend, key, 150, max_items=None, ttl=None)
+        advance(self.ttl + 0.5)
+        assert [item["value"]["i"] for item in backend.read(key, count=None)] == list(
+            range(149, -1, -1)
+        )
+        meta = backend.metadata(key)
+        assert (meta["count"], meta["max_items"], meta["ttl"]) == (150, None, None)
+        assert backend.delete(pipeline, "n1") == 1
+        assert backend.read(key) == []
 
     # -- deletion --------------------------------------------------------------------------
     def test_deletion_is_scoped(self, backend: StateBackend, pipeline: str) -> None:

@@ -23,7 +23,7 @@ event at a time, and gives exactly the event path's outputs, history and run sum
 The event-at-a-time path stays the reference: the engine contract suite and differential tests
 on random pipelines run this path against it. numpy is needed (``pip install
 'qmtl-engine-local[columnar]'``); without it ``run(columnar=True)`` raises
-:class:`~qmtl.errors.MissingDependencyError` naming the extra.
+:class:`~qmtl.extras.MissingExtraError` naming the extra.
 """
 
 from __future__ import annotations

@@ -175,11 +175,11 @@ class ColumnRunner:
     def _write(self, series: _Series, col: Col) -> None:
         """Store a run of final buckets and hand them to ``on_output``. Only the last
         ``max_items`` are written: the store would trim the others right away, so the history
-        is the same as writing every bucket."""
+        is the same as writing every bucket (all of them when the history is kept whole)."""
         n = len(col)
         series.count += n
         ends = (col.buckets + 1) * series.seconds
-        start = max(0, n - series.max_items)
+        start = 0 if series.max_items is None else max(0, n - series.max_items)
         key, max_items, ttl = series.key, series.max_items, series.ttl
         self.state.write_many(
             [
