@@ -1,9 +1,10 @@
 """Sources, a chunk at a time: reading events into arrays, and bucketing them.
 
 :class:`SourceReader` reads ``size`` events of one source per call, in its own arrival order,
-normalised exactly as :func:`qmtl.sources.source_events` does (lists of ``(number, value)``
-pairs take a fast path checked with a few passes at C speed; anything else goes through the
-normaliser itself). :class:`ColumnBucketer` is :class:`qmtl.streaming.SourceBucketer` over a
+normalised exactly as :func:`qmtl.sources.source_events` does: lists of ``(number, value)``
+pairs take a fast path checked with a few passes at C speed, sources with ``event_chunks``
+(:mod:`qmtl.columns`: ``ArraySource``, table sources) hand their columns over whole, and
+anything else goes through the normaliser itself. :class:`ColumnBucketer` is :class:`qmtl.streaming.SourceBucketer` over a
 chunk: the same rules, stated on arrays.
 
 - The watermark before event ``j`` is the running maximum of the event times before it (and of
