@@ -4,8 +4,8 @@
 normalised exactly as :func:`qmtl.sources.source_events` does: lists of ``(number, value)``
 pairs take a fast path checked with a few passes at C speed, sources with ``event_chunks``
 (:mod:`qmtl.columns`: ``ArraySource``, table sources) hand their columns over whole, and
-anything else goes through the normaliser itself. :class:`ColumnBucketer` is :class:`qmtl.streaming.SourceBucketer` over a
-chunk: the same rules, stated on arrays.
+anything else goes through the normaliser itself. :class:`ColumnBucketer` is
+:class:`qmtl.streaming.SourceBucketer` over a chunk: the same rules, stated on arrays.
 
 - The watermark before event ``j`` is the running maximum of the event times before it (and of
   the source's :class:`~qmtl.sources.Watermark` items) minus ``allowed_lateness``:
