@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from qmtl import Node, Pipeline, SourceNode
 from qmtl.columns import ArraySource
-from qmtl.errors import ConfigurationError, SourceError
+from qmtl.errors import ConfigurationError, PipelineTimeoutError, SourceError
 from qmtl.extras import MissingExtraError
 from qmtl.state import MemoryStateBackend
 from qmtl.stream_runner import run_in_process
@@ -191,8 +192,29 @@ def test_bad_chunk_sizes_and_a_missing_numpy_are_named(monkeypatch: pytest.Monke
     p.add_node(SourceNode("px", source=[(BASE, 1.0)]))
     with pytest.raises(ConfigurationError, match="chunk_size must be a positive number"):
         p.run(columnar=True, chunk_size=0)
+    with pytest.raises(ConfigurationError, match="batch= tunes the event-at-a-time path"):
+        p.run(columnar=True, batch=16)
     monkeypatch.setitem(sys.modules, "numpy", None)
     with pytest.raises(MissingExtraError) as caught:
         p.run(columnar=True)
     assert "columnar path (run(columnar=True)) needs numpy" in str(caught.value)
     assert "pip install 'qmtl-engine-local[columnar]'" in str(caught.value)
+
+
+def test_a_timeout_names_the_running_node_and_nothing_is_written_after_it() -> None:
+    def slow(px: Any) -> Any:
+        time.sleep(0.5)
+        return px
+
+    p = Pipeline("columnar-timeout", default_intervals=MINUTE)
+    p.add_node(SourceNode("px", source=[(BASE + 60 * i, float(i)) for i in range(20)]))
+    p.add_node(Node("slow", fn=slow, upstreams=["px"], vectorized=True))
+    p.add_node(Node("after", fn=lambda slow: slow, upstreams=["slow"]))
+    state = MemoryStateBackend()
+    with pytest.raises(PipelineTimeoutError) as caught:
+        p.run(state=state, columnar=True, timeout=0.2)
+    assert caught.value.node == "slow"
+    time.sleep(0.6)  # the node finishes in the background; its buckets are not recorded
+    assert history(p, state)[("slow", "1m")] == []
+    assert history(p, state)[("after", "1m")] == []
+    assert len(history(p, state)[("px", "1m")]) == 20  # written before the node started

@@ -11,15 +11,24 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
-from qmtl.errors import ConfigurationError, MissingInputError, NodeExecutionError, QmtlError
+from qmtl.errors import (
+    ConfigurationError,
+    MissingInputError,
+    NodeExecutionError,
+    QmtlError,
+    StateBackendError,
+)
 
 if TYPE_CHECKING:
-    from qmtl.pipeline import Pipeline
     from qmtl.plan import ExecutionPlan, PlanNode
     from qmtl.state import StateBackend
+    from qmtl.streaming import OutputEvent
+
+#: Options of ``run`` (and ``stream``) that every engine takes.
+RUN_OPTIONS = ("on_output", "sources", "events", "clock", "timeout")
 
 _MISSING: Any = object()
 
@@ -45,8 +54,22 @@ class Engine(Protocol):
         """Run every node once; return ``{node: value}`` (query nodes included)."""
         ...
 
-    def run(self, plan: ExecutionPlan, *, state: StateBackend, **options: Any) -> Any:
-        """Run the pipeline's sources to their end in event time; return a run summary."""
+    def run(
+        self,
+        plan: ExecutionPlan,
+        *,
+        state: StateBackend,
+        on_output: Callable[[OutputEvent], None] | None = None,
+        sources: Mapping[str, Any] | None = None,
+        events: Iterable[tuple[str, Any, Any]] | None = None,
+        clock: Callable[[], float] = time.time,
+        timeout: float | None = None,
+    ) -> Any:
+        """Run the pipeline's sources to their end in event time; return a run summary.
+
+        Every engine takes these options (:data:`RUN_OPTIONS`); an engine adds its own as
+        further keyword parameters of ``run``, which ``pipeline.run(...)`` then accepts for it.
+        """
         ...
 
     def close(self) -> None:
@@ -68,6 +91,7 @@ def execute_plan(
     invoke_hook: InvokeHook | None = None,
     on_node: Callable[[str | None], bool] | None = None,
     timings: dict[str, float] | None = None,
+    trace: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The one-shot semantics (SPEC §5.1), shared by in-process engines.
 
@@ -77,8 +101,12 @@ def execute_plan(
     ``inputs`` replaces a node's value (it is then not called). ``on_node(name)`` is told which
     node starts (``None`` at the end) and returns ``False`` to stop the run before that node
     (used by timeouts). ``timings``, when given, receives each node's wall time in seconds.
-    A failing node raises :class:`NodeExecutionError`; nothing after it is recorded.
+    ``trace``, when given (``debug=True``), receives ``{"node", "seconds", "value"}`` per node,
+    each step is logged (``qmtl.local.node_executed``) and a failing node's error shows its
+    inputs. A failing node raises :class:`NodeExecutionError`; nothing after it is recorded.
     """
+    if trace is not None:
+        return _traced(plan, state, trace, inputs, ts, invoke_hook, on_node, timings)
     now = time.time() if ts is None else float(ts)
     ends: dict[int, float] = {}
     values: list[Any] = [_MISSING] * len(plan.nodes)
@@ -119,10 +147,57 @@ def execute_plan(
             end = ends.get(spec.seconds)
             if end is None:
                 end = ends[spec.seconds] = bucket_end(now, spec.seconds)
-            write(spec.key, end, value, max_items=spec.max_items, ttl=spec.ttl)
+            try:
+                write(spec.key, end, value, max_items=spec.max_items, ttl=spec.ttl)
+            except StateBackendError as error:  # the backend knows the node only by its id
+                raise StateBackendError(
+                    f"Node '{node.name}' at {spec.interval.value}: {error}"
+                ) from error
     if on_node is not None:
         on_node(None)
     return results
+
+
+def _traced(
+    plan: ExecutionPlan,
+    state: StateBackend,
+    trace: list[dict[str, Any]],
+    inputs: Mapping[str, Any] | None,
+    ts: float | None,
+    invoke_hook: InvokeHook | None,
+    on_node: Callable[[str | None], bool] | None,
+    timings: dict[str, float] | None,
+) -> dict[str, Any]:
+    """:func:`execute_plan` with a per-node trace (the debug mode: off the fast path)."""
+    from qmtl.logs import get_logger
+
+    log = get_logger("qmtl.local")
+    clock = time.perf_counter
+
+    def traced(node: PlanNode, args: Sequence[Any]) -> Any:
+        started = clock()
+        try:
+            value = node.invoke(args) if invoke_hook is None else invoke_hook(node, args)
+        except Exception as error:
+            shown = ", ".join(
+                f"{u}={_preview(a)}" for u, a in zip(node.upstreams, args, strict=False)
+            )
+            raise NodeExecutionError(node.name, error, inputs=shown or "(none)") from error
+        seconds = clock() - started
+        trace.append({"node": node.name, "seconds": seconds, "value": _preview(value)})
+        log.debug(
+            "qmtl.local.node_executed", node=node.name, seconds=seconds, value=trace[-1]["value"]
+        )
+        return value
+
+    return execute_plan(
+        plan, state, inputs=inputs, ts=ts, invoke_hook=traced, on_node=on_node, timings=timings
+    )
+
+
+def _preview(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _windows(
@@ -169,6 +244,14 @@ def check_run_options(plan: ExecutionPlan, ts: Any, timeout: Any) -> None:
             )
 
 
+class Executable(Protocol):
+    """What :meth:`EngineBase.execute_pipeline` runs: a :class:`qmtl.pipeline.Pipeline`."""
+
+    def execute(
+        self, inputs: Mapping[str, Any] | None = None, *, timeout: float | None = None, engine: Any
+    ) -> dict[str, Any]: ...
+
+
 class EngineBase:
     """Seed-compatible conveniences shared by engine implementations."""
 
@@ -176,7 +259,7 @@ class EngineBase:
 
     def execute_pipeline(
         self,
-        pipeline: Pipeline,
+        pipeline: Executable,
         inputs: Mapping[str, Any] | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
@@ -184,7 +267,17 @@ class EngineBase:
         engine = cast("Engine", self)  # a subclass supplies execute(); this base is a mixin
         return pipeline.execute(inputs=inputs, timeout=timeout, engine=engine)
 
-    def run(self, plan: ExecutionPlan, *, state: StateBackend, **options: Any) -> Any:
+    def run(
+        self,
+        plan: ExecutionPlan,
+        *,
+        state: StateBackend,
+        on_output: Callable[[OutputEvent], None] | None = None,
+        sources: Mapping[str, Any] | None = None,
+        events: Iterable[tuple[str, Any, Any]] | None = None,
+        clock: Callable[[], float] = time.time,
+        timeout: float | None = None,
+    ) -> Any:
         from qmtl.errors import EngineError
 
         raise EngineError(f"Engine '{self.name}' has no streaming form; use engine='local'")

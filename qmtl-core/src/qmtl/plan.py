@@ -10,7 +10,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from qmtl.errors import (
     CycleError,
@@ -27,8 +27,19 @@ from qmtl.node import Invoker, Node, QueryNode
 from qmtl.selectors import is_deterministic, query_value, select
 from qmtl.state import SeriesKey
 
-if TYPE_CHECKING:
-    from qmtl.pipeline import Pipeline
+
+class PipelineParts(Protocol):
+    """What :func:`compile_pipeline` reads from a pipeline (:class:`qmtl.pipeline.Pipeline`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def nodes(self) -> Mapping[str, Any]: ...
+    @property
+    def query_nodes(self) -> Mapping[str, Any]: ...
+    @property
+    def default_intervals(self) -> NodeStreamSettings | None: ...
+
 
 #: Settings a node gets when neither it nor the pipeline names an interval.
 BUILTIN_DEFAULT = NodeStreamSettings(
@@ -204,7 +215,7 @@ def _find_cycle(waiting: Mapping[str, int], upstreams: Mapping[str, Sequence[str
     return [*cycle, cycle[0]]
 
 
-def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
+def compile_pipeline(pipeline: PipelineParts) -> ExecutionPlan:
     """Validate ``pipeline`` completely and return its plan."""
     nodes: dict[str, Node] = {}
     for key, node in pipeline.nodes.items():
@@ -230,6 +241,12 @@ def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
             )
         if key in nodes:
             raise DuplicateNodeError(f"'{key}' is both a node and a query node; rename one")
+        for candidate in query.candidates or ():
+            if candidate not in nodes:
+                raise UnknownUpstreamError(
+                    f"Query node '{key}' names upstream '{candidate}', which is not a node of "
+                    f"pipeline '{pipeline.name}' (a query matches nodes; nodes: {sorted(nodes)})"
+                )
         queries[key] = query
 
     defaults = pipeline.default_intervals
@@ -375,6 +392,10 @@ def resolve_queries(
             candidates[qname] &= by_entry[(query.interval, query.period)]
     for qname, found in candidates.items():
         result[qname] = [names[p] for p in sorted(found)]
+    for qname, query in queries.items():
+        if query.candidates is not None:  # upstreams=: only those nodes may match
+            allowed = set(query.candidates)
+            result[qname] = [name for name in result[qname] if name in allowed]
     return {qname: result[qname] for qname in queries}
 
 
@@ -422,7 +443,10 @@ def _query_settings(
     matched: Sequence[NodeStreamSettings | None],
     defaults: NodeStreamSettings | None,
 ) -> NodeStreamSettings:
-    """A query node keeps its value at its ``interval``, else at the intervals all matches share."""
+    """A query node keeps its value at its own ``stream_settings``, else at its ``interval``,
+    else at the intervals all matches share."""
+    if query.declared_stream_settings is not None:
+        return merge_settings(query.name, query.declared_stream_settings, defaults)
     if query.interval is not None:
         wanted = [query.interval]
     elif matched:
@@ -451,8 +475,8 @@ def _check_interval_coverage(
     queries: Mapping[str, QueryNode],
 ) -> None:
     for name in order:
-        if name in queries:
-            continue
+        if name in queries and queries[name].declared_stream_settings is None:
+            continue  # derived from its matches (see _query_settings)
         for upstream in upstreams[name]:
             theirs = effective[upstream].intervals
             for interval in effective[name].intervals:

@@ -38,8 +38,6 @@ from qmtl.extras import MissingExtraError
 if TYPE_CHECKING:
     import numpy as np
 
-    from qmtl.node import CallStyle, Invoker
-
 EXTRA = "pip install 'qmtl-engine-local[columnar]'"
 
 
@@ -101,8 +99,8 @@ def row_invoker(
     fn: Callable[..., Any],
     upstreams: Sequence[str],
     params: Mapping[str, Any],
-    style: CallStyle,
-) -> Invoker:
+    style: str,
+) -> Callable[[Sequence[Any]], Any]:
     """The event-at-a-time call of a vectorized node: one-row arrays in, one value out."""
     np = numpy_module(f"Node '{node}' is vectorized, which")
     asarray = np.asarray

@@ -6,10 +6,11 @@ suites); this module is the local engine's entry to them.
 Sources are ordered by :func:`qmtl.sources.merged_events`: the earliest head first (ties by
 plan order), each source read lazily at its own pace and flushed as soon as it ends.
 
-Options of ``pipeline.run(...)`` on the local engine: ``on_output``, ``sources`` (replace named
-sources' inputs), ``events`` (``(source, ts, value)`` in arrival order, replacing all sources),
-``clock`` (stamps values that come without a ts), ``columnar`` (run a chunk at a time over
-columns: :mod:`qmtl_engine_local.columnar`, same results) and ``chunk_size`` (its chunk).
+Options of ``pipeline.run(...)`` on the local engine: those every engine takes (``on_output``,
+``sources`` replacing named sources' inputs, ``events`` as ``(source, ts, value)`` in arrival
+order replacing all sources, ``clock`` stamping values that come without a ts, ``timeout``
+bounding the whole run: :mod:`qmtl.deadline`), and ``batch``; ``columnar`` and ``chunk_size``
+select the columnar path (:mod:`qmtl_engine_local.columnar`, same results).
 """
 
 from __future__ import annotations
@@ -18,25 +19,11 @@ from typing import Any
 
 from qmtl.plan import ExecutionPlan
 from qmtl.state import StateBackend
-from qmtl.stream_runner import OutputStream, run_in_process, stream_in_process
+from qmtl.stream_runner import run_in_process
 from qmtl.streaming import RunSummary
 
 
 def run_stream(plan: ExecutionPlan, state: StateBackend, **options: Any) -> RunSummary:
     """Run ``plan``'s sources to their end; return the :class:`~qmtl.streaming.RunSummary`."""
     options.setdefault("engine", "local")
-    columnar = options.pop("columnar", False)
-    chunk_size = options.pop("chunk_size", None)
-    if columnar:
-        from qmtl_engine_local.columnar import DEFAULT_CHUNK, run_columnar
-
-        return run_columnar(
-            plan, state, chunk_size=DEFAULT_CHUNK if chunk_size is None else chunk_size, **options
-        )
     return run_in_process(plan, state, **options)
-
-
-def iter_stream(plan: ExecutionPlan, state: StateBackend, **options: Any) -> OutputStream:
-    """The iterator form of :func:`run_stream`; its ``summary`` is set at the end."""
-    options.setdefault("engine", "local")
-    return stream_in_process(plan, state, **options)

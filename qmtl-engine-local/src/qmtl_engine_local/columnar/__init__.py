@@ -36,6 +36,7 @@ from qmtl.errors import ConfigurationError
 from qmtl.vectorized import numpy_module
 
 if TYPE_CHECKING:
+    from qmtl.deadline import Deadline
     from qmtl.plan import ExecutionPlan
     from qmtl.state import StateBackend
     from qmtl.streaming import OutputEvent, RunSummary
@@ -52,11 +53,13 @@ def run_columnar(
     sources: Mapping[str, Any] | None = None,
     events: Iterable[tuple[str, Any, Any]] | None = None,
     clock: Callable[[], float] = time.time,
+    timeout: float | None = None,
     chunk_size: int = DEFAULT_CHUNK,
     engine: str = "local",
 ) -> RunSummary:
     """Run ``plan``'s sources to their end a chunk at a time; the options are
-    :func:`qmtl.stream_runner.run_in_process`'s, plus ``chunk_size``."""
+    :func:`qmtl.stream_runner.run_in_process`'s (``timeout`` as there: :mod:`qmtl.deadline`),
+    plus ``chunk_size``."""
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ConfigurationError(
             f"chunk_size must be a positive number of events, got {chunk_size!r}"
@@ -64,8 +67,21 @@ def run_columnar(
     numpy_module("The columnar path (run(columnar=True))")
     from qmtl_engine_local.columnar._runner import ColumnRunner, readers
 
-    runner = ColumnRunner(plan, state, on_output=on_output, engine=engine)
-    return runner.run(readers(plan, sources=sources, events=events, clock=clock), chunk_size)
+    def work(deadline: Deadline | None) -> RunSummary:
+        runner = ColumnRunner(
+            plan,
+            state if deadline is None else deadline.state(state),
+            on_output=on_output if deadline is None else deadline.output(on_output),
+            engine=engine,
+            deadline=deadline,
+        )
+        return runner.run(readers(plan, sources=sources, events=events, clock=clock), chunk_size)
+
+    if timeout is None:
+        return work(None)
+    from qmtl.deadline import run_with_deadline
+
+    return run_with_deadline(plan.pipeline, timeout, work)
 
 
 __all__ = ["DEFAULT_CHUNK", "run_columnar"]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from qmtl.deadline import Stopped
 from qmtl.errors import IntervalError, NodeExecutionError
 from qmtl.sources import merged_events, source_inputs
 from qmtl.state import BucketWrite
@@ -19,6 +20,7 @@ from qmtl_engine_local.columnar._nodes import ColumnNode
 from qmtl_engine_local.columnar._sources import ColumnBucketer, SourceReader
 
 if TYPE_CHECKING:
+    from qmtl.deadline import Deadline
     from qmtl.plan import ExecutionPlan, PlanNode, SeriesSpec
     from qmtl.state import StateBackend
 
@@ -69,8 +71,11 @@ class ColumnRunner:
         *,
         on_output: Callable[[OutputEvent], None] | None = None,
         engine: str = "local",
+        deadline: Deadline | None = None,
     ) -> None:
         self.plan = plan
+        #: a ``timeout``: where the run says which node runs and stops once the caller gave up
+        self.deadline = deadline
         self.state = state
         self.on_output = on_output
         self.engine = engine
@@ -115,6 +120,8 @@ class ColumnRunner:
             if index not in live:  # a query that matched nothing: ended, no events
                 news[index] = list(bucketer.end())
         while live:
+            if self.deadline is not None and self.deadline.stopped.is_set():
+                raise Stopped
             low = min(self.bucketers[i].watermark for i in live)
             error: Exception | None = None
             for index, reader in list(live.items()):
@@ -159,7 +166,14 @@ class ColumnRunner:
                     continue
                 col: Col | None = None
                 if len(ready.buckets):
+                    deadline = self.deadline
+                    if deadline is not None:
+                        if deadline.stopped.is_set():
+                            raise Stopped
+                        deadline.running = node.name
                     col, error = node.compute(ready, step.window)
+                    if deadline is not None:
+                        deadline.running = None
                     if len(col):
                         self._write(step.series, col)
                     if error is not None:
