@@ -31,6 +31,7 @@ from redis.retry import Retry
 from qmtl.errors import StateBackendError
 from qmtl.logs import get_logger
 from qmtl.state import BucketWrite, SeriesKey, key_prefix
+from qmtl_state_redis._errors import fix_for
 from qmtl_state_redis._lua import SCRIPTS, TTL_SHA, WRITE_SCRIPT, WRITE_SHA
 from qmtl_state_redis.settings import RedisStateSettings, mask_url
 
@@ -287,6 +288,12 @@ class RedisStateBackend:
         except redis.RedisError as error:
             raise self._error("pinging", error) from error
 
+    def client(self) -> redis.Redis:
+        """The redis-py client of this backend (its URL, credentials, TLS options and pool),
+        for components that keep keys of their own next to the state, such as the Kafka
+        engine's pending state: they reach Redis exactly as the backend does."""
+        return self._redis()
+
     # -- internals ------------------------------------------------------------------------
     def _redis(self) -> redis.Redis:
         client = self._client
@@ -315,6 +322,8 @@ class RedisStateBackend:
             options["password"] = settings.password.get_secret_value()
         if settings.url.startswith("rediss://"):
             options["ssl_cert_reqs"] = settings.ssl_cert_reqs
+            # The host name is part of the check (redis-py before 6 did not check it by default).
+            options["ssl_check_hostname"] = settings.ssl_cert_reqs == "required"
             if settings.ssl_ca_certs is not None:
                 options["ssl_ca_certs"] = settings.ssl_ca_certs
         try:
@@ -458,15 +467,7 @@ class RedisStateBackend:
             detail = detail.replace(password.get_secret_value(), "***")
         if len(detail) > _MAX_DETAIL:
             detail = detail[:_MAX_DETAIL] + "..."
-        if isinstance(error, redis.AuthenticationError):
-            fix = "check the password/user in the URL or the 'password' option"
-        elif isinstance(error, redis.ConnectionError | redis.TimeoutError):
-            fix = (
-                "check that Redis is running and reachable at that URL (state option 'url', "
-                "QMTL_REDIS__URL or redis_uri=)"
-            )
-        else:
-            fix = "check that these keys are not used by something else on that Redis"
+        fix = fix_for(error)
         log.debug(
             "qmtl.state.redis.failed", url=self.url, action=action, error=type(error).__name__
         )
