@@ -10,7 +10,10 @@ keeps 1m and 1h series. Reported, side by side in one run:
   ``computations_per_cpu_s`` counts only computed (non-source) buckets;
 - ``overhead_us_per_event``: engine CPU time minus a plain-Python loop that computes the same
   bars with hand-written bucketing (the baseline), per source event;
-- ``ratio_engine_to_baseline`` (CPU time).
+- ``ratio_engine_to_baseline`` (CPU time);
+- ``engine_cpu_s_check_off`` / ``value_check_cost_pct``: the same run with
+  ``check_values=False`` (no :func:`qmtl.codec.check` of source events and node outputs), and
+  what the check costs relative to it.
 
 Goal: at least 200,000 node-bucket computations per second on one core.
 ``calibration_loop_10M_cpu_s`` says how fast the machine running the benchmark is.
@@ -159,6 +162,11 @@ def run() -> dict[str, Any]:
     summary = pipeline.run(engine=engine, state=state)
     engine_s, engine_cpu = time.perf_counter() - wall, time.process_time() - cpu
 
+    cpu = time.process_time()
+    unchecked = pipeline.run(engine=engine, state=MemoryStateBackend(), check_values=False)
+    unchecked_cpu = time.process_time() - cpu
+    assert unchecked.buckets_out == summary.buckets_out
+
     wall, cpu = time.perf_counter(), time.process_time()
     expected = _baseline(a, b)
     base_s, base_cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -182,6 +190,8 @@ def run() -> dict[str, Any]:
         "computations_per_cpu_s": round(computed / engine_cpu),
         "overhead_us_per_event": round((engine_cpu - base_cpu) * 1e6 / events, 3),
         "ratio_engine_to_baseline": round(engine_cpu / base_cpu, 2),
+        "engine_cpu_s_check_off": round(unchecked_cpu, 3),
+        "value_check_cost_pct": round((engine_cpu / unchecked_cpu - 1) * 100, 1),
         "goal_node_buckets_per_s": 200_000,
         "calibration_loop_10M_cpu_s": round(_calibration(), 3),
     }

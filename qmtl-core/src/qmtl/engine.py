@@ -14,13 +14,16 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
+from qmtl.codec import PLAIN_TYPES, check
 from qmtl.errors import (
     ConfigurationError,
     MissingInputError,
     NodeExecutionError,
     QmtlError,
     StateBackendError,
+    ValueEncodeError,
 )
+from qmtl.state import writer
 
 if TYPE_CHECKING:
     from qmtl.plan import ExecutionPlan, PlanNode
@@ -91,6 +94,7 @@ def execute_plan(
     invoke_hook: InvokeHook | None = None,
     on_node: Callable[[str | None], bool] | None = None,
     timings: dict[str, float] | None = None,
+    check_values: bool = True,
     trace: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The one-shot semantics (SPEC §5.1), shared by in-process engines.
@@ -104,16 +108,20 @@ def execute_plan(
     ``trace``, when given (``debug=True``), receives ``{"node", "seconds", "value"}`` per node,
     each step is logged (``qmtl.local.node_executed``) and a failing node's error shows its
     inputs. A failing node raises :class:`NodeExecutionError`; nothing after it is recorded.
+    ``check_values`` runs :func:`qmtl.codec.check` on every value (a type walk), so a value
+    another engine could not carry raises :class:`~qmtl.errors.ValueEncodeError` here too,
+    naming the node and its intervals, before anything of it is recorded.
     """
     if trace is not None:
-        return _traced(plan, state, trace, inputs, ts, invoke_hook, on_node, timings)
+        return _traced(plan, state, trace, inputs, ts, invoke_hook, on_node, timings, check_values)
     now = time.time() if ts is None else float(ts)
     ends: dict[int, float] = {}
     values: list[Any] = [_MISSING] * len(plan.nodes)
     results: dict[str, Any] = {}
     inputs = inputs or {}
-    write = state.write
+    write = writer(state)  # values are checked here (check_values), not again by memory state
     clock = time.perf_counter
+    plain = PLAIN_TYPES
     warming = False  # a windowed node skipped its run; nodes reading it skip too
     for node in plan.nodes:
         if on_node is not None and not on_node(node.name):
@@ -139,6 +147,8 @@ def execute_plan(
                 raise NodeExecutionError(node.name, error) from error
             except Exception as error:  # the user's function failed
                 raise NodeExecutionError(node.name, error) from error
+        if check_values and type(value) not in plain:
+            check_value(node, value)
         values[node.index] = value
         results[node.name] = value
         if timings is not None:
@@ -158,6 +168,14 @@ def execute_plan(
     return results
 
 
+def check_value(node: PlanNode, value: Any) -> None:
+    """:func:`qmtl.codec.check`, naming ``node`` and its intervals in the error."""
+    try:
+        check(value)
+    except ValueEncodeError as error:  # the names are joined only for the error
+        raise error.at(node.name, ", ".join(s.interval.value for s in node.series)) from None
+
+
 def _traced(
     plan: ExecutionPlan,
     state: StateBackend,
@@ -167,6 +185,7 @@ def _traced(
     invoke_hook: InvokeHook | None,
     on_node: Callable[[str | None], bool] | None,
     timings: dict[str, float] | None,
+    check_values: bool,
 ) -> dict[str, Any]:
     """:func:`execute_plan` with a per-node trace (the debug mode: off the fast path)."""
     from qmtl.logs import get_logger
@@ -191,7 +210,14 @@ def _traced(
         return value
 
     return execute_plan(
-        plan, state, inputs=inputs, ts=ts, invoke_hook=traced, on_node=on_node, timings=timings
+        plan,
+        state,
+        inputs=inputs,
+        ts=ts,
+        invoke_hook=traced,
+        on_node=on_node,
+        timings=timings,
+        check_values=check_values,
     )
 
 

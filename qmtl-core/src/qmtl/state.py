@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from qmtl.codec import PLAIN_TYPES, check
 from qmtl.errors import StateBackendError
 
 
@@ -35,6 +36,15 @@ class BucketWrite(NamedTuple):
     value: Any
     max_items: int | None
     ttl: int | None
+
+
+def writer(state: StateBackend) -> Callable[..., None]:
+    """The write method an in-process engine that checks values itself should call: the memory
+    backend's :meth:`~MemoryStateBackend.write_unchecked` (exactly that class, not a view
+    wrapping it), any other backend's ``write``."""
+    if type(state) is MemoryStateBackend:
+        return state.write_unchecked
+    return state.write
 
 
 def key_prefix(pipeline: str) -> str:
@@ -119,7 +129,11 @@ class _Series:
 class MemoryStateBackend:
     """The embedded default: one process, no server, one instance per pipeline run context.
 
-    ``clock`` (wall-clock seconds) decides TTL expiry; tests may pass a fake one.
+    ``clock`` (wall-clock seconds) decides TTL expiry; tests may pass a fake one. Values are
+    kept as they are (not copied), after the same :func:`qmtl.codec.check` every other store's
+    encoding implies, so what the memory store refuses is exactly what Redis refuses. The
+    local and mock engines, which check each node's value once themselves, write through
+    :meth:`write_unchecked` so a value is never walked twice.
     """
 
     name = "memory"
@@ -140,6 +154,21 @@ class MemoryStateBackend:
         max_items: int | None,
         ttl: int | None,
     ) -> None:
+        if type(value) not in PLAIN_TYPES:
+            check(value)
+        self.write_unchecked(key, timestamp, value, max_items=max_items, ttl=ttl)
+
+    def write_unchecked(
+        self,
+        key: SeriesKey,
+        timestamp: float,
+        value: Any,
+        *,
+        max_items: int | None,
+        ttl: int | None,
+    ) -> None:
+        """:meth:`write` without :func:`qmtl.codec.check`: for the in-process engines, which
+        check every value themselves (or were told not to, ``check_values=False``)."""
         now = self._clock()
         series = self._series.get(key)
         if series is None or (series.ttl is not None and now >= series.last_update + series.ttl):

@@ -2,10 +2,13 @@
 
 Layout (``{pipeline}``, ``{node}`` and ``{interval}`` with ``%`` and ``:`` percent-escaped)::
 
-    qmtl:{pipeline}:{node}:{interval}:history   ZSET  score = bucket ts, member = "<ts> <json>"
+    qmtl:{pipeline}:{node}:{interval}:history   ZSET  score = bucket ts, member = b"<ts>;<value>"
     qmtl:{pipeline}:{node}:{interval}:meta      HASH  max_items, ttl, last_update
 
-A member starts with its own timestamp, so two buckets holding equal values stay two members.
+A member starts with its own timestamp, so two buckets holding equal values stay two members;
+``<value>`` is :func:`qmtl.codec.encode` bytes, so every value type of SPEC §5.4 (``NaN``,
+tuples, datetimes, numpy arrays, ...) reads back as itself. Members written before the codec
+(``"<ts> <json>"``, a space after the timestamp) are still read, as the JSON they hold.
 A write runs one server-side script (atomic, one round trip) that checks both keys hold QMTL's
 types, adds the bucket (an older bucket first drops the member it replaces, ``ZREMRANGEBYSCORE
 ts ts``), trims to ``max_items`` (``ZREMRANGEBYRANK``), records the metadata and refreshes the
@@ -28,7 +31,8 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from qmtl.errors import StateBackendError
+from qmtl import codec
+from qmtl.errors import StateBackendError, ValueDecodeError
 from qmtl.logs import get_logger
 from qmtl.state import BucketWrite, SeriesKey, key_prefix
 from qmtl_state_redis._errors import fix_for
@@ -39,7 +43,6 @@ log = get_logger(__name__)
 
 __all__ = ["RedisStateBackend"]
 
-_DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 _HISTORY, _META = "history", "meta"
 _SCAN_COUNT = 1000
 _UNLINK_BATCH = 500
@@ -349,7 +352,7 @@ class RedisStateBackend:
     def _encode(self, writes: Iterable[BucketWrite]) -> Iterator[_Call]:
         """Script calls of at most ``write_batch`` writes, grouped by series in order."""
         limit = self.settings.write_batch
-        dumps = orjson.dumps
+        encode = codec.encode
         groups: dict[SeriesKey, list[Any]] = {}
         ordered: list[list[Any]] = []
         pending = 0
@@ -360,15 +363,7 @@ class RedisStateBackend:
                     f"Bucket timestamp {timestamp!r} of series {_keys(key)[0]} is not a finite "
                     "number; pass epoch seconds"
                 )
-            try:
-                payload = dumps(value, option=_DUMPS_OPTIONS)
-            except TypeError as error:
-                raise StateBackendError(
-                    f"The value of series {_keys(key)[0]} (bucket {ts:g}) cannot be stored in "
-                    f"Redis: {error}. Return JSON data "
-                    "from the node (numbers, strings, booleans, None, lists, dicts with string "
-                    "keys), or convert it first"
-                ) from error
+            payload = encode(value)  # ValueEncodeError, as the memory backend's check
             try:
                 ttl_text = _ttl_arg(ttl)
                 keep: int | str = "" if max_items is None else int(max_items)
@@ -384,7 +379,7 @@ class RedisStateBackend:
                 group = [history, meta, keep, ttl_text, [], ttl]
                 groups[key] = group
                 ordered.append(group)
-            group[4] += (ts, b"%r %b" % (ts, payload))
+            group[4] += (ts, b"%r;%b" % (ts, payload))
             pending += 1
             if pending == limit:
                 yield _pack(ordered)
@@ -500,14 +495,22 @@ def _pairs(reply: list[Any]) -> list[tuple[bytes, Any]]:
     return list(zip(reply[::2], reply[1::2], strict=True))
 
 
+def _value(member: bytes) -> Any:
+    """The value of a history member: ``<ts>;<codec bytes>``, or ``<ts> <json>`` as written
+    before the codec (the separator right after the timestamp tells them apart)."""
+    codec_at = member.find(b";")
+    json_at = member.find(b" ")
+    if codec_at != -1 and (json_at == -1 or codec_at < json_at):
+        return codec.decode(memoryview(member)[codec_at + 1 :])
+    return orjson.loads(member[json_at + 1 :])
+
+
 def _decode_history(reply: list[Any], history: str) -> list[dict[str, Any]]:
-    loads = orjson.loads
     try:
         return [
-            {"timestamp": float(score), "value": loads(member[member.index(b" ") + 1 :])}
-            for member, score in _pairs(reply)
+            {"timestamp": float(score), "value": _value(member)} for member, score in _pairs(reply)
         ]
-    except (ValueError, TypeError, orjson.JSONDecodeError) as error:
+    except (ValueError, TypeError, ValueDecodeError, orjson.JSONDecodeError) as error:
         raise StateBackendError(
             f"Redis key {history} holds data QMTL did not write ({error}); delete the key or "
             "use another pipeline name"
