@@ -246,3 +246,39 @@ def test_explicit_arrivals_match_the_event_path(chunk: int) -> None:
         results.append((collect(events), history(p, state), counts(summary)))
     assert results[1] == results[0]
     assert results[1][2]["b"]["late_events"] == 1 and results[1][2]["a"]["late_events"] == 1
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1000])
+def test_a_value_the_codec_refuses_stops_both_paths_at_the_same_bucket(chunk: int) -> None:
+    """A source event and a node output that no transport could carry (a set): the same
+    ValueEncodeError, naming node and interval, and the same buckets stored before it."""
+    from qmtl.errors import ValueEncodeError
+
+    def label(px: float) -> Any:
+        return {"odd"} if px == 7.0 else f"px={px}"  # a set for one bucket
+
+    def repr_of(px: Any) -> str:
+        return repr(px)
+
+    outcomes = []
+    for case in ("node", "source"):
+        for columnar in (False, True):
+            events: list[Any] = [(BASE + 40 * i, float(i)) for i in range(30)]
+            if case == "source":
+                events[20] = (BASE + 800, {1, 2})
+            p = Pipeline(f"refused-{case}", default_intervals=INTERVALS["1m"])
+            p.add_node(SourceNode("px", source=events))
+            p.add_node(Node("label", fn=label if case == "node" else repr_of, upstreams=["px"]))
+            state = MemoryStateBackend()
+            plan = p.build()
+            with pytest.raises(ValueEncodeError) as caught:
+                if columnar:
+                    run_columnar(plan, state, chunk_size=chunk)
+                else:
+                    run_in_process(plan, state, batch=1)
+            stored = history(p, state)
+            # a refused output: the node's own buckets before it (how far its sources got is
+            # scheduling); a refused event: everything final before it, on both paths
+            outcomes.append((case, str(caught.value), stored[("label", "1m")], stored))
+    assert outcomes[0][:3] == outcomes[1][:3] and outcomes[2] == outcomes[3]
+    assert "'label'" in outcomes[0][1] and "'px'" in outcomes[2][1]

@@ -159,6 +159,7 @@ class LocalExecutionEngine(EngineBase):
                 events=events,
                 clock=clock,
                 timeout=timeout,
+                check_values=self.options.check_values if check_values is None else check_values,
                 chunk_size=self.options.chunk_size if chunk_size is None else chunk_size,
             )
         return run_stream(

@@ -54,11 +54,13 @@ def run_columnar(
     events: Iterable[tuple[str, Any, Any]] | None = None,
     clock: Callable[[], float] = time.time,
     timeout: float | None = None,
+    check_values: bool = True,
     chunk_size: int = DEFAULT_CHUNK,
     engine: str = "local",
 ) -> RunSummary:
     """Run ``plan``'s sources to their end a chunk at a time; the options are
-    :func:`qmtl.stream_runner.run_in_process`'s (``timeout`` as there: :mod:`qmtl.deadline`),
+    :func:`qmtl.stream_runner.run_in_process`'s (``timeout`` as there: :mod:`qmtl.deadline`;
+    ``check_values``: every source event and node output through :func:`qmtl.codec.check`),
     plus ``chunk_size``."""
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ConfigurationError(
@@ -74,6 +76,7 @@ def run_columnar(
             on_output=on_output if deadline is None else deadline.output(on_output),
             engine=engine,
             deadline=deadline,
+            check_values=check_values,
         )
         return runner.run(readers(plan, sources=sources, events=events, clock=clock), chunk_size)
 

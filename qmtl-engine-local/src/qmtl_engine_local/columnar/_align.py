@@ -56,6 +56,10 @@ class Col:
     def __len__(self) -> int:
         return len(self.buckets)
 
+    def exact(self) -> bool:
+        """Whether the values are held as an array of plain numbers (no check needed)."""
+        return bool(self._exact) and self._arr is not None and self._arr.dtype.kind in "biuf"
+
     def py(self) -> list[Any]:
         if self._py is None:
             assert self._arr is not None

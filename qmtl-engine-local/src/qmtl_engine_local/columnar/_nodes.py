@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from qmtl.codec import PLAIN_TYPES, check
+from qmtl.errors import ValueEncodeError
 from qmtl.node import Node
 from qmtl.plan import PlanNode
 from qmtl.vectorized import output_rows
@@ -48,26 +50,44 @@ class ColumnNode:
         elif node.kind != "query" and isinstance(owner, Node):
             self.call, self.order = _bound(owner, node.upstreams, vectorized=False)
 
-    def compute(self, ready: Ready, window: int | None) -> tuple[Col, Exception | None]:
+    def compute(
+        self, ready: Ready, window: int | None, checked: str | None
+    ) -> tuple[Col, Exception | None]:
         """The node's values at ``ready.buckets``; on failure, those before the failing bucket
-        and the error."""
+        and the error. ``checked`` (the interval's name) has every value go through
+        :func:`qmtl.codec.check` as on the event path, which checks each value as it is
+        computed: a refused value stops the node there."""
         if self.vectorized:
             done = self._vectorized(ready, window)
             if done is not None:
-                return done, None
+                if checked is None or done.exact():
+                    return done, None
+                return self._checked(done.buckets, done.py(), None, checked)
         columns = [
             _python_args(col, counts, dense, window)
             for col, counts, dense in zip(ready.columns, ready.counts, ready.dense, strict=True)
         ]
         out: list[Any] = []
+        error: Exception | None = None
         try:
             if self.call is not None and not self.vectorized:
                 out.extend(map(self.call, *[columns[i] for i in self.order]))
             else:
                 out.extend(map(self.invoke, zip(*columns, strict=True)))
-        except Exception as error:  # the event path's NodeExecutionError, raised by the runner
-            return Col(ready.buckets[: len(out)], out), error
-        return Col(ready.buckets, out), None
+        except Exception as failure:  # the event path's NodeExecutionError, raised by the runner
+            error = failure
+        if checked is not None:
+            return self._checked(ready.buckets, out, error, checked)
+        return Col(ready.buckets[: len(out)], out), error
+
+    def _checked(
+        self, buckets: Array, out: list[Any], error: Exception | None, interval: str
+    ) -> tuple[Col, Exception | None]:
+        refused = first_refused(out, self.name, interval)
+        if refused is not None:
+            at, error = refused
+            out = out[:at]
+        return Col(buckets[: len(out)], out), error
 
     def _vectorized(self, ready: Ready, window: int | None) -> Col | None:
         arrays = []
@@ -83,6 +103,21 @@ class ColumnNode:
         except Exception:  # retried row by row, which finds the failing bucket
             return None
         return Col.from_rows(ready.buckets, rows)
+
+
+def first_refused(
+    values: list[Any], node: str, interval: str
+) -> tuple[int, ValueEncodeError] | None:
+    """The position of the first value :func:`qmtl.codec.check` refuses, and its error."""
+    if set(map(type, values)) <= PLAIN_TYPES:
+        return None
+    for at, value in enumerate(values):
+        if type(value) not in PLAIN_TYPES:
+            try:
+                check(value, node=node, interval=interval)
+            except ValueEncodeError as error:
+                return at, error
+    return None
 
 
 def _python_args(col: Col, counts: Array, dense: bool, window: int | None) -> list[Any]:

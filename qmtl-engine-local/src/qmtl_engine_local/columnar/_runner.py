@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from qmtl.deadline import Stopped
-from qmtl.errors import IntervalError, NodeExecutionError
+from qmtl.errors import IntervalError, NodeExecutionError, ValueEncodeError
 from qmtl.sources import merged_events, source_inputs
-from qmtl.state import BucketWrite
+from qmtl.state import BucketWrite, MemoryStateBackend
 from qmtl.streaming import NodeSummary, OutputEvent, RunSummary
 from qmtl_engine_local.columnar._align import END, Col, ColumnAligner
-from qmtl_engine_local.columnar._nodes import ColumnNode
-from qmtl_engine_local.columnar._sources import ColumnBucketer, SourceReader
+from qmtl_engine_local.columnar._nodes import ColumnNode, first_refused
+from qmtl_engine_local.columnar._sources import Chunk, ColumnBucketer, SourceReader
 
 if TYPE_CHECKING:
     from qmtl.deadline import Deadline
@@ -72,8 +72,10 @@ class ColumnRunner:
         on_output: Callable[[OutputEvent], None] | None = None,
         engine: str = "local",
         deadline: Deadline | None = None,
+        check_values: bool = True,
     ) -> None:
         self.plan = plan
+        self.check_values = check_values
         #: a ``timeout``: where the run says which node runs and stops once the caller gave up
         self.deadline = deadline
         self.state = state
@@ -100,6 +102,8 @@ class ColumnRunner:
                 aligner = ColumnAligner(len(inputs), window)
                 steps.append(_Step(aligner, self.series[node.index][j], inputs, window))
             self.steps.append((node.index, ColumnNode(node), steps))
+        #: the memory backend's write without a second check (what the event path uses)
+        self._unchecked = state.write_unchecked if type(state) is MemoryStateBackend else None
         self.started = time.perf_counter()
 
     def run(self, readers: Mapping[int, SourceReader], chunk: int) -> RunSummary:
@@ -129,6 +133,8 @@ class ColumnRunner:
                 if bucketer.watermark != low:
                     continue
                 got = reader.read(chunk)
+                if self.check_values:
+                    got = self._checked(index, got)
                 closed: list[News] = list(bucketer.push(got))
                 if got.ended:
                     del live[index]
@@ -171,13 +177,14 @@ class ColumnRunner:
                         if deadline.stopped.is_set():
                             raise Stopped
                         deadline.running = node.name
-                    col, error = node.compute(ready, step.window)
+                    checked = step.series.interval if self.check_values else None
+                    col, error = node.compute(ready, step.window, checked)
                     if deadline is not None:
                         deadline.running = None
                     if len(col):
                         self._write(step.series, col)
                     if error is not None:
-                        if isinstance(error, NodeExecutionError):
+                        if isinstance(error, NodeExecutionError | ValueEncodeError):
                             raise error
                         raise NodeExecutionError(node.name, error) from error
                 if produced is None:
@@ -185,6 +192,19 @@ class ColumnRunner:
                 produced[j] = (col, step.aligner.done)
             if produced is not None:
                 news[index] = produced
+
+    def _checked(self, index: int, chunk: Chunk) -> Chunk:
+        """``chunk`` up to its first event whose value :func:`qmtl.codec.check` refuses, with
+        that refusal as the chunk's error (the event path checks each event as it arrives)."""
+        values = chunk.checked_values()
+        if values is None:
+            return chunk
+        node = self.plan.nodes[index]
+        intervals = ", ".join(s.interval.value for s in node.series)
+        refused = first_refused(values, node.name, intervals)
+        if refused is None:
+            return chunk
+        return chunk.head(refused[0], refused[1])
 
     def _write(self, series: _Series, col: Col) -> None:
         """Store a run of final buckets and hand them to ``on_output``. Only the last
@@ -195,12 +215,13 @@ class ColumnRunner:
         ends = (col.buckets + 1) * series.seconds
         start = 0 if series.max_items is None else max(0, n - series.max_items)
         key, max_items, ttl = series.key, series.max_items, series.ttl
-        self.state.write_many(
-            [
-                BucketWrite(key, end, value, max_items, ttl)
-                for end, value in zip(ends[start:].tolist(), col.values(start, n), strict=True)
-            ]
-        )
+        pairs = zip(ends[start:].tolist(), col.values(start, n), strict=True)
+        if self._unchecked is not None:  # the memory backend: values were checked here
+            write = self._unchecked
+            for end, value in pairs:
+                write(key, end, value, max_items=max_items, ttl=ttl)
+        else:
+            self.state.write_many([BucketWrite(key, e, v, max_items, ttl) for e, v in pairs])
         on_output = self.on_output
         if on_output is not None:
             name, interval = series.name, series.interval

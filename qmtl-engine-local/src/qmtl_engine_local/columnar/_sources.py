@@ -64,6 +64,29 @@ class Chunk:
             return self.column[rows].tolist()  # type: ignore[no-any-return]
         return list(map(self.column.__getitem__, rows.tolist()))
 
+    def checked_values(self) -> list[Any] | None:
+        """The events' values to check with :func:`qmtl.codec.check` (watermarks are not
+        values), or ``None`` when the chunk's values are plain numbers anyway."""
+        column = self.column
+        if isinstance(column, np.ndarray) and column.dtype.kind in "biuf":
+            return None  # tolist() gives bool, int and float
+        if self.pairs is not None:
+            values = list(map(_SECOND, self.pairs))
+        else:
+            values = list(column)
+        if self.marks is not None:
+            values = [
+                None if mark else v for v, mark in zip(values, self.marks.tolist(), strict=True)
+            ]
+        return values
+
+    def head(self, count: int, error: Exception) -> Chunk:
+        """The first ``count`` events, stopped by ``error``."""
+        column = None if self.column is None else self.column[:count]
+        pairs = None if self.pairs is None else self.pairs[:count]
+        marks = None if self.marks is None else self.marks[:count]
+        return Chunk(self.ts[:count], pairs, marks, False, error, column=column)
+
     def col(self, buckets: Array, rows: Array) -> Col:
         """The bucket winners at ``rows`` as a column (an array column stays an array)."""
         column = self.column
