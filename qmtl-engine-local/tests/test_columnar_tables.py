@@ -1,5 +1,5 @@
-"""Table sources (pandas, polars) and kept histories on the columnar path, against the event
-path: a table hands its batches over whole (``TableSource.event_chunks``)."""
+"""Table sources (pandas, polars, pyarrow) and kept histories on the columnar path, against the
+event path: a table hands its batches over whole (``TableSource.event_chunks``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import polars as pl
+import pyarrow as pa
 
 from qmtl import Node, Pipeline, SourceNode
 from qmtl.state import MemoryStateBackend
@@ -18,17 +19,23 @@ MINUTE = {"1m": {"interval": "1m", "period": 3, "max_history": 100}}
 
 
 def test_table_sources_and_kept_histories_match_the_event_path() -> None:
-    """A pandas frame (time from its index, rows as dicts) and a polars frame (a ``ts`` column,
-    one value column), read 700 rows at a time; ``keep_history=True`` keeps every bucket."""
+    """A pandas frame (time from its index, rows as dicts), a polars frame (a ``ts`` column, one
+    value column) and a pyarrow table, read 700 rows at a time; ``keep_history=True`` keeps
+    every bucket."""
     minutes = pd.date_range("2024-03-01 09:30", periods=3_000, freq="17s", tz="UTC")
     closes = np.round(np.cos(np.arange(3_000) / 30) + 100, 4)
     frame = pd.DataFrame({"close": closes}, index=minutes)
     ticks = pl.DataFrame({"ts": BASE + np.arange(0, 6_000, 3), "size": np.arange(2_000) % 5})
+    flags = pa.table({"ts": BASE + np.arange(0, 6_000, 45.5), "up": np.arange(132) % 3 == 0})
     results = []
     for columnar in (True, False):
         p = Pipeline("tables", default_intervals=MINUTE, keep_history=True)
         p.add_node(SourceNode("px", source=frame))  # each row a dict {"close": ...}
         p.add_node(SourceNode("size", source=ticks, ts="ts", value="size"))
+        p.add_node(SourceNode("up", source=flags, ts="ts", value="up"))
+        p.add_node(
+            Node("gate", fn=lambda up, close: close if up else None, upstreams=["up", "close"])
+        )
         p.add_node(Node("close", fn=lambda px: px["close"], upstreams=["px"]))
         p.add_node(
             Node(
