@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
+from qmtl.buckets import plain
 from qmtl.codec import PLAIN_TYPES, check
 from qmtl.errors import (
     ConfigurationError,
@@ -81,8 +82,11 @@ class Engine(Protocol):
 
 
 def bucket_end(ts: float, seconds: int) -> float:
-    """End of the bucket of length ``seconds`` holding ``ts`` (buckets are ``[start, end)``)."""
-    return float((int(ts // seconds) + 1) * seconds)
+    """End of the bucket of length ``seconds`` holding ``ts`` (buckets are ``[start, end)``) on
+    the interval's calendar without offset (epoch multiples; weeks from Monday). A plan's
+    series use their own calendar: ``spec.bucket_end(ts)``."""
+    calendar = plain(seconds)
+    return calendar.end(calendar.index(ts))
 
 
 def execute_plan(
@@ -156,7 +160,7 @@ def execute_plan(
         for spec in node.series:
             end = ends.get(spec.seconds)
             if end is None:
-                end = ends[spec.seconds] = bucket_end(now, spec.seconds)
+                end = ends[spec.seconds] = spec.bucket_end(now)
             try:
                 write(spec.key, end, value, max_items=spec.max_items, ttl=spec.ttl)
             except StateBackendError as error:  # the backend knows the node only by its id
@@ -237,7 +241,7 @@ def _windows(
     for index in node.upstream_index:
         upstream = plan.nodes[index]
         key = upstream.spec(spec.interval).key
-        items = state.read(key, count=size, end_ts=bucket_end(now, spec.seconds))
+        items = state.read(key, count=size, end_ts=spec.bucket_end(now))
         if len(items) < size:
             return None
         windows.append([item["value"] for item in reversed(items)])

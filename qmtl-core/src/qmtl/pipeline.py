@@ -7,9 +7,11 @@ upstreams, cycles, interval coverage and unbindable functions fail there, naming
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from datetime import timedelta
 from typing import Any, Never
 
+from qmtl.buckets import BucketOffset, parse_offset
 from qmtl.engine import Engine, check_inputs, check_run_options
 from qmtl.errors import (
     ConfigurationError,
@@ -18,6 +20,7 @@ from qmtl.errors import (
     ModelValidationError,
     PipelineValidationError,
 )
+from qmtl.members import Members, raw_members
 from qmtl.models import (
     IntervalEnum,
     IntervalSettings,
@@ -40,39 +43,6 @@ from qmtl.runtime import Resolver
 from qmtl.settings import QmtlSettings
 from qmtl.state import SeriesKey, StateBackend, naming
 from qmtl.streaming import OutputEvent, RunSummary
-
-
-class _Members(dict[str, Any]):
-    """A name → node mapping that tells its pipeline when it changes (direct assignment is
-    supported and validated when the pipeline is built)."""
-
-    def __init__(self, changed: Callable[[], None]) -> None:
-        super().__init__()
-        self._changed = changed
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        super().__setitem__(key, value)
-        self._changed()
-
-    def __delitem__(self, key: str) -> None:
-        super().__delitem__(key)
-        self._changed()
-
-    def pop(self, *args: Any) -> Any:
-        self._changed()
-        return super().pop(*args)
-
-    def clear(self) -> None:
-        super().clear()
-        self._changed()
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        super().update(*args, **kwargs)
-        self._changed()
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        self._changed()
-        return super().setdefault(key, default)
 
 
 def _defaults(
@@ -112,6 +82,7 @@ class Pipeline:
         *,
         settings: QmtlSettings | None = None,
         tags: Iterable[str] | None = None,
+        bucket_offset: str | timedelta | int | None = None,
         keep_history: bool = False,
         **metadata: Any,
     ) -> None:
@@ -121,11 +92,14 @@ class Pipeline:
             )
         self.name = name
         self.default_intervals = _defaults(name, default_intervals)
+        self._offset: BucketOffset | None = None
+        self.bucket_offset = bucket_offset
         self.metadata = metadata
         self.tags: list[str] = list(tags or ())
         self._keep_history = _flag(name, "keep_history", keep_history)
-        self.nodes: dict[str, Node] = _Members(self._changed)
-        self.query_nodes: dict[str, QueryNode] = _Members(self._changed)
+        #: name -> node; reading gives this pipeline's view of it (see :mod:`qmtl.members`)
+        self.nodes: MutableMapping[str, Node] = Members(self, self._changed)
+        self.query_nodes: MutableMapping[str, QueryNode] = Members(self, self._changed)
         self._plan: ExecutionPlan | None = None
         self._resolver = Resolver(settings)
         self._last_state: StateBackend | None = None
@@ -147,8 +121,28 @@ class Pipeline:
     def _changed(self) -> None:
         self._plan = None
 
+    @property
+    def bucket_offset(self) -> BucketOffset | None:
+        """Where ``1d``/``1w`` buckets end (:mod:`qmtl.buckets`): set a duration such as
+        ``"-8h"`` (days end at 16:00 UTC) or a time zone and session close such as
+        ``"America/New_York 16:00"`` (daylight saving included); ``None``: UTC midnight, and
+        weeks from Monday."""
+        return self._offset
+
+    @bucket_offset.setter
+    def bucket_offset(self, value: str | timedelta | int | None) -> None:
+        try:
+            self._offset = parse_offset(value, f"Pipeline '{self.name}'")
+        except ValueError as error:
+            raise PipelineValidationError(str(error)) from None
+        self._plan = None
+
     def add_node(self, node: Node) -> Node:
-        """Add ``node`` and merge the pipeline defaults into its effective settings."""
+        """Add ``node`` (checking that its settings merge with the pipeline defaults).
+
+        The node is not changed: its effective settings, node id and history here are this
+        pipeline's (``pipeline.nodes[name]``); ``node.stream_settings`` shows the ones of the
+        pipeline it was last added to, as the seed document reads them."""
         if not isinstance(node, Node):
             raise PipelineValidationError(
                 f"add_node takes a Node, got {type(node).__name__}; use add_query_node for queries"
@@ -157,9 +151,7 @@ class Pipeline:
             raise DuplicateNodeError(
                 f"Pipeline '{self.name}' already has a node named '{node.name}'; rename one"
             )
-        node.stream_settings = merge_settings(
-            node.name, node.declared_stream_settings, self.default_intervals
-        )
+        merge_settings(node.name, node.declared_stream_settings, self.default_intervals)
         self.nodes[node.name] = node
         return node
 
@@ -176,6 +168,37 @@ class Pipeline:
             )
         self.query_nodes[query.name] = query
         return query.name
+
+    # -- what differs from one pipeline to another (qmtl.members.Home) ---------------------
+    def settings_of(self, name: str) -> NodeStreamSettings | None:
+        """Effective stream settings of member ``name`` in this pipeline."""
+        plan = self._plan
+        if plan is not None and name in plan.by_name:
+            return plan.by_name[name].settings
+        if name in self.query_nodes:
+            return self.build().node(name).settings
+        node = raw_members(self.nodes)[name]
+        return merge_settings(name, node.declared_stream_settings, self.default_intervals)
+
+    def node_id_of(self, name: str) -> str:
+        """Node id of member ``name`` in this pipeline (builds it)."""
+        return self.build().node(name).node_id
+
+    def upstreams_of(self, name: str) -> list[str]:
+        """Upstreams of member ``name`` in this pipeline (a query's matches; builds it)."""
+        return list(self.build().node(name).upstreams)
+
+    def holds(self, member: object) -> bool:
+        """Whether ``member`` itself is one of this pipeline's nodes or query nodes."""
+        name = getattr(member, "name", None)
+        return any(
+            raw_members(members).get(name) is member  # type: ignore[arg-type]
+            for members in (self.nodes, self.query_nodes)
+        )
+
+    def known(self, name: str) -> bool:
+        """Whether this pipeline is built (its members' ids and matches are at hand)."""
+        return self._plan is not None
 
     def get_node(self, name: str) -> Node | QueryNode | None:
         """The node or query node called ``name``, or ``None``."""
@@ -543,8 +566,8 @@ class Pipeline:
     def to_definition(self) -> dict[str, Any]:
         """Plain JSON-compatible description; validates the pipeline first."""
         plan = self.build()
-        nodes = [n.node.to_definition() for n in plan.nodes if n.kind != "query"]
-        queries = [n.node.to_definition() for n in plan.nodes if n.kind == "query"]
+        nodes = [n.node.definition(plan.view(n.name)) for n in plan.nodes if n.kind != "query"]
+        queries = [n.node.definition(plan.view(n.name)) for n in plan.nodes if n.kind == "query"]
         return PipelineDefinition(
             name=self.name,
             type=self.type,
@@ -552,6 +575,7 @@ class Pipeline:
             nodes=nodes,
             query_nodes=queries,
             default_intervals=self.default_intervals,
+            bucket_offset=self._offset.text if self._offset else None,
             metadata={key: _plain(value) for key, value in self.metadata.items()},
         ).model_dump(mode="json", exclude_none=True)
 

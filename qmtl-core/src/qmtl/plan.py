@@ -8,10 +8,11 @@ every series. Engines never look anything up per node call.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
+from qmtl.buckets import NO_OFFSET, BucketOffset, Calendar
 from qmtl.errors import (
     CycleError,
     DuplicateNodeError,
@@ -22,6 +23,7 @@ from qmtl.errors import (
     UnknownUpstreamError,
 )
 from qmtl.identity import content_id, function_fingerprint, stable_repr
+from qmtl.members import FactTable, NodeView, PlanFacts, raw_members
 from qmtl.models import IntervalEnum, IntervalSettings, NodeStreamSettings, QueryNodeResultSelector
 from qmtl.node import Invoker, Node, QueryNode
 from qmtl.selectors import is_deterministic, query_value, select
@@ -39,6 +41,8 @@ class PipelineParts(Protocol):
     def query_nodes(self) -> Mapping[str, Any]: ...
     @property
     def default_intervals(self) -> NodeStreamSettings | None: ...
+    @property
+    def bucket_offset(self) -> BucketOffset | None: ...
 
 
 #: Settings a node gets when neither it nor the pipeline names an interval.
@@ -91,6 +95,12 @@ class SeriesSpec:
     max_items: int | None
     ttl: int | None
     key: SeriesKey
+    #: where its buckets start and end (:mod:`qmtl.buckets`; the pipeline's bucket_offset)
+    calendar: Calendar
+
+    def bucket_end(self, ts: float) -> float:
+        """The end of the bucket holding ``ts`` (a one-shot run's timestamp)."""
+        return self.calendar.end(self.calendar.index(ts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +117,8 @@ class PlanNode:
     series: tuple[SeriesSpec, ...]
     window: int | bool | None
     tags: tuple[str, ...]
-    node: Node | QueryNode
+    node: Node | QueryNode  #: the user's object (never written to)
+    settings: NodeStreamSettings | None = None  #: effective stream settings in this pipeline
 
     def window_size(self, spec: SeriesSpec) -> int | None:
         """Window length at ``spec``'s interval (``window=True`` means the period)."""
@@ -147,6 +158,11 @@ class ExecutionPlan:
     def sources(self) -> tuple[PlanNode, ...]:
         """Nodes without upstreams."""
         return tuple(n for n in self.nodes if not n.upstreams)
+
+    def view(self, name: str) -> Any:
+        """The node called ``name`` as this plan sees it (settings, node id, matches): a
+        :class:`~qmtl.members.NodeView`, what selectors and definitions read."""
+        return NodeView(self.node(name).node, PlanFacts(self.by_name))
 
     def downstream(self) -> dict[str, list[str]]:
         """Name → names of the nodes that read it, in plan order."""
@@ -216,9 +232,11 @@ def _find_cycle(waiting: Mapping[str, int], upstreams: Mapping[str, Sequence[str
 
 
 def compile_pipeline(pipeline: PipelineParts) -> ExecutionPlan:
-    """Validate ``pipeline`` completely and return its plan."""
+    """Validate ``pipeline`` completely and return its plan. Nothing is written into the
+    pipeline's nodes: what depends on the pipeline (effective settings, ids, matches) is the
+    plan's."""
     nodes: dict[str, Node] = {}
-    for key, node in pipeline.nodes.items():
+    for key, node in raw_members(pipeline.nodes).items():
         if not isinstance(node, Node):
             raise PipelineValidationError(
                 f"pipeline.nodes['{key}'] is {type(node).__name__}, not a Node"
@@ -229,7 +247,7 @@ def compile_pipeline(pipeline: PipelineParts) -> ExecutionPlan:
             )
         nodes[key] = node
     queries: dict[str, QueryNode] = {}
-    for key, query in pipeline.query_nodes.items():
+    for key, query in raw_members(pipeline.query_nodes).items():
         if not isinstance(query, QueryNode):
             raise PipelineValidationError(
                 f"pipeline.query_nodes['{key}'] is {type(query).__name__}, not a QueryNode; "
@@ -250,14 +268,13 @@ def compile_pipeline(pipeline: PipelineParts) -> ExecutionPlan:
         queries[key] = query
 
     defaults = pipeline.default_intervals
+    offset = pipeline.bucket_offset
     effective = {
         name: merge_settings(name, n.declared_stream_settings, defaults)
         for name, n in nodes.items()
     }
-    for name, node in nodes.items():
-        node.stream_settings = effective[name]
 
-    matches = resolve_queries(nodes, queries)
+    matches = resolve_queries(nodes, queries, effective)
     upstreams: dict[str, list[str]] = {name: list(n.upstreams) for name, n in nodes.items()}
     upstreams.update(matches)
     names = [*nodes, *queries]
@@ -279,6 +296,7 @@ def compile_pipeline(pipeline: PipelineParts) -> ExecutionPlan:
 
     position = {name: i for i, name in enumerate(order)}
     ids: dict[str, str] = {}
+    facts = FactTable(effective, ids, upstreams)  # what selectors see of the matches
     owners: dict[str, str] = {}
     plan_nodes: list[PlanNode] = []
     tags: tuple[str, ...]
@@ -286,22 +304,21 @@ def compile_pipeline(pipeline: PipelineParts) -> ExecutionPlan:
         settings = effective[name]
         if name in queries:
             query = queries[name]
-            query.upstreams = list(upstreams[name])
-            query.stream_settings = settings
-            node_id = query._node_id = _query_id(query, [ids[u] for u in upstreams[name]])
-            matched = [nodes[u] for u in upstreams[name]]
+            node_id = _query_id(query, [ids[u] for u in upstreams[name]])
+            matched = [cast("Node", NodeView(nodes[u], facts)) for u in upstreams[name]]
             invoke, kind, tags, window = _query_invoker(query, matched), "query", (), None
             obj: Node | QueryNode = query
         else:
             node = nodes[name]
-            node_id = node._node_id = node.compute_id([ids[u] for u in node.upstreams], settings)
+            node_id = node.compute_id([ids[u] for u in node.upstreams], settings)
             invoke, kind, tags, window = node.invoker(), node.kind, tuple(node.tags), node.window
             obj = node
         if node_id in owners:
             raise PipelineValidationError(
                 f"Nodes '{owners[node_id]}' and '{name}' have the same node id: they compute the "
                 "same thing, so their histories would be one series. Remove one, or make them "
-                "differ in a key param (key_params=[...]) or in the values their functions use"
+                "differ in a key param (key_params=[...]) or in the values their functions use "
+                "(a source object: in its attributes, or in what its __qmtl_key__() returns)"
             )
         owners[node_id] = name
         ids[name] = node_id
@@ -313,6 +330,7 @@ def compile_pipeline(pipeline: PipelineParts) -> ExecutionPlan:
                 max_items=s.max_history,
                 ttl=int(s.period or 1) * s.interval.seconds,
                 key=SeriesKey(pipeline.name, node_id, s.interval.value),
+                calendar=(offset or NO_OFFSET).calendar(s.interval.seconds),
             )
             for s in settings.intervals.values()
         )
@@ -329,13 +347,16 @@ def compile_pipeline(pipeline: PipelineParts) -> ExecutionPlan:
                 window=window,
                 tags=tags,
                 node=obj,
+                settings=settings,
             )
         )
     return ExecutionPlan(pipeline.name, tuple(plan_nodes), {n.name: n for n in plan_nodes})
 
 
 def resolve_queries(
-    nodes: Mapping[str, Node], queries: Mapping[str, QueryNode]
+    nodes: Mapping[str, Node],
+    queries: Mapping[str, QueryNode],
+    settings: Mapping[str, NodeStreamSettings | None] | None = None,
 ) -> dict[str, list[str]]:
     """Matched node names of each query, in pipeline order, found through indexes.
 
@@ -343,7 +364,7 @@ def resolve_queries(
     set intersections (``all``) or unions (``any``). When queries filter on interval/period, one
     pass over the interval entries of the nodes their tags selected indexes the
     ``(interval, period)`` keys they ask for, so both hold on the same entry. No query scans
-    the pipeline.
+    the pipeline. ``settings`` are the nodes' effective settings (default: each node's own).
     """
     if not queries:
         return {}
@@ -383,10 +404,10 @@ def resolve_queries(
     ]
     if on_entry:
         # interval entries are read only for the nodes some interval query's tags selected
-        values = list(nodes.values())
         to_check = set().union(*(candidates[q] for q in on_entry))
         wanted = {(queries[q].interval, queries[q].period) for q in on_entry}
-        by_entry = _entry_index(((p, values[p]) for p in to_check), wanted)
+        effective = settings.__getitem__ if settings is not None else _own_settings(nodes)
+        by_entry = _entry_index(((p, effective(names[p])) for p in to_check), wanted)
         for qname in on_entry:
             query = queries[qname]
             candidates[qname] &= by_entry[(query.interval, query.period)]
@@ -402,11 +423,15 @@ def resolve_queries(
 EntryKey = tuple[IntervalEnum | None, int | None]
 
 
+def _own_settings(nodes: Mapping[str, Node]) -> Callable[[str], NodeStreamSettings | None]:
+    return lambda name: nodes[name].stream_settings
+
+
 def _entry_index(
-    nodes: Iterable[tuple[int, Node]], wanted: set[EntryKey]
+    nodes: Iterable[tuple[int, NodeStreamSettings | None]], wanted: set[EntryKey]
 ) -> dict[EntryKey, set[int]]:
-    """``wanted`` keys → positions of the ``(position, node)`` pairs having such an interval
-    entry in their effective settings. A key is ``(interval, None)``, ``(interval, period)`` or
+    """``wanted`` keys → positions of the ``(position, effective settings)`` pairs having such
+    an interval entry. A key is ``(interval, None)``, ``(interval, period)`` or
     ``(None, period)``. Entries are looked up by interval (a dict lookup), not iterated."""
     index: dict[EntryKey, set[int]] = {key: set() for key in wanted}
     per_interval: dict[IntervalEnum, set[int | None]] = {}
@@ -418,8 +443,7 @@ def _entry_index(
         for interval, periods in per_interval.items()
     ]
     period_only = {p for i, p in wanted if i is None}
-    for position, node in nodes:
-        settings = node.stream_settings
+    for position, settings in nodes:
         if settings is None:
             continue
         intervals = settings.intervals

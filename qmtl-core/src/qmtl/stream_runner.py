@@ -56,7 +56,17 @@ InvokeHook = Callable[["PlanNode", Sequence[Any]], Any]
 class _Series:
     """One node's series at one interval, as the runner needs it on the hot path."""
 
-    __slots__ = ("count", "interval", "key", "max_items", "name", "readers", "seconds", "ttl")
+    __slots__ = (
+        "calendar",
+        "count",
+        "interval",
+        "key",
+        "max_items",
+        "name",
+        "readers",
+        "seconds",
+        "ttl",
+    )
 
     def __init__(self, node: PlanNode, k: int) -> None:
         spec = node.series[k]
@@ -64,6 +74,8 @@ class _Series:
         self.interval = spec.interval.value
         self.key = spec.key
         self.seconds = float(spec.seconds)  # bucket ends come out as floats
+        #: None for epoch multiples (the end is (b + 1) * seconds), else the interval's calendar
+        self.calendar = None if spec.calendar.aligned else spec.calendar
         self.max_items = spec.max_items
         self.ttl = spec.ttl
         self.count = 0
@@ -117,11 +129,13 @@ class StreamRunner:
             if not node.upstreams:
                 lateness = getattr(node.node, "allowed_lateness", None)
                 self.bucketers[node.index] = SourceBucketer(
-                    [s.seconds for s in node.series], lateness
+                    [s.seconds for s in node.series], lateness, [s.calendar for s in node.series]
                 )
                 continue
             for j, spec in enumerate(node.series):
-                aligner = NodeAligner(len(node.upstreams), spec.seconds, node.window_size(spec))
+                aligner = NodeAligner(
+                    len(node.upstreams), spec.seconds, node.window_size(spec), spec.calendar
+                )
                 self.aligners[node.index].append(aligner)
                 for pos, up in enumerate(node.upstream_index):
                     k = _series_at(nodes[up], spec.seconds, node.name)
@@ -246,6 +260,9 @@ class StreamRunner:
                 stack.append((target, ready, aligner.done))
 
     def _write(self, series: _Series, buckets: list[tuple[int, Any]]) -> None:
+        if series.calendar is not None:
+            self._write_on_calendar(series, buckets)
+            return
         write, on_output = self._store, self.on_output
         key, seconds = series.key, series.seconds
         max_items, ttl = series.max_items, series.ttl
@@ -255,6 +272,22 @@ class StreamRunner:
                 write(key, end, value, max_items=max_items, ttl=ttl)
                 if on_output is not None:
                     on_output(OutputEvent(series.name, series.interval, end, value, b))
+        except StateBackendError as error:  # the backend knows the node only by its id
+            raise StateBackendError(
+                f"Node '{series.name}' at {series.interval}: {error}"
+            ) from error
+        series.count += len(buckets)
+
+    def _write_on_calendar(self, series: _Series, buckets: list[tuple[int, Any]]) -> None:
+        # _write for weeks and offset days: the bucket end comes from the calendar
+        calendar = series.calendar
+        assert calendar is not None
+        try:
+            for b, value in buckets:
+                end = calendar.end(b)
+                self._store(series.key, end, value, max_items=series.max_items, ttl=series.ttl)
+                if self.on_output is not None:
+                    self.on_output(OutputEvent(series.name, series.interval, end, value, b))
         except StateBackendError as error:  # the backend knows the node only by its id
             raise StateBackendError(
                 f"Node '{series.name}' at {series.interval}: {error}"
