@@ -282,3 +282,56 @@ def test_a_value_the_codec_refuses_stops_both_paths_at_the_same_bucket(chunk: in
             outcomes.append((case, str(caught.value), stored[("label", "1m")], stored))
     assert outcomes[0][:3] == outcomes[1][:3] and outcomes[2] == outcomes[3]
     assert "'label'" in outcomes[0][1] and "'px'" in outcomes[2][1]
+
+
+DAYS = {
+    "1h": {"interval": "1h", "period": 2, "max_history": 400},
+    "1d": {"interval": "1d", "period": 2, "max_history": 60},
+    "1w": {"interval": "1w", "period": 2, "max_history": 10},
+}
+
+
+@pytest.mark.slow
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(
+    st.sampled_from(
+        [None, "-8h", "16h", "-5h30m", "America/New_York 16:00", "Europe/London 00:00"]
+    ),
+    st.booleans(),
+    st.lists(
+        st.tuples(
+            st.sampled_from([0, 600, 2_000, 3_600, 14_400]),
+            st.sampled_from([0, 0, -1_800, -10_800, -32_400]),
+        ),
+        min_size=1,
+        max_size=80,
+    ),
+    st.sampled_from([None, 0, 7_200, 90_000]),
+    st.sampled_from([1, 4, 1000]),
+)
+def test_calendars_match_the_event_path(
+    offset: str | None,
+    hourly: bool,
+    steps: list[tuple[int, int]],
+    lateness: int | None,
+    chunk: int,
+) -> None:
+    """Monday weeks, duration offsets and session closes in a time zone (across the 2024
+    clock changes): the same buckets, ends, late events and joins as one event at a time."""
+    start = 1_709_647_200  # 2024-03-05 14:00Z, days before New York moves its clocks
+    times, t = [], start
+    for gap, back in steps:  # some events arrive minutes or hours behind the others
+        t += gap
+        times.append(t + back)
+    intervals = DAYS if hourly else {k: v for k, v in DAYS.items() if k != "1h"}
+    p = Pipeline("calendars-differential", default_intervals=intervals, bucket_offset=offset)
+    p.add_node(
+        SourceNode(
+            "px", source=[(ts, float(i)) for i, ts in enumerate(times)], allowed_lateness=lateness
+        )
+    )
+    p.add_node(SourceNode("fx", source=[(start + 86_400 * k, 1.0 + k) for k in range(30)]))
+    p.add_node(Node("value", fn=lambda px, fx: px * fx, upstreams=["px", "fx"]))
+    p.add_node(Node("trend", fn=array_sum, upstreams=["value"], window=2, vectorized=True))
+    event_path, columnar = both_paths(p, chunk)
+    assert columnar == event_path

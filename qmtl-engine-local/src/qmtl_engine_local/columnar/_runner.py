@@ -16,6 +16,7 @@ from qmtl.sources import merged_events, source_inputs
 from qmtl.state import BucketWrite, MemoryStateBackend
 from qmtl.streaming import NodeSummary, OutputEvent, RunSummary
 from qmtl_engine_local.columnar._align import END, Col, ColumnAligner
+from qmtl_engine_local.columnar._calendar import Grid
 from qmtl_engine_local.columnar._nodes import ColumnNode, first_refused
 from qmtl_engine_local.columnar._sources import Chunk, ColumnBucketer, SourceReader
 
@@ -31,13 +32,13 @@ News = tuple[Col | None, float]
 class _Series:
     """One node's series at one interval: where its buckets go."""
 
-    __slots__ = ("count", "interval", "key", "max_items", "name", "seconds", "ttl")
+    __slots__ = ("count", "grid", "interval", "key", "max_items", "name", "ttl")
 
     def __init__(self, node: PlanNode, spec: SeriesSpec) -> None:
         self.name = node.name
         self.interval = spec.interval.value
         self.key = spec.key
-        self.seconds = float(spec.seconds)
+        self.grid = Grid(spec.calendar)  #: where its buckets end
         self.max_items = spec.max_items
         self.ttl = spec.ttl
         self.count = 0
@@ -89,7 +90,7 @@ class ColumnRunner:
             if not node.upstreams:
                 lateness = getattr(node.node, "allowed_lateness", None)
                 self.bucketers[node.index] = ColumnBucketer(
-                    [s.seconds for s in node.series], lateness
+                    [s.calendar for s in node.series], lateness
                 )
                 continue
             steps = []
@@ -212,7 +213,7 @@ class ColumnRunner:
         is the same as writing every bucket (all of them when the history is kept whole)."""
         n = len(col)
         series.count += n
-        ends = (col.buckets + 1) * series.seconds
+        ends = series.grid.ends(col.buckets)
         start = 0 if series.max_items is None else max(0, n - series.max_items)
         key, max_items, ttl = series.key, series.max_items, series.ttl
         pairs = zip(ends[start:].tolist(), col.values(start, n), strict=True)

@@ -10,11 +10,14 @@ anything else goes through the normaliser itself. :class:`ColumnBucketer` is
 - The watermark before event ``j`` is the running maximum of the event times before it (and of
   the source's :class:`~qmtl.sources.Watermark` items) minus ``allowed_lateness``:
   ``numpy.maximum.accumulate``. Event ``j`` is late when its time is before the end of the
-  last bucket that watermark made final at the finest interval, exactly as one event at a time.
+  last bucket that watermark made final (at the finest interval when every interval is epoch
+  multiples, else the latest such end over the intervals), exactly as one event at a time.
 - A bucket's value is its last event by time, ties by arrival: a stable sort by (bucket, time,
   arrival), then the last row of each bucket. The winners of buckets still open at the end of
   a chunk are carried into the next one, ahead of its events (they arrived earlier).
-- At the end of a chunk, interval ``s`` is final through ``floor(watermark / s) - 1``.
+- At the end of a chunk, each interval is final through its calendar's ``through(watermark)``.
+  Buckets are the series' own calendars (:mod:`qmtl.buckets`, over arrays in
+  :mod:`._calendar`): Monday weeks and a pipeline's ``bucket_offset`` included.
 """
 
 from __future__ import annotations
@@ -26,9 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from qmtl.buckets import Calendar
 from qmtl.sources import Watermark, source_events
 from qmtl.vectorized import EXACT_DTYPES
 from qmtl_engine_local.columnar._align import END, NEVER, Array, Col
+from qmtl_engine_local.columnar._calendar import Grid
 
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 #: Event times are compared as float64, exact for integers below 2**53.
@@ -209,18 +214,22 @@ def _rows(column: Any) -> list[Any]:
 class ColumnBucketer:
     """One source at all its intervals, a chunk of events at a time (see the module doc)."""
 
-    __slots__ = ("events", "final", "finest", "high", "late", "lateness", "open", "seconds")
+    __slots__ = ("events", "final", "finest", "grids", "high", "late", "lateness", "open")
 
-    def __init__(self, seconds: Sequence[int], allowed_lateness: float | None) -> None:
-        self.seconds = tuple(int(s) for s in seconds)
+    def __init__(self, calendars: Sequence[Calendar], allowed_lateness: float | None) -> None:
+        self.grids = tuple(Grid(c) for c in calendars)
         self.lateness = float(allowed_lateness or 0.0)
-        self.finest = min(self.seconds)
+        #: with epoch multiples only, the finest interval's final bucket decides lateness;
+        #: otherwise the latest end of a final bucket, over every interval (as the event path)
+        self.finest = (
+            min(g.seconds for g in self.grids) if all(g.aligned for g in self.grids) else 0
+        )
         self.high = NEVER  #: the highest event time (or watermark) seen
         self.events = 0
         self.late = 0
-        self.final: list[float] = [NEVER] * len(self.seconds)
+        self.final: list[float] = [NEVER] * len(self.grids)
         #: per interval, the winners of buckets not final yet: their times and values
-        self.open: list[tuple[Array, Col]] = [(np.empty(0), Col.empty()) for _ in self.seconds]
+        self.open: list[tuple[Array, Col]] = [(np.empty(0), Col.empty()) for _ in self.grids]
 
     @property
     def watermark(self) -> float:
@@ -250,8 +259,8 @@ class ColumnBucketer:
             self.high = max(self.high, float(chunk.ts[-1] if ordered else chunk.ts.max()))
         wm = self.watermark
         out = []
-        for k, s in enumerate(self.seconds):
-            through = END if wm == END else (NEVER if wm == NEVER else int(wm // s) - 1)
+        for k, grid in enumerate(self.grids):
+            through = grid.through(wm)
             out.append(self._close(k, ts, ordered, chunk, rows, max(through, self.final[k])))
         return out
 
@@ -259,14 +268,16 @@ class ColumnBucketer:
         """End of stream: every open bucket is final."""
         self.high = END
         none = Chunk(np.empty(0), [], None, True)
-        return [self._close(k, none.ts, True, none, None, END) for k in range(len(self.seconds))]
+        return [self._close(k, none.ts, True, none, None, END) for k in range(len(self.grids))]
 
     def _late_before(self) -> float:
         """Events before this time are late (the end of the last final finest bucket)."""
         if self.high == NEVER:
             return NEVER
         s = self.finest
-        return float((self.high - self.lateness) // s * s)
+        if s:
+            return float((self.high - self.lateness) // s * s)
+        return max(float(g.final_ends(np.array([self.watermark]))[0]) for g in self.grids)
 
     def _not_late(self, ts: Array) -> Array:
         before = np.maximum.accumulate(ts)
@@ -277,7 +288,11 @@ class ColumnBucketer:
         valid = np.ones(len(ts), dtype=bool)
         if seen.any():
             s = self.finest
-            cut = np.floor_divide(before[seen] - self.lateness, s) * s
+            marks = before[seen] - self.lateness
+            if s:
+                cut = np.floor_divide(marks, s) * s
+            else:
+                cut = np.max([g.final_ends(marks) for g in self.grids], axis=0)
             valid[seen] = ts[seen] >= cut
         return valid
 
@@ -291,7 +306,7 @@ class ColumnBucketer:
         held_t, held_v = self.open[k]
         if len(ts):
             held = len(held_t)
-            buckets = np.floor_divide(ts, self.seconds[k]).astype(np.int64)
+            buckets = self.grids[k].index(ts)
             if held:
                 ordered = ordered and bool(held_t[-1] <= ts[0])
                 buckets = np.concatenate((held_v.buckets, buckets))
