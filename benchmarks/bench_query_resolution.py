@@ -1,13 +1,13 @@
-"""Benchmark: resolving 20 query nodes over 10,000 tagged nodes (issue 3).
+"""Benchmark: building a 10,000-node pipeline, and resolving 20 query nodes over it.
 
-Compares the plan compiler's indexed resolution (:func:`qmtl.plan.resolve_queries`: one pass
-building tag and interval-entry indexes, then set operations per query) with a naive per-query
-scan of every node (``QueryNode.matches``) in the same run, on the same nodes, and checks they
-agree. Goal: resolution under 20 ms.
+- ``build_ms``: the whole build as a user pays it: constructing 10,000 tagged ``Node`` objects
+  (settings validation, call binding), ``add_node`` for each, and ``pipeline.build()`` (default
+  merging, content-hash node ids, topological order). Goal (SPEC §10): at most 600 ms.
+- ``resolve_indexed_ms``: the plan compiler's resolution of the 20 queries
+  (:func:`qmtl.plan.resolve_queries`: tag and interval-entry indexes, then set operations per
+  query), compared with a naive per-query scan of every node (``QueryNode.matches``) in the same
+  run, on the same nodes; both must agree. Goal (SPEC §10): at most 10 ms.
 
-Building the whole pipeline (``pipeline.build()``: default merging, content-hash node ids, call
-binding for 10,000 nodes) costs far more than resolving the queries, so the figures report the
-resolution itself, and the full build with and without the 20 queries for scale.
 Times are CPU time of this process (best of several runs), so other processes sharing the
 machine inflate them less; ``calibration_1m_python_adds_ms`` shows how fast the machine was.
 """
@@ -25,6 +25,9 @@ from qmtl.plan import resolve_queries
 NODES = 10_000
 QUERIES = 20
 REPEAT = 25  # best of: the machine may be shared, the minimum is the least disturbed run
+BUILDS = 3
+GOAL_BUILD_MS = 600
+GOAL_RESOLVE_MS = 10
 
 
 def _pipeline(with_queries: bool) -> Pipeline:
@@ -99,11 +102,21 @@ def _calibration_ms() -> float:
     return _best_ms(loop, repeat=5)[0]
 
 
+def _build_ms(with_queries: bool) -> tuple[float, Pipeline]:
+    """Best CPU milliseconds of constructing, adding and building the whole pipeline."""
+    best, pipeline = float("inf"), None
+    for _ in range(BUILDS):
+        pipeline = None
+        started = time.process_time()
+        pipeline = _pipeline(with_queries)
+        pipeline.build()
+        best = min(best, (time.process_time() - started) * 1000)
+    assert pipeline is not None
+    return best, pipeline
+
+
 def run() -> dict[str, Any]:
-    pipeline = _pipeline(with_queries=True)
-    build_started = time.process_time()
-    pipeline.build()  # merges defaults: nodes now carry their effective settings
-    build_ms = (time.process_time() - build_started) * 1000
+    build_ms, pipeline = _build_ms(with_queries=True)
     nodes = dict(pipeline.nodes)
     queries = dict(pipeline.query_nodes)
 
@@ -117,24 +130,22 @@ def run() -> dict[str, Any]:
     naive_ms, scanned = _best_ms(naive, repeat=5)
     if indexed != scanned:
         raise AssertionError("indexed resolution disagrees with the naive scan")
-
-    plain = _pipeline(with_queries=False)
-    plain_started = time.process_time()
-    plain.build()
-    build_without_ms = (time.process_time() - plain_started) * 1000
+    build_without_ms, _ = _build_ms(with_queries=False)
     median_rep = statistics.median(len(m) for m in indexed.values())
     return {
         "nodes": NODES,
         "queries": QUERIES,
         "matched_total": sum(len(m) for m in indexed.values()),
         "matched_median_per_query": median_rep,
+        "build_ms": round(build_ms, 1),
+        "build_without_queries_ms": round(build_without_ms, 1),
+        "build_us_per_node": round(build_ms * 1000 / NODES, 1),
+        "goal_build_ms": GOAL_BUILD_MS,
         "resolve_indexed_ms": round(indexed_ms, 2),
         "resolve_naive_scan_ms": round(naive_ms, 2),
         "naive_over_indexed_ratio": round(naive_ms / indexed_ms, 1),
-        "goal_resolve_ms": 20,
-        "goal_met": indexed_ms < 20,
-        "build_with_queries_ms": round(build_ms, 1),
-        "build_without_queries_ms": round(build_without_ms, 1),
+        "goal_resolve_ms": GOAL_RESOLVE_MS,
+        "goal_met": build_ms <= GOAL_BUILD_MS and indexed_ms <= GOAL_RESOLVE_MS,
         "calibration_1m_python_adds_ms": round(_calibration_ms(), 1),
     }
 
