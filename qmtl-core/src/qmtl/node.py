@@ -10,7 +10,9 @@ when the node is constructed.
 
 from __future__ import annotations
 
+import functools
 import inspect
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, cast
 
@@ -69,7 +71,13 @@ def _stream_settings(
 
 def _call_style(
     node: str, fn: Callable[..., Any], upstreams: Sequence[str], params: Mapping[str, Any]
-) -> CallStyle:
+) -> tuple[CallStyle, tuple[int, ...] | None]:
+    """How ``fn`` takes its upstream values, and the positional order they can be passed in.
+
+    The order (``None`` when only keywords work) lists, for each of ``fn``'s leading parameters,
+    the upstream it takes: by-name binding is mapped to positions here, once, so a call costs
+    what a positional call costs.
+    """
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError) as error:
@@ -98,32 +106,78 @@ def _call_style(
             f"{len(upstreams)} upstream value(s) {list(upstreams)} and params {sorted(params)}: "
             f"{error}. Name its parameters after the upstreams, or make it accept them in order"
         ) from error
-    return style
+    if style == "positional":
+        return style, tuple(range(len(upstreams)))
+    return style, _positional_order(list(parameters.values()), upstreams)
+
+
+def _positional_order(
+    parameters: Sequence[inspect.Parameter], upstreams: Sequence[str]
+) -> tuple[int, ...] | None:
+    """Upstream positions in the order ``fn``'s leading parameters name them, when those are
+    exactly the upstreams and can be passed positionally (``def f(b, a)`` over upstreams
+    ``a, b`` gives ``(1, 0)``); binding by position is then identical to binding by name."""
+    where = {name: i for i, name in enumerate(upstreams)}
+    leading = parameters[: len(upstreams)]
+    if len(leading) < len(upstreams) or any(
+        p.kind is not p_pos_kw or p.name not in where for p in leading
+    ):
+        return None
+    return tuple(where[p.name] for p in leading)
 
 
 p_kw = inspect.Parameter.KEYWORD_ONLY
 p_pos_kw = inspect.Parameter.POSITIONAL_OR_KEYWORD
 
 
-def make_invoker(
-    fn: Callable[..., Any], upstreams: Sequence[str], params: Mapping[str, Any], style: CallStyle
-) -> Invoker:
-    """Return ``call(values)`` that calls ``fn`` with upstream ``values`` (in upstream order)."""
+def make_call(
+    fn: Callable[..., Any],
+    upstreams: Sequence[str],
+    params: Mapping[str, Any],
+    order: tuple[int, ...] | None,
+) -> Callable[..., Any]:
+    """``call(*values)`` that calls ``fn`` with upstream ``values`` given positionally in
+    upstream order. With the upstreams in ``fn``'s parameter order and no params this is ``fn``
+    itself: nothing stands between an engine and the user's function."""
     kwargs = dict(params)
-    if not upstreams:
-        if kwargs:
-            return lambda _values: fn(**kwargs)
-        return lambda _values: fn()
-    if style == "keyword":
+    if order is None:  # only keywords bind (``**kwargs``, keyword-only parameters)
         names = tuple(upstreams)
-        if kwargs:
-            return lambda values: fn(**dict(zip(names, values, strict=True)), **kwargs)
-        return lambda values: fn(**dict(zip(names, values, strict=True)))
+        return lambda *values: fn(**dict(zip(names, values, strict=True)), **kwargs)
+    if order == tuple(range(len(order))):
+        return functools.partial(fn, **kwargs) if kwargs else fn
+    pick = operator.itemgetter(*order)  # a permutation of two or more upstreams
     if kwargs:
-        return lambda values: fn(*values, **kwargs)
-    if len(upstreams) == 1:
-        return lambda values: fn(values[0])
-    return lambda values: fn(*values)
+        return lambda *values: fn(*pick(values), **kwargs)
+    return lambda *values: fn(*pick(values))
+
+
+def make_invoker(
+    fn: Callable[..., Any],
+    upstreams: Sequence[str],
+    params: Mapping[str, Any],
+    order: tuple[int, ...] | None,
+) -> Invoker:
+    """``invoke(values)`` that calls ``fn`` with upstream ``values`` (a sequence in upstream
+    order). Its ``call`` attribute is the :func:`make_call` form, which engines use to skip
+    building the sequence."""
+    call = make_call(fn, upstreams, params, order)
+    if call is fn and len(upstreams) == 1:
+        invoke: Invoker = lambda values: fn(values[0])  # noqa: E731
+    elif call is fn:
+        invoke = lambda values: fn(*values)  # noqa: E731
+    else:
+        invoke = lambda values: call(*values)  # noqa: E731
+    invoke.call = call  # type: ignore[attr-defined]
+    return invoke
+
+
+def positional_call(invoke: Invoker) -> Callable[..., Any]:
+    """``call(*values)`` equivalent to ``invoke(values)``: the one :func:`make_invoker` attached,
+    or a wrapper for any other invoker (an engine's or the Analyzer's replacement)."""
+    call = getattr(invoke, "call", None)
+    if callable(call):
+        return call  # type: ignore[no-any-return]
+    return lambda *values: invoke(values)
 
 
 class Node:
@@ -192,7 +246,10 @@ class Node:
         self.declared_stream_settings = _stream_settings(name, stream_settings, interval_settings)
         #: Effective settings: the declared ones until a pipeline merges its defaults in.
         self.stream_settings = self.declared_stream_settings
-        self.call_style: CallStyle = _call_style(name, fn, self.upstreams, params)
+        self.call_style: CallStyle
+        #: For each leading parameter of ``fn``, the upstream it takes (``None``: by keyword).
+        self.call_order: tuple[int, ...] | None
+        self.call_style, self.call_order = _call_style(name, fn, self.upstreams, params)
         self._node_id: str | None = None
 
     # -- identity -------------------------------------------------------------------------
@@ -227,7 +284,7 @@ class Node:
     # -- calling --------------------------------------------------------------------------
     def invoker(self) -> Invoker:
         """``call(values)`` with upstream values in ``upstreams`` order."""
-        return make_invoker(self.fn, self.upstreams, self.params, self.call_style)
+        return make_invoker(self.fn, self.upstreams, self.params, self.call_order)
 
     def execute(self, inputs: Mapping[str, Any] | None = None) -> Any:
         """Call the function once with upstream values taken from ``inputs`` by name."""

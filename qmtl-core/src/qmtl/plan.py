@@ -8,8 +8,10 @@ every series. Engines never look anything up per node call.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from qmtl.errors import (
@@ -23,7 +25,7 @@ from qmtl.errors import (
 )
 from qmtl.identity import content_id, function_fingerprint, stable_repr
 from qmtl.models import IntervalEnum, IntervalSettings, NodeStreamSettings, QueryNodeResultSelector
-from qmtl.node import Invoker, Node, QueryNode
+from qmtl.node import Invoker, Node, QueryNode, positional_call
 from qmtl.selectors import is_deterministic, query_value, select
 from qmtl.state import SeriesKey
 
@@ -83,7 +85,11 @@ class SeriesSpec:
 
 @dataclass(frozen=True, slots=True)
 class PlanNode:
-    """One node, ready to run: ``invoke(values)`` takes upstream values in upstream order."""
+    """One node, ready to run: ``invoke(values)`` takes upstream values in upstream order, and
+    ``call(*values)`` is the same call with the values passed positionally (the user's function
+    itself when its parameters are the upstreams in order, by name or not): engines use
+    ``call``. Replacing ``invoke`` (``dataclasses.replace``) replaces ``call`` with it.
+    """
 
     index: int
     name: str
@@ -96,6 +102,17 @@ class PlanNode:
     window: int | bool | None
     tags: tuple[str, ...]
     node: Node | QueryNode
+    call: Callable[..., Any] = field(init=False, repr=False, compare=False)
+    #: ``gather(values)``: the upstream values (tuple) out of a plan-indexed list, for two or
+    #: more upstreams (``None`` otherwise).
+    gather: Callable[[Sequence[Any]], tuple[Any, ...]] | None = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "call", positional_call(self.invoke))
+        gather = itemgetter(*self.upstream_index) if len(self.upstream_index) > 1 else None
+        object.__setattr__(self, "gather", gather)
 
     def window_size(self, spec: SeriesSpec) -> int | None:
         """Window length at ``spec``'s interval (``window=True`` means the period)."""
@@ -114,6 +131,22 @@ class PlanNode:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class SeriesColumns:
+    """Every series of a plan, in plan order, as columns (what bulk writes need): column ``j``
+    is series ``keys[j]`` of the node at plan index ``owners[j]``; a node's columns start at
+    ``starts[index]`` (``starts[len(nodes)]`` is the total)."""
+
+    keys: tuple[SeriesKey, ...]
+    max_items: tuple[int, ...]
+    ttls: tuple[int | None, ...]
+    seconds: tuple[int, ...]
+    owners: tuple[int, ...]
+    starts: tuple[int, ...]
+    distinct_seconds: tuple[int, ...]
+    one_per_node: bool  #: every node keeps exactly one series
+
+
 @dataclass(frozen=True)
 class ExecutionPlan:
     """A validated pipeline: nodes in deterministic topological order."""
@@ -121,6 +154,26 @@ class ExecutionPlan:
     pipeline: str
     nodes: tuple[PlanNode, ...]
     by_name: Mapping[str, PlanNode] = field(repr=False)
+
+    @cached_property
+    def series_columns(self) -> SeriesColumns:
+        """Every series of the plan as columns, computed once."""
+        specs = [(n.index, spec) for n in self.nodes for spec in n.series]
+        starts, total = [], 0
+        for n in self.nodes:
+            starts.append(total)
+            total += len(n.series)
+        starts.append(total)
+        return SeriesColumns(
+            keys=tuple(spec.key for _, spec in specs),
+            max_items=tuple(spec.max_items for _, spec in specs),
+            ttls=tuple(spec.ttl for _, spec in specs),
+            seconds=tuple(spec.seconds for _, spec in specs),
+            owners=tuple(index for index, _ in specs),
+            starts=tuple(starts),
+            distinct_seconds=tuple(dict.fromkeys(spec.seconds for _, spec in specs)),
+            one_per_node=all(len(n.series) == 1 for n in self.nodes),
+        )
 
     def node(self, name: str) -> PlanNode:
         """The plan node called ``name``; :class:`UnknownNodeError` when there is none."""

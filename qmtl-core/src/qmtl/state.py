@@ -4,14 +4,19 @@ A series is identified by a :class:`SeriesKey` ``(pipeline, node_id, interval)``
 value per bucket, addressed by the bucket's timestamp (the bucket end, epoch seconds), so
 writing a bucket again replaces it. Writes trim the series to ``max_items`` and refresh its TTL
 (``period × interval``); a series not written for longer than its TTL expires as a whole.
+
+Engines hand a run's buckets over in bulk through :func:`column_writer`: a backend whose class
+defines ``write_columns`` (:class:`ColumnWriter`, optional) receives them as parallel columns,
+which costs no object per bucket; any other backend receives :class:`BucketWrite` objects
+through ``write_many``. Either way the result equals writing the buckets one by one, in order.
 """
 
 from __future__ import annotations
 
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple, Protocol, cast, runtime_checkable
 
 from qmtl.errors import StateBackendError
 
@@ -84,6 +89,51 @@ class StateBackend(Protocol):
         ...
 
 
+class ColumnWriter(Protocol):
+    """Optional bulk form a backend may define (see :func:`column_writer`)."""
+
+    def write_columns(
+        self,
+        keys: Sequence[SeriesKey],
+        timestamps: Sequence[float],
+        values: Sequence[Any],
+        max_items: Sequence[int],
+        ttls: Sequence[int | None],
+    ) -> None:
+        """Store bucket ``i`` (``keys[i]``, ``timestamps[i]``, ...) for every ``i``, in order:
+        the same result as ``write`` called for each, one after the other."""
+        ...
+
+
+WriteColumns = Callable[
+    [Sequence[SeriesKey], Sequence[float], Sequence[Any], Sequence[int], Sequence[int | None]],
+    None,
+]
+
+
+def column_writer(state: StateBackend) -> WriteColumns:
+    """How an engine writes buckets in bulk to ``state``: its class's ``write_columns`` when it
+    defines one, else ``write_many`` with one :class:`BucketWrite` per bucket.
+
+    Only a method of the backend's *class* counts, so a wrapper that filters ``write`` and
+    ``write_many`` and forwards other attributes (``__getattr__``) keeps seeing every write.
+    """
+    if callable(getattr(type(state), "write_columns", None)):
+        return cast("ColumnWriter", state).write_columns
+    write_many = state.write_many
+
+    def write_columns(
+        keys: Sequence[SeriesKey],
+        timestamps: Sequence[float],
+        values: Sequence[Any],
+        max_items: Sequence[int],
+        ttls: Sequence[int | None],
+    ) -> None:
+        write_many(list(map(BucketWrite, keys, timestamps, values, max_items, ttls)))
+
+    return write_columns
+
+
 class _Series:
     __slots__ = ("last_update", "max_items", "timestamps", "ttl", "values")
 
@@ -110,34 +160,74 @@ class MemoryStateBackend:
     def write(
         self, key: SeriesKey, timestamp: float, value: Any, *, max_items: int, ttl: int | None
     ) -> None:
-        now = self._clock()
-        series = self._series.get(key)
-        if series is None or (series.ttl is not None and now >= series.last_update + series.ttl):
-            series = self._series[key] = _Series()
-        stamps = series.timestamps
-        if not stamps or timestamp > stamps[-1]:
-            stamps.append(timestamp)
-            series.values.append(value)
-        elif timestamp == stamps[-1]:
-            series.values[-1] = value
-        else:
-            at = bisect_left(stamps, timestamp)
-            if stamps[at] == timestamp:
-                series.values[at] = value
-            else:
-                stamps.insert(at, timestamp)
-                series.values.insert(at, value)
-        excess = len(stamps) - max_items
-        if excess > 0:
-            del stamps[:excess]
-            del series.values[:excess]
-        series.max_items = max_items
-        series.ttl = ttl
-        series.last_update = now
+        self._store(((key, timestamp, value, max_items, ttl),))
 
     def write_many(self, writes: Iterable[BucketWrite]) -> None:
-        for key, timestamp, value, max_items, ttl in writes:
-            self.write(key, timestamp, value, max_items=max_items, ttl=ttl)
+        if self._own_write:
+            self._store(writes)
+        else:  # a subclass overrides write(): every bucket goes through it
+            for key, timestamp, value, max_items, ttl in writes:
+                self.write(key, timestamp, value, max_items=max_items, ttl=ttl)
+
+    def write_columns(
+        self,
+        keys: Sequence[SeriesKey],
+        timestamps: Sequence[float],
+        values: Sequence[Any],
+        max_items: Sequence[int],
+        ttls: Sequence[int | None],
+    ) -> None:
+        """Store bucket ``i`` of every column, in order (see :class:`ColumnWriter`)."""
+        rows = zip(keys, timestamps, values, max_items, ttls, strict=True)
+        if self._own_write and self._own_write_many:
+            self._store(rows)
+        else:  # a subclass overrides write() or write_many(): honour it
+            self.write_many(BucketWrite(*row) for row in rows)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._own_write = cls.write is MemoryStateBackend.write
+        cls._own_write_many = cls.write_many is MemoryStateBackend.write_many
+
+    _own_write = True
+    _own_write_many = True
+
+    def _store(self, rows: Iterable[tuple[SeriesKey, float, Any, int, int | None]]) -> None:
+        """``write`` for each row, with the clock read once and consecutive rows of one series
+        sharing its lookup; appending a newer bucket or replacing the newest is the fast path."""
+        now = self._clock()
+        everything = self._series
+        key: SeriesKey | None = None
+        series: _Series
+        stamps: list[float]
+        stored: list[Any]
+        for row_key, timestamp, value, max_items, ttl in rows:
+            if row_key is not key:
+                key = row_key
+                found = everything.get(key)
+                if found is None or (
+                    found.ttl is not None and now >= found.last_update + found.ttl
+                ):
+                    found = everything[key] = _Series()
+                series, stamps, stored = found, found.timestamps, found.values
+            if not stamps or timestamp > stamps[-1]:
+                stamps.append(timestamp)
+                stored.append(value)
+            elif timestamp == stamps[-1]:
+                stored[-1] = value
+            else:
+                at = bisect_left(stamps, timestamp)
+                if stamps[at] == timestamp:
+                    stored[at] = value
+                else:
+                    stamps.insert(at, timestamp)
+                    stored.insert(at, value)
+            if len(stamps) > max_items:
+                del stamps[: len(stamps) - max_items]
+                del stored[: len(stored) - max_items]
+            series.max_items = max_items
+            series.ttl = ttl
+            series.last_update = now
 
     def read(
         self,

@@ -2,7 +2,7 @@
 
 :class:`StreamRunner` binds a :class:`~qmtl.plan.ExecutionPlan` once (one
 :class:`~qmtl.streaming.SourceBucketer` per source, one :class:`~qmtl.streaming.NodeAligner`
-per node and interval, readers and invokers pre-bound) and then does no lookup per event.
+per node and interval, readers and the plan's calls pre-bound) and then does no lookup per event.
 :func:`run_in_process` orders the sources' events (:func:`qmtl.sources.merged_events`) and
 drives it; :class:`OutputStream` is its iterator form, :class:`ThreadedOutputStream` the
 iterator form of any engine's ``run``.
@@ -14,7 +14,6 @@ event so no output is held back.
 
 from __future__ import annotations
 
-import inspect
 import queue
 import threading
 import time
@@ -60,8 +59,8 @@ class _Series:
         self.max_items = spec.max_items
         self.ttl = spec.ttl
         self.count = 0
-        #: (reader's aligner, position among its upstreams, reader's series, reader's invoke)
-        self.readers: list[tuple[NodeAligner, int, _Series, Callable[[Any], Any]]] = []
+        #: (reader's aligner, position among its upstreams, reader's series, reader's call)
+        self.readers: list[tuple[NodeAligner, int, _Series, Callable[..., Any]]] = []
 
 
 class StreamRunner:
@@ -70,7 +69,7 @@ class StreamRunner:
     Feed it with :meth:`on_event` (a source's event), :meth:`end_source` and :meth:`finish`.
     Every final bucket is written to ``state`` (key and bounds of the node's series spec) and
     passed to ``on_output`` as an :class:`OutputEvent`. Nothing is looked up per event: series,
-    readers and invokers are bound here.
+    readers and the calls of the plan are bound here.
     """
 
     def __init__(
@@ -99,7 +98,7 @@ class StreamRunner:
             [_Series(n, k) for k in range(len(n.series))] for n in nodes
         ]
         for node in nodes:
-            invoke = _invoker(node) if invoke_hook is None else _hooked(invoke_hook, node)
+            call = node.call if invoke_hook is None else _hooked(invoke_hook, node)
             if not node.upstreams:
                 lateness = getattr(node.node, "allowed_lateness", None)
                 self.bucketers[node.index] = SourceBucketer(
@@ -112,7 +111,7 @@ class StreamRunner:
                 for pos, up in enumerate(node.upstream_index):
                     k = _series_at(nodes[up], spec.seconds, node.name)
                     self.series[up][k].readers.append(
-                        (aligner, pos, self.series[node.index][j], invoke)
+                        (aligner, pos, self.series[node.index][j], call)
                     )
         self.started = time.perf_counter()
 
@@ -194,7 +193,7 @@ class StreamRunner:
             series, buckets, through = stack.pop()
             if buckets:
                 write(series, buckets)
-            for aligner, pos, target, invoke in series.readers:
+            for aligner, pos, target, call in series.readers:
                 ready = aligner.push(pos, buckets, through)
                 if ready is None:
                     continue
@@ -202,7 +201,7 @@ class StreamRunner:
                     out = []
                     try:
                         for b, args in ready:
-                            out.append((b, invoke(args)))
+                            out.append((b, call(*args)))
                     except Exception as error:
                         # The failing node's buckets before the failing one are kept.
                         if out:
@@ -236,36 +235,8 @@ def _series_at(upstream: PlanNode, seconds: int, reader: str) -> int:
     )
 
 
-def _invoker(node: PlanNode) -> Callable[[Any], Any]:
-    """The plan's invoker, or an equivalent positional call when the function's leading
-    parameters are exactly the upstreams, in order (``def spread(a, b)`` over upstreams
-    ``a, b``): binding is then identical, and a positional call costs a fraction of building a
-    keyword dict per bucket."""
-    owner = node.node
-    fn = getattr(owner, "fn", None)
-    if node.kind == "query" or getattr(owner, "call_style", None) != "keyword" or fn is None:
-        return node.invoke
-    try:
-        parameters = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return node.invoke
-    names = node.upstreams
-    leading = parameters[: len(names)]
-    if len(leading) < len(names) or any(
-        p.name != name or p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD
-        for p, name in zip(leading, names, strict=True)
-    ):
-        return node.invoke
-    params = dict(getattr(owner, "params", {}) or {})
-    if params:
-        return lambda values: fn(*values, **params)
-    if len(names) == 1:
-        return lambda values: fn(values[0])
-    return lambda values: fn(*values)
-
-
-def _hooked(hook: InvokeHook, node: PlanNode) -> Callable[[Any], Any]:
-    return lambda args: hook(node, args)
+def _hooked(hook: InvokeHook, node: PlanNode) -> Callable[..., Any]:
+    return lambda *args: hook(node, args)
 
 
 def drive(runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]]) -> RunSummary:

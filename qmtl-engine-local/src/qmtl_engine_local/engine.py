@@ -7,7 +7,7 @@ loop does no lookups, no JSON and no logging.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from qmtl.engine import EngineBase, execute_plan
 from qmtl.errors import PipelineTimeoutError, QmtlError
 from qmtl.plan import ExecutionPlan
-from qmtl.state import SeriesKey, StateBackend
+from qmtl.state import BucketWrite, SeriesKey, StateBackend
 
 
 class LocalEngineSettings(BaseModel):
@@ -80,6 +80,10 @@ class _StopWrites:
     def write(self, key: SeriesKey, timestamp: float, value: Any, **kwargs: Any) -> None:
         if not self._stopped.is_set():
             self._state.write(key, timestamp, value, **kwargs)
+
+    def write_many(self, writes: Iterable[BucketWrite]) -> None:
+        if not self._stopped.is_set():
+            self._state.write_many(writes)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._state, name)

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from qmtl.errors import StateBackendError
-from qmtl.state import BucketWrite, SeriesKey, StateBackend
+from qmtl.state import BucketWrite, SeriesKey, StateBackend, column_writer
 
 
 class FakeClock:
@@ -161,6 +161,42 @@ class StateBackendContract:
         )
         assert [i["value"] for i in backend.read(a)] == [3, 1]
         assert backend.read(b) == [{"timestamp": T0 + 3600, "value": 2}]
+
+    def test_bulk_writes_equal_writes_one_by_one(
+        self, backend: StateBackend, pipeline: str
+    ) -> None:
+        """What engines hand over in bulk (:func:`qmtl.state.column_writer`: the backend's
+        ``write_columns``, or ``write_many``) is stored exactly as the same writes one by one:
+        appends, a replaced bucket, an older bucket inserted and trimmed away, two series
+        interleaved."""
+        a, b = self.key(pipeline, "bulk", "1m"), self.key(pipeline, "bulk", "1h")
+        rows = [
+            (a, T0 + 60, 1),
+            (a, T0 + 120, 2),
+            (b, T0 + 3600, "h"),
+            (a, T0 + 120, 20),  # replaces the bucket at T0 + 120
+            (a, T0 + 180, 3),
+            (a, T0 + 30, "old"),  # older than all: inserted, then trimmed away (max_items 3)
+            (b, T0 + 7200, {"x": [1, 2]}),
+            (a, T0 + 240, 4),  # the oldest (T0 + 60) is trimmed
+        ]
+        column_writer(backend)(
+            [key for key, _, _ in rows],
+            [ts for _, ts, _ in rows],
+            [value for _, _, value in rows],
+            [3] * len(rows),
+            [None] * len(rows),
+        )
+        assert [(i["timestamp"], i["value"]) for i in backend.read(a)] == [
+            (T0 + 240, 4),
+            (T0 + 180, 3),
+            (T0 + 120, 20),
+        ]
+        assert [(i["timestamp"], i["value"]) for i in backend.read(b)] == [
+            (T0 + 7200, {"x": [1, 2]}),
+            (T0 + 3600, "h"),
+        ]
+        assert (backend.metadata(a)["count"], backend.metadata(b)["count"]) == (3, 2)
 
     def test_series_are_separate_per_node_and_interval(
         self, backend: StateBackend, pipeline: str
