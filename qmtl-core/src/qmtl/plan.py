@@ -14,6 +14,7 @@ from functools import cached_property
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
+from qmtl.calls import Invoker, positional_call
 from qmtl.errors import (
     CycleError,
     DuplicateNodeError,
@@ -25,7 +26,7 @@ from qmtl.errors import (
 )
 from qmtl.identity import content_id, function_fingerprint, stable_repr
 from qmtl.models import IntervalEnum, IntervalSettings, NodeStreamSettings, QueryNodeResultSelector
-from qmtl.node import Invoker, Node, QueryNode, positional_call
+from qmtl.node import Node, QueryNode
 from qmtl.selectors import is_deterministic, query_value, select
 from qmtl.state import SeriesKey
 
