@@ -16,6 +16,8 @@ from __future__ import annotations
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Sequence
+from itertools import compress, islice, pairwise, repeat
+from operator import is_not, lt
 from typing import Any, NamedTuple, Protocol, cast, runtime_checkable
 
 from qmtl.errors import StateBackendError
@@ -160,11 +162,11 @@ class MemoryStateBackend:
     def write(
         self, key: SeriesKey, timestamp: float, value: Any, *, max_items: int, ttl: int | None
     ) -> None:
-        self._store(((key, timestamp, value, max_items, ttl),))
+        self._store(((key, timestamp, value, max_items, ttl),), self._clock())
 
     def write_many(self, writes: Iterable[BucketWrite]) -> None:
         if self._own_write:
-            self._store(writes)
+            self._store(writes, self._clock())
         else:  # a subclass overrides write(): every bucket goes through it
             for key, timestamp, value, max_items, ttl in writes:
                 self.write(key, timestamp, value, max_items=max_items, ttl=ttl)
@@ -177,12 +179,64 @@ class MemoryStateBackend:
         max_items: Sequence[int],
         ttls: Sequence[int | None],
     ) -> None:
-        """Store bucket ``i`` of every column, in order (see :class:`ColumnWriter`)."""
-        rows = zip(keys, timestamps, values, max_items, ttls, strict=True)
-        if self._own_write and self._own_write_many:
-            self._store(rows)
-        else:  # a subclass overrides write() or write_many(): honour it
-            self.write_many(BucketWrite(*row) for row in rows)
+        """Store bucket ``i`` of every column, in order (see :class:`ColumnWriter`).
+
+        Consecutive buckets of one series are a run; a run newer than the series' newest
+        bucket, in increasing time and with one ``max_items``, is appended at once."""
+        count = len(keys)
+        if not count == len(timestamps) == len(values) == len(max_items) == len(ttls):
+            raise ValueError("write_columns needs columns of equal length")
+        if not (self._own_write and self._own_write_many):
+            # a subclass overrides write() or write_many(): every bucket goes through it
+            self.write_many(map(BucketWrite, keys, timestamps, values, max_items, ttls))
+            return
+        starts = [0, *compress(range(1, count), map(is_not, islice(keys, 1, None), keys))]
+        now = self._clock()
+        if len(starts) * 4 > count:  # mostly one bucket per series (a one-shot run)
+            self._store(zip(keys, timestamps, values, max_items, ttls, strict=False), now)
+            return
+        starts.append(count)
+        for low, high in pairwise(starts):
+            self._store_run(
+                keys[low],
+                timestamps[low:high],
+                values[low:high],
+                max_items[low:high],
+                ttls[low:high],
+                now,
+            )
+
+    def _store_run(
+        self,
+        key: SeriesKey,
+        timestamps: Sequence[float],
+        values: Sequence[Any],
+        max_items: Sequence[int],
+        ttls: Sequence[int | None],
+        now: float,
+    ) -> None:
+        cap = max_items[-1]
+        series = self._series.get(key)
+        if series is None or (series.ttl is not None and now >= series.last_update + series.ttl):
+            series = self._series[key] = _Series()
+        stamps = series.timestamps
+        appendable = (
+            (not stamps or timestamps[0] > stamps[-1])
+            and all(map(lt, timestamps, islice(timestamps, 1, None)))
+            and max_items.count(cap) == len(max_items)
+        )
+        if not appendable:  # a replaced or older bucket, or max_items changing: one by one
+            self._store(zip(repeat(key), timestamps, values, max_items, ttls), now)
+            return
+        stamps.extend(timestamps)
+        series.values.extend(values)
+        excess = len(stamps) - cap
+        if excess > 0:
+            del stamps[:excess]
+            del series.values[:excess]
+        series.max_items = cap
+        series.ttl = ttls[-1]
+        series.last_update = now
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -192,10 +246,11 @@ class MemoryStateBackend:
     _own_write = True
     _own_write_many = True
 
-    def _store(self, rows: Iterable[tuple[SeriesKey, float, Any, int, int | None]]) -> None:
-        """``write`` for each row, with the clock read once and consecutive rows of one series
+    def _store(
+        self, rows: Iterable[tuple[SeriesKey, float, Any, int, int | None]], now: float
+    ) -> None:
+        """``write`` for each row at wall-clock time ``now``, consecutive rows of one series
         sharing its lookup; appending a newer bucket or replacing the newest is the fast path."""
-        now = self._clock()
         everything = self._series
         key: SeriesKey | None = None
         series: _Series

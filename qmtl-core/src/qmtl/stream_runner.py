@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from qmtl.errors import IntervalError, NodeExecutionError
 from qmtl.sources import all_bounded, merged_events
+from qmtl.state import column_writer
 from qmtl.streaming import (
     END,
     Closure,
@@ -35,7 +36,7 @@ from qmtl.streaming import (
 
 if TYPE_CHECKING:
     from qmtl.plan import ExecutionPlan, PlanNode
-    from qmtl.state import StateBackend
+    from qmtl.state import SeriesKey, StateBackend
 
 #: Source events per propagation step when every source is bounded (see run_in_process).
 AUTO_BATCH = 256
@@ -69,7 +70,9 @@ class StreamRunner:
     Feed it with :meth:`on_event` (a source's event), :meth:`end_source` and :meth:`finish`.
     Every final bucket is written to ``state`` (key and bounds of the node's series spec) and
     passed to ``on_output`` as an :class:`OutputEvent`. Nothing is looked up per event: series,
-    readers and the calls of the plan are bound here.
+    readers and the calls of the plan are bound here. The buckets one propagation step produces
+    are written in one bulk write (:func:`qmtl.state.column_writer`), before ``on_output``
+    sees them.
     """
 
     def __init__(
@@ -91,6 +94,8 @@ class StreamRunner:
         self.batch = batch
         self._held: dict[_Series, list[Any]] = {}
         self._waiting = 0
+        self._pending: list[tuple[_Series, list[tuple[int, Any]]]] = []
+        self._write = column_writer(state)
         nodes = plan.nodes
         self.bucketers: list[SourceBucketer | None] = [None] * len(nodes)
         self.aligners: list[list[NodeAligner]] = [[] for _ in nodes]
@@ -147,7 +152,8 @@ class StreamRunner:
         """Propagate the source buckets held back by batching (see ``batch``)."""
         held, self._held, self._waiting = self._held, {}, 0
         for series, (buckets, through) in held.items():
-            self._emit(series, buckets, through)
+            self._propagate(series, buckets, through)
+        self._commit()
 
     def on_watermark(self, source: int, watermark: float) -> None:
         """The source at plan index ``source`` promises no event before ``watermark``."""
@@ -186,13 +192,19 @@ class StreamRunner:
         )
 
     def _emit(self, series: _Series, buckets: list[tuple[int, Any]], through: float) -> None:
+        self._propagate(series, buckets, through)
+        self._commit()
+
+    def _propagate(self, series: _Series, buckets: list[tuple[int, Any]], through: float) -> None:
+        """Push final buckets to their readers, computing what became computable; the buckets
+        produced wait in ``_pending`` for :meth:`_commit`."""
         # An explicit stack instead of recursion: any DAG depth works.
         stack = [(series, buckets, through)]
-        write = self._write
+        pending = self._pending
         while stack:
             series, buckets, through = stack.pop()
             if buckets:
-                write(series, buckets)
+                pending.append((series, buckets))
             for aligner, pos, target, call in series.readers:
                 ready = aligner.push(pos, buckets, through)
                 if ready is None:
@@ -205,23 +217,42 @@ class StreamRunner:
                     except Exception as error:
                         # The failing node's buckets before the failing one are kept.
                         if out:
-                            write(target, out)
+                            pending.append((target, out))
+                        self._commit()
                         if isinstance(error, NodeExecutionError):
                             raise
                         raise NodeExecutionError(target.name, error) from error
                     ready = out
                 stack.append((target, ready, aligner.done))
 
-    def _write(self, series: _Series, buckets: list[tuple[int, Any]]) -> None:
-        write, on_output = self.state.write, self.on_output
-        key, seconds = series.key, series.seconds
-        max_items, ttl = series.max_items, series.ttl
-        for b, value in buckets:
-            end = (b + 1) * seconds
-            write(key, end, value, max_items=max_items, ttl=ttl)
-            if on_output is not None:
-                on_output(OutputEvent(series.name, series.interval, end, value, b))
-        series.count += len(buckets)
+    def _commit(self) -> None:
+        """Write the pending buckets in one bulk write, then hand each to ``on_output``, in the
+        order they were produced."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        keys: list[SeriesKey] = []
+        stamps: list[float] = []
+        values: list[Any] = []
+        caps: list[int] = []
+        ttls: list[int | None] = []
+        for series, buckets in pending:
+            n = len(buckets)
+            seconds = series.seconds
+            keys += [series.key] * n
+            stamps += [(b + 1) * seconds for b, _ in buckets]
+            values += [value for _, value in buckets]
+            caps += [series.max_items] * n
+            ttls += [series.ttl] * n
+            series.count += n
+        self._write(keys, stamps, values, caps, ttls)
+        on_output = self.on_output
+        if on_output is not None:
+            for series, buckets in pending:
+                name, interval, seconds = series.name, series.interval, series.seconds
+                for b, value in buckets:
+                    on_output(OutputEvent(name, interval, (b + 1) * seconds, value, b))
 
 
 def _series_at(upstream: PlanNode, seconds: int, reader: str) -> int:
@@ -253,30 +284,44 @@ def drive(runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]])
             else:
                 runner.on_watermark(index, value)
         return runner.finish()
-    # Batched: the same steps as on_event, with the lookups hoisted out of the loop.
-    handlers = [b.on_event if b is not None else None for b in runner.bucketers]
+    # Batched: each source's events of a batch are bucketed together (SourceBucketer.on_events)
+    # before the batch is propagated; sources are independent, so this is what on_event per
+    # event would do.
+    buffers: list[list[tuple[float, Any]]] = [[] for _ in runner.bucketers]
+    bucketers = runner.bucketers
     hold, flush = runner.hold, runner.flush
+
+    def bucket() -> None:
+        for index, buffered in enumerate(buffers):
+            if buffered:
+                closed = bucketers[index].on_events(buffered)  # type: ignore[union-attr]
+                buffered.clear()
+                if closed:
+                    hold(index, closed)
+
     waiting = 0
     try:
         for index, ts, value in events:
             if ts is None:
+                bucket()
                 if value is None:
                     runner.end_source(index)
                 else:
                     runner.on_watermark(index, value)
                 waiting = 0
                 continue
-            closed = handlers[index](ts, value)  # type: ignore[misc]  # a source has a bucketer
-            if closed:
-                hold(index, closed)
+            buffers[index].append((ts, value))
             waiting += 1
             if waiting >= batch:
+                bucket()
                 flush()
                 waiting = 0
     except Exception:
         # A source failed: the buckets that were final before it are written, as unbatched.
+        bucket()
         flush()
         raise
+    bucket()
     return runner.finish()
 
 

@@ -198,6 +198,23 @@ class StateBackendContract:
         ]
         assert (backend.metadata(a)["count"], backend.metadata(b)["count"]) == (3, 2)
 
+        # long runs of one series: twelve newer buckets at once, then a run starting with a
+        # replaced bucket
+        c = self.key(pipeline, "bulk", "1d")
+        write = column_writer(backend)
+        write(
+            [c] * 12,
+            [T0 + i * DAY for i in range(1, 13)],
+            list(range(1, 13)),
+            [5] * 12,
+            [None] * 12,
+        )
+        assert [i["value"] for i in backend.read(c)] == [12, 11, 10, 9, 8]
+        stamps = [T0 + i * DAY for i in (12, 13, 14, 15)]
+        write([c] * 4, stamps, ["replaced", 13, 14, 15], [5] * 4, [None] * 4)
+        assert [i["value"] for i in backend.read(c)] == [15, 14, 13, "replaced", 11]
+        assert backend.metadata(c)["oldest"] == T0 + 11 * DAY
+
     def test_series_are_separate_per_node_and_interval(
         self, backend: StateBackend, pipeline: str
     ) -> None:
