@@ -9,12 +9,17 @@ out by hand: it is what Python gives for that call by name (or by position).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qmtl import Node, Pipeline, SourceNode
+from qmtl.calls import _from_code, _from_signature, call_style
+from qmtl.errors import UnbindableFunctionError
 from qmtl.streaming import OutputEvent
 
 VALUES = {"a": 1, "b": 2, "c": 3}
@@ -119,3 +124,62 @@ def test_replacing_invoke_replaces_call() -> None:
     planned = pipeline_of(reversed_, ["a", "b"], {}).build().node("out")
     swapped = dataclasses.replace(planned, invoke=lambda values: ("swapped", *values))
     assert swapped.call(1, 2) == ("swapped", 1, 2)
+
+
+# -- the code-object fast path agrees with inspect.signature ----------------------------------
+POOL = ["a", "b", "c", "d", "e"]
+
+
+@st.composite
+def functions_and_calls(draw: Any) -> tuple[str, list[str], dict[str, int]]:
+    """A random signature (positional-only, positional-or-keyword, *args, keyword-only,
+    **kwargs, defaults) as source text, and random upstream and param names."""
+    names = draw(st.permutations(POOL))
+    sizes = [draw(st.integers(0, 2)), draw(st.integers(0, 3)), draw(st.integers(0, 2))]
+    posonly, poskw, kwonly = (
+        names[: sizes[0]],
+        names[sizes[0] : sizes[0] + sizes[1]],
+        names[sizes[0] + sizes[1] : sum(sizes)],
+    )
+    positional = [*posonly, *poskw]
+    defaults_from = draw(st.integers(0, len(positional)))
+    parts = [f"{n}=0" if i >= defaults_from else n for i, n in enumerate(positional)]
+    if posonly:
+        parts.insert(len(posonly), "/")
+    star = draw(st.booleans())
+    if star or kwonly:
+        parts.append("*args" if star else "*")
+    parts += [f"{n}=0" if draw(st.booleans()) else n for n in kwonly]
+    if draw(st.booleans()):
+        parts.append("**kw")
+    upstreams = draw(st.lists(st.sampled_from([*POOL, "z", "args"]), unique=True, max_size=3))
+    params = draw(st.lists(st.sampled_from([*POOL, "y", "kw"]), unique=True, max_size=2))
+    return f"def f({', '.join(parts)}):\n    return 0\n", upstreams, dict.fromkeys(params, 1)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(functions_and_calls())
+def test_reading_the_code_object_decides_like_inspect_signature(
+    case: tuple[str, list[str], dict[str, int]],
+) -> None:
+    source, upstreams, params = case
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)
+    fn = namespace["f"]
+    fast = _from_code(fn, upstreams, params)
+    try:
+        slow = _from_signature("n", fn, upstreams, params)
+    except UnbindableFunctionError:
+        assert fast is None, source
+    else:
+        assert fast == slow, source
+
+
+def test_wrapped_functions_and_other_callables_go_through_inspect() -> None:
+    @functools.wraps(in_order)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return in_order(*args, **kwargs)
+
+    assert _from_code(wrapper, ["a", "b"], {}) is None  # inspect follows __wrapped__
+    assert call_style("n", wrapper, ["a", "b"], {}) == ("keyword", (0, 1))
+    assert _from_code(functools.partial(with_param, scale=2), ["a", "b"], {}) is None

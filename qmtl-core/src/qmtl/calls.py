@@ -16,6 +16,8 @@ import functools
 import inspect
 import operator
 from collections.abc import Callable, Mapping, Sequence
+from inspect import CO_VARARGS, CO_VARKEYWORDS
+from types import FunctionType
 from typing import Any, Literal
 
 from qmtl.errors import UnbindableFunctionError
@@ -32,7 +34,21 @@ def call_style(
     The order (``None`` when only keywords work) lists, for each of ``fn``'s leading parameters,
     the upstream it takes: by-name binding is mapped to positions here, once, so a call costs
     what a positional call costs.
+
+    A plain Python function is read from its code object (:func:`_from_code`, the fast path of
+    a build); anything else, and every function that cannot be bound, goes through
+    :func:`inspect.signature`, which also words the error.
     """
+    found = _from_code(fn, upstreams, params)
+    if found is not None:
+        return found
+    return _from_signature(node, fn, upstreams, params)
+
+
+def _from_signature(
+    node: str, fn: Callable[..., Any], upstreams: Sequence[str], params: Mapping[str, Any]
+) -> tuple[CallStyle, tuple[int, ...] | None]:
+    """:func:`call_style` through :func:`inspect.signature`."""
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError) as error:
@@ -79,6 +95,59 @@ def _positional_order(
     ):
         return None
     return tuple(where[p.name] for p in leading)
+
+
+def _from_code(
+    fn: Callable[..., Any], upstreams: Sequence[str], params: Mapping[str, Any]
+) -> tuple[CallStyle, tuple[int, ...] | None] | None:
+    """:func:`call_style` of a plain Python function from its code object, deciding as
+    :func:`inspect.signature` and ``Signature.bind`` do; ``None`` for any other callable
+    (methods, partials, ``functools.wraps`` wrappers, objects) and for a function that cannot
+    be bound, so that the slow path decides and words the error."""
+    if type(fn) is not FunctionType:
+        return None
+    attributes = fn.__dict__
+    if attributes and ("__wrapped__" in attributes or "__signature__" in attributes):
+        return None
+    code = fn.__code__
+    posonly, count = code.co_posonlyargcount, code.co_argcount
+    positional = code.co_varnames[:count]
+    keyword_only = code.co_varnames[count : count + code.co_kwonlyargcount]
+    takes_kwargs = bool(code.co_flags & CO_VARKEYWORDS)
+    required = positional[: count - len(fn.__defaults__ or ())]
+    optional_keywords = fn.__kwdefaults__ or {}
+    by_name = {*positional[posonly:], *keyword_only}  # the parameters a keyword can fill
+    keyword = bool(upstreams) and (takes_kwargs or all(name in by_name for name in upstreams))
+    unfilled_posonly = set(positional[:posonly])  # a keyword of one of these names is an error
+    if keyword:
+        if set(upstreams) & set(params):
+            return None
+        given = [*upstreams, *params]  # every argument by keyword
+        positionally: set[str] = set()
+    else:
+        if len(upstreams) > count and not code.co_flags & CO_VARARGS:
+            return None  # too many positional arguments
+        positionally = set(positional[: len(upstreams)])
+        unfilled_posonly -= positionally
+        if positionally & set(params) & by_name:
+            return None  # a value for one parameter both by position and by keyword
+        given = list(params)
+    if unfilled_posonly & set(given):
+        return None  # a positional-only parameter passed by keyword
+    if not takes_kwargs and any(name not in by_name for name in given):
+        return None  # an unknown name passed by keyword
+    filled = positionally | {name for name in given if name in by_name}
+    if any(name not in filled for name in required):
+        return None  # a required parameter gets no value
+    if any(name not in filled and name not in optional_keywords for name in keyword_only):
+        return None  # a required keyword-only parameter gets no value
+    if not keyword:
+        return "positional", tuple(range(len(upstreams)))
+    where = {name: i for i, name in enumerate(upstreams)}
+    leading = positional[: len(upstreams)]
+    if len(leading) < len(upstreams) or posonly or any(name not in where for name in leading):
+        return "keyword", None
+    return "keyword", tuple(where[name] for name in leading)
 
 
 p_kw = inspect.Parameter.KEYWORD_ONLY

@@ -10,6 +10,7 @@ is an error when the node is constructed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal, cast
 
@@ -21,7 +22,7 @@ from qmtl.errors import (
     PipelineValidationError,
     UnbindableFunctionError,
 )
-from qmtl.identity import content_id, function_fingerprint, stable_repr
+from qmtl.identity import IdentityMemo, content_id, function_fingerprint, stable_repr
 from qmtl.models import (
     IntervalEnum,
     IntervalSettings,
@@ -54,14 +55,47 @@ def _stream_settings(
             )
     try:
         if interval_settings is not None:
-            return NodeStreamSettings(intervals=dict(interval_settings))
+            return _intervals(interval_settings)
         if stream_settings is None or isinstance(stream_settings, NodeStreamSettings):
             return stream_settings
         if "intervals" in stream_settings:
             return NodeStreamSettings.model_validate(dict(stream_settings))
-        return NodeStreamSettings(intervals=dict(stream_settings))
+        return _intervals(stream_settings)
     except (ModelValidationError, IntervalError) as error:
         raise type(error)(f"Node '{node}': {error}") from error
+
+
+def _intervals(intervals: Mapping[Any, Any]) -> NodeStreamSettings:
+    """The settings of ``{interval: settings}``. Plain data (settings as dicts of scalars, or
+    models) is validated once per distinct content and the frozen result shared, so ten
+    thousand nodes declaring the same intervals cost one validation."""
+    try:
+        key = tuple(map(_content, intervals.items()))
+        hash(key)
+    except TypeError:  # unhashable content: validate it as it is
+        return NodeStreamSettings(intervals=dict(intervals))
+    return _validated(key)
+
+
+def _content(item: tuple[Any, Any]) -> Any:
+    """A hashable stand-in for one ``interval: settings`` item (the type of every scalar
+    included, so ``True`` and ``1`` stay apart)."""
+    interval, settings = item
+    if type(settings) is dict:
+        return (
+            interval,
+            type(interval),
+            True,
+            tuple(settings.items()),
+            *map(type, settings.values()),
+        )
+    return (interval, type(interval), False, settings, type(settings))
+
+
+@functools.lru_cache(maxsize=1024)
+def _validated(key: tuple[tuple[Any, ...], ...]) -> NodeStreamSettings:
+    intervals = {item[0]: dict(item[3]) if item[2] else item[3] for item in key}
+    return NodeStreamSettings(intervals=intervals)
 
 
 class Node:
@@ -148,7 +182,7 @@ class Node:
             self.kind,
             self.fingerprint(),
             ",".join(upstream_ids),
-            settings.model_dump_json() if settings else "",
+            _json_of(settings) if settings else "",
             stable_repr(key_values),
             stable_repr(self.window),
         )
@@ -197,6 +231,18 @@ class Node:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, upstreams={self.upstreams!r})"
+
+
+def _json_of(settings: NodeStreamSettings) -> str:
+    """``settings.model_dump_json()``, remembered per (immutable) settings object."""
+    text = _JSON.get(settings)
+    if text is None:
+        text = settings.model_dump_json()
+        _JSON.put(settings, None, text)
+    return text  # type: ignore[no-any-return]
+
+
+_JSON = IdentityMemo()
 
 
 def _names(node: str, option: str, value: Any) -> list[Any]:

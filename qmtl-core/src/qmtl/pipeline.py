@@ -26,6 +26,7 @@ from qmtl.models import (
 )
 from qmtl.node import Node, QueryNode
 from qmtl.plan import ExecutionPlan, compile_pipeline, merge_settings
+from qmtl.queries import TagIndex
 from qmtl.runtime import Resolver
 from qmtl.settings import QmtlSettings
 from qmtl.state import SeriesKey, StateBackend
@@ -33,35 +34,59 @@ from qmtl.state import SeriesKey, StateBackend
 
 class _Members(dict[str, Any]):
     """A name → node mapping that tells its pipeline when it changes (direct assignment is
-    supported and validated when the pipeline is built)."""
+    supported and validated when the pipeline is built), and keeps ``index`` (the pipeline's
+    tag index) up to date with every change."""
 
-    def __init__(self, changed: Callable[[], None]) -> None:
+    def __init__(self, changed: Callable[[], None], index: TagIndex | None = None) -> None:
         super().__init__()
         self._changed = changed
+        self._index = index
 
     def __setitem__(self, key: str, value: Any) -> None:
         super().__setitem__(key, value)
+        if self._index is not None and isinstance(value, Node):
+            self._index.set(key, value)
         self._changed()
 
     def __delitem__(self, key: str) -> None:
         super().__delitem__(key)
+        if self._index is not None:
+            self._index.remove(key)
         self._changed()
 
     def pop(self, *args: Any) -> Any:
+        if self._index is not None and args and args[0] in self:
+            self._index.remove(args[0])
         self._changed()
         return super().pop(*args)
 
+    def popitem(self) -> tuple[str, Any]:
+        key, value = super().popitem()
+        if self._index is not None:
+            self._index.remove(key)
+        self._changed()
+        return key, value
+
     def clear(self) -> None:
         super().clear()
+        if self._index is not None:
+            self._index.clear()
         self._changed()
 
     def update(self, *args: Any, **kwargs: Any) -> None:
-        super().update(*args, **kwargs)
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
         self._changed()
 
+    def __ior__(self, other: Any) -> _Members:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
     def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
         self._changed()
-        return super().setdefault(key, default)
+        return self[key]
 
 
 def _defaults(
@@ -109,7 +134,10 @@ class Pipeline:
         self.default_intervals = _defaults(name, default_intervals)
         self.metadata = metadata
         self.tags: list[str] = list(tags or ())
-        self.nodes: dict[str, Node] = _Members(self._changed)
+        #: The tag and interval-entry index query nodes are resolved with (kept up to date as
+        #: ``nodes`` changes; see :mod:`qmtl.queries`).
+        self.tag_index = TagIndex()
+        self.nodes: dict[str, Node] = _Members(self._changed, self.tag_index)
         self.query_nodes: dict[str, QueryNode] = _Members(self._changed)
         self._plan: ExecutionPlan | None = None
         self._resolver = Resolver(settings)

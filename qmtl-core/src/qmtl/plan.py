@@ -7,8 +7,9 @@ every series. Engines never look anything up per node call.
 
 from __future__ import annotations
 
+import gc
 import heapq
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from operator import itemgetter
@@ -24,10 +25,10 @@ from qmtl.errors import (
     UnknownNodeError,
     UnknownUpstreamError,
 )
-from qmtl.identity import content_id, function_fingerprint, stable_repr
-from qmtl.models import IntervalEnum, IntervalSettings, NodeStreamSettings, QueryNodeResultSelector
+from qmtl.identity import IdentityMemo
+from qmtl.models import IntervalEnum, IntervalSettings, NodeStreamSettings
 from qmtl.node import Node, QueryNode
-from qmtl.selectors import is_deterministic, query_value, select
+from qmtl.queries import query_id, query_invoker, resolve_queries
 from qmtl.state import SeriesKey
 
 if TYPE_CHECKING:
@@ -47,7 +48,23 @@ def merge_settings(
     Intervals only in the defaults are added; intervals only on the node are kept; for intervals
     in both, the period is ``max(node, default)`` (``None`` inherits) and ``max_history`` is the
     node's. Every interval must end with a period.
+
+    Settings are immutable, so a merge is remembered per pair of settings objects: ``add_node``
+    and the build ask for the same merge, and nodes declaring equal intervals share one object.
     """
+    merged = _MERGED.get(declared, defaults)
+    if merged is None:
+        merged = _merge(node, declared, defaults)
+        _MERGED.put(declared, defaults, merged)
+    return merged  # type: ignore[no-any-return]
+
+
+_MERGED = IdentityMemo()
+
+
+def _merge(
+    node: str, declared: NodeStreamSettings | None, defaults: NodeStreamSettings | None
+) -> NodeStreamSettings:
     own = dict(declared.intervals) if declared else {}
     base = dict(defaults.intervals) if defaults else {}
     if not own and not base:
@@ -245,7 +262,22 @@ def _find_cycle(waiting: Mapping[str, int], upstreams: Mapping[str, Sequence[str
 
 
 def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
-    """Validate ``pipeline`` completely and return its plan."""
+    """Validate ``pipeline`` completely and return its plan.
+
+    The cyclic garbage collector is paused while the plan is built: a build allocates tens of
+    thousands of long-lived objects and nothing cyclic to collect, and a collection pass per few
+    hundred of them was a third of the time of a large build.
+    """
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _compile(pipeline)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _compile(pipeline: Pipeline) -> ExecutionPlan:
     nodes: dict[str, Node] = {}
     for key, node in pipeline.nodes.items():
         if not isinstance(node, Node):
@@ -280,7 +312,7 @@ def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
     for name, node in nodes.items():
         node.stream_settings = effective[name]
 
-    matches = resolve_queries(nodes, queries)
+    matches = resolve_queries(nodes, queries, getattr(pipeline, "tag_index", None))
     upstreams: dict[str, list[str]] = {name: list(n.upstreams) for name, n in nodes.items()}
     upstreams.update(matches)
     names = [*nodes, *queries]
@@ -311,9 +343,9 @@ def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
             query = queries[name]
             query.upstreams = list(upstreams[name])
             query.stream_settings = settings
-            node_id = query._node_id = _query_id(query, [ids[u] for u in upstreams[name]])
+            node_id = query._node_id = query_id(query, [ids[u] for u in upstreams[name]])
             matched = [nodes[u] for u in upstreams[name]]
-            invoke, kind, tags, window = _query_invoker(query, matched), "query", (), None
+            invoke, kind, tags, window = query_invoker(query, matched), "query", (), None
             obj: Node | QueryNode = query
         else:
             node = nodes[name]
@@ -330,14 +362,9 @@ def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
         ids[name] = node_id
         series = tuple(
             SeriesSpec(
-                interval=s.interval,
-                seconds=s.interval.seconds,
-                period=int(s.period or 1),
-                max_items=s.max_history,
-                ttl=int(s.period or 1) * s.interval.seconds,
-                key=SeriesKey(pipeline.name, node_id, s.interval.value),
+                interval, seconds, period, max_items, ttl, SeriesKey(pipeline.name, node_id, value)
             )
-            for s in settings.intervals.values()
+            for interval, value, seconds, period, max_items, ttl in _series_of(settings)
         )
         plan_nodes.append(
             PlanNode(
@@ -357,104 +384,27 @@ def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
     return ExecutionPlan(pipeline.name, tuple(plan_nodes), {n.name: n for n in plan_nodes})
 
 
-def resolve_queries(
-    nodes: Mapping[str, Node], queries: Mapping[str, QueryNode]
-) -> dict[str, list[str]]:
-    """Matched node names of each query, in pipeline order, found through indexes.
-
-    One pass over the nodes builds ``tag → positions``; each query's tag candidates are then
-    set intersections (``all``) or unions (``any``). When queries filter on interval/period, one
-    pass over the interval entries of the nodes their tags selected indexes the
-    ``(interval, period)`` keys they ask for, so both hold on the same entry. No query scans
-    the pipeline.
-    """
-    if not queries:
-        return {}
-    names = list(nodes)
-    by_tag: dict[str, list[int]] = {}
-    found_tag = by_tag.get
-    for position, node in enumerate(nodes.values()):
-        for tag in node.tags:
-            positions = found_tag(tag)
-            if positions is None:
-                by_tag[tag] = [position]
-            elif positions[-1] != position:  # a tag listed twice on one node counts once
-                positions.append(position)
-    tag_sets: dict[str, set[int]] = {}
-
-    def tagged(tag: str) -> set[int]:
-        found = tag_sets.get(tag)
-        if found is None:
-            found = tag_sets[tag] = set(by_tag.get(tag, ()))
-        return found
-
-    result: dict[str, list[str]] = {}
-    candidates: dict[str, set[int]] = {}
-    for qname, query in queries.items():
-        tags = dict.fromkeys(query.query_tags)
-        if len(tags) == 1 and query.interval is None and query.period is None:
-            # one tag, no entry filter: its positions are the answer, already in order
-            result[qname] = [names[p] for p in by_tag.get(query.query_tags[0], ())]
-            continue
-        if query.match_mode == "all":
-            sets = sorted((tagged(tag) for tag in tags), key=len)
-            candidates[qname] = sets[0].intersection(*sets[1:])
-        else:
-            candidates[qname] = set().union(*(tagged(tag) for tag in tags))
-    on_entry = [
-        q for q in queries if queries[q].interval is not None or queries[q].period is not None
-    ]
-    if on_entry:
-        # interval entries are read only for the nodes some interval query's tags selected
-        values = list(nodes.values())
-        to_check = set().union(*(candidates[q] for q in on_entry))
-        wanted = {(queries[q].interval, queries[q].period) for q in on_entry}
-        by_entry = _entry_index(((p, values[p]) for p in to_check), wanted)
-        for qname in on_entry:
-            query = queries[qname]
-            candidates[qname] &= by_entry[(query.interval, query.period)]
-    for qname, found in candidates.items():
-        result[qname] = [names[p] for p in sorted(found)]
-    return {qname: result[qname] for qname in queries}
+def _series_of(settings: NodeStreamSettings) -> list[tuple[IntervalEnum, str, int, int, int, int]]:
+    """``(interval, its name, seconds, period, max_items, ttl)`` of every interval of
+    ``settings`` (remembered per settings object: nodes share them)."""
+    found = _SERIES.get(settings)
+    if found is None:
+        found = [
+            (
+                s.interval,
+                s.interval.value,
+                s.interval.seconds,
+                int(s.period or 1),
+                s.max_history,
+                int(s.period or 1) * s.interval.seconds,
+            )
+            for s in settings.intervals.values()
+        ]
+        _SERIES.put(settings, None, found)
+    return found  # type: ignore[no-any-return]
 
 
-EntryKey = tuple[IntervalEnum | None, int | None]
-
-
-def _entry_index(
-    nodes: Iterable[tuple[int, Node]], wanted: set[EntryKey]
-) -> dict[EntryKey, set[int]]:
-    """``wanted`` keys → positions of the ``(position, node)`` pairs having such an interval
-    entry in their effective settings. A key is ``(interval, None)``, ``(interval, period)`` or
-    ``(None, period)``. Entries are looked up by interval (a dict lookup), not iterated."""
-    index: dict[EntryKey, set[int]] = {key: set() for key in wanted}
-    per_interval: dict[IntervalEnum, set[int | None]] = {}
-    for interval, period in wanted:
-        if interval is not None:
-            per_interval.setdefault(interval, set()).add(period)
-    checks = [
-        (interval, index.get((interval, None)), {p for p in periods if p is not None})
-        for interval, periods in per_interval.items()
-    ]
-    period_only = {p for i, p in wanted if i is None}
-    for position, node in nodes:
-        settings = node.stream_settings
-        if settings is None:
-            continue
-        intervals = settings.intervals
-        for interval, any_period, periods in checks:
-            entry = intervals.get(interval)
-            if entry is None:
-                continue
-            if any_period is not None:
-                any_period.add(position)
-            if periods and entry.period in periods:
-                index[(interval, entry.period)].add(position)
-        if period_only:
-            for entry in intervals.values():
-                if entry.period in period_only:
-                    index[(None, entry.period)].add(position)
-    return index
+_SERIES = IdentityMemo()
 
 
 def _query_settings(
@@ -502,55 +452,3 @@ def _check_interval_coverage(
                         f"'{upstream}' has no '{interval.value}' series; add '{interval.value}' "
                         f"to '{upstream}' (it has {[i.value for i in theirs]})"
                     )
-
-
-def _query_id(query: QueryNode, upstream_ids: Sequence[str]) -> str:
-    """Content id of a query node: its criteria, its matches' ids, ``fn`` and its own selectors.
-
-    The criteria are included so two queries that happen to match the same nodes today keep
-    separate series.
-    """
-    return content_id(
-        "query",
-        stable_repr(
-            [
-                query.query_tags,
-                query.match_mode,
-                query.interval.value if query.interval else None,
-                query.period,
-            ]
-        ),
-        ",".join(upstream_ids),
-        function_fingerprint(query.fn) if query.fn else "",
-        stable_repr([s.model_dump(mode="json") for s in query.result_selectors]),
-    )
-
-
-def _query_invoker(
-    query: QueryNode,
-    matched: Sequence[Node],
-    selectors: Sequence[QueryNodeResultSelector] | None = None,
-) -> Invoker:
-    """``call(values)`` over the matches' values (upstream order) giving the query's value.
-
-    ``selectors`` (default: the query's own) are applied to ``matched``; a deterministic
-    selection is computed here, once, an unseeded random draw at every call.
-    """
-    names = tuple(node.name for node in matched)
-    chosen = list(query.result_selectors if selectors is None else selectors)
-    fn = query.fn
-    if not is_deterministic(chosen):
-
-        def draw(values: Sequence[Any]) -> Any:
-            selection = select(chosen, matched)
-            return query_value(selection, dict(zip(names, values, strict=True)), fn)
-
-        return draw
-    selection = select(chosen, matched)
-    at = {name: i for i, name in enumerate(names)}
-    picks = tuple((name, at[name]) for name in selection.names)
-
-    def invoke(values: Sequence[Any]) -> Any:
-        return query_value(selection, {name: values[i] for name, i in picks}, fn)
-
-    return invoke
