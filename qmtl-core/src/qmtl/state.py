@@ -162,7 +162,26 @@ class MemoryStateBackend:
     def write(
         self, key: SeriesKey, timestamp: float, value: Any, *, max_items: int, ttl: int | None
     ) -> None:
-        self._store(((key, timestamp, value, max_items, ttl),), self._clock())
+        # _store for one bucket, inline: a live stream writes its buckets one by one
+        now = self._clock()
+        series = self._series.get(key)
+        if series is None or (series.ttl is not None and now >= series.last_update + series.ttl):
+            series = self._series[key] = _Series()
+        stamps = series.timestamps
+        if not stamps or timestamp > stamps[-1]:
+            stamps.append(timestamp)
+            series.values.append(value)
+        elif timestamp == stamps[-1]:
+            series.values[-1] = value
+        else:
+            self._store(((key, timestamp, value, max_items, ttl),), now)
+            return
+        if len(stamps) > max_items:
+            del stamps[: len(stamps) - max_items]
+            del series.values[: len(series.values) - max_items]
+        series.max_items = max_items
+        series.ttl = ttl
+        series.last_update = now
 
     def write_many(self, writes: Iterable[BucketWrite]) -> None:
         if self._own_write:

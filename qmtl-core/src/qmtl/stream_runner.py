@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 #: Source events per propagation step when every source is bounded (see run_in_process).
 AUTO_BATCH = 256
+#: Up to this many series' buckets are written one by one (a live event's), more in bulk.
+_SMALL = 16
 
 
 #: ``hook(node, args) -> value``: replaces how a node is invoked (the mock engine).
@@ -232,6 +234,28 @@ class StreamRunner:
         if not pending:
             return
         self._pending = []
+        if len(pending) <= _SMALL:  # a live event's few buckets: one write each is cheaper
+            write = self.state.write
+            for series, buckets in pending:
+                key, seconds, max_items, ttl = (
+                    series.key,
+                    series.seconds,
+                    series.max_items,
+                    series.ttl,
+                )
+                for b, value in buckets:
+                    write(key, (b + 1) * seconds, value, max_items=max_items, ttl=ttl)
+                series.count += len(buckets)
+        else:
+            self._write_bulk(pending)
+        on_output = self.on_output
+        if on_output is not None:
+            for series, buckets in pending:
+                name, interval, seconds = series.name, series.interval, series.seconds
+                for b, value in buckets:
+                    on_output(OutputEvent(name, interval, (b + 1) * seconds, value, b))
+
+    def _write_bulk(self, pending: list[tuple[_Series, list[tuple[int, Any]]]]) -> None:
         keys: list[SeriesKey] = []
         stamps: list[float] = []
         values: list[Any] = []
@@ -247,12 +271,6 @@ class StreamRunner:
             ttls += [series.ttl] * n
             series.count += n
         self._write(keys, stamps, values, caps, ttls)
-        on_output = self.on_output
-        if on_output is not None:
-            for series, buckets in pending:
-                name, interval, seconds = series.name, series.interval, series.seconds
-                for b, value in buckets:
-                    on_output(OutputEvent(name, interval, (b + 1) * seconds, value, b))
 
 
 def _series_at(upstream: PlanNode, seconds: int, reader: str) -> int:
