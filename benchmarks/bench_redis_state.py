@@ -93,7 +93,7 @@ def _raw(client: redis.Redis, batches: list[list[BucketWrite]], prefix: str, tri
         for key, ts, value, max_items, _ttl in batch:
             name = f"{prefix}{key.node_id}"
             pipe.zadd(name, {b"%r %b" % (ts, dumps(value)): ts})
-            if trim:
+            if trim and max_items is not None:
                 pipe.zremrangebyrank(name, 0, -max_items - 1)
                 pipe.expire(name, TTL)  # every write of the workload has ttl=TTL
         pipe.execute()

@@ -110,6 +110,24 @@ def _jsonable(value: Any) -> Any:
 @click.option("--ts", type=float, default=None, help="Event time of a one-shot run (epoch s)")
 @click.option("--stream", is_flag=True, help="Stream the sources to their end in event time")
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON")
+@click.option(
+    "--output",
+    "output",
+    type=click.Choice(["jsonl", "csv"]),
+    default=None,
+    help="With --stream: write every final bucket (node, interval, ts, value) to stdout",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=True,
+    show_default=True,
+    help="With --stream: show progress on stderr (only when it is a terminal)",
+)
+@click.option(
+    "--keep-history",
+    is_flag=True,
+    help="With --stream: keep the run's whole history (no TTL, no max_history cap)",
+)
 def run(
     target: str,
     engine: str | None,
@@ -117,11 +135,23 @@ def run(
     ts: float | None,
     stream: bool,
     as_json: bool,
+    output: str | None,
+    progress: bool,
+    keep_history: bool,
 ) -> None:
     """Run the pipeline TARGET (module:attribute) once, or stream it with --stream."""
+    if (output or keep_history) and not stream:
+        raise click.UsageError("--output and --keep-history go with --stream")
+    if output and as_json:
+        raise click.UsageError("--output writes the buckets; drop --json")
     pipeline = load_object(target)
+    if stream and output:
+        _stream_rows(pipeline, output, engine, state, progress, keep_history)
+        return
     if stream:
-        summary = pipeline.run(engine=engine, state=state)
+        summary = pipeline.run(
+            engine=engine, state=state, progress=progress, keep_history=keep_history or None
+        )
         data = summary.to_dict() if hasattr(summary, "to_dict") else summary
     else:
         data = pipeline.execute(engine=engine, state=state, ts=ts)
@@ -130,6 +160,35 @@ def run(
     else:
         for key, value in data.items() if isinstance(data, dict) else [("result", data)]:
             click.echo(f"{key}: {value!r}")
+
+
+def _stream_rows(
+    pipeline: Any,
+    output: str,
+    engine: str | None,
+    state: str | None,
+    progress: bool,
+    keep_history: bool,
+) -> None:
+    """``run --stream --output``: rows on stdout as buckets become final, nothing else there."""
+    from qmtl.outputs import RowWriter
+
+    writer = RowWriter(sys.stdout, output)
+    try:
+        pipeline.run(
+            writer,
+            engine=engine,
+            state=state,
+            progress=progress,
+            keep_history=keep_history or None,
+        )
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as Unix tools do.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0) from None
 
 
 @cli.command()

@@ -33,6 +33,7 @@ from qmtl.models import (
     to_interval,
 )
 from qmtl.selectors import as_selectors
+from qmtl.tables import TableSource, is_table
 
 
 def _stream_settings(
@@ -287,8 +288,13 @@ class SourceNode(Node):
 
     ``source`` is a callable (called for the one-shot form), an iterable or generator of values
     or ``(ts, value)`` pairs, or a :class:`qmtl.sources.SourceProcessor`; see
-    :mod:`qmtl.sources` for how each feeds a streaming run. ``allowed_lateness`` (seconds,
-    default 0) keeps buckets open that long past the highest event time seen.
+    :mod:`qmtl.sources` for how each feeds a streaming run. It may also be a table: a pandas
+    ``DataFrame``/``Series``, a polars ``DataFrame``, a pyarrow ``Table`` or a path to a
+    ``.parquet``/``.csv`` file, read as a :class:`qmtl.tables.TableSource`: ``ts`` names the
+    time column (default: a pandas index, else the only datetime column), ``value`` the value
+    column (default: each row as a dict), ``ts_unit`` the unit of an epoch number column
+    (default seconds). ``allowed_lateness`` (seconds, default 0) keeps buckets open that long
+    past the highest event time seen.
     """
 
     kind = "source"
@@ -300,8 +306,19 @@ class SourceNode(Node):
         *,
         fn: Callable[..., Any] | None = None,
         allowed_lateness: float | None = None,
+        ts: str | None = None,
+        value: str | None = None,
+        ts_unit: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if is_table(source):
+            source = TableSource(source, ts=ts, value=value, ts_unit=ts_unit, name=name)
+        elif ts is not None or value is not None or ts_unit is not None:
+            raise PipelineValidationError(
+                f"SourceNode '{name}': ts=, value= and ts_unit= describe the columns of a table "
+                f"source (a DataFrame, a pyarrow Table, a .parquet or .csv path), but source is "
+                f"{type(source).__name__}"
+            )
         if kwargs.get("upstreams"):
             raise PipelineValidationError(f"SourceNode '{name}' cannot have upstreams")
         if source is None and fn is None:

@@ -25,7 +25,7 @@ from qmtl.models import (
     to_interval,
 )
 from qmtl.node import Node, QueryNode
-from qmtl.plan import ExecutionPlan, compile_pipeline, merge_settings
+from qmtl.plan import ExecutionPlan, compile_pipeline, keeping_history, merge_settings
 from qmtl.queries import TagIndex
 from qmtl.runtime import Resolver
 from qmtl.settings import QmtlSettings
@@ -112,7 +112,9 @@ class Pipeline:
 
     ``default_intervals`` gives every node minimum retention per interval (see
     :func:`qmtl.plan.merge_settings`). ``settings`` fixes the engine/state selection; by default
-    it is read from ``QMTL_*`` variables and config files on the first run.
+    it is read from ``QMTL_*`` variables and config files on the first run. ``keep_history=True``
+    (backtests over past data) keeps every bucket of every series until :meth:`clear_history`:
+    no TTL by wall clock and no ``max_history`` cap; :meth:`run` takes it per run too.
     """
 
     type = "pipeline"
@@ -124,6 +126,7 @@ class Pipeline:
         *,
         settings: QmtlSettings | None = None,
         tags: Iterable[str] | None = None,
+        keep_history: bool = False,
         **metadata: Any,
     ) -> None:
         if not isinstance(name, str) or not name:
@@ -134,6 +137,7 @@ class Pipeline:
         self.default_intervals = _defaults(name, default_intervals)
         self.metadata = metadata
         self.tags: list[str] = list(tags or ())
+        self._keep_history = _flag(name, "keep_history", keep_history)
         #: The tag and interval-entry index query nodes are resolved with (kept up to date as
         #: ``nodes`` changes; see :mod:`qmtl.queries`).
         self.tag_index = TagIndex()
@@ -144,6 +148,16 @@ class Pipeline:
         self._engines: dict[tuple[str | None, str], Engine] = {}
         self._states: dict[tuple[str | None, str], StateBackend] = {}
         self._last_state: StateBackend | None = None
+
+    @property
+    def keep_history(self) -> bool:
+        """Keep every bucket until :meth:`clear_history` (no TTL, no ``max_history`` cap)."""
+        return self._keep_history
+
+    @keep_history.setter
+    def keep_history(self, value: bool) -> None:
+        self._keep_history = _flag(self.name, "keep_history", value)
+        self._plan = None
 
     # -- building -------------------------------------------------------------------------
     def _changed(self) -> None:
@@ -197,7 +211,8 @@ class Pipeline:
     def build(self) -> ExecutionPlan:
         """Validate the pipeline and return its execution plan (cached until it changes)."""
         if self._plan is None:
-            self._plan = compile_pipeline(self)
+            plan = compile_pipeline(self)
+            self._plan = keeping_history(plan) if self.keep_history else plan
         return self._plan
 
     # -- running --------------------------------------------------------------------------
@@ -239,6 +254,8 @@ class Pipeline:
         state: str | StateBackend | None = None,
         engine_options: Mapping[str, Any] | None = None,
         state_options: Mapping[str, Any] | None = None,
+        keep_history: bool | None = None,
+        progress: bool = False,
         **options: Any,
     ) -> Any:
         """Stream the sources to their end in event time; return the engine's run summary.
@@ -255,12 +272,21 @@ class Pipeline:
         (``{source name: events}`` replacing declared inputs) and ``events`` (``[(source, ts,
         value), ...]`` in arrival order, replacing all sources). A failing node raises
         :class:`~qmtl.errors.NodeExecutionError`; buckets written before it stay.
+
+        ``keep_history=True`` keeps this run's whole history until :meth:`clear_history` (no
+        TTL, no ``max_history`` cap: a backtest), default: the pipeline's ``keep_history``.
+        ``progress=True`` shows events in, buckets out, the event-time position and the rate on
+        stderr while the run goes (when stderr is a terminal; quiet in pipes and logs).
         """
-        plan = self.build()
+        plan = self._plan_for(keep_history)
         engine_obj, state_obj = self._runtime(
             engine, state, engine_options, state_options, False, False, None, None
         )
         self._last_state = state_obj
+        if progress:
+            from qmtl.progress import run_with_progress
+
+            return run_with_progress(self.name, engine_obj, plan, state_obj, on_output, options)
         return engine_obj.run(plan, state=state_obj, on_output=on_output, **options)
 
     def stream(
@@ -270,6 +296,7 @@ class Pipeline:
         state: str | StateBackend | None = None,
         engine_options: Mapping[str, Any] | None = None,
         state_options: Mapping[str, Any] | None = None,
+        keep_history: bool | None = None,
         **options: Any,
     ) -> Any:
         """The iterator form of :meth:`run` (for notebooks): yields every final bucket as an
@@ -281,7 +308,7 @@ class Pipeline:
         """
         from qmtl.stream_runner import ThreadedOutputStream
 
-        plan = self.build()
+        plan = self._plan_for(keep_history)
         engine_obj, state_obj = self._runtime(
             engine, state, engine_options, state_options, False, False, None, None
         )
@@ -292,6 +319,13 @@ class Pipeline:
         return ThreadedOutputStream(
             lambda emit: engine_obj.run(plan, state=state_obj, on_output=emit, **options)
         )
+
+    def _plan_for(self, keep_history: bool | None) -> ExecutionPlan:
+        plan = self.build()
+        if keep_history is None or keep_history == self.keep_history:
+            return plan
+        _flag(self.name, "keep_history", keep_history)
+        return keeping_history(plan) if keep_history else compile_pipeline(self)
 
     def _runtime(
         self,
@@ -389,6 +423,43 @@ class Pipeline:
         )
         return [item["value"] for item in history]
 
+    def history_frame(
+        self,
+        nodes: str | Iterable[str] | None = None,
+        interval: IntervalEnum | str = IntervalEnum.DAY,
+        start_ts: float | None = None,
+        end_ts: float | None = None,
+        *,
+        library: str = "pandas",
+        expand: bool = True,
+        state: str | StateBackend | None = None,
+        redis_uri: str | None = None,
+    ) -> Any:
+        """History at ``interval`` as a DataFrame: one row per bucket end, one column per node.
+
+        pandas (default): indexed by bucket end (a UTC ``DatetimeIndex`` named ``ts``), a
+        bucket a node has no value for is NaN. ``library="polars"``: a ``ts`` column first,
+        nulls for missing buckets. ``nodes`` (a name or names; default every node with that
+        interval, query nodes included) picks the columns; a node whose values are dicts (a
+        query node's matches, table rows) gives one column per key, ``node.key``, unless
+        ``expand=False``. ``start_ts`` is exclusive and ``end_ts`` inclusive, as in
+        :meth:`get_history`, from the same state backend. Needs ``qmtl-core[pandas]`` (or
+        ``[polars]``).
+        """
+        from qmtl.frames import to_frame
+
+        wanted = to_interval(interval)
+        plan = self.build()
+        if nodes is None:
+            names = [n.name for n in plan.nodes if any(s.interval == wanted for s in n.series)]
+        else:
+            names = [nodes] if isinstance(nodes, str) else list(nodes)
+        histories = {}
+        for name in names:
+            key, _spec, backend = self._series(name, wanted, state, redis_uri)
+            histories[name] = backend.read(key, count=None, start_ts=start_ts, end_ts=end_ts)
+        return to_frame(histories, library=library, expand=expand)
+
     def get_node_metadata(
         self,
         node_name: str,
@@ -406,7 +477,10 @@ class Pipeline:
             "ttl": spec.ttl,
             "period": spec.period,
         }
-        meta.update({k: v for k, v in stored.items() if v is not None or k not in meta})
+        if stored.get("count"):
+            meta.update(stored)  # what applies to the stored series (keep_history: None, None)
+        else:
+            meta.update({k: v for k, v in stored.items() if v is not None or k not in meta})
         meta.update(
             node=node_name,
             node_id=key.node_id,
@@ -457,8 +531,33 @@ class Pipeline:
 
         return render(self, format=format, path=path)
 
+    # -- notebooks ------------------------------------------------------------------------
+    def _repr_svg_(self) -> str | None:
+        """The graph as SVG for Jupyter, when Graphviz's ``dot`` is installed (else None, and
+        the Mermaid form of :meth:`_repr_mimebundle_` is shown)."""
+        from qmtl.visualize import notebook_svg
+
+        return notebook_svg(self)
+
+    def _repr_mimebundle_(
+        self, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None
+    ) -> dict[str, str]:
+        """What Jupyter shows for a pipeline: the graph as SVG (with Graphviz) and as a Mermaid
+        diagram in Markdown (rendered by JupyterLab 4.1+ and GitHub), plus the plain repr."""
+        from qmtl.visualize import notebook_bundle
+
+        return notebook_bundle(self, include, exclude)
+
     def __repr__(self) -> str:
         return f"Pipeline(name={self.name!r}, nodes={list(self.nodes)!r})"
+
+
+def _flag(pipeline: str, option: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise PipelineValidationError(
+            f"Pipeline '{pipeline}': {option} must be True or False, got {value!r}"
+        )
+    return value
 
 
 def _plain(value: Any) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import heapq
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
@@ -91,13 +91,14 @@ def _merge(
 
 @dataclass(frozen=True, slots=True)
 class SeriesSpec:
-    """One interval a node's output is kept at."""
+    """One interval a node's output is kept at; ``max_items`` and ``ttl`` are ``None`` when
+    the whole history is kept (:func:`keeping_history`)."""
 
     interval: IntervalEnum
     seconds: int
     period: int
-    max_items: int
-    ttl: int
+    max_items: int | None
+    ttl: int | None
     key: SeriesKey
 
 
@@ -156,7 +157,7 @@ class SeriesColumns:
     ``starts[index]`` (``starts[len(nodes)]`` is the total)."""
 
     keys: tuple[SeriesKey, ...]
-    max_items: tuple[int, ...]
+    max_items: tuple[int | None, ...]
     ttls: tuple[int | None, ...]
     seconds: tuple[int, ...]
     owners: tuple[int, ...]
@@ -214,6 +215,19 @@ class ExecutionPlan:
             for upstream in n.upstreams:
                 result[upstream].append(n.name)
         return result
+
+
+def keeping_history(plan: ExecutionPlan) -> ExecutionPlan:
+    """``plan`` with every series kept whole until it is deleted: no TTL, no ``max_history``
+    cap (a backtest's ``keep_history``). Node ids and state keys are unchanged."""
+    nodes = tuple(
+        replace(
+            node,
+            series=tuple(replace(spec, max_items=None, ttl=None) for spec in node.series),
+        )
+        for node in plan.nodes
+    )
+    return ExecutionPlan(plan.pipeline, nodes, {n.name: n for n in nodes})
 
 
 def topological_order(names: Sequence[str], upstreams: Mapping[str, Sequence[str]]) -> list[str]:

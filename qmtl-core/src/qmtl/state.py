@@ -4,6 +4,8 @@ A series is identified by a :class:`SeriesKey` ``(pipeline, node_id, interval)``
 value per bucket, addressed by the bucket's timestamp (the bucket end, epoch seconds), so
 writing a bucket again replaces it. Writes trim the series to ``max_items`` and refresh its TTL
 (``period × interval``); a series not written for longer than its TTL expires as a whole.
+``max_items=None`` keeps every bucket and ``ttl=None`` never expires: a pipeline's
+``keep_history`` (backtests) writes that way, and the series stays until it is deleted.
 
 Engines hand a run's buckets over in bulk through :func:`column_writer`: a backend whose class
 defines ``write_columns`` (:class:`ColumnWriter`, optional) receives them as parallel columns,
@@ -37,7 +39,7 @@ class BucketWrite(NamedTuple):
     key: SeriesKey
     timestamp: float
     value: Any
-    max_items: int
+    max_items: int | None
     ttl: int | None
 
 
@@ -58,9 +60,17 @@ class StateBackend(Protocol):
     name: str
 
     def write(
-        self, key: SeriesKey, timestamp: float, value: Any, *, max_items: int, ttl: int | None
+        self,
+        key: SeriesKey,
+        timestamp: float,
+        value: Any,
+        *,
+        max_items: int | None,
+        ttl: int | None,
     ) -> None:
-        """Store ``value`` as the bucket at ``timestamp``, replacing it if present."""
+        """Store ``value`` as the bucket at ``timestamp``, replacing it if present; keep the
+        newest ``max_items`` buckets (``None``: all) and expire the series ``ttl`` seconds after
+        its last write (``None``: never)."""
         ...
 
     def write_many(self, writes: Iterable[BucketWrite]) -> None:
@@ -99,7 +109,7 @@ class ColumnWriter(Protocol):
         keys: Sequence[SeriesKey],
         timestamps: Sequence[float],
         values: Sequence[Any],
-        max_items: Sequence[int],
+        max_items: Sequence[int | None],
         ttls: Sequence[int | None],
     ) -> None:
         """Store bucket ``i`` (``keys[i]``, ``timestamps[i]``, ...) for every ``i``, in order:
@@ -108,7 +118,13 @@ class ColumnWriter(Protocol):
 
 
 WriteColumns = Callable[
-    [Sequence[SeriesKey], Sequence[float], Sequence[Any], Sequence[int], Sequence[int | None]],
+    [
+        Sequence[SeriesKey],
+        Sequence[float],
+        Sequence[Any],
+        Sequence[int | None],
+        Sequence[int | None],
+    ],
     None,
 ]
 
@@ -128,7 +144,7 @@ def column_writer(state: StateBackend) -> WriteColumns:
         keys: Sequence[SeriesKey],
         timestamps: Sequence[float],
         values: Sequence[Any],
-        max_items: Sequence[int],
+        max_items: Sequence[int | None],
         ttls: Sequence[int | None],
     ) -> None:
         write_many(list(map(BucketWrite, keys, timestamps, values, max_items, ttls)))
@@ -142,7 +158,7 @@ class _Series:
     def __init__(self) -> None:
         self.timestamps: list[float] = []
         self.values: list[Any] = []
-        self.max_items = 100
+        self.max_items: int | None = 100
         self.ttl: int | None = None
         self.last_update = 0.0
 
@@ -160,7 +176,13 @@ class MemoryStateBackend:
         self._clock = clock
 
     def write(
-        self, key: SeriesKey, timestamp: float, value: Any, *, max_items: int, ttl: int | None
+        self,
+        key: SeriesKey,
+        timestamp: float,
+        value: Any,
+        *,
+        max_items: int | None,
+        ttl: int | None,
     ) -> None:
         # _store for one bucket, inline: a live stream writes its buckets one by one
         now = self._clock()
@@ -176,9 +198,10 @@ class MemoryStateBackend:
         else:
             self._store(((key, timestamp, value, max_items, ttl),), now)
             return
-        if len(stamps) > max_items:
-            del stamps[: len(stamps) - max_items]
-            del series.values[: len(series.values) - max_items]
+        if max_items is not None and len(stamps) > max_items:
+            excess = len(stamps) - max_items
+            del stamps[:excess]
+            del series.values[:excess]
         series.max_items = max_items
         series.ttl = ttl
         series.last_update = now
@@ -195,7 +218,7 @@ class MemoryStateBackend:
         keys: Sequence[SeriesKey],
         timestamps: Sequence[float],
         values: Sequence[Any],
-        max_items: Sequence[int],
+        max_items: Sequence[int | None],
         ttls: Sequence[int | None],
     ) -> None:
         """Store bucket ``i`` of every column, in order (see :class:`ColumnWriter`).
@@ -230,7 +253,7 @@ class MemoryStateBackend:
         key: SeriesKey,
         timestamps: Sequence[float],
         values: Sequence[Any],
-        max_items: Sequence[int],
+        max_items: Sequence[int | None],
         ttls: Sequence[int | None],
         now: float,
     ) -> None:
@@ -249,7 +272,7 @@ class MemoryStateBackend:
             return
         stamps.extend(timestamps)
         series.values.extend(values)
-        excess = len(stamps) - cap
+        excess = 0 if cap is None else len(stamps) - cap
         if excess > 0:
             del stamps[:excess]
             del series.values[:excess]
@@ -266,7 +289,7 @@ class MemoryStateBackend:
     _own_write_many = True
 
     def _store(
-        self, rows: Iterable[tuple[SeriesKey, float, Any, int, int | None]], now: float
+        self, rows: Iterable[tuple[SeriesKey, float, Any, int | None, int | None]], now: float
     ) -> None:
         """``write`` for each row at wall-clock time ``now``, consecutive rows of one series
         sharing its lookup; appending a newer bucket or replacing the newest is the fast path."""
@@ -296,7 +319,7 @@ class MemoryStateBackend:
                 else:
                     stamps.insert(at, timestamp)
                     stored.insert(at, value)
-            if len(stamps) > max_items:
+            if max_items is not None and len(stamps) > max_items:
                 del stamps[: len(stamps) - max_items]
                 del stored[: len(stored) - max_items]
             series.max_items = max_items

@@ -9,7 +9,9 @@ iterator form of any engine's ``run``.
 
 Bounded sources (lists, CSV files) are propagated in batches of ``AUTO_BATCH`` events, which
 changes no result (buckets are final or not whatever the batching); live sources go event by
-event so no output is held back.
+event so no output is held back. A batch never holds a closed bucket longer than ``HOLD_SECONDS``
+of wall time either: a bounded source that is slow to read (a file on a network share, a paged
+API) still delivers its buckets to ``on_output`` as they close, not at the end of the batch.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ if TYPE_CHECKING:
 
 #: Source events per propagation step when every source is bounded (see run_in_process).
 AUTO_BATCH = 256
+#: Wall-clock seconds a batch may hold closed buckets before they are propagated anyway,
+#: checked every ``HOLD_CHECK`` events (so the per-event loop pays one comparison, as before).
+HOLD_SECONDS = 0.05
+HOLD_CHECK = 4
 #: Up to this many series' buckets are written one by one (a live event's), more in bulk.
 _SMALL = 16
 
@@ -95,6 +101,8 @@ class StreamRunner:
         self.engine = engine
         self.batch = batch
         self._held: dict[_Series, list[Any]] = {}
+        self._flushed = time.perf_counter()
+        self._check = HOLD_CHECK
         self._waiting = 0
         self._pending: list[tuple[_Series, list[tuple[int, Any]]]] = []
         self._write = column_writer(state)
@@ -134,8 +142,8 @@ class StreamRunner:
         if closed:
             self.hold(source, closed)
         self._waiting += 1
-        if self._waiting >= self.batch:
-            self.flush()
+        if self._waiting >= self._check:
+            self._checkpoint()
 
     def hold(self, source: int, closed: list[Closure]) -> None:
         """Keep a source's closed buckets until the next :meth:`flush`."""
@@ -153,9 +161,20 @@ class StreamRunner:
     def flush(self) -> None:
         """Propagate the source buckets held back by batching (see ``batch``)."""
         held, self._held, self._waiting = self._held, {}, 0
+        self._check = HOLD_CHECK
         for series, (buckets, through) in held.items():
             self._propagate(series, buckets, through)
         self._commit()
+        self._flushed = time.perf_counter()
+
+    def _checkpoint(self) -> None:
+        """Every ``HOLD_CHECK`` events of a batch: flush when the batch is full or has held
+        its buckets for ``HOLD_SECONDS`` (a bounded source that is slow to read)."""
+        waiting = self._waiting
+        if waiting >= self.batch or time.perf_counter() - self._flushed >= HOLD_SECONDS:
+            self.flush()
+        else:
+            self._check = waiting + HOLD_CHECK
 
     def on_watermark(self, source: int, watermark: float) -> None:
         """The source at plan index ``source`` promises no event before ``watermark``."""
@@ -259,7 +278,7 @@ class StreamRunner:
         keys: list[SeriesKey] = []
         stamps: list[float] = []
         values: list[Any] = []
-        caps: list[int] = []
+        caps: list[int | None] = []
         ttls: list[int | None] = []
         for series, buckets in pending:
             n = len(buckets)
@@ -307,7 +326,7 @@ def drive(runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]])
     # event would do.
     buffers: list[list[tuple[float, Any]]] = [[] for _ in runner.bucketers]
     bucketers = runner.bucketers
-    hold, flush = runner.hold, runner.flush
+    hold, flush, clock = runner.hold, runner.flush, time.perf_counter
 
     def bucket() -> None:
         for index, buffered in enumerate(buffers):
@@ -317,7 +336,7 @@ def drive(runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]])
                 if closed:
                     hold(index, closed)
 
-    waiting = 0
+    waiting, check = 0, HOLD_CHECK
     try:
         for index, ts, value in events:
             if ts is None:
@@ -326,14 +345,17 @@ def drive(runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]])
                     runner.end_source(index)
                 else:
                     runner.on_watermark(index, value)
-                waiting = 0
+                waiting, check = 0, HOLD_CHECK
                 continue
             buffers[index].append((ts, value))
             waiting += 1
-            if waiting >= batch:
-                bucket()
-                flush()
-                waiting = 0
+            if waiting >= check:  # see StreamRunner._checkpoint
+                if waiting >= batch or clock() - runner._flushed >= HOLD_SECONDS:
+                    bucket()
+                    flush()
+                    waiting, check = 0, HOLD_CHECK
+                else:
+                    check = waiting + HOLD_CHECK
     except Exception:
         # A source failed: the buckets that were final before it are written, as unbatched.
         bucket()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -244,4 +245,45 @@ def render(pipeline: Pipeline, format: str = "mermaid", path: str | Path | None 
     return text
 
 
-__all__ = ["FORMATS", "VisualizationError", "graph", "render", "to_dot", "to_mermaid"]
+def notebook_svg(pipeline: Pipeline) -> str | None:
+    """SVG of the graph when Graphviz's ``dot`` is installed and the pipeline builds, else None."""
+    if shutil.which("dot") is None:
+        return None
+    try:
+        return render(pipeline, format="svg")
+    except QmtlError:
+        return None  # the bundle's text says why
+
+
+def notebook_bundle(
+    pipeline: Pipeline, include: Iterable[str] | None, exclude: Iterable[str] | None
+) -> dict[str, str]:
+    """Jupyter's MIME bundle of a pipeline: SVG (with Graphviz), Mermaid in Markdown, text.
+
+    A pipeline that does not build shows its plain repr and the error instead of a graph.
+    """
+    bundle = {"text/plain": repr(pipeline)}
+    try:
+        mermaid = render(pipeline, format="mermaid")
+    except QmtlError as error:
+        bundle["text/plain"] += f"\n(cannot draw it: {error})"
+        return bundle
+    bundle["text/markdown"] = f"```mermaid\n{mermaid}```\n"
+    svg = notebook_svg(pipeline)
+    if svg is not None:
+        bundle["image/svg+xml"] = svg
+    wanted = set(include) if include is not None else set(bundle)
+    unwanted = set(exclude or ())
+    return {k: v for k, v in bundle.items() if k in wanted and k not in unwanted}
+
+
+__all__ = [
+    "FORMATS",
+    "VisualizationError",
+    "graph",
+    "notebook_bundle",
+    "notebook_svg",
+    "render",
+    "to_dot",
+    "to_mermaid",
+]

@@ -7,7 +7,8 @@ from __future__ import annotations
 import hashlib
 
 # KEYS: (history, meta) per group of consecutive writes to one series with the same settings.
-# ARGV: now, then per group: n, max_items, ttl ('' = no expiry), then n pairs (ts, member).
+# ARGV: now, then per group: n, max_items ('' = keep all), ttl ('' = no expiry), then n pairs
+# (ts, member).
 # Returns {groups, run_id}: the (1-based) groups whose series had no metadata before this write
 # (new, expired, deleted, or lost in a restart), and the server run's id, which changes when
 # redis-server restarts.
@@ -58,11 +59,13 @@ for g = 1, #KEYS, 2 do
   if #newer > 0 then
     redis.call('ZADD', history, unpack(newer))
   end
-  local keep = tonumber(max_items)
-  if keep > 0 then
-    redis.call('ZREMRANGEBYRANK', history, 0, -keep - 1)
-  else
-    redis.call('DEL', history)
+  if max_items ~= '' then
+    local keep = tonumber(max_items)
+    if keep > 0 then
+      redis.call('ZREMRANGEBYRANK', history, 0, -keep - 1)
+    else
+      redis.call('DEL', history)
+    end
   end
   redis.call('HSET', meta, 'max_items', max_items, 'ttl', ttl, 'last_update', now)
   if ttl == '' then

@@ -137,9 +137,16 @@ class RedisStateBackend:
 
     # -- StateBackend ---------------------------------------------------------------------
     def write(
-        self, key: SeriesKey, timestamp: float, value: Any, *, max_items: int, ttl: int | None
+        self,
+        key: SeriesKey,
+        timestamp: float,
+        value: Any,
+        *,
+        max_items: int | None,
+        ttl: int | None,
     ) -> None:
-        """Store ``value`` as the bucket at ``timestamp``: one round trip with trim and TTL."""
+        """Store ``value`` as the bucket at ``timestamp``: one round trip with trim and TTL
+        (``max_items=None`` keeps every bucket, ``ttl=None`` never expires)."""
         self.write_many((BucketWrite(key, timestamp, value, max_items, ttl),))
 
     def write_many(self, writes: Iterable[BucketWrite]) -> None:
@@ -355,7 +362,7 @@ class RedisStateBackend:
                 ) from error
             try:
                 ttl_text = _ttl_arg(ttl)
-                max_items = int(max_items)
+                keep: int | str = "" if max_items is None else int(max_items)
             except (TypeError, ValueError) as error:
                 raise StateBackendError(
                     f"Series settings of node '{key.node_id}' at interval "
@@ -363,9 +370,9 @@ class RedisStateBackend:
                     f"ttl={ttl!r}); pass an int max_items and a ttl in seconds or None"
                 ) from error
             group = groups.get(key)
-            if group is None or group[2] != max_items or group[3] != ttl_text:
+            if group is None or group[2] != keep or group[3] != ttl_text:
                 history, meta = _keys(key)
-                group = [history, meta, max_items, ttl_text, [], ttl]
+                group = [history, meta, keep, ttl_text, [], ttl]
                 groups[key] = group
                 ordered.append(group)
             group[4] += (ts, b"%r %b" % (ts, payload))

@@ -91,7 +91,7 @@ class StateBackendContract:
         key: SeriesKey,
         count: int,
         *,
-        max_items: int = 100,
+        max_items: int | None = 100,
         ttl: int | None = None,
     ) -> None:
         for i in range(count):
@@ -214,6 +214,9 @@ class StateBackendContract:
         write([c] * 4, stamps, ["replaced", 13, 14, 15], [5] * 4, [None] * 4)
         assert [i["value"] for i in backend.read(c)] == [15, 14, 13, "replaced", 11]
         assert backend.metadata(c)["oldest"] == T0 + 11 * DAY
+        whole = self.key(pipeline, "bulk-whole", "1d")  # max_items None keeps every bucket
+        write([whole] * 6, [T0 + i * DAY for i in range(6)], list(range(6)), [None] * 6, [None] * 6)
+        assert len(backend.read(whole)) == 6
 
     def test_series_are_separate_per_node_and_interval(
         self, backend: StateBackend, pipeline: str
@@ -270,6 +273,21 @@ class StateBackendContract:
         backend.write(key, T0, 1, max_items=10, ttl=None)
         advance(self.ttl + 0.5)
         assert backend.read(key) == [{"timestamp": T0, "value": 1}]
+
+    def test_no_max_items_and_no_ttl_keep_the_whole_series(
+        self, backend: StateBackend, pipeline: str, advance: Callable[[float], None]
+    ) -> None:
+        # What a backtest's keep_history writes: every bucket stays until it is deleted.
+        key = self.key(pipeline)
+        self.fill(backend, key, 150, max_items=None, ttl=None)
+        advance(self.ttl + 0.5)
+        assert [item["value"]["i"] for item in backend.read(key, count=None)] == list(
+            range(149, -1, -1)
+        )
+        meta = backend.metadata(key)
+        assert (meta["count"], meta["max_items"], meta["ttl"]) == (150, None, None)
+        assert backend.delete(pipeline, "n1") == 1
+        assert backend.read(key) == []
 
     # -- deletion --------------------------------------------------------------------------
     def test_deletion_is_scoped(self, backend: StateBackend, pipeline: str) -> None:
