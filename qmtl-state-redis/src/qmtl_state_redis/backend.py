@@ -1,22 +1,26 @@
-"""``RedisStateBackend``: :class:`qmtl.state.StateBackend` on Redis sorted sets.
+"""``RedisStateBackend``: :class:`qmtl.state.StateBackend` on Redis lists.
 
 Layout (``{pipeline}``, ``{node}`` and ``{interval}`` with ``%`` and ``:`` percent-escaped)::
 
-    qmtl:{pipeline}:{node}:{interval}:history   ZSET  score = bucket ts, member = "<ts> <json>"
+    qmtl:{pipeline}:{node}:{interval}:history   LIST  members "<ts> <json>", in bucket order
     qmtl:{pipeline}:{node}:{interval}:meta      HASH  max_items, ttl, last_update
 
-A member starts with its own timestamp, so two buckets holding equal values stay two members.
-A write runs one server-side script (atomic, one round trip) that checks both keys hold QMTL's
-types, adds the bucket (an older bucket first drops the member it replaces, ``ZREMRANGEBYSCORE
-ts ts``), trims to ``max_items`` (``ZREMRANGEBYRANK``), records the metadata and refreshes the
-TTL of both keys. ``write_many`` groups writes per series, sends up to ``write_batch`` writes per
-script call and all calls in one round trip. Reads are one ``ZREVRANGEBYSCORE ... LIMIT``
-(O(log n + k)). The package README explains the choices.
+A member starts with its own timestamp, so two buckets holding equal values stay two members
+and the list can be searched by time. A write runs one server-side script (atomic, one round
+trip) that checks both keys hold QMTL's types, appends the buckets newer than the newest stored
+(``RPUSH``; a replaced newest bucket is ``LSET`` in place, an older one found by binary search),
+trims to ``max_items`` (``LTRIM``), records the metadata and refreshes the TTL of both keys.
+``write_many`` groups writes per series, sends up to ``write_batch`` writes per script call and
+all calls in one round trip. Reads are one script too: a binary search finds the time range and
+``LRANGE`` returns just those buckets (O(log n) probes + k). A history written by earlier
+versions as a sorted set is read as it is and rewritten as a list by its next write. The
+package README explains the choices.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -31,7 +35,7 @@ from redis.retry import Retry
 from qmtl.errors import StateBackendError
 from qmtl.logs import get_logger
 from qmtl.state import BucketWrite, SeriesKey, key_prefix
-from qmtl_state_redis._lua import SCRIPTS, TTL_SHA, WRITE_SCRIPT, WRITE_SHA
+from qmtl_state_redis._lua import META_SHA, READ_SHA, SCRIPTS, TTL_SHA, WRITE_SCRIPT, WRITE_SHA
 from qmtl_state_redis.settings import RedisStateSettings, mask_url
 
 log = get_logger(__name__)
@@ -171,38 +175,30 @@ class RedisStateBackend:
         start_ts: float | None = None,
         end_ts: float | None = None,
     ) -> list[dict[str, Any]]:
-        """Newest-first buckets in ``(start_ts, end_ts]``, at most ``count`` (server-side)."""
+        """Newest-first buckets in ``(start_ts, end_ts]``, at most ``count``: one script finds
+        the range by binary search, server-side, and returns just those buckets."""
         if count is not None and count < 0:
             raise StateBackendError(f"count must be >= 0, got {count} for {key.node_id}")
         history, _ = _keys(key)
-        high = "+inf" if end_ts is None else repr(float(end_ts))
-        low = "-inf" if start_ts is None else "(" + repr(float(start_ts))
-        command: list[Any] = ["ZREVRANGEBYSCORE", history, high, low, "WITHSCORES"]
-        if count is not None:
-            if count == 0:
-                command = ["EXISTS", history]  # still one round trip: a dead server must raise
-            else:
-                command += ["LIMIT", 0, count]
+        args = (
+            "" if count is None else str(int(count)),
+            "" if start_ts is None else repr(float(start_ts)),
+            "" if end_ts is None else repr(float(end_ts)),
+        )
         try:
-            reply = self._redis().execute_command(*command)
+            reply = self._evalsha(self._redis(), READ_SHA, (history,), args)
         except redis.RedisError as error:
             raise self._error(f"reading {history}", error) from error
-        if count == 0:
-            return []
-        return _decode_history(reply, history)
+        return _decode_history(reversed(reply), history)
 
     def metadata(self, key: SeriesKey) -> dict[str, Any]:
         """``count``, ``max_items``, ``ttl``, ``last_update``, ``oldest``, ``newest`` of ``key``."""
         history, meta = _keys(key)
         try:
-            pipe = self._redis().pipeline(transaction=True)
-            pipe.execute_command("ZCARD", history)
-            pipe.execute_command("ZRANGE", history, 0, 0, "WITHSCORES")
-            pipe.execute_command("ZRANGE", history, -1, -1, "WITHSCORES")
-            pipe.execute_command("HMGET", meta, "max_items", "ttl", "last_update")
-            count, oldest, newest, (max_items, ttl, last_update) = pipe.execute()
+            reply = self._evalsha(self._redis(), META_SHA, (history, meta), ())
         except redis.RedisError as error:
             raise self._error(f"reading the metadata of {history}", error) from error
+        count, oldest, newest, max_items, ttl, last_update = reply
         if not count and max_items is None:
             return _empty_metadata()
         try:
@@ -211,8 +207,8 @@ class RedisStateBackend:
                 "max_items": _number(max_items),
                 "ttl": _number(ttl),
                 "last_update": None if last_update is None else float(last_update),
-                "oldest": float(_pairs(oldest)[0][1]) if oldest else None,
-                "newest": float(_pairs(newest)[0][1]) if newest else None,
+                "oldest": _stamp(oldest) if oldest else None,
+                "newest": _stamp(newest) if newest else None,
             }
         except (ValueError, TypeError) as error:
             raise StateBackendError(
@@ -485,26 +481,34 @@ def _pack(groups: list[list[Any]]) -> _Call:
     args: list[Any] = [repr(time.time())]
     series: list[tuple[str, float | None]] = []
     for history, meta, max_items, ttl_text, items, ttl in groups:
+        stamps, members = items[::2], items[1::2]
+        increasing = all(map(operator.lt, stamps, stamps[1:]))
         keys += (history, meta)
-        args += (len(items) // 2, max_items, ttl_text)
-        args += items
+        args += (len(members), max_items, ttl_text, repr(stamps[0]), "1" if increasing else "0")
+        args += members
         series.append((history, ttl))
     return keys, args, series
 
 
-def _pairs(reply: list[Any]) -> list[tuple[bytes, Any]]:
-    """``(member, score)`` pairs of a WITHSCORES reply, flat (RESP2) or nested (newer clients)."""
-    if reply and isinstance(reply[0], list | tuple):
-        return [(member, score) for member, score in reply]
-    return list(zip(reply[::2], reply[1::2], strict=True))
+def _stamp(member: bytes) -> float:
+    """The bucket timestamp a history member starts with (``<ts>;...`` or ``<ts> ...``)."""
+    end = len(member)
+    for separator in (b";", b" "):
+        at = member.find(separator)
+        if at != -1 and at < end:
+            end = at
+    return float(member[:end])
 
 
-def _decode_history(reply: list[Any], history: str) -> list[dict[str, Any]]:
+def _decode_history(members: Iterable[bytes], history: str) -> list[dict[str, Any]]:
     loads = orjson.loads
     try:
         return [
-            {"timestamp": float(score), "value": loads(member[member.index(b" ") + 1 :])}
-            for member, score in _pairs(reply)
+            {
+                "timestamp": float(member[: member.index(b" ")]),
+                "value": loads(member[member.index(b" ") + 1 :]),
+            }
+            for member in members
         ]
     except (ValueError, TypeError, orjson.JSONDecodeError) as error:
         raise StateBackendError(
