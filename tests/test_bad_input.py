@@ -41,6 +41,7 @@ from qmtl.errors import (
     PluginLoadError,
     QmtlError,
     SourceError,
+    SourceExecutionError,
     StateBackendError,
     UnbindableFunctionError,
     UnknownBackendError,
@@ -781,6 +782,64 @@ RUN_CASES = [
         ("'b'",),
         ("its sources are ['a']",),
     ),
+    Case(
+        "stream-option-misspelt",
+        "run arguments",
+        lambda c: _stream(_p(SourceNode("a", source=[])), c, timout=5),
+        ConfigurationError,
+        ("'timout'", "run()", "'p'"),
+        ("did you mean 'timeout'",),
+    ),
+    Case(
+        "run-option-misspelt",
+        "run arguments",
+        lambda c: _run_once(_p(Node("a", _one)), c, timout=5),
+        ConfigurationError,
+        ("'timout'", "execute()"),
+        ("did you mean 'timeout'",),
+    ),
+    Case(
+        "run-engine-not-an-engine",
+        "run arguments",
+        lambda c: _p(Node("a", _one)).execute(engine=123, state=c.state),
+        ConfigurationError,
+        ("engine=123",),
+        ("a string such as 'local'",),
+    ),
+    Case(
+        "run-mock-unknown-node",
+        "run arguments",
+        lambda c: _p(Node("price_source", _one)).execute(
+            engine="mock", engine_options={"mocks": {"price_sorce": 1}}, state=c.state
+        ),
+        UnknownNodeError,
+        ("'price_sorce'",),
+        ("did you mean 'price_source'",),
+    ),
+    Case(
+        "history-count-negative",
+        "run arguments",
+        lambda c: _p(Node("a", _one)).get_history("a", count=-1, state=c.state),
+        ConfigurationError,
+        ("count=-1", "get_history()"),
+        ("whole number >= 0",),
+    ),
+    Case(
+        "history-count-not-a-number",
+        "run arguments",
+        lambda c: _p(Node("a", _one)).get_history("a", count="5", state=c.state),
+        ConfigurationError,
+        ("count='5'",),
+        ("whole number >= 0",),
+    ),
+    Case(
+        "stream-source-raises",
+        "run arguments",
+        lambda c: _stream(_p(SourceNode("a", source=lambda: 1 / 0)), c),
+        SourceExecutionError,
+        ("Source 'a'", "ZeroDivisionError"),
+        ("fix the source",),
+    ),
 ]
 
 SETTINGS_CASES = [
@@ -852,6 +911,38 @@ SETTINGS_CASES = [
         ConfigurationError,
         ("qmtl.toml",),
         ("fix the TOML syntax",),
+    ),
+    Case(
+        "toml-unknown-key",
+        "settings and environment",
+        lambda c: (
+            c.monkeypatch.chdir(c.tmp),
+            (c.tmp / "qmtl.toml").write_text('engin = "kafka"\n'),
+            load_settings(),
+        ),
+        ConfigurationError,
+        ("qmtl.toml", "'engin'"),
+        ("did you mean 'engine'",),
+    ),
+    Case(
+        "toml-kind-table",
+        "settings and environment",
+        lambda c: (
+            c.monkeypatch.chdir(c.tmp),
+            (c.tmp / "qmtl.toml").write_text("[kafka]\nbootstrap_servers = 'x'\n"),
+            load_settings(),
+        ),
+        ConfigurationError,
+        ("'kafka'",),
+        ('[engine] kind = "kafka"', "[engine.options]"),
+    ),
+    Case(
+        "env-setting-misspelt",
+        "settings and environment",
+        lambda c: (_env(c, QMTL_ENGIN="kafka"), load_settings()),
+        ConfigurationError,
+        ("QMTL_ENGIN",),
+        ("did you mean QMTL_ENGINE",),
     ),
     Case(
         "toml-wrong-type",
@@ -1321,8 +1412,11 @@ def test_a_bad_csv_row_mid_stream_keeps_only_whole_buckets_before_it(tmp_path: P
         pipeline.run(engine="local", state=state)
     key = pipeline.build().node("px").spec("1m").key
     stored = state.read(key)
-    assert [item["value"] for item in reversed(stored)] == list(range(len(stored)))
-    assert all(item["timestamp"] == 60.0 * (i + 1) for i, item in enumerate(reversed(stored)))
+    # Row i (i = 0..9) is the event (60 i + 1, i): one per minute bucket [60 i, 60 i + 60), which
+    # ends at 60 (i + 1). The last good row (541) moved the watermark to 541, so buckets 0..8
+    # (ends 60..540) were final when line 12 failed; bucket 9 (end 600) was still open, and an
+    # open bucket is never written. Line 13 (901) is never read.
+    assert stored == [{"timestamp": 60.0 * (i + 1), "value": i} for i in range(8, -1, -1)]
 
 
 # ------------------------------------------------------------------------------------ CLI
@@ -1438,6 +1532,34 @@ CLI_CASES = [
         None,
         ("'loud'",),
         ("'debug', 'info', 'warning', 'error'",),
+    ),
+    CliCase(
+        "cli-history-memory-state",
+        ["history", "{mod}:pipeline", "a"],
+        _GOOD,
+        ("state backend 'memory'", "node 'a'"),
+        ("--state redis",),
+    ),
+    CliCase(
+        "cli-target-file-missing",
+        ["run", "./no_such_strategy.py:pipeline"],
+        None,
+        ("no_such_strategy.py",),
+        ("does not exist",),
+    ),
+    CliCase(
+        "cli-k8s-bad-quantity",
+        ["deploy", "k8s", "job", "--pipeline-name", "p", "--image", "a:1", "--request", "cpu=lots"],
+        None,
+        ("cpu='lots'",),
+        ("not a Kubernetes quantity",),
+    ),
+    CliCase(
+        "cli-k8s-unbalanced-command",
+        ["deploy", "k8s", "job", "--pipeline-name", "p", "--image", "a:1", "--command", "a 'b"],
+        None,
+        ('"a \'b"',),
+        ("balance its quotes",),
     ),
     CliCase(
         "cli-env-autoload-invalid",

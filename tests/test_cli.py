@@ -74,3 +74,40 @@ def test_plugins_lists_kinds_with_distributions_and_versions(project: Path) -> N
 def test_settings_from_the_environment_select_the_engine(project: Path) -> None:
     result = qmtl("run", "strategy:pipeline", cwd=project, env={"QMTL_ENGINE": "nope"})
     assert result.returncode == 1 and "engine 'nope' is not installed" in result.stderr
+
+
+def test_run_accepts_a_file_path(project: Path, tmp_path: Path) -> None:
+    """`qmtl run ./strategy.py:pipeline` loads the file (its folder importable), from anywhere."""
+    (project / "helpers.py").write_text("FACTOR = 3\n")
+    (project / "strategy3.py").write_text(
+        STRATEGY.replace("a * 2", "a * FACTOR").replace(
+            "from qmtl import Node, Pipeline",
+            "from helpers import FACTOR\nfrom qmtl import Node, Pipeline",
+        )
+    )
+    here = qmtl("run", "./strategy3.py:pipeline", "--json", cwd=project)
+    assert here.returncode == 0, here.stderr
+    assert json.loads(here.stdout) == {"A": 42, "B": 126}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    far = qmtl("run", f"{project / 'strategy3.py'}:make", "--json", cwd=elsewhere)
+    assert far.returncode == 0, far.stderr
+    missing = qmtl("run", "./nope.py:pipeline", cwd=project)
+    assert missing.returncode == 2 and "file 'nope.py' does not exist" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_python_dash_m_qmtl_is_the_cli(project: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "qmtl", "run", "strategy:pipeline", "--json"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"A": 42, "B": 84}
+    helped = subprocess.run(
+        [sys.executable, "-m", "qmtl", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert helped.returncode == 0 and "Usage: qmtl" in helped.stdout

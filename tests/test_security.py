@@ -188,7 +188,8 @@ def test_settings_files_are_read_with_tomllib_only() -> None:
     assert "yaml.load(" not in sources and "yaml.unsafe_load" not in sources
     assert "yaml.dump(" not in sources  # YAML is written with safe_dump only
     settings = (ROOT / "qmtl-core/src/qmtl/settings.py").read_text(encoding="utf-8")
-    assert "TomlConfigSettingsSource" in settings  # pydantic-settings reads TOML with tomllib
+    assert "tomllib.load(" in settings  # config files are read with tomllib, nothing else
+    assert "yaml" not in settings and "eval(" not in settings
 
 
 # -------------------------------------------------------------------------------- masking

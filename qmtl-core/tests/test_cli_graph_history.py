@@ -115,9 +115,14 @@ def test_history_prints_the_configured_state(module: str) -> None:
     assert json.loads(out) == [{"timestamp": (n + 2.0) * day, "value": 15.0} for n in (2, 1, 0)]
 
 
-def test_history_of_an_empty_series_and_of_an_unknown_node(module: str) -> None:
-    code, out, _ = invoke("history", f"{module}:pipeline", "price")
-    assert code == 0 and "no history for node 'price' at 1d in state backend 'memory'" in out
+def test_history_on_the_memory_backend_explains_where_history_lives(module: str) -> None:
+    """Memory state lives in the process that ran the pipeline: a new `qmtl history` process
+    cannot see it, and says so (non-zero) instead of "no history"."""
+    for extra in ([], ["--json"]):
+        code, out, err = invoke("history", f"{module}:pipeline", "price", *extra)
+        assert code == 1 and out == ""
+        assert "state backend 'memory' keeps history inside the process" in err
+        assert "--state redis" in err and "Traceback" not in err
     code, _, err = invoke("history", f"{module}:pipeline", "nope")
     assert code == 1 and "has no node 'nope'" in err
 

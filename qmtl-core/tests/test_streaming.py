@@ -312,3 +312,15 @@ def test_upstream_values_bind_by_name_whatever_the_parameter_order() -> None:
     assert got["scaled"] == 18.0
     assert got["kw"] == [("a", 1.0), ("b", 10.0)]
     assert got["pos"] == [10.0, 1.0]
+
+
+def test_the_contracts_reference_evaluator_agrees_with_the_hand_computed_values() -> None:
+    """qmtl.testing.reference (the independent evaluator the engine contract anchors its
+    oracle to) gives the values computed by hand above, late event included."""
+    from qmtl.testing.reference import evaluate
+
+    found = evaluate(hand_pipeline(), events=ARRIVAL)
+    assert {node: found.outputs[(node, "1h")] for node in EXPECTED} == EXPECTED
+    assert found.counts["btc"] == {"events_in": 6, "late_events": 1, "buckets_out": {"1h": 3}}
+    assert found.counts["spread3"]["buckets_out"] == {"1h": 3}
+    assert found.history[("spread", "1h")] == list(reversed(EXPECTED["spread"]))

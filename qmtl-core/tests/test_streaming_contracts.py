@@ -27,3 +27,22 @@ class TestMemoryStateContract(StateBackendContract):
     @pytest.fixture
     def advance(self, clock: FakeClock):  # type: ignore[no-untyped-def]
         return clock.advance
+
+
+def test_the_oracle_is_anchored_to_the_independent_evaluator(monkeypatch) -> None:
+    """The contract's oracle runs the local engine's own code; it is checked against
+    qmtl.testing.reference, so a bug in that code fails the local and mock engines' contract
+    instead of being compared with itself. Here the streaming core is broken on purpose (it
+    loses a source's last bucket) and the oracle refuses it."""
+    from qmtl.streaming import SourceBucketer
+    from qmtl.testing import engine_contract
+
+    real_flush = SourceBucketer.flush
+
+    def lossy_flush(self: SourceBucketer) -> list:
+        return [(i, buckets[:-1], through) for i, buckets, through in real_flush(self)]
+
+    monkeypatch.setattr(SourceBucketer, "flush", lossy_flush)
+    monkeypatch.setattr(engine_contract, "_ORACLES", {})
+    with pytest.raises(AssertionError, match="differ from the independent evaluator"):
+        engine_contract.oracle("chain")

@@ -249,3 +249,26 @@ def test_mock_engine_applies_source_mocks_to_explicit_arrivals() -> None:
         ("x10", 60.0, 30.0),
         ("x10", 120.0, 30.0),
     ]
+
+
+@pytest.mark.parametrize("form", ["execute", "run", "by kind"])
+def test_a_mock_of_a_node_the_pipeline_lacks_is_an_error_naming_it(form: str) -> None:
+    """A typo in mocks= would otherwise let the real node run unnoticed."""
+    from qmtl.errors import UnknownNodeError
+
+    pipeline = Pipeline("mocked")
+    pipeline.add_node(SourceNode("price_source", source=[(60.0, 1.0)]))
+    pipeline.add_node(
+        Node("double", fn=lambda price_source: price_source * 2, upstreams=["price_source"])
+    )
+    mocks = {"price_sorce": 100.5}
+    with pytest.raises(UnknownNodeError) as caught:
+        if form == "execute":
+            pipeline.execute(engine=MockExecutionEngine(mocks=mocks))
+        elif form == "run":
+            pipeline.run(engine=MockExecutionEngine(mocks=mocks))
+        else:
+            pipeline.execute(engine="mock", engine_options={"mocks": mocks})
+    message = str(caught.value)
+    assert "'price_sorce'" in message and "did you mean 'price_source'" in message
+    assert "['double', 'price_source']" in message

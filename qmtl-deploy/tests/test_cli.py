@@ -210,3 +210,79 @@ def test_loading_the_plugin_imports_nothing_else_and_exports_resolve() -> None:
     loaded, missing = out.stdout.splitlines()
     assert loaded == "['qmtl_deploy', 'qmtl_deploy.plugin']"
     assert missing == "[]"
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--request", "cpu=lots"], ["cpu='lots'", "not a Kubernetes quantity", "500m"]),
+        (["--limit", "memory=-1Gi"], ["memory='-1Gi'", "negative"]),
+        (["--request", "cpus=1"], ["'cpus'", "did you mean 'cpu'"]),
+        (["--request", "cpu=2", "--limit", "cpu=1"], ["cpu='2' exceeds its limit cpu='1'"]),
+        (["--request", "nvidia.com/gpu=0.5"], ["nvidia.com/gpu='0.5'", "whole number"]),
+        (["--backoff-limit", "-1"], ["backoff_limit=-1", ">= 0"]),
+        (["--command", "python -c 'print(1)"], ["python -c 'print(1)", "balance its quotes"]),
+    ],
+)
+def test_k8s_job_values_the_api_server_rejects_are_one_line_errors(
+    runner, args: list[str], fragments: list[str]
+) -> None:
+    result = runner.invoke(deploy, ["k8s", "job", "--pipeline-name", "p", "--image", "a:1", *args])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output and result.output.count("\n") == 1, result.output
+    for fragment in fragments:
+        assert fragment in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--grace-period", "-5"], ["termination_grace_period_seconds=-5"]),
+        (["--replicas", "-1"], ["replicas=-1"]),
+        (["--limit", "memory=1.5.0Gi"], ["memory='1.5.0Gi'"]),
+    ],
+)
+def test_k8s_worker_values_the_api_server_rejects_are_one_line_errors(
+    runner, args: list[str], fragments: list[str]
+) -> None:
+    result = runner.invoke(
+        deploy,
+        ["k8s", "worker", "m:pipeline", "--pipeline-name", "p", "--image", "a:1", *args],
+    )
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and result.output.count("\n") == 1, result.output
+    for fragment in fragments:
+        assert fragment in result.output
+
+
+def test_valid_quantities_still_pass(runner, assert_valid_manifest) -> None:
+    result = runner.invoke(
+        deploy,
+        [
+            "k8s",
+            "job",
+            "--pipeline-name",
+            "p",
+            "--image",
+            "a:1",
+            "--request",
+            "cpu=0.5",
+            "--request",
+            "memory=512Mi",
+            "--limit",
+            "cpu=1",
+            "--limit",
+            "memory=1e9",
+            "--limit",
+            "nvidia.com/gpu=1",
+            "--command",
+            "python -c 'print(\"hi there\")'",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    manifest = yaml.safe_load(result.output)
+    assert_valid_manifest(manifest)
+    container = manifest["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["python", "-c", 'print("hi there")']
+    assert container["resources"]["limits"]["memory"] == "1e9"

@@ -51,7 +51,9 @@ def test_container_example_runs_as_written(fake_docker, make_project, monkeypatc
     assert "FROM python:3.11-slim" in dockerfile
     assert "pip install --no-cache-dir -r requirements.txt" in dockerfile
     assert (project / ".dockerignore").is_file()
-    assert Path(namespace["dep_file"]).name == "requirements.txt"
+    # seed 13.9/69: the dependency file's path, a str ending in requirements.txt
+    assert isinstance(namespace["dep_file"], str)
+    assert namespace["dep_file"].endswith("requirements.txt")
     assert fake_docker.calls_without_version() == [
         ["build", "--tag", "my-strategy:latest", "--file", "Dockerfile", "."],
         ["tag", "my-strategy:latest", "myrepo/my-strategy:latest"],

@@ -95,3 +95,29 @@ def test_seed_keywords_parallel_brokers_redis_uri(
     assert results == {"price": 100.0, "double": 200.0}
     assert p.get_interval_data("double", interval="1d") == [200.0]
     p.clear_history()
+
+
+def test_a_seed_fetch_source_is_read_once_per_run(
+    engine: Any, redis_state: Any, unique: str
+) -> None:
+    """The seed's SourceProcessor (fetch()) on the Kafka engine: one read per execute."""
+    from qmtl.sdk.node import SourceProcessor
+
+    class Feed(SourceProcessor):
+        calls = 0
+
+        def fetch(self) -> float:
+            Feed.calls += 1
+            return 100.0 + Feed.calls
+
+    p = Pipeline(f"oneshot-fetch-{unique}")
+    p.add_node(SourceNode("price", source=Feed()))
+    p.add_node(Node("double", fn=lambda price: price * 2, upstreams=["price"]))
+    assert p.execute(engine=engine, state=redis_state, ts=BASE) == {
+        "price": 101.0,
+        "double": 202.0,
+    }
+    assert Feed.calls == 1
+    assert p.execute(engine=engine, state=redis_state, ts=BASE + 86_400)["double"] == 204.0
+    assert Feed.calls == 2
+    redis_state.delete(p.name)

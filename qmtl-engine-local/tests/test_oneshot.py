@@ -287,3 +287,29 @@ def test_windowed_node_waits_for_a_full_window() -> None:
     assert pipeline.execute(ts=DAY) == {"p": 2.0}
     assert pipeline.execute(ts=2 * DAY) == {"p": 3.0, "ma": 2.0, "sig": True}
     assert pipeline.execute(ts=3 * DAY)["ma"] == 3.0
+
+
+def test_debug_traces_each_node_and_shows_a_failing_nodes_inputs() -> None:
+    """The seed's execute(debug=True) / LocalExecutionEngine(debug=True): a trace of the run."""
+    from qmtl.errors import ConfigurationError
+
+    pipeline = chain(("A", lambda: 2), ("B", lambda a: a * 21), ("C", lambda b: [b] * 2))
+    assert pipeline.execute(debug=True, ts=0) == {"A": 2, "B": 42, "C": [42, 42]}
+    trace = pipeline.last_engine.execution_stats["trace"]  # type: ignore[union-attr]
+    assert [(step["node"], step["value"]) for step in trace] == [
+        ("A", "2"),
+        ("B", "42"),
+        ("C", "[42, 42]"),
+    ]
+    assert all(step["seconds"] >= 0 for step in trace)
+    engine = LocalExecutionEngine(debug=True)
+    assert engine.execute_pipeline(pipeline) == {"A": 2, "B": 42, "C": [42, 42]}
+    assert [step["node"] for step in engine.execution_stats["trace"]] == ["A", "B", "C"]
+    failing = chain(("A", lambda: {"px": 3}), ("B", lambda a: a["qty"]))
+    with pytest.raises(NodeExecutionError, match=r"node 'B' \(inputs: A=\{'px': 3\}\)"):
+        failing.execute(debug=True, ts=0)
+    with pytest.raises(NodeExecutionError) as plain:
+        failing.execute(ts=0)
+    assert "inputs" not in str(plain.value)  # off unless asked for
+    with pytest.raises(ConfigurationError, match=r"LocalExecutionEngine\(debug=True\)"):
+        pipeline.execute(debug=True, engine=LocalExecutionEngine())

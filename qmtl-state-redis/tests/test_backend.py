@@ -267,11 +267,12 @@ def test_write_many_applies_writes_in_order(backend: RedisStateBackend, pipeline
     assert values(backend.read(key)) == ["other", "second"]
 
 
-def test_unserialisable_value_names_the_node_and_writes_nothing(
+def test_unserialisable_value_names_the_series_and_writes_nothing(
     backend: RedisStateBackend, pipeline_name: str
 ) -> None:
     key = SeriesKey(pipeline_name, "prices", "1d")
-    with pytest.raises(StateBackendError, match=r"node 'prices'.*JSON"):
+    # the backend names the series (the engines add the node's name: tests/test_error_messages.py)
+    with pytest.raises(StateBackendError, match=r"series qmtl:.*:prices:1d:history.*JSON"):
         backend.write_many(
             [
                 BucketWrite(key, DAY, 1.0, 10, None),

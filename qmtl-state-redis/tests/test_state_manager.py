@@ -11,6 +11,7 @@ import redis
 
 import qmtl_engine_local  # noqa: F401  (test-only: the pipeline test runs on the local engine)
 from qmtl import IntervalEnum, Node, Pipeline
+from qmtl.errors import StateBackendError
 from qmtl.plugins import load_plugins
 from qmtl.state import SeriesKey
 from qmtl_state_redis import RedisStateBackend, RedisStateSettings, StateManager
@@ -265,3 +266,38 @@ def test_settings_from_the_environment_select_redis(
     finally:
         manager.clear_all()
         manager.close()
+
+
+def test_seed_key_value_helpers(
+    manager: StateManager, raw: redis.Redis, pipeline_name: str
+) -> None:
+    """Seed 13.6/47: set (JSON, expire), get, delete, exists, keys; scoped to the pipeline's
+    prefix, removed by clear_all, and failures raise instead of returning False/None."""
+    assert manager.set("test", {"test": "value"}, expire=60) is True
+    name = f"qmtl:{pipeline_name}:kv:test"
+    assert raw.get(name) == b'{"test":"value"}' and 0 < raw.ttl(name) <= 60
+    assert manager.get("test") == {"test": "value"}
+    assert manager.get("missing") is None
+    assert manager.exists("test") is True and manager.exists("missing") is False
+    manager.set("other", [1, 2.5, None])
+    raw.set("unrelated:key", b"x")  # outside the prefix: never listed or deleted
+    assert manager.keys() == ["other", "test"]
+    assert manager.keys("te*") == ["test"]
+    assert manager.delete("test") is True and manager.delete("test") is False
+    with pytest.raises(StateBackendError, match=r"set\('bad'\).*JSON"):
+        manager.set("bad", object())
+    manager.clear_all()
+    assert manager.keys() == [] and raw.get("unrelated:key") == b"x"
+    raw.delete("unrelated:key")
+
+
+def test_key_value_helpers_raise_when_redis_is_down() -> None:
+    manager = StateManager("redis://127.0.0.1:1/0", connection_timeout=0.2, retries=0)
+    for call in (
+        lambda: manager.set("k", 1),
+        lambda: manager.get("k"),
+        lambda: manager.exists("k"),
+        lambda: manager.keys(),
+    ):
+        with pytest.raises(StateBackendError, match=r"127\.0\.0\.1:1"):
+            call()

@@ -430,7 +430,9 @@ class Analyzer(Pipeline):
         if node.kind != "query":
             raise UnknownNodeError(f"Analyzer '{self.name}': '{query}' is not a query node")
         chosen = node.series[0].interval if interval is None else interval
-        key, _spec, backend = self._series(query, chosen, state, redis_uri)
+        key, _spec, backend = self._series(
+            "get_result_history", query, chosen, state, redis_uri, (count, start_ts, end_ts)
+        )
         return [
             {
                 "timestamp": item["timestamp"],

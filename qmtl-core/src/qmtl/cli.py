@@ -38,24 +38,24 @@ def configure_logging(level: str = "warning") -> None:
 
 
 def load_object(target: str) -> Any:
-    """Import ``module:attribute`` (the current directory is importable); call it if it is a
-    factory function rather than a pipeline."""
+    """Import ``module:attribute`` (the current directory is importable) or load
+    ``path/to/file.py:attribute``; call the attribute if it is a factory function rather than a
+    pipeline."""
     from qmtl.pipeline import Pipeline
 
-    module_name, _, attribute = target.partition(":")
+    module_name, _, attribute = target.rpartition(":")
     if not module_name or not attribute:
-        raise click.BadParameter(f"{target!r} is not module:attribute (e.g. strategy:pipeline)")
+        raise click.BadParameter(
+            f"{target!r} is not module:attribute or file.py:attribute (e.g. strategy:pipeline "
+            "or ./strategy.py:pipeline)"
+        )
     if "" not in sys.path:
         sys.path.insert(0, "")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        raise click.BadParameter(f"cannot import module '{module_name}': {error}") from error
-    except Exception as error:  # the user's module failed while importing
-        raise click.ClickException(
-            f"importing module '{module_name}' failed: {type(error).__name__}: {error}; run "
-            f'python -c "import {module_name}" to see the traceback'
-        ) from error
+    if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:
+        module = _load_file(module_name)
+    else:
+        module = _import(module_name)
+    module_name = module.__name__
     try:
         obj = getattr(module, attribute)
     except AttributeError:
@@ -73,6 +73,51 @@ def load_object(target: str) -> Any:
     if not isinstance(obj, Pipeline):
         raise click.BadParameter(f"{target} is {type(obj).__name__}, not a qmtl Pipeline")
     return obj
+
+
+def _import(module_name: str) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        raise click.BadParameter(f"cannot import module '{module_name}': {error}") from error
+    except Exception as error:  # the user's module failed while importing
+        raise click.ClickException(
+            f"importing module '{module_name}' failed: {type(error).__name__}: {error}; run "
+            f'python -c "import {module_name}" to see the traceback'
+        ) from error
+
+
+def _load_file(name: str) -> Any:
+    """Load a strategy file as a module named after it, its folder importable (as when
+    running ``python path/to/file.py``)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(name)
+    if not path.suffix:
+        path = path.with_suffix(".py")
+    if not path.is_file():
+        raise click.BadParameter(
+            f"file '{path}' does not exist; pass a .py file (./strategy.py:pipeline) or a module "
+            "importable from the current directory (strategy:pipeline)"
+        )
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None:
+        raise click.BadParameter(f"file '{path}' cannot be loaded as Python")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # the user's file failed while running
+        del sys.modules[path.stem]
+        raise click.ClickException(
+            f"running file '{path}' failed: {type(error).__name__}: {error}; run python "
+            f"{path} to see the traceback"
+        ) from error
+    return module
 
 
 class QmtlGroup(click.Group):
@@ -291,6 +336,16 @@ def history(
     items = pipeline.get_history(
         node, interval, count, start_ts, end_ts, state=state, redis_uri=redis_url
     )
+    if not items:
+        _key, _spec, backend = pipeline._series("history", node, interval, state, redis_url)
+        if getattr(backend, "in_process", False):
+            raise click.ClickException(
+                f"state backend '{backend.name}' keeps history inside the process that ran the "
+                f"pipeline, and `qmtl history` is a new process, so there is none to show for "
+                f"node '{node}'. Run the pipeline with a shared backend (--state redis, or "
+                "QMTL_STATE=redis with QMTL_REDIS__URL) and read it back with "
+                f"`qmtl history {target} {node} --state redis`"
+            )
     if as_json:
         click.echo(json.dumps(_jsonable(items), indent=2))
         return

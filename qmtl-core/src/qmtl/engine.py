@@ -11,16 +11,24 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast, runtime_checkable
 
-from qmtl.errors import ConfigurationError, MissingInputError, NodeExecutionError
-from qmtl.state import column_writer
+from qmtl.errors import (
+    ConfigurationError,
+    MissingInputError,
+    NodeExecutionError,
+    StateBackendError,
+)
+from qmtl.state import column_writer, naming
 
 if TYPE_CHECKING:
-    from qmtl.pipeline import Pipeline
     from qmtl.plan import ExecutionPlan, PlanNode
-    from qmtl.state import StateBackend
+    from qmtl.state import SeriesKey, StateBackend
+    from qmtl.streaming import OutputEvent
+
+#: Options of ``run`` (and ``stream``) that every engine takes.
+RUN_OPTIONS = ("on_output", "sources", "events", "clock", "timeout")
 
 _MISSING: Any = object()
 
@@ -46,8 +54,22 @@ class Engine(Protocol):
         """Run every node once; return ``{node: value}`` (query nodes included)."""
         ...
 
-    def run(self, plan: ExecutionPlan, *, state: StateBackend, **options: Any) -> Any:
-        """Run the pipeline's sources to their end in event time; return a run summary."""
+    def run(
+        self,
+        plan: ExecutionPlan,
+        *,
+        state: StateBackend,
+        on_output: Callable[[OutputEvent], None] | None = None,
+        sources: Mapping[str, Any] | None = None,
+        events: Iterable[tuple[str, Any, Any]] | None = None,
+        clock: Callable[[], float] = time.time,
+        timeout: float | None = None,
+    ) -> Any:
+        """Run the pipeline's sources to their end in event time; return a run summary.
+
+        Every engine takes these options (:data:`RUN_OPTIONS`); an engine adds its own as
+        further keyword parameters of ``run``, which ``pipeline.run(...)`` then accepts for it.
+        """
         ...
 
     def close(self) -> None:
@@ -69,6 +91,7 @@ def execute_plan(
     invoke_hook: InvokeHook | None = None,
     on_node: Callable[[str | None], bool] | None = None,
     timings: dict[str, float] | None = None,
+    trace: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The one-shot semantics (SPEC §5.1), shared by in-process engines.
 
@@ -78,13 +101,17 @@ def execute_plan(
     ``inputs`` replaces a node's value (it is then not called). ``on_node(name)`` is told which
     node starts (``None`` at the end) and returns ``False`` to stop the run before that node
     (used by timeouts). ``timings``, when given, receives each node's wall time in seconds.
-    A failing node raises :class:`NodeExecutionError`; nothing after it is recorded.
+    ``trace``, when given (``debug=True``), receives ``{"node", "seconds", "value"}`` per node,
+    each step is logged (``qmtl.local.node_executed``) and a failing node's error shows its
+    inputs. A failing node raises :class:`NodeExecutionError`; nothing after it is recorded.
 
     Values are recorded in bulk (:func:`qmtl.state.column_writer`, in plan order): when the run
     ends, when it fails (the nodes before the failing one), before a windowed node reads the
     history, and after every node when ``on_node`` is given (a timeout then leaves the finished
-    nodes recorded).
+    nodes recorded). A failing write names the node whose bucket it was.
     """
+    if trace is not None:
+        return _traced(plan, state, trace, inputs, ts, invoke_hook, on_node, timings)
     now = time.time() if ts is None else float(ts)
     nodes = plan.nodes
     values: list[Any] = [_MISSING] * len(nodes)
@@ -154,7 +181,7 @@ class _Recorder:
     """Writes a one-shot run's values to the state in bulk, in plan order: ``flush(upto)``
     stores the values of the nodes before plan index ``upto`` not stored yet."""
 
-    __slots__ = ("columns", "ends", "flushed", "skipped", "values", "write")
+    __slots__ = ("columns", "ends", "flushed", "names", "skipped", "state", "values", "write")
 
     def __init__(
         self, plan: ExecutionPlan, state: StateBackend, now: float, values: list[Any]
@@ -162,6 +189,8 @@ class _Recorder:
         self.columns = plan.series_columns
         self.ends = {s: bucket_end(now, s) for s in self.columns.distinct_seconds}
         self.values = values
+        self.state = state
+        self.names = [node.name for node in plan.nodes]
         self.write = column_writer(state)
         self.flushed = 0
         self.skipped = False  # some node did not run: its columns are left out
@@ -194,7 +223,74 @@ class _Recorder:
             stamps = [*ends.values()] * len(stored)
         else:
             stamps = [ends[s] for s in take(columns.seconds)]
-        self.write(take(columns.keys), stamps, stored, take(columns.max_items), take(columns.ttls))
+        keys, caps, ttls = take(columns.keys), take(columns.max_items), take(columns.ttls)
+        try:
+            self.write(keys, stamps, stored, caps, ttls)
+        except StateBackendError as error:
+            names = [self.names[i] for i in take(owners)]
+            raise_named(self.state, error, names, keys, stamps, stored, caps, ttls)
+
+
+def raise_named(
+    state: StateBackend,
+    error: StateBackendError,
+    names: Sequence[str],
+    keys: Sequence[SeriesKey],
+    stamps: Sequence[float],
+    values: Sequence[Any],
+    caps: Sequence[int | None],
+    ttls: Sequence[int | None],
+) -> NoReturn:
+    """Raise the error of a failed bulk write naming the node whose bucket failed (a backend
+    knows a series only by its node id): the buckets are written again one by one (writes are
+    idempotent per bucket) until one fails; if none does, the first bucket's node is named."""
+    for name, key, ts, value, cap, ttl in zip(names, keys, stamps, values, caps, ttls, strict=True):
+        with naming(name, key.interval):
+            state.write(key, ts, value, max_items=cap, ttl=ttl)
+    with naming(names[0], keys[0].interval):
+        raise error
+
+
+def _traced(
+    plan: ExecutionPlan,
+    state: StateBackend,
+    trace: list[dict[str, Any]],
+    inputs: Mapping[str, Any] | None,
+    ts: float | None,
+    invoke_hook: InvokeHook | None,
+    on_node: Callable[[str | None], bool] | None,
+    timings: dict[str, float] | None,
+) -> dict[str, Any]:
+    """:func:`execute_plan` with a per-node trace (the debug mode: off the fast path)."""
+    from qmtl.logs import get_logger
+
+    log = get_logger("qmtl.local")
+    clock = time.perf_counter
+
+    def traced(node: PlanNode, args: Sequence[Any]) -> Any:
+        started = clock()
+        try:
+            value = node.invoke(args) if invoke_hook is None else invoke_hook(node, args)
+        except Exception as error:
+            shown = ", ".join(
+                f"{u}={_preview(a)}" for u, a in zip(node.upstreams, args, strict=False)
+            )
+            raise NodeExecutionError(node.name, error, inputs=shown or "(none)") from error
+        seconds = clock() - started
+        trace.append({"node": node.name, "seconds": seconds, "value": _preview(value)})
+        log.debug(
+            "qmtl.local.node_executed", node=node.name, seconds=seconds, value=trace[-1]["value"]
+        )
+        return value
+
+    return execute_plan(
+        plan, state, inputs=inputs, ts=ts, invoke_hook=traced, on_node=on_node, timings=timings
+    )
+
+
+def _preview(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _windows(
@@ -241,6 +337,14 @@ def check_run_options(plan: ExecutionPlan, ts: Any, timeout: Any) -> None:
             )
 
 
+class Executable(Protocol):
+    """What :meth:`EngineBase.execute_pipeline` runs: a :class:`qmtl.pipeline.Pipeline`."""
+
+    def execute(
+        self, inputs: Mapping[str, Any] | None = None, *, timeout: float | None = None, engine: Any
+    ) -> dict[str, Any]: ...
+
+
 class EngineBase:
     """Seed-compatible conveniences shared by engine implementations."""
 
@@ -248,7 +352,7 @@ class EngineBase:
 
     def execute_pipeline(
         self,
-        pipeline: Pipeline,
+        pipeline: Executable,
         inputs: Mapping[str, Any] | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
@@ -256,7 +360,17 @@ class EngineBase:
         engine = cast("Engine", self)  # a subclass supplies execute(); this base is a mixin
         return pipeline.execute(inputs=inputs, timeout=timeout, engine=engine)
 
-    def run(self, plan: ExecutionPlan, *, state: StateBackend, **options: Any) -> Any:
+    def run(
+        self,
+        plan: ExecutionPlan,
+        *,
+        state: StateBackend,
+        on_output: Callable[[OutputEvent], None] | None = None,
+        sources: Mapping[str, Any] | None = None,
+        events: Iterable[tuple[str, Any, Any]] | None = None,
+        clock: Callable[[], float] = time.time,
+        timeout: float | None = None,
+    ) -> Any:
         from qmtl.errors import EngineError
 
         raise EngineError(f"Engine '{self.name}' has no streaming form; use engine='local'")

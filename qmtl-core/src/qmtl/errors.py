@@ -67,24 +67,41 @@ class MissingInputError(QmtlError, ValueError):
 class NodeExecutionError(QmtlError, RuntimeError):
     """A node's function raised; ``node`` names it and ``__cause__`` holds the original error."""
 
-    def __init__(self, node: str, cause: BaseException) -> None:
+    def __init__(self, node: str, cause: BaseException, *, inputs: str | None = None) -> None:
         self.node = node
+        self.inputs = inputs
+        shown = f" (inputs: {inputs})" if inputs is not None else ""
         super().__init__(
-            f"An error occurred while executing node '{node}': {type(cause).__name__}: {cause}"
+            f"An error occurred while executing node '{node}'{shown}: "
+            f"{type(cause).__name__}: {cause}"
         )
+
+
+class SourceExecutionError(NodeExecutionError):
+    """A source's own code (its generator, callable or processor) raised while producing
+    events; ``node`` names the source and ``__cause__`` holds the original error."""
+
+    def __init__(self, node: str, cause: BaseException) -> None:
+        QmtlError.__init__(
+            self,
+            f"Source '{node}' failed while producing events: {type(cause).__name__}: {cause}; "
+            "fix the source (the original traceback is chained below)",
+        )
+        self.node = node
+        self.inputs = None
 
 
 class PipelineTimeoutError(QmtlError, TimeoutError):
     """A run exceeded its ``timeout``; ``node`` names the node that was running."""
 
-    def __init__(self, pipeline: str, node: str | None, timeout: float) -> None:
+    def __init__(self, pipeline: str, node: str | None, timeout: float, detail: str = "") -> None:
         self.pipeline = pipeline
         self.node = node
         self.timeout = timeout
         running = f" while node '{node}' was running" if node else ""
         super().__init__(
-            f"Pipeline '{pipeline}' exceeded its timeout of {timeout:g}s{running}; "
-            "raise timeout= or make the node faster"
+            f"Pipeline '{pipeline}' exceeded its timeout of {timeout:g}s{running}"
+            f"{'; ' + detail if detail else ''}; raise timeout= or make the node faster"
         )
 
 

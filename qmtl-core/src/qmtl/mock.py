@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import difflib
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from qmtl.deadline import run_with_deadline
 from qmtl.engine import EngineBase, execute_plan
+from qmtl.errors import UnknownNodeError
 
 if TYPE_CHECKING:
     from qmtl.plan import ExecutionPlan, PlanNode
     from qmtl.state import StateBackend
+    from qmtl.streaming import OutputEvent, RunSummary
 
 
 class MockEngineSettings(BaseModel):
@@ -29,7 +34,9 @@ class MockExecutionEngine(EngineBase):
 
     A mock value that is callable is called with the node's upstream values instead of the
     node's function. ``calls[name]`` lists the inputs (``{upstream: value}``) of each call of
-    each node, mocked or not.
+    each node, mocked or not. A mock naming a node the pipeline does not have is an
+    :class:`~qmtl.errors.UnknownNodeError` when the pipeline runs (a typo would otherwise let
+    the real node run).
     """
 
     name = "mock"
@@ -59,9 +66,46 @@ class MockExecutionEngine(EngineBase):
         ts: float | None = None,
         timeout: float | None = None,
     ) -> dict[str, Any]:
-        return execute_plan(plan, state, inputs=inputs, ts=ts, invoke_hook=self._invoke)
+        self.check_mocks(plan)
+        if timeout is None:
+            return execute_plan(plan, state, inputs=inputs, ts=ts, invoke_hook=self._invoke)
+        return run_with_deadline(
+            plan.pipeline,
+            timeout,
+            lambda deadline: execute_plan(
+                plan,
+                deadline.state(state),
+                inputs=inputs,
+                ts=ts,
+                invoke_hook=self._invoke,
+                on_node=deadline.on_node,
+            ),
+        )
 
-    def run(self, plan: ExecutionPlan, *, state: StateBackend, **options: Any) -> Any:
+    def check_mocks(self, plan: ExecutionPlan) -> None:
+        """Refuse mocks of nodes ``plan`` does not have, suggesting the closest name."""
+        for name in self.mocks:
+            if name in plan.by_name:
+                continue
+            close = difflib.get_close_matches(name, list(plan.by_name), n=1, cutoff=0.6)
+            hint = f"did you mean '{close[0]}'? " if close else ""
+            raise UnknownNodeError(
+                f"MockExecutionEngine mocks node '{name}', which pipeline '{plan.pipeline}' does "
+                f"not have; {hint}its nodes are {sorted(plan.by_name)}"
+            )
+
+    def run(
+        self,
+        plan: ExecutionPlan,
+        *,
+        state: StateBackend,
+        on_output: Callable[[OutputEvent], None] | None = None,
+        sources: Mapping[str, Any] | None = None,
+        events: Iterable[tuple[str, Any, Any]] | None = None,
+        clock: Callable[[], float] = time.time,
+        timeout: float | None = None,
+        batch: int | None = None,
+    ) -> RunSummary:
         """Stream the sources to their end as the local engine does, with mocks applied.
 
         A mocked processing node's value (or ``mock(*inputs)``) replaces each bucket it
@@ -72,13 +116,13 @@ class MockExecutionEngine(EngineBase):
         from qmtl.sources import source_events
         from qmtl.stream_runner import run_in_process
 
+        self.check_mocks(plan)
         mocked = {
             n.name: self.mocks[n.name]
             for n in plan.nodes
             if not n.upstreams and n.name in self.mocks
         }
-        events = options.pop("events", None)
-        sources = dict(options.pop("sources", None) or {})
+        sources = dict(sources or {})
         if events is not None:
             events = [
                 (name, ts, _value_of(mocked[name]) if name in mocked else value)
@@ -92,9 +136,17 @@ class MockExecutionEngine(EngineBase):
                 # bounded data stays a list (batched like the local engine); a feed stays lazy
                 bounded = isinstance(raw, list | tuple) or getattr(raw, "bounded", False)
                 sources[name] = list(replaced) if bounded else replaced
-        options.setdefault("engine", self.name)
         return run_in_process(
-            plan, state, sources=sources, events=events, invoke_hook=self._invoke, **options
+            plan,
+            state,
+            on_output=on_output,
+            sources=sources,
+            events=events,
+            clock=clock,
+            invoke_hook=self._invoke,
+            engine=self.name,
+            batch=batch,
+            timeout=timeout,
         )
 
 

@@ -244,6 +244,12 @@ class QueryNodeDefinition(QmtlModel):
     period: int | None = None
     matches: list[str] = Field(default_factory=list)
     result_selectors: list[QueryNodeResultSelector] = Field(default_factory=list)
+    upstreams: list[str] | None = Field(
+        default=None, description="The nodes the query may match (None: every node)"
+    )
+    stream_settings: NodeStreamSettings | None = Field(
+        default=None, description="Intervals the query's value is kept at (None: its matches')"
+    )
 
     @classmethod
     def from_definition(cls, definition: dict[str, Any]) -> QueryNodeDefinition:

@@ -362,9 +362,10 @@ def _latest_of(name: str, source: Any) -> Callable[[], Any]:
     the last item of an iterable."""
     if callable(source) and not hasattr(source, "events"):
         return cast("Callable[[], Any]", source)
-    latest = getattr(source, "latest", None)
-    if callable(latest):
-        return cast("Callable[[], Any]", latest)
+    for method in ("latest", "fetch"):  # fetch(): the earlier SDK's source processors
+        read = getattr(source, method, None)
+        if callable(read):
+            return cast("Callable[[], Any]", read)
 
     def last_item() -> Any:
         items = source.events() if hasattr(source, "events") else source
@@ -390,6 +391,12 @@ class QueryNode:
     and its string are equal. Matching happens when the pipeline is built, through a tag index.
     ``result_selectors`` then narrow the matches (see :mod:`qmtl.selectors`); ``fn``, when given,
     is applied to the selected dict. Other nodes may list a query node as an upstream.
+
+    Seed keywords: ``upstreams`` limits the candidates to those nodes (names or nodes; the query
+    matches the ones whose tags and filters hold); ``stream_settings`` (or
+    ``interval_settings``) sets the intervals and periods the query's value is kept at, instead
+    of the ones its matches share (every match must keep them too); ``result_selector`` is one
+    more selector, applied after ``result_selectors``.
     """
 
     kind = "query"
@@ -403,11 +410,25 @@ class QueryNode:
         period: int | str | None = None,
         fn: Callable[[dict[str, Any]], Any] | None = None,
         result_selectors: Iterable[QueryNodeResultSelector | Mapping[str, Any]] | None = None,
+        *,
+        upstreams: Iterable[str | Node] | None = None,
+        stream_settings: NodeStreamSettings | Mapping[str, Any] | None = None,
+        interval_settings: Mapping[Any, Any] | None = None,
+        result_selector: QueryNodeResultSelector | Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise PipelineValidationError(
                 f"A query node name must be a non-empty string, got {name!r}"
             )
+        #: The nodes the query may match (``None``: every node of the pipeline).
+        self.candidates: list[str] | None = (
+            None
+            if upstreams is None
+            else [
+                u.name if isinstance(u, Node) else u for u in _names(name, "upstreams", upstreams)
+            ]
+        )
+        self.declared_stream_settings = _stream_settings(name, stream_settings, interval_settings)
         if match_mode not in ("all", "any"):
             raise PipelineValidationError(
                 f"QueryNode '{name}': match_mode must be 'all' or 'any', got {match_mode!r}"
@@ -436,7 +457,7 @@ class QueryNode:
         self.fn = fn
         self.result_selectors: list[QueryNodeResultSelector] = as_selectors(
             result_selectors, f"QueryNode '{name}'"
-        )
+        ) + as_selectors(None if result_selector is None else [result_selector], name)
         self.upstreams: list[str] = []  # filled with the matches when the pipeline is built
         self.stream_settings: NodeStreamSettings | None = None
         self.window = None
@@ -492,6 +513,8 @@ class QueryNode:
             period=self.period,
             matches=list(self.upstreams),
             result_selectors=list(self.result_selectors),
+            upstreams=self.candidates,
+            stream_settings=self.declared_stream_settings,
         ).model_dump(mode="json", exclude_none=True)
 
     @classmethod
@@ -511,6 +534,8 @@ class QueryNode:
             period=definition.period,
             fn=fn,
             result_selectors=definition.result_selectors,
+            upstreams=definition.upstreams,
+            stream_settings=definition.stream_settings,
         )
 
     def __repr__(self) -> str:

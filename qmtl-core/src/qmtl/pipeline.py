@@ -8,10 +8,11 @@ upstreams, cycles, interval coverage and unbindable functions fail there, naming
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Never
 
 from qmtl.engine import Engine, check_inputs, check_run_options
 from qmtl.errors import (
+    ConfigurationError,
     DuplicateNodeError,
     IntervalError,
     ModelValidationError,
@@ -25,11 +26,20 @@ from qmtl.models import (
     to_interval,
 )
 from qmtl.node import Node, QueryNode
+from qmtl.options import (
+    check_backend,
+    check_count,
+    check_execute,
+    check_number,
+    check_run,
+    check_selection,
+    check_text,
+)
 from qmtl.plan import ExecutionPlan, compile_pipeline, keeping_history, merge_settings
 from qmtl.queries import TagIndex
 from qmtl.runtime import Resolver
 from qmtl.settings import QmtlSettings
-from qmtl.state import SeriesKey, StateBackend
+from qmtl.state import SeriesKey, StateBackend, naming
 
 
 class _Members(dict[str, Any]):
@@ -145,9 +155,10 @@ class Pipeline:
         self.query_nodes: dict[str, QueryNode] = _Members(self._changed)
         self._plan: ExecutionPlan | None = None
         self._resolver = Resolver(settings)
-        self._engines: dict[tuple[str | None, str], Engine] = {}
-        self._states: dict[tuple[str | None, str], StateBackend] = {}
         self._last_state: StateBackend | None = None
+        #: The engine object of the last ``execute``/``run``/``stream`` (e.g. its
+        #: ``execution_stats``), ``None`` before the first.
+        self.last_engine: Engine | None = None
 
     @property
     def keep_history(self) -> bool:
@@ -230,13 +241,27 @@ class Pipeline:
         parallel: bool = False,
         brokers: str | None = None,
         redis_uri: str | None = None,
+        debug: bool = False,
+        **unknown: Never,
     ) -> dict[str, Any]:
         """Run every node once; return ``{node: value, ..., query_node: {...}}``.
 
         Each value is recorded in every interval's bucket of ``ts`` (default now). Seed keywords:
         ``test_mode=True`` is the local engine; ``parallel=True, brokers=..., redis_uri=...`` is
-        the Kafka engine with Redis state.
+        the Kafka engine with Redis state; ``debug=True`` traces the run on the local engine
+        (``engine_options={"debug": True}``: each node's time and value in
+        ``pipeline.last_engine.execution_stats["trace"]`` and the log, and a failing node's
+        inputs in its error). A keyword ``execute`` does not take is a ``ConfigurationError``.
         """
+        engine_options = check_execute(
+            self.name,
+            unknown,
+            inputs=inputs,
+            engine=engine,
+            engine_options=engine_options,
+            flags={"test_mode": test_mode, "parallel": parallel, "debug": debug},
+            texts={"brokers": brokers, "redis_uri": redis_uri},
+        )
         plan = self.build()
         check_inputs(plan, inputs)
         check_run_options(plan, ts, timeout)
@@ -244,6 +269,7 @@ class Pipeline:
             engine, state, engine_options, state_options, test_mode, parallel, brokers, redis_uri
         )
         self._last_state = state_obj
+        self.last_engine = engine_obj
         return engine_obj.execute(plan, state=state_obj, inputs=inputs, ts=ts, timeout=timeout)
 
     def run(
@@ -268,9 +294,12 @@ class Pipeline:
         ``interval``, ``ts`` = bucket end, ``value``). Returns a
         :class:`~qmtl.streaming.RunSummary` (events in, late events, buckets out, per node).
 
-        Engine options go through ``**options``; the local and mock engines take ``sources``
-        (``{source name: events}`` replacing declared inputs) and ``events`` (``[(source, ts,
-        value), ...]`` in arrival order, replacing all sources). A failing node raises
+        Options every engine takes: ``sources`` (``{source name: events}`` replacing declared
+        inputs), ``events`` (``[(source, ts, value), ...]`` in arrival order, replacing all
+        sources), ``clock`` (stamps values read without a ts) and ``timeout`` (seconds for the
+        whole run: :class:`~qmtl.errors.PipelineTimeoutError` naming the running node); an
+        engine may take more (local: ``batch``; kafka: ``workers``, ``run_id``). Any other
+        option is a ``ConfigurationError`` naming it. A failing node raises
         :class:`~qmtl.errors.NodeExecutionError`; buckets written before it stay.
 
         ``keep_history=True`` keeps this run's whole history until :meth:`clear_history` (no
@@ -278,11 +307,15 @@ class Pipeline:
         ``progress=True`` shows events in, buckets out, the event-time position and the rate on
         stderr while the run goes (when stderr is a terminal; quiet in pipes and logs).
         """
-        plan = self._plan_for(keep_history)
-        engine_obj, state_obj = self._runtime(
-            engine, state, engine_options, state_options, False, False, None, None
+        plan, engine_obj, state_obj = self._streaming(
+            "run",
+            engine,
+            state,
+            engine_options,
+            state_options,
+            {**options, "on_output": on_output},
+            keep_history,
         )
-        self._last_state = state_obj
         if progress:
             from qmtl.progress import run_with_progress
 
@@ -299,26 +332,48 @@ class Pipeline:
         keep_history: bool | None = None,
         **options: Any,
     ) -> Any:
-        """The iterator form of :meth:`run` (for notebooks): yields every final bucket as an
-        :class:`~qmtl.streaming.OutputEvent` as it is produced; the iterator's ``summary`` is
-        the run summary once it is exhausted. ``for bar in pipeline.stream(): ...``
+        """The iterator form of :meth:`run` (for notebooks), with the same options: yields every
+        final bucket as an :class:`~qmtl.streaming.OutputEvent` as it is produced; the
+        iterator's ``summary`` is the run summary once it is exhausted.
+        ``for bar in pipeline.stream(): ...``
 
         An engine with a ``stream`` method produces the iterator itself; any other engine's
         ``run`` is driven in a background thread (``close()`` on the iterator stops it).
         """
         from qmtl.stream_runner import ThreadedOutputStream
 
+        plan, engine_obj, state_obj = self._streaming(
+            "stream", engine, state, engine_options, state_options, options, keep_history
+        )
+        own = getattr(engine_obj, "stream", None)
+        if callable(own):
+            return own(plan, state=state_obj, **options)
+        on_output = options.pop("on_output", None)
+        return ThreadedOutputStream(
+            lambda emit: engine_obj.run(plan, state=state_obj, on_output=emit, **options),
+            on_output=on_output,
+        )
+
+    def _streaming(
+        self,
+        method: str,
+        engine: str | Engine | None,
+        state: str | StateBackend | None,
+        engine_options: Mapping[str, Any] | None,
+        state_options: Mapping[str, Any] | None,
+        options: Mapping[str, Any],
+        keep_history: bool | None,
+    ) -> tuple[ExecutionPlan, Engine, StateBackend]:
+        where = f"{method}() of pipeline '{self.name}'"
+        check_selection(where, engine, state, engine_options, state_options, engine_needs=("run",))
         plan = self._plan_for(keep_history)
         engine_obj, state_obj = self._runtime(
             engine, state, engine_options, state_options, False, False, None, None
         )
+        check_run(self.name, method, engine_obj, options)
         self._last_state = state_obj
-        own = getattr(engine_obj, "stream", None)
-        if callable(own):
-            return own(plan, state=state_obj, **options)
-        return ThreadedOutputStream(
-            lambda emit: engine_obj.run(plan, state=state_obj, on_output=emit, **options)
-        )
+        self.last_engine = engine_obj
+        return plan, engine_obj, state_obj
 
     def _plan_for(self, keep_history: bool | None) -> ExecutionPlan:
         plan = self.build()
@@ -338,49 +393,44 @@ class Pipeline:
         brokers: str | None,
         redis_uri: str | None,
     ) -> tuple[Engine, StateBackend]:
-        engine_options = dict(engine_options or {})
-        state_options = dict(state_options or {})
-        if test_mode and engine is None:
-            engine = "local"
-        if parallel and engine is None:
-            engine = "kafka"
-        if brokers is not None:
-            engine_options.setdefault("bootstrap_servers", brokers)
-        if redis_uri is not None:
-            state = "redis" if state is None else state
-            state_options.setdefault("url", redis_uri)
-        if parallel and state is None:
-            state = "redis"
-        return self._engine(engine, engine_options), self._state(state, state_options)
-
-    def _engine(self, engine: str | Engine | None, options: dict[str, Any]) -> Engine:
-        if engine is not None and not isinstance(engine, str):
-            return engine
-        key = (engine, repr(sorted(options.items())))
-        found = self._engines.get(key)
-        if found is None:
-            found = self._engines[key] = self._resolver.engine(engine, options)
-        return found
+        check_selection(f"pipeline '{self.name}'", engine, state, engine_options, state_options)
+        return self._resolver.select(
+            engine,
+            state,
+            engine_options,
+            state_options,
+            test_mode=test_mode,
+            parallel=parallel,
+            brokers=brokers,
+            redis_uri=redis_uri,
+            last_state=self._last_state,
+        )
 
     def _state(self, state: str | StateBackend | None, options: dict[str, Any]) -> StateBackend:
-        if state is not None and not isinstance(state, str):
-            return state
-        if state is None and not options and self._last_state is not None:
-            return self._last_state
-        key = (state, repr(sorted(options.items())))
-        found = self._states.get(key)
-        if found is None:
-            found = self._states[key] = self._resolver.state(state, options)
-        return found
+        return self._resolver.state_for(state, options, self._last_state)
 
     # -- history --------------------------------------------------------------------------
     def _series(
         self,
+        method: str,
         node_name: str,
         interval: IntervalEnum | str,
         state: str | StateBackend | None,
         redis_uri: str | None,
+        bounds: tuple[Any, Any, Any] = (None, None, None),
     ) -> tuple[SeriesKey, Any, StateBackend]:
+        """The series and backend a history method reads, its arguments checked first
+        (``bounds``: ``count``, ``start_ts``, ``end_ts``)."""
+        where = f"{method}() of pipeline '{self.name}'"
+        check_count(where, bounds[0])
+        check_number(where, "start_ts", bounds[1])
+        check_number(where, "end_ts", bounds[2])
+        if not isinstance(node_name, str):
+            raise ConfigurationError(
+                f"{where}: node_name={node_name!r} must be a node's name (a string)"
+            )
+        check_backend(where, "state", state, ("read",), "'memory' or 'redis'")
+        check_text(where, "redis_uri", redis_uri)
         plan_node = self.build().node(node_name)
         spec = plan_node.spec(to_interval(interval))
         options = {"url": redis_uri} if redis_uri is not None else {}
@@ -401,10 +451,14 @@ class Pipeline:
     ) -> list[dict[str, Any]]:
         """``[{"timestamp", "value"}]`` newest first; ``start_ts`` exclusive, ``end_ts`` inclusive.
 
-        Timestamps are bucket ends (epoch seconds).
+        Timestamps are bucket ends (epoch seconds). ``count`` is the most buckets returned
+        (``None``: all); a bad argument is a ``ConfigurationError`` before any read.
         """
-        key, _spec, backend = self._series(node_name, interval, state, redis_uri)
-        return backend.read(key, count=count, start_ts=start_ts, end_ts=end_ts)
+        key, _spec, backend = self._series(
+            "get_history", node_name, interval, state, redis_uri, (count, start_ts, end_ts)
+        )
+        with naming(node_name, key.interval):
+            return backend.read(key, count=count, start_ts=start_ts, end_ts=end_ts)
 
     def get_interval_data(
         self,
@@ -418,9 +472,11 @@ class Pipeline:
         redis_uri: str | None = None,
     ) -> list[Any]:
         """The values of :meth:`get_history`, newest first."""
-        history = self.get_history(
-            node_name, interval, count, start_ts, end_ts, state=state, redis_uri=redis_uri
+        key, _spec, backend = self._series(
+            "get_interval_data", node_name, interval, state, redis_uri, (count, start_ts, end_ts)
         )
+        with naming(node_name, key.interval):
+            history = backend.read(key, count=count, start_ts=start_ts, end_ts=end_ts)
         return [item["value"] for item in history]
 
     def history_frame(
@@ -456,8 +512,11 @@ class Pipeline:
             names = [nodes] if isinstance(nodes, str) else list(nodes)
         histories = {}
         for name in names:
-            key, _spec, backend = self._series(name, wanted, state, redis_uri)
-            histories[name] = backend.read(key, count=None, start_ts=start_ts, end_ts=end_ts)
+            key, _spec, backend = self._series(
+                "history_frame", name, wanted, state, redis_uri, (None, start_ts, end_ts)
+            )
+            with naming(name, key.interval):
+                histories[name] = backend.read(key, count=None, start_ts=start_ts, end_ts=end_ts)
         return to_frame(histories, library=library, expand=expand)
 
     def get_node_metadata(
@@ -470,8 +529,11 @@ class Pipeline:
     ) -> dict[str, Any]:
         """``count``, ``max_items``, ``ttl``, ``last_update``, ``oldest``, ``node_id``, ... of a
         node's series at ``interval``."""
-        key, spec, backend = self._series(node_name, interval, state, redis_uri)
-        stored = backend.metadata(key)
+        key, spec, backend = self._series(
+            "get_node_metadata", node_name, interval, state, redis_uri
+        )
+        with naming(node_name, key.interval):
+            stored = backend.metadata(key)
         meta: dict[str, Any] = {
             "max_items": spec.max_items,
             "ttl": spec.ttl,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from qmtl.calls import Invoker, positional_call
 from qmtl.errors import (
@@ -31,8 +31,19 @@ from qmtl.node import Node, QueryNode
 from qmtl.queries import query_id, query_invoker, resolve_queries
 from qmtl.state import SeriesKey
 
-if TYPE_CHECKING:
-    from qmtl.pipeline import Pipeline
+
+class PipelineParts(Protocol):
+    """What :func:`compile_pipeline` reads from a pipeline (:class:`qmtl.pipeline.Pipeline`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def nodes(self) -> Mapping[str, Any]: ...
+    @property
+    def query_nodes(self) -> Mapping[str, Any]: ...
+    @property
+    def default_intervals(self) -> NodeStreamSettings | None: ...
+
 
 #: Settings a node gets when neither it nor the pipeline names an interval.
 BUILTIN_DEFAULT = NodeStreamSettings(
@@ -275,7 +286,7 @@ def _find_cycle(waiting: Mapping[str, int], upstreams: Mapping[str, Sequence[str
     return [*cycle, cycle[0]]
 
 
-def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
+def compile_pipeline(pipeline: PipelineParts) -> ExecutionPlan:
     """Validate ``pipeline`` completely and return its plan.
 
     The cyclic garbage collector is paused while the plan is built: a build allocates tens of
@@ -291,7 +302,7 @@ def compile_pipeline(pipeline: Pipeline) -> ExecutionPlan:
             gc.enable()
 
 
-def _compile(pipeline: Pipeline) -> ExecutionPlan:
+def _compile(pipeline: PipelineParts) -> ExecutionPlan:
     nodes: dict[str, Node] = {}
     for key, node in pipeline.nodes.items():
         if not isinstance(node, Node):
@@ -316,6 +327,12 @@ def _compile(pipeline: Pipeline) -> ExecutionPlan:
             )
         if key in nodes:
             raise DuplicateNodeError(f"'{key}' is both a node and a query node; rename one")
+        for candidate in query.candidates or ():
+            if candidate not in nodes:
+                raise UnknownUpstreamError(
+                    f"Query node '{key}' names upstream '{candidate}', which is not a node of "
+                    f"pipeline '{pipeline.name}' (a query matches nodes; nodes: {sorted(nodes)})"
+                )
         queries[key] = query
 
     defaults = pipeline.default_intervals
@@ -426,7 +443,10 @@ def _query_settings(
     matched: Sequence[NodeStreamSettings | None],
     defaults: NodeStreamSettings | None,
 ) -> NodeStreamSettings:
-    """A query node keeps its value at its ``interval``, else at the intervals all matches share."""
+    """A query node keeps its value at its own ``stream_settings``, else at its ``interval``,
+    else at the intervals all matches share."""
+    if query.declared_stream_settings is not None:
+        return merge_settings(query.name, query.declared_stream_settings, defaults)
     if query.interval is not None:
         wanted = [query.interval]
     elif matched:
@@ -455,8 +475,8 @@ def _check_interval_coverage(
     queries: Mapping[str, QueryNode],
 ) -> None:
     for name in order:
-        if name in queries:
-            continue
+        if name in queries and queries[name].declared_stream_settings is None:
+            continue  # derived from its matches (see _query_settings)
         for upstream in upstreams[name]:
             theirs = effective[upstream].intervals
             for interval in effective[name].intervals:

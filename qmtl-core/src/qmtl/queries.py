@@ -177,6 +177,10 @@ def resolve_queries(
             if filtered:
                 found &= entries.get((query.interval, query.period), empty)
         result[qname] = [name(p) for p in sorted(found)]
+    for qname, query in queries.items():
+        if query.candidates is not None:  # upstreams=: only those nodes may match
+            allowed = set(query.candidates)
+            result[qname] = [name for name in result[qname] if name in allowed]
     return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -77,18 +78,25 @@ class Registration:
         except ValueError as error:
             raise ConfigurationError(
                 f"Invalid options for {_NOUN[self.category]} '{self.kind}' "
-                f"(from {self.distribution or self.plugin}): {_without_inputs(error)}"
+                f"(from {self.distribution or self.plugin}): "
+                f"{_without_inputs(error, list(self.settings_model.model_fields))}"
             ) from error
 
 
-def _without_inputs(error: ValueError) -> str:
-    """A validation error as text without the rejected values (they may be passwords)."""
+def _without_inputs(error: ValueError, fields: list[str]) -> str:
+    """A validation error as text without the rejected values (they may be passwords); an
+    unknown option names the closest known one."""
     if not isinstance(error, pydantic.ValidationError):
         return str(error)
-    return "; ".join(
-        f"{'.'.join(str(p) for p in item['loc']) or '(options)'}: {item['msg']}"
-        for item in error.errors(include_url=False, include_input=False)
-    )
+    problems = []
+    for item in error.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in item["loc"]) or "(options)"
+        problem = f"{where}: {item['msg']}"
+        if item["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(where, fields, n=1, cutoff=0.6)
+            problem += f" (did you mean '{close[0]}'?)" if close else f" (options: {fields})"
+        problems.append(problem)
+    return "; ".join(problems)
 
 
 class Registry:
@@ -132,6 +140,9 @@ class Registry:
                 if package
                 else "install the package that provides it, or pick an installed kind"
             )
+            close = difflib.get_close_matches(kind, list(self._entries), n=1, cutoff=0.6)
+            if close and package is None:
+                fix = f"did you mean '{close[0]}'? Or {fix}"
             raise UnknownBackendError(
                 f"{noun} '{kind}' is not installed: {fix} (installed: {installed})"
             ) from None

@@ -43,7 +43,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from qmtl.errors import ModelValidationError
 from qmtl.models import (
@@ -55,8 +55,18 @@ from qmtl.models import (
     to_interval,
 )
 
-if TYPE_CHECKING:
-    from qmtl.node import Node
+
+class Node(Protocol):
+    """What a selector reads of a candidate (a :class:`qmtl.node.Node`): its name, tags and
+    effective stream settings; a ``filter`` may name any other attribute."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def tags(self) -> list[str]: ...
+    @property
+    def stream_settings(self) -> NodeStreamSettings | None: ...
+
 
 SelectorsInput = Iterable[QueryNodeResultSelector | Mapping[str, Any]] | None
 

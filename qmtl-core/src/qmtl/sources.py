@@ -5,6 +5,8 @@ A source yields events ``(ts, value)``: ``ts`` is event time in epoch seconds (i
 ``source`` may be, in streaming:
 
 - a :class:`SourceProcessor` (anything with ``events()``), e.g. :class:`FileSourceProcessor`;
+- an object with ``fetch()`` (the earlier SDK's source processors): read once per run, like a
+  callable;
 - an iterable or generator of ``(ts, value)`` pairs, or of plain values, which are stamped with
   the wall-clock time they are read (ingestion time, for live feeds; give ``ts`` for
   backtests). A value that is itself a 2-tuple with a number first must be wrapped as
@@ -31,9 +33,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
-from qmtl.errors import SourceError
+from qmtl.errors import QmtlError, SourceError, SourceExecutionError
 
 if TYPE_CHECKING:
     from qmtl.plan import ExecutionPlan
@@ -53,12 +55,17 @@ class Watermark:
         return f"Watermark({self.ts!r})"
 
 
-@runtime_checkable
-class SourceProcessor(Protocol):
-    """A user-defined source: ``events()`` yields ``(ts, value)`` pairs in the order they
-    arrive. ``latest()``, when present, gives the value of a one-shot ``execute``."""
+class SourceProcessor:
+    """Base class of user-defined sources (subclassing it is optional: any object with these
+    methods works). Implement one of:
 
-    def events(self) -> Iterable[Event]: ...
+    - ``events()``: yields ``(ts, value)`` pairs in the order they arrive (a stream); a
+      one-shot ``execute`` takes the last one, or ``latest()`` when defined;
+    - ``fetch()``: the earlier SDK's form, a live read of the current value. A one-shot
+      ``execute`` calls it once per run; a streaming run calls it once too and treats the
+      result like a callable source's (one event stamped with the time it was read, or, if it
+      returns an iterable, those events).
+    """
 
 
 def to_timestamp(ts: Any, where: str) -> float:
@@ -83,21 +90,26 @@ def _is_pair(item: Any) -> bool:
 
 def _normalise(items: Iterable[Any], name: str, clock: Callable[[], float]) -> Iterator[Event]:
     where = f"source '{name}'"
-    for item in items:
-        # The common case (a (float|int, value) tuple) is checked inline: this runs per event.
-        if type(item) is tuple and len(item) == 2:
-            ts = item[0]
-            kind = type(ts)
-            if (kind is float or kind is int) and ts == ts and ts not in _INF:
-                yield item
+    try:
+        for item in items:
+            # The common case (a (float|int, value) tuple) is checked inline: this runs per event.
+            if type(item) is tuple and len(item) == 2:
+                ts = item[0]
+                kind = type(ts)
+                if (kind is float or kind is int) and ts == ts and ts not in _INF:
+                    yield item
+                    continue
+                if _is_pair(item):
+                    yield to_timestamp(ts, where), item[1]
+                    continue
+            if type(item) is Watermark:
+                yield item.ts, item
                 continue
-            if _is_pair(item):
-                yield to_timestamp(ts, where), item[1]
-                continue
-        if type(item) is Watermark:
-            yield item.ts, item
-            continue
-        yield clock(), item
+            yield clock(), item
+    except QmtlError:
+        raise
+    except Exception as error:  # the source's own code failed while producing an event
+        raise SourceExecutionError(name, error) from error
 
 
 _INF = (math.inf, -math.inf)
@@ -110,9 +122,10 @@ def source_events(
     if source is None:
         return iter(())
     if hasattr(source, "events") and callable(source.events):
-        return _normalise(source.events(), name, clock)
-    if callable(source):
-        produced = source()
+        return _normalise(_call(source.events, name), name, clock)
+    fetch = getattr(source, "fetch", None)
+    if callable(source) or callable(fetch):
+        produced = _call(source if fetch is None or callable(source) else fetch, name)
         if _is_stream(produced):
             return _normalise(produced, name, clock)
         return iter(((clock(), produced),))
@@ -122,6 +135,15 @@ def source_events(
         f"source '{name}' is {type(source).__name__}; give an iterable of (ts, value) pairs, "
         "a callable or a SourceProcessor"
     )
+
+
+def _call(function: Callable[[], Any], name: str) -> Any:
+    try:
+        return function()
+    except QmtlError:
+        raise
+    except Exception as error:  # the source's own code failed
+        raise SourceExecutionError(name, error) from error
 
 
 def _is_stream(obj: Any) -> bool:

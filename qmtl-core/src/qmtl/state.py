@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from itertools import compress, islice, pairwise, repeat
 from operator import is_not, lt
 from typing import Any, NamedTuple, Protocol, cast, runtime_checkable
@@ -46,6 +47,16 @@ class BucketWrite(NamedTuple):
 def key_prefix(pipeline: str) -> str:
     """The key prefix every backend scopes a pipeline's data under: ``qmtl:{pipeline}:``."""
     return f"qmtl:{pipeline}:"
+
+
+@contextmanager
+def naming(node: str, interval: str) -> Iterator[None]:
+    """Re-raise a :class:`StateBackendError` naming the node: a backend knows a series by its
+    key (the node's id), the caller knows the node's name."""
+    try:
+        yield
+    except StateBackendError as error:
+        raise StateBackendError(f"Node '{node}' at {interval}: {error}") from error
 
 
 @runtime_checkable
@@ -170,6 +181,9 @@ class MemoryStateBackend:
     """
 
     name = "memory"
+    #: Its data lives only as long as this process (``qmtl history`` in a new process cannot
+    #: read it); a backend other processes can read leaves this out or sets it False.
+    in_process = True
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._series: dict[SeriesKey, _Series] = {}
@@ -342,7 +356,7 @@ class MemoryStateBackend:
         high = len(stamps) if end_ts is None else bisect_right(stamps, end_ts)
         if count is not None:
             if count < 0:
-                raise StateBackendError(f"count must be >= 0, got {count} for {key.node_id}")
+                raise StateBackendError(f"count must be >= 0, got {count}")
             low = max(low, high - count)
         return [
             {"timestamp": stamps[i], "value": series.values[i]}

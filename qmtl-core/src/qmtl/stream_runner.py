@@ -4,8 +4,8 @@
 :class:`~qmtl.streaming.SourceBucketer` per source, one :class:`~qmtl.streaming.NodeAligner`
 per node and interval, readers and the plan's calls pre-bound) and then does no lookup per event.
 :func:`run_in_process` orders the sources' events (:func:`qmtl.sources.merged_events`) and
-drives it; :class:`OutputStream` is its iterator form, :class:`ThreadedOutputStream` the
-iterator form of any engine's ``run``.
+drives it; :class:`ThreadedOutputStream` is the iterator form of any engine's ``run``
+(``pipeline.stream()``).
 
 Bounded sources (lists, CSV files) are propagated in batches of ``AUTO_BATCH`` events, which
 changes no result (buckets are final or not whatever the batching); live sources go event by
@@ -19,13 +19,13 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from qmtl.errors import IntervalError, NodeExecutionError
+from qmtl.engine import raise_named
+from qmtl.errors import IntervalError, NodeExecutionError, StateBackendError
 from qmtl.sources import all_bounded, merged_events
-from qmtl.state import column_writer
+from qmtl.state import column_writer, naming
 from qmtl.streaming import (
     END,
     Closure,
@@ -262,8 +262,9 @@ class StreamRunner:
                     series.max_items,
                     series.ttl,
                 )
-                for b, value in buckets:
-                    write(key, (b + 1) * seconds, value, max_items=max_items, ttl=ttl)
+                with naming(series.name, series.interval):
+                    for b, value in buckets:
+                        write(key, (b + 1) * seconds, value, max_items=max_items, ttl=ttl)
                 series.count += len(buckets)
         else:
             self._write_bulk(pending)
@@ -280,6 +281,7 @@ class StreamRunner:
         values: list[Any] = []
         caps: list[int | None] = []
         ttls: list[int | None] = []
+        names: list[str] = []
         for series, buckets in pending:
             n = len(buckets)
             seconds = series.seconds
@@ -288,8 +290,12 @@ class StreamRunner:
             values += [value for _, value in buckets]
             caps += [series.max_items] * n
             ttls += [series.ttl] * n
+            names += [series.name] * n
             series.count += n
-        self._write(keys, stamps, values, caps, ttls)
+        try:
+            self._write(keys, stamps, values, caps, ttls)
+        except StateBackendError as error:
+            raise_named(self.state, error, names, keys, stamps, values, caps, ttls)
 
 
 def _series_at(upstream: PlanNode, seconds: int, reader: str) -> int:
@@ -365,48 +371,6 @@ def drive(runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]])
     return runner.finish()
 
 
-class OutputStream(Iterator[OutputEvent]):
-    """The notebook form of a run: iterate final buckets as they are produced.
-
-    ``summary`` is set once the iterator is exhausted.
-    """
-
-    def __init__(
-        self, runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]]
-    ) -> None:
-        self.summary: RunSummary | None = None
-        self._buffer: deque[OutputEvent] = deque()
-        user = runner.on_output
-        buffer = self._buffer
-
-        def collect(event: OutputEvent) -> None:
-            buffer.append(event)
-            if user is not None:
-                user(event)
-
-        runner.on_output = collect
-        self._runner = runner
-        self._events = iter(events)
-
-    def __next__(self) -> OutputEvent:
-        buffer = self._buffer
-        while not buffer:
-            if self.summary is not None:
-                raise StopIteration
-            item = next(self._events, None)
-            if item is None:
-                self.summary = self._runner.finish()
-                continue
-            index, ts, value = item
-            if ts is not None:
-                self._runner.on_event(index, ts, value)
-            elif value is None:
-                self._runner.end_source(index)
-            else:
-                self._runner.on_watermark(index, value)
-        return buffer.popleft()
-
-
 def run_in_process(
     plan: ExecutionPlan,
     state: StateBackend,
@@ -418,6 +382,7 @@ def run_in_process(
     invoke_hook: InvokeHook | None = None,
     engine: str = "local",
     batch: int | None = None,
+    timeout: float | None = None,
 ) -> RunSummary:
     """Run ``plan``'s sources to their end in this process (the local engine's semantics).
 
@@ -425,35 +390,34 @@ def run_in_process(
     arrival order) replaces all of them; ``clock`` stamps values that come without a ts.
     ``batch`` propagates source buckets every that many events (default: ``AUTO_BATCH`` when
     every source's data is at hand, else 1 so live outputs are never held back); results do
-    not depend on it.
+    not depend on it. ``timeout`` bounds the whole run (:mod:`qmtl.deadline`: the run moves to
+    a worker thread, which also calls ``on_output``).
     """
     if batch is None:
         batch = AUTO_BATCH if all_bounded(plan, sources=sources, events=events) else 1
-    runner = StreamRunner(
-        plan, state, on_output=on_output, invoke_hook=invoke_hook, engine=engine, batch=batch
-    )
-    return drive(runner, merged_events(plan, sources=sources, events=events, clock=clock))
+    merged = merged_events(plan, sources=sources, events=events, clock=clock)
+    if timeout is None:
+        runner = StreamRunner(
+            plan, state, on_output=on_output, invoke_hook=invoke_hook, engine=engine, batch=batch
+        )
+        return drive(runner, merged)
+    from qmtl.deadline import run_with_deadline
 
-
-def stream_in_process(
-    plan: ExecutionPlan,
-    state: StateBackend,
-    *,
-    on_output: Callable[[OutputEvent], None] | None = None,
-    sources: Mapping[str, Any] | None = None,
-    events: Iterable[tuple[str, Any, Any]] | None = None,
-    clock: Callable[[], float] = time.time,
-    invoke_hook: InvokeHook | None = None,
-    engine: str = "local",
-    batch: int | None = None,
-) -> OutputStream:
-    """The iterator form of :func:`run_in_process`; work happens as you iterate."""
-    if batch is None:
-        batch = AUTO_BATCH if all_bounded(plan, sources=sources, events=events) else 1
-    runner = StreamRunner(
-        plan, state, on_output=on_output, invoke_hook=invoke_hook, engine=engine, batch=batch
+    return run_with_deadline(
+        plan.pipeline,
+        timeout,
+        lambda deadline: drive(
+            StreamRunner(
+                plan,
+                deadline.state(state),
+                on_output=deadline.output(on_output),
+                invoke_hook=deadline.hook(invoke_hook),
+                engine=engine,
+                batch=batch,
+            ),
+            deadline.events(merged),
+        ),
     )
-    return OutputStream(runner, merged_events(plan, sources=sources, events=events, clock=clock))
 
 
 class _Stop(Exception):

@@ -16,24 +16,35 @@ import shutil
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from qmtl.errors import QmtlError
 from qmtl.selectors import is_deterministic, select
 
 if TYPE_CHECKING:
     from qmtl.node import QueryNode
-    from qmtl.pipeline import Pipeline
     from qmtl.plan import ExecutionPlan, PlanNode
 
 FORMATS = ("mermaid", "dot", "json", "svg", "png")
+
+
+class Drawable(Protocol):
+    """What is drawn: a :class:`qmtl.pipeline.Pipeline` (its name, tags and compiled plan)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def tags(self) -> list[str]: ...
+    def build(self) -> ExecutionPlan: ...
 
 
 class VisualizationError(QmtlError):
     """A pipeline could not be drawn (unknown format, Graphviz missing or failing)."""
 
 
-def graph(pipeline: Pipeline) -> dict[str, Any]:
+def graph(pipeline: Drawable) -> dict[str, Any]:
     """The pipeline's graph as plain data (what ``format="json"`` prints)."""
     plan = pipeline.build()
     nodes: list[dict[str, Any]] = []
@@ -92,7 +103,7 @@ def _selected(plan: ExecutionPlan, node: PlanNode) -> list[str] | None:
     if not is_deterministic(selectors):
         return None
     matched = [plan.by_name[u].node for u in node.upstreams]
-    return list(select(selectors, matched).names)  # type: ignore[arg-type]
+    return list(select(selectors, matched).names)
 
 
 def _intervals(entry: dict[str, Any]) -> str:
@@ -214,7 +225,7 @@ def _graphviz(dot_source: str, fmt: str, pipeline: str) -> bytes:
     return done.stdout
 
 
-def render(pipeline: Pipeline, format: str = "mermaid", path: str | Path | None = None) -> str:
+def render(pipeline: Drawable, format: str = "mermaid", path: str | Path | None = None) -> str:
     """Draw ``pipeline``; return the text (Mermaid, DOT, JSON, SVG) or the written path (PNG).
 
     With ``path`` the output is also written there and the path is returned for SVG/PNG.
@@ -245,7 +256,7 @@ def render(pipeline: Pipeline, format: str = "mermaid", path: str | Path | None 
     return text
 
 
-def notebook_svg(pipeline: Pipeline) -> str | None:
+def notebook_svg(pipeline: Drawable) -> str | None:
     """SVG of the graph when Graphviz's ``dot`` is installed and the pipeline builds, else None."""
     if shutil.which("dot") is None:
         return None
@@ -256,7 +267,7 @@ def notebook_svg(pipeline: Pipeline) -> str | None:
 
 
 def notebook_bundle(
-    pipeline: Pipeline, include: Iterable[str] | None, exclude: Iterable[str] | None
+    pipeline: Drawable, include: Iterable[str] | None, exclude: Iterable[str] | None
 ) -> dict[str, str]:
     """Jupyter's MIME bundle of a pipeline: SVG (with Graphviz), Mermaid in Markdown, text.
 

@@ -18,7 +18,7 @@ is assigned that input next:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from qmtl.plan import PlanNode
 from qmtl.streaming import END, NodeAligner, SourceBucketer, final_through
@@ -28,8 +28,17 @@ from qmtl_engine_kafka._context import RunContext
 from qmtl_engine_kafka.envelope import Envelope
 from qmtl_engine_kafka.topics import merge_topic
 
-if TYPE_CHECKING:
-    from qmtl_engine_kafka._task import Task
+
+class Task(Protocol):
+    """What a slot reads of its task (:class:`qmtl_engine_kafka._task.Task`)."""
+
+    @property
+    def node(self) -> PlanNode: ...
+    @property
+    def ctx(self) -> RunContext: ...
+    @property
+    def partitions(self) -> int: ...
+
 
 __all__ = ["MergeSlot", "NodeFailed", "NodeSlot", "Slot", "SourceSlot"]
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from qmtl.engine import EngineBase
-from qmtl.errors import ConfigurationError, EngineError, NodeExecutionError
+from qmtl.errors import ConfigurationError, NodeExecutionError
 from qmtl.logs import get_logger
 from qmtl.plan import ExecutionPlan
 from qmtl.sources import merged_events
@@ -25,7 +25,12 @@ from qmtl.streaming import NodeSummary, OutputEvent, RunSummary
 from qmtl_engine_kafka import envelope as envelopes
 from qmtl_engine_kafka._client import admin_client, check_broker, kafka_module, new_client
 from qmtl_engine_kafka.envelope import Envelope
-from qmtl_engine_kafka.errors import EnvelopeError, PublishError
+from qmtl_engine_kafka.errors import (
+    EnvelopeError,
+    PublishError,
+    RemoteNodeError,
+    RunTimeoutError,
+)
 from qmtl_engine_kafka.pending import pending_store_for
 from qmtl_engine_kafka.settings import KafkaEngineSettings
 from qmtl_engine_kafka.topics import (
@@ -39,18 +44,6 @@ from qmtl_engine_kafka.worker import LIVE_RUN, RunContext, Worker
 __all__ = ["KafkaEngine", "RemoteNodeError", "RunTimeoutError"]
 
 log = get_logger(__name__)
-
-
-class RemoteNodeError(EngineError):
-    """A node failed in a worker process; the message is that worker's error."""
-
-
-class RunTimeoutError(EngineError, TimeoutError):
-    """A Kafka run did not finish in time; ``waiting`` names the nodes still running."""
-
-    def __init__(self, message: str, waiting: list[str]) -> None:
-        super().__init__(message)
-        self.waiting = waiting
 
 
 class KafkaEngine(EngineBase):
@@ -106,9 +99,7 @@ class KafkaEngine(EngineBase):
         return {s: partitions.get(topics.inputs[s], 1) for s in sources}
 
     # -- streaming -------------------------------------------------------------------------
-    # EngineBase.run takes **options; this engine names the ones it knows, so a misspelt option
-    # is a TypeError here instead of being ignored.
-    def run(  # type: ignore[override]
+    def run(
         self,
         plan: ExecutionPlan,
         *,
@@ -183,7 +174,16 @@ class KafkaEngine(EngineBase):
     ) -> dict[str, Any]:
         from qmtl_engine_kafka.oneshot import execute_over_kafka
 
-        return execute_over_kafka(self, plan, state=state, inputs=inputs, ts=ts, timeout=timeout)
+        return execute_over_kafka(
+            plan,
+            settings=self.settings,
+            prepare=self.prepare,
+            open_session=lambda ctx, workers: _Session(self, ctx, workers),
+            state=state,
+            inputs=inputs,
+            ts=ts,
+            timeout=timeout,
+        )
 
     def close(self) -> None:
         """Nothing long-lived is held between runs except the admin client."""
@@ -358,12 +358,13 @@ class _Session:
             if self.errors:
                 raise self.errors[0]
             if deadline is not None and time.monotonic() > deadline:
-                waiting = sorted(names - set(ends))
+                waiting = [n.name for n in ctx.plan.nodes if n.name not in ends]
                 raise RunTimeoutError(
-                    f"Pipeline '{ctx.pipeline}' on Kafka did not finish within {timeout:g}s; "
-                    f"nodes still running: {waiting}; are workers running (workers=0 needs "
-                    f"`qmtl worker ... --run {run}`)?",
+                    ctx.pipeline,
                     waiting,
+                    timeout or 0.0,
+                    f"on Kafka, nodes still running: {waiting}; are workers running "
+                    f"(workers=0 needs `qmtl worker ... --run {run}`)?",
                 )
             for message in self.collector.consume(1000, 0.05):
                 if message.error() is not None:

@@ -6,7 +6,7 @@ an operator can count and filter poison messages by cause.
 
 from __future__ import annotations
 
-from qmtl.errors import ConfigurationError, EngineError
+from qmtl.errors import ConfigurationError, EngineError, PipelineTimeoutError
 
 
 class KafkaClientMissingError(EngineError, ImportError):
@@ -17,6 +17,20 @@ class KafkaClientMissingError(EngineError, ImportError):
             f"{what} needs the Kafka client library confluent-kafka, which is not installed: "
             "pip install confluent-kafka (or pip install qmtl-engine-kafka)"
         )
+
+
+class RemoteNodeError(EngineError):
+    """A node failed in a worker process; the message is that worker's error."""
+
+
+class RunTimeoutError(PipelineTimeoutError, EngineError):
+    """A Kafka run did not finish in time; ``waiting`` names the nodes still running.
+
+    A :class:`~qmtl.errors.PipelineTimeoutError` like every engine's timeout."""
+
+    def __init__(self, pipeline: str, waiting: list[str], timeout: float, detail: str) -> None:
+        super().__init__(pipeline, waiting[0] if waiting else None, timeout, detail)
+        self.waiting = waiting
 
 
 class BrokerUnavailableError(EngineError):

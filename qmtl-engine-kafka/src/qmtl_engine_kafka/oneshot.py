@@ -14,8 +14,9 @@ from it on. Values cross Kafka as JSON (tuples come back as lists).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Protocol
 
 from qmtl.engine import bucket_end
 from qmtl.errors import NodeExecutionError, PipelineTimeoutError
@@ -23,32 +24,52 @@ from qmtl.plan import ExecutionPlan
 from qmtl.state import StateBackend
 from qmtl.streaming import OutputEvent
 from qmtl_engine_kafka._context import OneShot, RunContext
+from qmtl_engine_kafka.errors import RunTimeoutError
 from qmtl_engine_kafka.pending import MemoryPendingStore
-
-if TYPE_CHECKING:
-    from qmtl_engine_kafka.engine import KafkaEngine
+from qmtl_engine_kafka.settings import KafkaEngineSettings
 
 _MISSING: Any = object()
 
 
+class Session(Protocol):
+    """One run's publisher, collector and in-process workers (the engine's ``_Session``)."""
+
+    def start(self) -> None: ...
+    def publish(self, events: Iterator[tuple[int, float | None, Any]]) -> None: ...
+    def collect(
+        self,
+        on_output: Callable[[OutputEvent], None] | None,
+        failures: dict[str, BaseException],
+        timeout: float | None,
+        *,
+        raise_failures: bool = True,
+    ) -> dict[str, dict[str, Any]]: ...
+    def failure(
+        self, node: str, message: str, failures: dict[str, BaseException]
+    ) -> BaseException: ...
+    def close(self) -> None: ...
+
+
 def execute_over_kafka(
-    engine: KafkaEngine,
     plan: ExecutionPlan,
     *,
+    settings: KafkaEngineSettings,
+    prepare: Callable[[ExecutionPlan], dict[str, int]],
+    open_session: Callable[[RunContext, int], Session],
     state: StateBackend,
     inputs: Mapping[str, Any] | None = None,
     ts: float | None = None,
     timeout: float | None = None,
 ) -> dict[str, Any]:
-    """Run every node once over Kafka; return ``{node: value}`` as the local engine does."""
-    import uuid
+    """Run every node once over Kafka; return ``{node: value}`` as the local engine does.
 
-    from qmtl_engine_kafka.engine import RunTimeoutError, _Session
-
+    ``prepare(plan)`` creates the topics and returns each source's input partitions;
+    ``open_session(ctx, workers)`` opens the run's session (the engine supplies both).
+    """
     now = time.time() if ts is None else float(ts)
     deadline = None if timeout is None else time.monotonic() + timeout
     inputs = dict(inputs or {})
-    partitions = engine.prepare(plan)
+    partitions = prepare(plan)
     failures: dict[str, BaseException] = {}
     values: dict[str, Any] = {}
     events: list[tuple[int, float | None, Any]] = []
@@ -66,21 +87,21 @@ def execute_over_kafka(
     ctx = RunContext(
         plan,
         uuid.uuid4().hex,
-        engine.settings,
+        settings,
         state,
         MemoryPendingStore(),
         partitions,
-        batch_size=engine.settings.batch_size,
+        batch_size=settings.batch_size,
         on_failure=lambda node, error: failures.setdefault(node, error),
         oneshot=OneShot(inputs, now),
     )
-    workers = max(1, engine.settings.workers)
+    workers = max(1, settings.workers)
     outputs: dict[str, Any] = {}
 
     def collect(event: OutputEvent) -> None:
         outputs.setdefault(event.node, event.value)
 
-    session = _Session(engine, ctx, workers)
+    session = open_session(ctx, workers)
     try:
         session.start()
         session.publish(iter(events))

@@ -6,9 +6,10 @@ suites); this module is the local engine's entry to them.
 Sources are ordered by :func:`qmtl.sources.merged_events`: the earliest head first (ties by
 plan order), each source read lazily at its own pace and flushed as soon as it ends.
 
-Options of ``pipeline.run(...)`` on the local engine: ``on_output``, ``sources`` (replace named
-sources' inputs), ``events`` (``(source, ts, value)`` in arrival order, replacing all sources),
-``clock`` (stamps values that come without a ts).
+Options of ``pipeline.run(...)`` on the local engine: those every engine takes (``on_output``,
+``sources`` replacing named sources' inputs, ``events`` as ``(source, ts, value)`` in arrival
+order replacing all sources, ``clock`` stamping values that come without a ts, ``timeout``
+bounding the whole run: :mod:`qmtl.deadline`), and ``batch``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from qmtl.plan import ExecutionPlan
 from qmtl.state import StateBackend
-from qmtl.stream_runner import OutputStream, run_in_process, stream_in_process
+from qmtl.stream_runner import run_in_process
 from qmtl.streaming import RunSummary
 
 
@@ -25,9 +26,3 @@ def run_stream(plan: ExecutionPlan, state: StateBackend, **options: Any) -> RunS
     """Run ``plan``'s sources to their end; return the :class:`~qmtl.streaming.RunSummary`."""
     options.setdefault("engine", "local")
     return run_in_process(plan, state, **options)
-
-
-def iter_stream(plan: ExecutionPlan, state: StateBackend, **options: Any) -> OutputStream:
-    """The iterator form of :func:`run_stream`; its ``summary`` is set at the end."""
-    options.setdefault("engine", "local")
-    return stream_in_process(plan, state, **options)

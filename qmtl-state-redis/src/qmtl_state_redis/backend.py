@@ -178,7 +178,7 @@ class RedisStateBackend:
         """Newest-first buckets in ``(start_ts, end_ts]``, at most ``count``: one script finds
         the range by binary search, server-side, and returns just those buckets."""
         if count is not None and count < 0:
-            raise StateBackendError(f"count must be >= 0, got {count} for {key.node_id}")
+            raise StateBackendError(f"count must be >= 0, got {count}")
         history, _ = _keys(key)
         args = (
             "" if count is None else str(int(count)),
@@ -344,15 +344,15 @@ class RedisStateBackend:
             ts = float(timestamp)
             if not math.isfinite(ts):
                 raise StateBackendError(
-                    f"Bucket timestamp {timestamp!r} of node '{key.node_id}' is not a finite "
+                    f"Bucket timestamp {timestamp!r} of series {_keys(key)[0]} is not a finite "
                     "number; pass epoch seconds"
                 )
             try:
                 payload = dumps(value, option=_DUMPS_OPTIONS)
             except TypeError as error:
                 raise StateBackendError(
-                    f"The value of node '{key.node_id}' at interval '{_interval(key.interval)}' "
-                    f"(bucket {ts:g}) cannot be stored in Redis: {error}. Return JSON data "
+                    f"The value of series {_keys(key)[0]} (bucket {ts:g}) cannot be stored in "
+                    f"Redis: {error}. Return JSON data "
                     "from the node (numbers, strings, booleans, None, lists, dicts with string "
                     "keys), or convert it first"
                 ) from error
@@ -361,9 +361,9 @@ class RedisStateBackend:
                 keep: int | str = "" if max_items is None else int(max_items)
             except (TypeError, ValueError) as error:
                 raise StateBackendError(
-                    f"Series settings of node '{key.node_id}' at interval "
-                    f"'{_interval(key.interval)}' are not numbers (max_items={max_items!r}, "
-                    f"ttl={ttl!r}); pass an int max_items and a ttl in seconds or None"
+                    f"Settings of series {_keys(key)[0]} are not numbers (max_items="
+                    f"{max_items!r}, ttl={ttl!r}); pass an int max_items and a ttl in seconds "
+                    "or None"
                 ) from error
             group = groups.get(key)
             if group is None or group[2] != keep or group[3] != ttl_text:

@@ -1,7 +1,10 @@
 """``StateManager``: the earlier SDK's Redis history API, on :class:`RedisStateBackend`.
 
 It reads and writes exactly the series a pipeline run with ``state="redis"`` uses, addressed by
-``(pipeline, node_id, interval)``; ``pipeline`` defaults to ``"default"``.
+``(pipeline, node_id, interval)``; ``pipeline`` defaults to ``"default"``. The seed's key-value
+helpers (``set``/``get``/``delete``/``exists``/``keys``) store JSON values under
+``qmtl:{pipeline}:kv:{key}``, inside the pipeline's prefix like everything else, so
+``clear_all()`` removes them too and no other data on the server is ever touched.
 """
 
 from __future__ import annotations
@@ -9,10 +12,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
+import redis
+
 from qmtl.engine import bucket_end
+from qmtl.errors import StateBackendError
 from qmtl.models import IntervalEnum, to_interval
-from qmtl.state import SeriesKey
-from qmtl_state_redis.backend import RedisStateBackend
+from qmtl.state import SeriesKey, key_prefix
+from qmtl_state_redis.backend import RedisStateBackend, _escape, _glob
 from qmtl_state_redis.settings import RedisStateSettings
 
 __all__ = ["StateManager"]
@@ -134,6 +141,59 @@ class StateManager:
     def close(self) -> None:
         """Close the connections (a later call reconnects)."""
         self.backend.close()
+
+    # -- the seed's key-value helpers ---------------------------------------------------------
+    def set(self, key: str, value: Any, expire: int | None = None) -> bool:
+        """Store ``value`` (JSON) under ``key``, expiring after ``expire`` seconds if given;
+        True once stored."""
+        if expire is not None and (
+            isinstance(expire, bool) or not isinstance(expire, int) or expire < 1
+        ):
+            raise StateBackendError(f"set('{key}'): expire={expire!r} must be whole seconds >= 1")
+        try:
+            payload = orjson.dumps(value)
+        except TypeError as error:
+            raise StateBackendError(
+                f"set('{key}'): the value cannot be stored as JSON ({error}); store numbers, "
+                "strings, booleans, None, lists and dicts with string keys"
+            ) from error
+        self._kv("setting", key, lambda c, name: c.set(name, payload, ex=expire))
+        return True
+
+    def get(self, key: str) -> Any:
+        """The value stored under ``key``, or None when there is none."""
+        raw = self._kv("reading", key, lambda c, name: c.get(name))
+        return None if raw is None else orjson.loads(raw)
+
+    def delete(self, key: str) -> bool:
+        """Delete ``key``; True if it existed."""
+        return bool(self._kv("deleting", key, lambda c, name: c.delete(name)))
+
+    def exists(self, key: str) -> bool:
+        """Whether ``key`` holds a value."""
+        return bool(self._kv("checking", key, lambda c, name: c.exists(name)))
+
+    def keys(self, pattern: str = "*") -> list[str]:
+        """The keys set with :meth:`set` that match the glob ``pattern``, sorted (SCAN under
+        this pipeline's prefix, never KEYS)."""
+        prefix = self._kv_name("")
+        try:
+            names = self.backend._redis().scan_iter(match=_glob(prefix) + pattern, count=1000)
+            return sorted(name.decode()[len(prefix) :] for name in names)
+        except redis.RedisError as error:
+            raise self.backend._error(f"listing keys {prefix}{pattern}", error) from error
+
+    def _kv_name(self, key: str) -> str:
+        if not isinstance(key, str):
+            raise StateBackendError(f"key {key!r} must be a string")
+        return f"{key_prefix(_escape(self.pipeline))}kv:{key}"
+
+    def _kv(self, action: str, key: str, call: Any) -> Any:
+        name = self._kv_name(key)
+        try:
+            return call(self.backend._redis(), name)
+        except redis.RedisError as error:
+            raise self.backend._error(f"{action} {name}", error) from error
 
     def _key(self, node_id: str, interval: IntervalEnum | str) -> SeriesKey:
         return SeriesKey(self.pipeline, node_id, to_interval(interval).value)

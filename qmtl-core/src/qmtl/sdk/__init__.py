@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qmtl.analyzer import Analyzer
 from qmtl.models import (
     IntervalEnum,
     IntervalSettings,
@@ -21,6 +22,7 @@ from qmtl.node import Node, ProcessingNode, QueryNode, SourceNode
 from qmtl.pipeline import Pipeline
 
 __all__ = [
+    "Analyzer",
     "IntervalEnum",
     "IntervalSettings",
     "K8sJobGenerator",

@@ -25,15 +25,17 @@ Or override the fixtures to use services (``redis_url`` / ``kafka_bootstrap`` co
 Every test runs a library case (:mod:`qmtl.testing.pipelines`) with
 ``pipeline.run(on_output=..., engine=..., state=..., **run_options)`` and compares with the
 oracle: the same case run by :func:`qmtl.stream_runner.run_in_process` (the local engine's code)
-into a fresh :class:`~qmtl.state.MemoryStateBackend`. Compared: every series' outputs (in
-emission order, which must be bucket order), the final history of every series, and the run
-summary's per-node counts. The arrival-order property (hypothesis) feeds the sources' events
-interleaved at random with ``events=[(source, ts, value), ...]``: an engine must accept that
-option and consume events in that order. The contract deletes each case pipeline's data from the
-state backend before running it, so one backend may serve all tests. ``cases`` restricts the
-cases (each test is generated only for the cases it shares with ``cases``, so a restricted
-subclass shows no skipped tests); ``max_examples`` sizes the property test; ``run_options`` are
-extra options for ``run``.
+into a fresh :class:`~qmtl.state.MemoryStateBackend`, itself checked once per case against
+:mod:`qmtl.testing.reference`, a brute-force evaluator of SPEC §5.2 that shares no code with
+the streaming core (so the local and mock engines are not compared with themselves).
+Compared: every series' outputs (in emission order, which must be bucket order), the final
+history of every series, and the run summary's per-node counts. The arrival-order property
+(hypothesis) feeds the sources' events interleaved at random with ``events=[(source, ts,
+value), ...]``: an engine must accept that option and consume events in that order. The
+contract deletes each case pipeline's data from the state backend before running it, so one
+backend may serve all tests. ``cases`` restricts the cases (each test is generated only for the
+cases it shares with ``cases``, so a restricted subclass shows no skipped tests);
+``max_examples`` sizes the property test; ``run_options`` are extra options for ``run``.
 """
 
 from __future__ import annotations
@@ -46,12 +48,27 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from qmtl.errors import NodeExecutionError
+from qmtl.errors import (
+    ConfigurationError,
+    NodeExecutionError,
+    PipelineTimeoutError,
+    SourceExecutionError,
+)
 from qmtl.pipeline import Pipeline
 from qmtl.state import MemoryStateBackend, StateBackend
 from qmtl.stream_runner import run_in_process
 from qmtl.streaming import OutputEvent
-from qmtl.testing.pipelines import CASES, FAIL_AT, Case, events_of
+from qmtl.testing import reference
+from qmtl.testing.pipelines import (
+    BASE,
+    CASES,
+    FAIL_AT,
+    SLOW_S,
+    Case,
+    broken_feed,
+    events_of,
+    slow,
+)
 
 Outputs = dict[tuple[str, str], list[tuple[float, Any]]]
 PASSING = [name for name, case in CASES.items() if case.fails is None]
@@ -117,8 +134,22 @@ _ORACLES: dict[str, Oracle] = {}
 
 
 def oracle(name: str) -> Oracle:
+    """The oracle of case ``name``, checked once against the independent brute-force
+    evaluator (:mod:`qmtl.testing.reference`), so no engine, the local one included, is only
+    ever compared with its own code."""
     if name not in _ORACLES:
-        _ORACLES[name] = Oracle(CASES[name])
+        found = Oracle(CASES[name])
+        expected = reference.evaluate(CASES[name].build())
+        for what, ours, theirs in (
+            ("outputs", found.outputs, expected.outputs),
+            ("history", found.history, expected.history),
+            ("counts", counts(found.summary), expected.counts),
+        ):
+            assert ours == theirs, (
+                f"case {name!r}: the local engine's {what} differ from the independent "
+                f"evaluator's (qmtl.testing.reference):\n{ours}\n!=\n{theirs}"
+            )
+        _ORACLES[name] = found
     return _ORACLES[name]
 
 
@@ -226,8 +257,46 @@ class EngineContract:
         assert caught.value.node == case.fails
         assert "explode" in str(caught.value)
         written = history(self.build(case), contract_state)[(case.fails or "", "1m")]
-        assert all(value < FAIL_AT * 10 for _ts, value in written)
-        assert len(written) <= FAIL_AT
+        # Counter event i is (BASE + 60 i + 1, i): one per minute bucket, which ends at
+        # BASE + 60 (i + 1). explode(i) = 10 i until i reaches FAIL_AT (7), where it raises. Its
+        # buckets before the failing one stay (SPEC §5.2 failure policy), the failing one and
+        # nothing after it is written: exactly buckets 0..6, newest first.
+        assert written == [
+            (float(BASE + 60 * (i + 1)), i * 10.0) for i in range(int(FAIL_AT) - 1, -1, -1)
+        ]
+
+    def test_an_unknown_run_option_is_refused_naming_it(
+        self, contract_engine: Any, contract_state: Any
+    ) -> None:
+        pipeline = self.build(CASES["chain"])
+        with pytest.raises(ConfigurationError) as caught:
+            pipeline.run(
+                engine=contract_engine, state=contract_state, **{**self.run_options, "timout": 5}
+            )
+        assert "'timout'" in str(caught.value) and "did you mean 'timeout'" in str(caught.value)
+
+    def test_timeout_bounds_a_run(self, contract_engine: Any, contract_state: Any) -> None:
+        """``timeout=`` is one of the options every engine takes: a run that outlasts it raises
+        PipelineTimeoutError (its node sleeps SLOW_S per bucket, six buckets)."""
+        pipeline = self.build(Case("slow", slow))
+        _clean(pipeline, contract_state)
+        with pytest.raises(PipelineTimeoutError) as caught:
+            pipeline.run(
+                engine=contract_engine,
+                state=contract_state,
+                **{**self.run_options, "timeout": SLOW_S},
+            )
+        assert caught.value.pipeline == pipeline.name and caught.value.timeout == SLOW_S
+
+    def test_a_failing_source_is_named_with_its_error_chained(
+        self, contract_engine: Any, contract_state: Any
+    ) -> None:
+        pipeline = self.build(Case("broken_feed", broken_feed))
+        _clean(pipeline, contract_state)
+        with pytest.raises(SourceExecutionError) as caught:
+            pipeline.run(engine=contract_engine, state=contract_state, **self.run_options)
+        assert caught.value.node == "feed" and "Source 'feed'" in str(caught.value)
+        assert isinstance(caught.value.__cause__, ConnectionError)
 
     @over(*MULTI_SOURCE)
     def test_arrival_order_across_sources_never_changes_outputs(

@@ -271,6 +271,46 @@ def failing() -> Pipeline:
     return p
 
 
+#: Seconds :func:`slow`'s node sleeps per bucket.
+SLOW_S = 0.5
+
+
+def _sleepy(src: float) -> float:
+    import time
+
+    time.sleep(SLOW_S)
+    return src
+
+
+def slow() -> Pipeline:
+    """Six one-minute buckets through a node that takes :data:`SLOW_S` seconds each (for
+    timeouts; not in :data:`CASES`)."""
+    p = Pipeline("contract-slow")
+    p.add_node(
+        SourceNode(
+            "src",
+            source=[(BASE + 60 * i + 1, float(i)) for i in range(6)],
+            interval_settings=_minute(),
+        )
+    )
+    p.add_node(Node("sleepy", fn=_sleepy, upstreams=["src"], interval_settings=_minute()))
+    return p
+
+
+def _breaking_feed() -> Any:
+    for i in range(3):
+        yield (BASE + 60 * i + 1, float(i))
+    raise ConnectionError("feed dropped")
+
+
+def broken_feed() -> Pipeline:
+    """A source whose generator raises after three events (not in :data:`CASES`)."""
+    p = Pipeline("contract-broken-feed")
+    p.add_node(SourceNode("feed", source=_breaking_feed, interval_settings=_minute()))
+    p.add_node(Node("copy", fn=plus_one, upstreams=["feed"], interval_settings=_minute()))
+    return p
+
+
 @dataclass(frozen=True)
 class Case:
     """One library case: ``build()`` returns a fresh pipeline; ``target`` is its
@@ -312,4 +352,4 @@ def events_of(pipeline: Pipeline) -> dict[str, list[tuple[float, Any]]]:
     }
 
 
-__all__ = ["BASE", "CASES", "FAIL_AT", "Case", "events_of"]
+__all__ = ["BASE", "CASES", "FAIL_AT", "SLOW_S", "Case", "broken_feed", "events_of", "slow"]

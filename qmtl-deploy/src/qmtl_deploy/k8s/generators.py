@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shlex
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +17,7 @@ import yaml
 
 from qmtl.errors import DeployError
 from qmtl_deploy.dockerfile import APP_UID, check_image_reference, worker_command
+from qmtl_deploy.k8s.checks import check_resources, count, words
 from qmtl_deploy.k8s.models import (
     Capabilities,
     Container,
@@ -179,6 +179,7 @@ def _resources(resources: ResourcesArg) -> ResourceRequirements:
     if resources is None:
         return DEFAULT_RESOURCES
     if isinstance(resources, ResourceRequirements):
+        check_resources(resources.requests, resources.limits)
         return resources
     unknown = set(resources) - {"requests", "limits"}
     if unknown:
@@ -186,18 +187,11 @@ def _resources(resources: ResourcesArg) -> ResourceRequirements:
             f"resources has unknown keys {sorted(unknown)}; use 'requests' and 'limits', e.g. "
             "{'requests': {'cpu': '500m', 'memory': '512Mi'}, 'limits': {'memory': '1Gi'}}"
         )
+    check_resources(resources.get("requests"), resources.get("limits"))
     return ResourceRequirements(
         requests=dict(resources["requests"]) if resources.get("requests") else None,
         limits=dict(resources["limits"]) if resources.get("limits") else None,
     )
-
-
-def _words(value: Sequence[str] | str | None) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return shlex.split(value)
-    return [str(part) for part in value]
 
 
 def _build_pod(
@@ -231,8 +225,8 @@ def _build_pod(
         name=container_name,
         image=image,
         image_pull_policy=image_pull_policy,
-        command=_words(command),
-        args=_words(args),
+        command=words(command, "command"),
+        args=words(args, "args"),
         env=env,
         env_from=env_from or None,
         resources=_resources(resources),
@@ -333,6 +327,9 @@ class K8sJobGenerator:
         ``{"requests": {...}, "limits": {...}}`` (default :data:`DEFAULT_RESOURCES`).
         """
         pipeline = pipeline_name(pipeline_def)
+        count("backoff_limit", backoff_limit)
+        count("ttl_seconds_after_finished", ttl_seconds_after_finished, optional=True)
+        count("active_deadline_seconds", active_deadline_seconds, minimum=1, optional=True)
         name = check_dns1123_label(job_name, "Job name") if job_name else dns1123_name(pipeline)
         meta, all_labels, all_annotations = _metadata(
             name, namespace, pipeline, "job", labels, annotations
@@ -374,6 +371,7 @@ class K8sJobGenerator:
 
 def heartbeat_probe(path: str = HEARTBEAT_FILE, max_age_seconds: int = 60) -> Probe:
     """A liveness probe that fails when ``path`` was not touched within ``max_age_seconds``."""
+    count("heartbeat_max_age_seconds", max_age_seconds, minimum=1)
     check = (
         "import os, sys, time; "
         f"sys.exit(time.time() - os.stat({path!r}).st_mtime > {int(max_age_seconds)})"
@@ -439,8 +437,8 @@ class K8sDeploymentGenerator:
                     "path: pass target='package.module:pipeline' (or an explicit command)"
                 )
             command = worker_command(target)
-        if replicas < 0:
-            raise DeployError(f"replicas={replicas} must be 0 or more")
+        count("replicas", replicas)
+        count("termination_grace_period_seconds", termination_grace_period_seconds)
         name = (
             check_dns1123_label(deployment_name, "Deployment name")
             if deployment_name

@@ -2,7 +2,9 @@
 
 ``MockExecutionEngine`` lives in core; the others come from their distributions and are imported
 on first use: ``LocalExecutionEngine`` (qmtl-engine-local), ``ParallelExecutionEngine`` and
-``StreamProcessor`` (qmtl-engine-kafka), ``StateManager`` (qmtl-state-redis).
+``StreamProcessor`` (qmtl-engine-kafka), ``StateManager`` (qmtl-state-redis). The seed's
+per-engine modules import too: ``qmtl.sdk.execution.local``, ``.parallel_engine``,
+``.state_manager`` and ``.stream_processor``.
 """
 
 from __future__ import annotations
@@ -28,14 +30,20 @@ _PROVIDERS = {
 
 
 def __getattr__(name: str) -> Any:
-    if name not in _PROVIDERS:
-        raise AttributeError(f"module 'qmtl.sdk.execution' has no attribute {name!r}")
+    return provided(__name__, name, tuple(_PROVIDERS))
+
+
+def provided(module: str, name: str, names: tuple[str, ...]) -> Any:
+    """``name`` from the distribution that provides it (imported on first use), for ``module``
+    (this package or one of the seed's submodules) that lists ``names``."""
+    if name not in names:
+        raise AttributeError(f"module '{module}' has no attribute {name!r}")
     from qmtl._lazy import import_from
 
     module_name, distribution = _PROVIDERS[name]
-    module = import_from(module_name, distribution, name)
+    imported = import_from(module_name, distribution, name)
     try:
-        return getattr(module, name)
+        return getattr(imported, name)
     except AttributeError:
         raise AttributeError(
             f"{distribution} is installed but does not provide {name}; upgrade {distribution}"
