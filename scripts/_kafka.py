@@ -404,16 +404,21 @@ def probe_metadata(host: str, port: int, timeout: float = 2.0) -> list[tuple[int
     """Send a Metadata request; return the brokers it lists as (node id, host, port)."""
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.settimeout(timeout)
-        low, high = _metadata_versions(sock)
-        version = min(high, _MAX_NON_FLEXIBLE_METADATA)
-        if version < max(low, 1):
-            raise ValueError(f"no non-flexible Metadata version in {low}..{high}")
-        body = struct.pack(">i", 0)  # an empty topic list: brokers only
-        if version >= 4:
-            body += b"\x00"  # allow_auto_topic_creation
-        if version >= 8:
-            body += b"\x00\x00"  # include cluster/topic authorized operations
-        response = _request(sock, _API_METADATA, version, 2, body)
+        return metadata_brokers(sock)
+
+
+def metadata_brokers(sock: socket.socket, correlation: int = 2) -> list[tuple[int, str, int]]:
+    """The brokers a Metadata request on the connected ``sock`` lists (plain or TLS)."""
+    low, high = _metadata_versions(sock)
+    version = min(high, _MAX_NON_FLEXIBLE_METADATA)
+    if version < max(low, 1):
+        raise ValueError(f"no non-flexible Metadata version in {low}..{high}")
+    body = struct.pack(">i", 0)  # an empty topic list: brokers only
+    if version >= 4:
+        body += b"\x00"  # allow_auto_topic_creation
+    if version >= 8:
+        body += b"\x00\x00"  # include cluster/topic authorized operations
+    response = _request(sock, _API_METADATA, version, correlation, body)
     offset = 4 if version >= 3 else 0  # throttle_time_ms
     (count,) = struct.unpack(">i", response[offset : offset + 4])
     offset += 4

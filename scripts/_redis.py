@@ -130,7 +130,7 @@ class RedisServer:
                     f"redis-server on port {self.port} exited with code "
                     f"{self.process.returncode} while starting. Log tail:\n{_tail(self.log_path)}"
                 )
-            if ping(self.port):
+            if self.answers():
                 return self
             time.sleep(0.05)
         self.stop()
@@ -138,6 +138,10 @@ class RedisServer:
             f"redis-server on port {self.port} did not answer PING within {timeout:g}s. "
             f"Log tail:\n{_tail(self.log_path)}"
         )
+
+    def answers(self) -> bool:
+        """True once the server answers (a plain PING; a TLS server overrides it)."""
+        return ping(self.port)
 
     def stop(self) -> None:
         """Terminate the server (SIGTERM, then SIGKILL after a grace period); idempotent."""

@@ -2,6 +2,7 @@
 
     python scripts/services.py [--redis] [--kafka] -- CMD ARGS...
     python scripts/services.py --redis --print-env      # start by hand; Ctrl-C stops
+    python scripts/services.py --redis-tls --kafka-sasl-ssl -- CMD   # the secure pair
 
 Each requested service starts on a free 127.0.0.1 port and its variables
 (``QMTL_TEST_REDIS_URL``, ``QMTL_TEST_KAFKA_BOOTSTRAP``, ...) are exported to CMD. A service whose
@@ -31,6 +32,10 @@ from typing import Any
 SERVICES: dict[str, tuple[str, str]] = {
     "redis": ("_redis", "QMTL_TEST_REDIS_URL"),
     "kafka": ("_kafka", "QMTL_TEST_KAFKA_BOOTSTRAP"),
+    # The secure pair (_tls.py makes their certificates; needs the `cryptography` package):
+    # a TLS-only redis-server with an ACL user, a SASL_SSL (SCRAM-SHA-512) Kafka broker.
+    "redis-tls": ("_redis_tls", "QMTL_TEST_REDIS_TLS_URL"),
+    "kafka-sasl-ssl": ("_kafka_sasl", "QMTL_TEST_KAFKA_SASL_SSL_BOOTSTRAP"),
 }
 CHILD_GRACE = 20.0
 
@@ -55,7 +60,8 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
         prog="services.py",
         description="Start throwaway Redis/Kafka on loopback, run CMD with their env, stop them.",
-        usage="%(prog)s [--redis] [--kafka] [--print-env] -- CMD [ARGS...]",
+        usage="%(prog)s [--redis] [--kafka] [--redis-tls] [--kafka-sasl-ssl] [--print-env] "
+        "-- CMD [ARGS...]",
     )
     for name in SERVICES:
         parser.add_argument(f"--{name}", action="store_true", help=f"provide {name}")
@@ -106,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     started: list[Any] = []
     try:
         for name, (module_name, variable) in SERVICES.items():
-            if not getattr(args, name):
+            if not getattr(args, name.replace("-", "_")):
                 continue
             if os.environ.get(variable):
                 _say(f"{name}: reusing {variable}={os.environ[variable]}")

@@ -555,7 +555,7 @@ def test_redis_acl_user_and_password_options_log_in(redis_url: str) -> None:
         assert in_url.read(key)[0]["value"] == 1.5
         in_url.close()
         wrong = RedisStateBackend(redis_url, username=user, password="not-it", retries=0)
-        with pytest.raises(StateBackendError, match="check the password") as caught:
+        with pytest.raises(StateBackendError, match="check the user and password") as caught:
             wrong.read(key)
         _secret_free(caught.value)
     finally:

@@ -129,8 +129,10 @@ def test_k8s_worker_command_imports_the_pipeline_name(
     ]
     result = runner.invoke(deploy, args)
     assert result.exit_code == 0, result.output
-    manifest = yaml.safe_load(out.read_text())
+    manifest, budget = yaml.safe_load_all(out.read_text())  # the Deployment and its budget
     assert_valid_manifest(manifest)
+    assert_valid_manifest(budget)
+    assert budget["kind"] == "PodDisruptionBudget"
     assert manifest["metadata"]["name"] == "live-momentum-worker"
     assert manifest["spec"]["replicas"] == 4
     assert manifest["spec"]["template"]["spec"]["containers"][0]["command"] == [
@@ -141,7 +143,7 @@ def test_k8s_worker_command_imports_the_pipeline_name(
     # An existing output file with other content is kept unless --overwrite.
     changed = runner.invoke(deploy, [*args[:-2], "--replicas", "2", "-o", str(out)])
     assert changed.exit_code == 1 and "--overwrite" in changed.output
-    assert yaml.safe_load(out.read_text())["spec"]["replicas"] == 4
+    assert next(yaml.safe_load_all(out.read_text()))["spec"]["replicas"] == 4
 
 
 def test_k8s_worker_with_an_unimportable_target_suggests_pipeline_name(runner) -> None:

@@ -261,11 +261,43 @@ def test_worker_deployment(assert_valid_manifest) -> None:
     assert spec["securityContext"]["runAsNonRoot"] is True
     (c,) = spec["containers"]
     assert c["command"] == ["qmtl", "worker", "strategies.momentum:pipeline"]
+    # the worker's metrics port, probed over HTTP and announced to Prometheus
+    assert c["args"] == ["--metrics-port", "9464"]
+    assert c["ports"] == [{"name": "metrics", "containerPort": 9464, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    annotations = data["spec"]["template"]["metadata"]["annotations"]
+    assert {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "9464",
+        "prometheus.io/path": "/metrics",
+    }.items() <= annotations.items()
+    assert "prometheus.io/scrape" not in data["metadata"]["annotations"]  # the pods are scraped
+    assert [
+        (t["topologyKey"], t["labelSelector"]["matchLabels"])
+        for t in spec["topologySpreadConstraints"]
+    ] == [("topology.kubernetes.io/zone", selector), ("kubernetes.io/hostname", selector)]
+    assert HEARTBEAT_ENV not in {var["name"] for var in c["env"]}
+    assert None not in walk(data)
+
+
+def test_worker_deployment_without_a_metrics_port_probes_the_heartbeat_file(
+    assert_valid_manifest,
+) -> None:
+    deployment = K8sDeploymentGenerator.generate_deployment(
+        "p", IMAGE, target="m:p", metrics_port=None, topology_spread=False
+    )
+    data = assert_valid_manifest(deployment)
+    spec = pod_spec(data)
+    (c,) = spec["containers"]
     probe = c["livenessProbe"]
     assert probe["exec"]["command"][:2] == ["python", "-c"]
     assert "/tmp/qmtl-worker.heartbeat" in probe["exec"]["command"][2]
     assert {"name": HEARTBEAT_ENV, "value": "/tmp/qmtl-worker.heartbeat"} in c["env"]
-    assert None not in walk(data)
+    assert not {"args", "ports", "readinessProbe", "startupProbe"} & set(c)
+    assert "topologySpreadConstraints" not in spec
+    assert "prometheus.io/scrape" not in data["spec"]["template"]["metadata"]["annotations"]
 
 
 def test_heartbeat_probe_command_detects_a_stale_file(tmp_path) -> None:
@@ -276,7 +308,12 @@ def test_heartbeat_probe_command_detects_a_stale_file(tmp_path) -> None:
 
     heartbeat = tmp_path / "hb"
     deployment = K8sDeploymentGenerator.generate_deployment(
-        "p", IMAGE, "m:p", env_vars={HEARTBEAT_ENV: str(heartbeat)}, heartbeat_max_age_seconds=60
+        "p",
+        IMAGE,
+        "m:p",
+        env_vars={HEARTBEAT_ENV: str(heartbeat)},
+        heartbeat_max_age_seconds=60,
+        metrics_port=None,
     )
     command = deployment.spec.template.spec.containers[0].liveness_probe.exec.command
     run = [sys.executable, *command[1:]]

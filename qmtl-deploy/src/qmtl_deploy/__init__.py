@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         K8sJobGenerator,
         dns1123_name,
         to_yaml,
+        worker_manifests,
     )
 
 _EXPORTS = {
@@ -46,6 +47,7 @@ _EXPORTS = {
     "parse_dependencies": "qmtl_deploy.dependencies",
     "push_docker_image": "qmtl_deploy.docker",
     "to_yaml": "qmtl_deploy.k8s",
+    "worker_manifests": "qmtl_deploy.k8s",
     "write_dockerfile": "qmtl_deploy.dockerfile",
 }
 
@@ -65,6 +67,7 @@ __all__ = [
     "parse_dependencies",
     "push_docker_image",
     "to_yaml",
+    "worker_manifests",
     "write_dockerfile",
 ]
 

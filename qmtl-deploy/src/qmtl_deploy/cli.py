@@ -13,7 +13,9 @@ import click
 from qmtl.errors import QmtlError
 from qmtl_deploy.docker import build_docker_image, push_docker_image
 from qmtl_deploy.dockerfile import DEFAULT_BASE_IMAGE, write_dockerfile
-from qmtl_deploy.k8s.generators import K8sDeploymentGenerator, K8sJobGenerator, to_yaml
+from qmtl_deploy.k8s.generators import K8sJobGenerator, to_yaml
+from qmtl_deploy.k8s.operations import DEFAULT_METRICS_PORT
+from qmtl_deploy.k8s.scaling import DEFAULT_LAG_THRESHOLD, worker_manifests
 
 
 class _DeployGroup(click.Group):
@@ -129,7 +131,8 @@ def image(
 
 @deploy.group(cls=_DeployGroup)
 def k8s() -> None:
-    """Write Kubernetes manifests: a Job per run, or a Deployment of Kafka workers."""
+    """Write Kubernetes manifests: a Job per run, or a Deployment of Kafka workers (with its
+    disruption budget and optional autoscaler)."""
 
 
 def _k8s_options(function: Any) -> Any:
@@ -238,9 +241,69 @@ def job(**kw: Any) -> None:
     show_default=True,
     help="terminationGracePeriodSeconds: time to commit offsets after SIGTERM",
 )
-@click.option("--no-liveness", is_flag=True, help="Omit the heartbeat liveness probe")
+@click.option("--no-liveness", is_flag=True, help="Omit the liveness probe")
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=DEFAULT_METRICS_PORT,
+    show_default=True,
+    help="Port of `qmtl worker --metrics-port`: /metrics scraped, /healthz and /readyz probed",
+)
+@click.option(
+    "--no-metrics",
+    is_flag=True,
+    help="No metrics port: a heartbeat-file liveness probe, no readiness probe or scraping",
+)
+@click.option(
+    "--partitions",
+    type=int,
+    help="Partitions of the pipeline's topics (QMTL_KAFKA__PARTITIONS): the most busy workers",
+)
+@click.option("--no-topology-spread", is_flag=True, help="Do not spread pods over zones/nodes")
+@click.option(
+    "--max-unavailable",
+    type=int,
+    default=1,
+    show_default=True,
+    help="PodDisruptionBudget: workers evicted at once",
+)
+@click.option("--no-pdb", is_flag=True, help="Omit the PodDisruptionBudget")
+@click.option(
+    "--autoscale",
+    type=click.Choice(["keda", "hpa"]),
+    help="keda: ScaledObject on consumer lag; hpa: HorizontalPodAutoscaler on CPU",
+)
+@click.option("--min-replicas", type=int, default=1, show_default=True)
+@click.option("--max-replicas", type=int, help="[default: --partitions]")
+@click.option(
+    "--lag-threshold",
+    type=int,
+    default=DEFAULT_LAG_THRESHOLD,
+    show_default=True,
+    help="KEDA: consumer lag per worker that adds a worker",
+)
+@click.option("--kafka-bootstrap", help="KEDA: the brokers its Kafka trigger reads lag from")
+@click.option(
+    "--keda-sasl",
+    type=click.Choice(["plaintext", "scram_sha256", "scram_sha512", "oauthbearer", "gssapi"]),
+    help="KEDA: SASL mode of its Kafka connection",
+)
+@click.option("--keda-tls", is_flag=True, help="KEDA: connect to Kafka over TLS")
+@click.option(
+    "--keda-auth-secret",
+    metavar="SECRET",
+    help="KEDA: Secret with keys username, password (and ca.crt with --keda-tls)",
+)
+@click.option(
+    "--cpu-target",
+    type=int,
+    default=70,
+    show_default=True,
+    help="HPA: average CPU utilisation (percent of the request) to hold",
+)
 def worker(target: str, **kw: Any) -> None:
-    """An apps/v1 Deployment of `qmtl worker MODULE:PIPELINE` processes."""
+    """An apps/v1 Deployment of `qmtl worker MODULE:PIPELINE` processes, its
+    PodDisruptionBudget and, with --autoscale, a KEDA ScaledObject or an HPA."""
     common = _common(kw)
     name = kw["pipeline_name"]
     if name is None:
@@ -252,7 +315,7 @@ def worker(target: str, **kw: Any) -> None:
             raise click.BadParameter(
                 f"{error.message}; or give --pipeline-name", param_hint="MODULE:PIPELINE"
             ) from error
-    manifest = K8sDeploymentGenerator.generate_deployment(
+    manifests = worker_manifests(
         name,
         kw["image"],
         target,
@@ -260,6 +323,19 @@ def worker(target: str, **kw: Any) -> None:
         replicas=kw["replicas"],
         termination_grace_period_seconds=kw["grace_period"],
         liveness=not kw["no_liveness"],
+        metrics_port=None if kw["no_metrics"] else kw["metrics_port"],
+        topology_spread=not kw["no_topology_spread"],
+        partitions=kw["partitions"],
+        disruption_budget_max_unavailable=None if kw["no_pdb"] else kw["max_unavailable"],
+        autoscaling=kw["autoscale"],
+        min_replicas=kw["min_replicas"],
+        max_replicas=kw["max_replicas"],
+        lag_threshold=kw["lag_threshold"],
+        bootstrap_servers=kw["kafka_bootstrap"],
+        keda_sasl=kw["keda_sasl"],
+        keda_tls=kw["keda_tls"],
+        keda_auth_secret=kw["keda_auth_secret"],
+        cpu_utilization=kw["cpu_target"],
         **common,
     )
-    _emit(to_yaml(manifest), kw["output"], kw["overwrite"])
+    _emit(to_yaml(*manifests), kw["output"], kw["overwrite"])

@@ -18,6 +18,7 @@ from qmtl_deploy.docker import build_docker_image, push_docker_image
 from qmtl_deploy.dockerfile import DockerfileOptions, render_dockerfile, write_dockerfile
 from qmtl_deploy.k8s.generators import K8sDeploymentGenerator, K8sJobGenerator, to_yaml
 from qmtl_deploy.k8s.models import Deployment, Job, Manifest
+from qmtl_deploy.k8s.scaling import worker_manifests
 
 
 class ImageOptions(BaseModel):
@@ -112,6 +113,12 @@ class K8sTarget:
         return K8sDeploymentGenerator.generate_deployment(
             pipeline_def, image, target, **self._defaults(kwargs)
         )
+
+    def workers(
+        self, pipeline_def: Any, image: str, target: str | None = None, **kwargs: Any
+    ) -> list[Manifest]:
+        """The worker Deployment, its disruption budget and optional autoscaler."""
+        return worker_manifests(pipeline_def, image, target, **self._defaults(kwargs))
 
     @staticmethod
     def to_yaml(*manifests: Manifest | Mapping[str, Any]) -> str:

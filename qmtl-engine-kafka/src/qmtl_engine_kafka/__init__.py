@@ -13,6 +13,7 @@ from qmtl_engine_kafka.dead_letter import DeadLetterQueue, dead_letter_headers
 from qmtl_engine_kafka.engine import KafkaEngine
 from qmtl_engine_kafka.envelope import ENVELOPE_VERSION, Envelope, decode, encode
 from qmtl_engine_kafka.errors import (
+    BrokerRefusedError,
     BrokerUnavailableError,
     EnvelopeEncodeError,
     EnvelopeError,
@@ -45,6 +46,7 @@ from qmtl_engine_kafka.topics import (
 __all__ = [
     "ENVELOPE_VERSION",
     "MAX_TOPIC_LENGTH",
+    "BrokerRefusedError",
     "BrokerUnavailableError",
     "DeadLetterQueue",
     "Envelope",

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping
 from types import ModuleType
 from typing import Any, Literal
 
 from qmtl.errors import ConfigurationError, EngineError
 from qmtl.logs import get_logger
-from qmtl_engine_kafka.errors import BrokerUnavailableError, KafkaClientMissingError
+from qmtl_engine_kafka.errors import (
+    BrokerRefusedError,
+    BrokerUnavailableError,
+    KafkaClientMissingError,
+)
 from qmtl_engine_kafka.settings import KafkaEngineSettings, client_config, redacted
 
 # librdkafka's own log lines go to this stdlib logger instead of raw stderr; the application
@@ -153,25 +158,82 @@ def _refused(
     )
 
 
-def check_broker(admin: Any, settings: KafkaEngineSettings, what: str) -> None:
-    """Raise :class:`BrokerUnavailableError` unless a broker answers a metadata request in time.
+def check_broker(settings: KafkaEngineSettings, what: str) -> None:
+    """Raise unless a broker answers a metadata request within ``connect_timeout_s``.
 
-    librdkafka itself retries forever in the background; this bounded request is what turns an
-    unreachable broker into a clear error instead of a silent hang.
+    librdkafka itself retries forever in the background; this bounded check is what turns an
+    unusable broker into a clear error instead of a silent hang. It uses a probe client of its
+    own, whose error callback sees *why* a connection fails: a broker that refuses the SASL
+    credentials or whose certificate is not trusted raises :class:`BrokerRefusedError` as soon
+    as librdkafka reports it (well under a second on a reachable broker), naming the settings
+    to fix; an unreachable one raises :class:`BrokerUnavailableError` after the timeout.
+    Secret values never appear in either message.
     """
     kafka = kafka_module(what)
-    try:
-        metadata = admin.list_topics(timeout=settings.connect_timeout_s)
-    except kafka.KafkaException as e:
-        raise BrokerUnavailableError(
-            f"{what}: no Kafka broker answered at {settings.bootstrap_servers} within "
-            f"{settings.connect_timeout_s:g}s ({e.args[0]}); start the broker, fix "
-            "bootstrap_servers, or check the security options"
-        ) from e
+    seen: list[Any] = []
+    probe = new_client("AdminClient", settings, {"error_cb": seen.append}, what=what)
+    deadline = time.monotonic() + settings.connect_timeout_s
+    while True:
+        try:
+            metadata = probe.list_topics(timeout=max(0.05, min(0.25, _left(deadline))))
+            break
+        except kafka.KafkaException as e:
+            probe.poll(0)  # serves the error callback
+            refused = _refusal(kafka, seen, settings, what)
+            if refused is not None:
+                raise refused from e
+            if _left(deadline) <= 0:
+                raise BrokerUnavailableError(
+                    f"{what}: no Kafka broker answered at {settings.bootstrap_servers} within "
+                    f"{settings.connect_timeout_s:g}s ({_last_reason(seen, e, settings)}); start "
+                    "the broker, fix bootstrap_servers, or check security_protocol"
+                ) from e
     if not metadata.brokers:
         raise BrokerUnavailableError(
             f"{what}: the cluster at {settings.bootstrap_servers} lists no brokers"
         )
+
+
+def _left(deadline: float) -> float:
+    return deadline - time.monotonic()
+
+
+def _refusal(
+    kafka: ModuleType, seen: list[Any], settings: KafkaEngineSettings, what: str
+) -> BrokerRefusedError | None:
+    """The error for a broker that answered but refused us, if librdkafka reported one."""
+    for error in seen:
+        code = error.code()
+        reason = _masked(error.str(), settings)
+        if code == kafka.KafkaError._AUTHENTICATION:
+            return BrokerRefusedError(
+                f"{what}: the Kafka broker at {settings.bootstrap_servers} refused the SASL "
+                f"login of user {settings.sasl_username!r} ({settings.sasl_mechanism}): "
+                f"{reason}; check sasl_username and sasl_password (QMTL_KAFKA__SASL_USERNAME, "
+                "QMTL_KAFKA__SASL_PASSWORD) and that the user exists on the brokers for that "
+                "mechanism"
+            )
+        if code == kafka.KafkaError._SSL:
+            return BrokerRefusedError(
+                f"{what}: the TLS handshake with the Kafka broker at "
+                f"{settings.bootstrap_servers} failed: {reason}; point ssl_ca_location "
+                "(QMTL_KAFKA__SSL_CA_LOCATION) at the CA certificate that signed the brokers' "
+                "certificates, and check that they name the host you connect to"
+            )
+    return None
+
+
+def _last_reason(seen: list[Any], error: Any, settings: KafkaEngineSettings) -> str:
+    transport = [e for e in seen if e.str() and "brokers are down" not in e.str()]
+    last = transport[-1].str() if transport else str(error.args[0])
+    return _masked(last, settings)
+
+
+def _masked(text: str, settings: KafkaEngineSettings) -> str:
+    for secret in (settings.sasl_password, settings.ssl_key_password):
+        if secret is not None and secret.get_secret_value():
+            text = text.replace(secret.get_secret_value(), "**********")
+    return text
 
 
 def consume_error(kafka: ModuleType, error: Any, group: str) -> bool:

@@ -74,7 +74,7 @@ class KafkaEngine(EngineBase):
         ``connect_timeout_s`` when no broker answers.
         """
         admin = self._admin_client()
-        check_broker(admin, self.settings, f"Pipeline '{plan.pipeline}' on the Kafka engine")
+        check_broker(self.settings, f"Pipeline '{plan.pipeline}' on the Kafka engine")
         topics = pipeline_topics(plan.pipeline, [n.name for n in plan.nodes])
         sources = [n.name for n in plan.nodes if not n.upstreams]
         inputs = [topics.inputs[s] for s in sources]

@@ -37,6 +37,11 @@ class BrokerUnavailableError(EngineError):
     """No Kafka broker answered at the configured bootstrap servers within the timeout."""
 
 
+class BrokerRefusedError(BrokerUnavailableError):
+    """A broker answered but refused the client: SASL credentials rejected, or its TLS
+    certificate not trusted (the message names the settings to fix)."""
+
+
 class PublishError(EngineError):
     """A message could not be delivered to its topic."""
 

@@ -88,13 +88,24 @@ class RedisPendingStore:
 
     shared = True
 
-    def __init__(self, url: str, *, shown_url: str | None = None, ttl: int = DEFAULT_TTL) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        shown_url: str | None = None,
+        ttl: int = DEFAULT_TTL,
+        client: Any = None,
+    ) -> None:
         import redis
 
         self._redis = redis
         self.url = shown_url or url
         self.ttl = ttl
-        self._client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
+        # ``client``: the state backend's own, so its credentials and TLS options apply here too.
+        self._client = client or redis.Redis.from_url(
+            url, socket_connect_timeout=5, socket_timeout=30
+        )
+        self._owns_client = client is None
         self._save = self._client.register_script(_SAVE_IF_OWNER)
 
     @staticmethod
@@ -138,7 +149,8 @@ class RedisPendingStore:
             ) from error
 
     def close(self) -> None:
-        self._client.close()
+        if self._owns_client:  # a borrowed client closes with its state backend
+            self._client.close()
 
 
 _SAVE_IF_OWNER = """
@@ -150,9 +162,15 @@ return 1
 
 
 def pending_store_for(state: Any) -> PendingStore:
-    """A Redis store next to a ``redis`` state backend, else an in-process one."""
+    """A Redis store next to a ``redis`` state backend (checked with a ``PING`` first), else an
+    in-process one."""
     settings = getattr(state, "settings", None)
     url = getattr(settings, "url", None)
     if getattr(state, "name", None) == "redis" and isinstance(url, str):
-        return RedisPendingStore(url, shown_url=getattr(state, "url", None))
+        # Reach Redis now, through the backend (its errors name the fix: a wrong password or
+        # an untrusted certificate fails here, before any message is consumed), and share its
+        # client: it carries the user, password and TLS options that are not in the URL.
+        state.ping()
+        client = state.client() if callable(getattr(state, "client", None)) else None
+        return RedisPendingStore(url, shown_url=getattr(state, "url", None), client=client)
     return MemoryPendingStore()

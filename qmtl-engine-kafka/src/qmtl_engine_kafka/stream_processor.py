@@ -103,7 +103,7 @@ class StreamProcessor:
             what="StreamProcessor",
         )
         if check_connection:
-            check_broker(self._producer, self.settings, "StreamProcessor")
+            check_broker(self.settings, "StreamProcessor")
         self.dead_letters = (
             DeadLetterQueue(self._producer, dead_letter_topic) if dead_letter_topic else None
         )

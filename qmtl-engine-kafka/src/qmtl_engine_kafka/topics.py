@@ -4,7 +4,8 @@ Names: ``qmtl.input.{pipeline}.{node}`` feeds a source node from outside,
 ``qmtl.output.{pipeline}.{node}`` carries every event a node emits,
 ``qmtl.merge.{pipeline}.{node}`` a multi-partition source's per-partition buckets, and
 ``qmtl.dlq.{pipeline}`` holds the pipeline's dead letters; a node's consumer group is
-``qmtl.{pipeline}.{node}``. Pipeline and node names are sanitised
+``qmtl.{pipeline}.{node}``, and :func:`pipeline_group` names the pipeline-wide group of the
+sharded engine's workers (``qmtl.{pipeline}``). Pipeline and node names are sanitised
 (characters outside ``[A-Za-z0-9._-]`` become ``_``). Two nodes whose names would share a topic,
 or a name longer than Kafka's 249 characters, are rejected with both names and the fix.
 Kafka also refuses two topics that differ only by ``.`` versus ``_`` (their metric names
@@ -39,6 +40,7 @@ __all__ = [
     "input_topic",
     "merge_topic",
     "output_topic",
+    "pipeline_group",
     "pipeline_topics",
     "sanitize",
     "topic_partitions",
@@ -100,6 +102,13 @@ def merge_topic(pipeline: str, node: str) -> str:
 def group_id(pipeline: str, node: str) -> str:
     """The consumer group of a node: ``qmtl.{pipeline}.{node}`` (sanitised)."""
     return f"qmtl.{sanitize(pipeline)}.{sanitize(node)}"
+
+
+def pipeline_group(pipeline: str) -> str:
+    """The one consumer group every worker of ``pipeline`` joins: ``qmtl.{pipeline}``
+    (sanitised). The sharded engine's workers consume as this group, and qmtl-deploy's KEDA
+    trigger reads the group's lag by this name, so the two cannot drift apart."""
+    return _checked(f"qmtl.{_part(pipeline, 'pipeline')}", f"pipeline '{pipeline}'")
 
 
 @dataclass(frozen=True)

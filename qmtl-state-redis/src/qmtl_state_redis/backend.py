@@ -20,11 +20,9 @@ package README explains the choices.
 from __future__ import annotations
 
 import math
-import operator
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -35,6 +33,18 @@ from redis.retry import Retry
 from qmtl.errors import StateBackendError
 from qmtl.logs import get_logger
 from qmtl.state import BucketWrite, SeriesKey, key_prefix
+from qmtl_state_redis._errors import fix_for
+from qmtl_state_redis._layout import (
+    _Call,
+    _decode_history,
+    _escape,
+    _glob,
+    _interval,
+    _keys,
+    _pack,
+    _series_of,
+    _stamp,
+)
 from qmtl_state_redis._lua import META_SHA, READ_SHA, SCRIPTS, TTL_SHA, WRITE_SCRIPT, WRITE_SHA
 from qmtl_state_redis.settings import RedisStateSettings, mask_url
 
@@ -43,41 +53,11 @@ log = get_logger(__name__)
 __all__ = ["RedisStateBackend"]
 
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
-_HISTORY, _META = "history", "meta"
 _SCAN_COUNT = 1000
 _UNLINK_BATCH = 500
 _MAX_DETAIL = 300
 #: Seconds of clock slack before a missing series counts as "vanished", not expired.
 _EXPIRY_SLACK = 0.25
-
-
-def _escape(part: str) -> str:
-    """A key component that cannot contain ``:`` (so one pipeline never matches another)."""
-    if "%" in part or ":" in part:
-        part = part.replace("%", "%25").replace(":", "%3A")
-    return part
-
-
-def _glob(text: str) -> str:
-    """``text`` as a literal inside a SCAN MATCH pattern."""
-    for special in "\\*?[]":
-        text = text.replace(special, "\\" + special)
-    return text
-
-
-def _interval(interval: Any) -> str:
-    # IntervalEnum is a str enum: use its value, never str(member) of a plain Enum.
-    return str(getattr(interval, "value", interval))
-
-
-@lru_cache(maxsize=65536)
-def _series_keys(pipeline: str, node_id: str, interval: str) -> tuple[str, str]:
-    base = f"{key_prefix(_escape(pipeline))}{_escape(node_id)}:{_escape(interval)}:"
-    return base + _HISTORY, base + _META
-
-
-def _keys(key: SeriesKey) -> tuple[str, str]:
-    return _series_keys(key.pipeline, key.node_id, _interval(key.interval))
 
 
 def _number(raw: bytes | str | None) -> int | float | None:
@@ -283,6 +263,12 @@ class RedisStateBackend:
         except redis.RedisError as error:
             raise self._error("pinging", error) from error
 
+    def client(self) -> redis.Redis:
+        """The redis-py client of this backend (its URL, credentials, TLS options and pool),
+        for components that keep keys of their own next to the state, such as the Kafka
+        engine's pending state: they reach Redis exactly as the backend does."""
+        return self._redis()
+
     # -- internals ------------------------------------------------------------------------
     def _redis(self) -> redis.Redis:
         client = self._client
@@ -311,6 +297,8 @@ class RedisStateBackend:
             options["password"] = settings.password.get_secret_value()
         if settings.url.startswith("rediss://"):
             options["ssl_cert_reqs"] = settings.ssl_cert_reqs
+            # The host name is part of the check (redis-py before 6 did not check it by default).
+            options["ssl_check_hostname"] = settings.ssl_cert_reqs == "required"
             if settings.ssl_ca_certs is not None:
                 options["ssl_ca_certs"] = settings.ssl_ca_certs
         try:
@@ -454,15 +442,7 @@ class RedisStateBackend:
             detail = detail.replace(password.get_secret_value(), "***")
         if len(detail) > _MAX_DETAIL:
             detail = detail[:_MAX_DETAIL] + "..."
-        if isinstance(error, redis.AuthenticationError):
-            fix = "check the password/user in the URL or the 'password' option"
-        elif isinstance(error, redis.ConnectionError | redis.TimeoutError):
-            fix = (
-                "check that Redis is running and reachable at that URL (state option 'url', "
-                "QMTL_REDIS__URL or redis_uri=)"
-            )
-        else:
-            fix = "check that these keys are not used by something else on that Redis"
+        fix = fix_for(error)
         log.debug(
             "qmtl.state.redis.failed", url=self.url, action=action, error=type(error).__name__
         )
@@ -470,56 +450,3 @@ class RedisStateBackend:
             f"Redis state backend at {self.url}: {action} failed "
             f"({type(error).__name__}: {detail.rstrip('.')}); {fix}"
         )
-
-
-#: One script call: its keys, its arguments, and (history key, ttl) of each group in order.
-_Call = tuple[list[str], list[Any], list[tuple[str, float | None]]]
-
-
-def _pack(groups: list[list[Any]]) -> _Call:
-    keys: list[str] = []
-    args: list[Any] = [repr(time.time())]
-    series: list[tuple[str, float | None]] = []
-    for history, meta, max_items, ttl_text, items, ttl in groups:
-        stamps, members = items[::2], items[1::2]
-        increasing = all(map(operator.lt, stamps, stamps[1:]))
-        keys += (history, meta)
-        args += (len(members), max_items, ttl_text, repr(stamps[0]), "1" if increasing else "0")
-        args += members
-        series.append((history, ttl))
-    return keys, args, series
-
-
-def _stamp(member: bytes) -> float:
-    """The bucket timestamp a history member starts with (``<ts>;...`` or ``<ts> ...``)."""
-    end = len(member)
-    for separator in (b";", b" "):
-        at = member.find(separator)
-        if at != -1 and at < end:
-            end = at
-    return float(member[:end])
-
-
-def _decode_history(members: Iterable[bytes], history: str) -> list[dict[str, Any]]:
-    loads = orjson.loads
-    try:
-        return [
-            {
-                "timestamp": float(member[: member.index(b" ")]),
-                "value": loads(member[member.index(b" ") + 1 :]),
-            }
-            for member in members
-        ]
-    except (ValueError, TypeError, orjson.JSONDecodeError) as error:
-        raise StateBackendError(
-            f"Redis key {history} holds data QMTL did not write ({error}); delete the key or "
-            "use another pipeline name"
-        ) from error
-
-
-def _series_of(name: str, prefix: str) -> str | None:
-    """``node:interval`` of a key under ``prefix``, or None for a key QMTL did not lay out."""
-    parts = name[len(prefix) :].split(":")
-    if len(parts) != 3 or parts[2] not in (_HISTORY, _META):
-        return None
-    return f"{parts[0]}:{parts[1]}"

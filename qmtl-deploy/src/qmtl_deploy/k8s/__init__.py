@@ -1,4 +1,5 @@
-"""Kubernetes manifests for QMTL pipelines: a Job per run, a Deployment of Kafka workers."""
+"""Kubernetes manifests for QMTL pipelines: a Job per run, a Deployment of Kafka workers with
+its disruption budget and, optionally, an autoscaler (KEDA on consumer lag, or an HPA)."""
 
 from qmtl_deploy.k8s.generators import (
     DEFAULT_RESOURCES,
@@ -6,7 +7,6 @@ from qmtl_deploy.k8s.generators import (
     HEARTBEAT_FILE,
     K8sDeploymentGenerator,
     K8sJobGenerator,
-    dns1123_name,
     heartbeat_probe,
     to_yaml,
 )
@@ -15,20 +15,29 @@ from qmtl_deploy.k8s.models import (
     Deployment,
     DeploymentSpec,
     EnvVar,
+    HorizontalPodAutoscaler,
     Job,
     JobSpec,
     K8sModel,
     Manifest,
     ObjectMeta,
+    PodDisruptionBudget,
     PodSpec,
     PodTemplateSpec,
     Probe,
     ResourceRequirements,
+    ScaledObject,
     SecretKeySelector,
     SecurityContext,
+    TriggerAuthentication,
 )
+from qmtl_deploy.k8s.names import dns1123_name
+from qmtl_deploy.k8s.operations import DEFAULT_METRICS_PORT, http_probes, with_operations
+from qmtl_deploy.k8s.scaling import DEFAULT_LAG_THRESHOLD, consumer_group, worker_manifests
 
 __all__ = [
+    "DEFAULT_LAG_THRESHOLD",
+    "DEFAULT_METRICS_PORT",
     "DEFAULT_RESOURCES",
     "HEARTBEAT_ENV",
     "HEARTBEAT_FILE",
@@ -36,6 +45,7 @@ __all__ = [
     "Deployment",
     "DeploymentSpec",
     "EnvVar",
+    "HorizontalPodAutoscaler",
     "Job",
     "JobSpec",
     "K8sDeploymentGenerator",
@@ -43,13 +53,20 @@ __all__ = [
     "K8sModel",
     "Manifest",
     "ObjectMeta",
+    "PodDisruptionBudget",
     "PodSpec",
     "PodTemplateSpec",
     "Probe",
     "ResourceRequirements",
+    "ScaledObject",
     "SecretKeySelector",
     "SecurityContext",
+    "TriggerAuthentication",
+    "consumer_group",
     "dns1123_name",
     "heartbeat_probe",
+    "http_probes",
     "to_yaml",
+    "with_operations",
+    "worker_manifests",
 ]

@@ -8,7 +8,6 @@ account token, and Secret values passed by reference (``secretKeyRef``), never i
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -46,6 +45,8 @@ from qmtl_deploy.k8s.models import (
     Volume,
     VolumeMount,
 )
+from qmtl_deploy.k8s.names import LABEL_MAX, check_dns1123_label, dns1123_name, label_value
+from qmtl_deploy.k8s.operations import DEFAULT_METRICS_PORT, with_operations
 
 #: Requests and limits used when ``resources`` is not given.
 DEFAULT_RESOURCES = ResourceRequirements(
@@ -55,8 +56,6 @@ DEFAULT_RESOURCES = ResourceRequirements(
 HEARTBEAT_FILE = "/tmp/qmtl-worker.heartbeat"
 HEARTBEAT_ENV = "QMTL_WORKER_HEARTBEAT_FILE"
 
-_LABEL_MAX = 63
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 )
@@ -66,41 +65,6 @@ _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 
 SecretRef = str | tuple[str, str] | SecretKeySelector
 ResourcesArg = ResourceRequirements | Mapping[str, Mapping[str, Any]] | None
-
-
-def dns1123_name(text: str, max_length: int = _LABEL_MAX) -> str:
-    """Turn ``text`` into a DNS-1123 label: ``"My_Pipeline v2"`` -> ``"my-pipeline-v2"``.
-
-    Runs of other characters become one ``-``. A name longer than ``max_length`` is cut and
-    given an 8-character hash of ``text`` so distinct long names stay distinct.
-    """
-    name = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
-    if not name:
-        name = f"pipeline-{digest}"
-    if len(name) > max_length:
-        name = f"{name[: max_length - 9].rstrip('-')}-{digest}"
-    return name
-
-
-def label_value(text: str) -> str:
-    """Turn ``text`` into a valid label value (at most 63 characters, ``[A-Za-z0-9_.-]``)."""
-    value = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-_.")
-    if len(value) > _LABEL_MAX:
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
-        value = f"{value[: _LABEL_MAX - 9].rstrip('-_.')}-{digest}"
-    return value
-
-
-def check_dns1123_label(name: str, what: str) -> str:
-    """Return ``name`` if it is a DNS-1123 label, else raise DeployError with a suggestion."""
-    if len(name) > _LABEL_MAX or not _DNS1123_LABEL.match(name):
-        raise DeployError(
-            f"{what} {name!r} is not a valid Kubernetes name (lower-case letters, digits and "
-            f"'-', at most 63 characters, starting and ending alphanumeric); "
-            f"use e.g. {dns1123_name(name)!r}"
-        )
-    return name
 
 
 def pipeline_name(pipeline_def: Any) -> str:
@@ -277,7 +241,7 @@ def _metadata(
         **(labels or {}),
     }
     for key, value in all_labels.items():
-        if not _LABEL_VALUE.match(value) or len(value) > _LABEL_MAX:
+        if not _LABEL_VALUE.match(value) or len(value) > LABEL_MAX:
             raise DeployError(
                 f"Label {key}={value!r} is not a valid label value (at most 63 characters of "
                 "letters, digits, '-', '_', '.', starting and ending alphanumeric)"
@@ -418,14 +382,21 @@ class K8sDeploymentGenerator:
         image_pull_secrets: Sequence[str] | None = None,
         run_as_user: int = APP_UID,
         read_only_root_filesystem: bool = True,
+        metrics_port: int | None = DEFAULT_METRICS_PORT,
+        topology_spread: bool = True,
+        partitions: int | None = None,
     ) -> Deployment:
         """Return a :class:`Deployment` running ``qmtl worker <target>`` in ``replicas`` pods.
 
         ``target`` is the pipeline's import path (``"strategies.momentum:pipeline"``); give it, or
-        an explicit ``command``. Liveness: by default the pod sets ``QMTL_WORKER_HEARTBEAT_FILE``
-        and the probe restarts a worker whose heartbeat file is older than
-        ``heartbeat_max_age_seconds``; pass ``liveness_probe`` to use your own or
-        ``liveness=False`` for none. On shutdown Kubernetes sends SIGTERM and waits
+        an explicit ``command``. ``metrics_port`` (``--metrics-port``, added to the args) is
+        probed over HTTP (liveness and start-up ``/healthz``, readiness ``/readyz``) and
+        annotated for Prometheus; ``topology_spread`` spreads the pods over zones and nodes;
+        ``partitions`` (``QMTL_KAFKA__PARTITIONS``) bounds ``replicas``
+        (:func:`qmtl_deploy.k8s.operations.with_operations`). With ``metrics_port=None`` the pod
+        sets ``QMTL_WORKER_HEARTBEAT_FILE`` and the liveness probe restarts a worker whose
+        heartbeat file is older than ``heartbeat_max_age_seconds``. Pass ``liveness_probe`` to
+        use your own or ``liveness=False`` for none. On shutdown Kubernetes sends SIGTERM and waits
         ``termination_grace_period_seconds`` for the worker to commit offsets and leave its
         consumer groups. Other parameters are as in :meth:`K8sJobGenerator.generate_job`.
         """
@@ -449,12 +420,11 @@ class K8sDeploymentGenerator:
         )
         probe = None
         env = dict(env_vars or {})
-        if liveness:
-            if liveness_probe is None:
-                env.setdefault(HEARTBEAT_ENV, HEARTBEAT_FILE)
-                probe = heartbeat_probe(str(env[HEARTBEAT_ENV]), heartbeat_max_age_seconds)
-            else:
-                probe = liveness_probe
+        if liveness and liveness_probe is not None:
+            probe = liveness_probe
+        elif liveness and metrics_port is None:
+            env.setdefault(HEARTBEAT_ENV, HEARTBEAT_FILE)
+            probe = heartbeat_probe(str(env[HEARTBEAT_ENV]), heartbeat_max_age_seconds)
         template = _build_pod(
             container_name="worker",
             image=image,
@@ -478,13 +448,20 @@ class K8sDeploymentGenerator:
             "app.kubernetes.io/instance": name,
             "app.kubernetes.io/component": "worker",
         }
-        return Deployment(
+        deployment = Deployment(
             metadata=meta,
             spec=DeploymentSpec(
                 replicas=replicas,
                 selector=LabelSelector(match_labels=selector),
                 template=template,
             ),
+        )
+        return with_operations(
+            deployment,
+            metrics_port=metrics_port,
+            http_liveness=liveness and liveness_probe is None,
+            topology_spread=topology_spread,
+            partitions=partitions,
         )
 
     @staticmethod

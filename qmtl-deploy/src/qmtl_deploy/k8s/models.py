@@ -120,6 +120,12 @@ class HTTPGetAction(K8sModel):
     port: int | str
 
 
+class ContainerPort(K8sModel):
+    name: str | None = None
+    container_port: int
+    protocol: Literal["TCP", "UDP", "SCTP"] | None = None
+
+
 class Probe(K8sModel):
     exec: ExecAction | None = None
     http_get: HTTPGetAction | None = None
@@ -160,9 +166,22 @@ class Container(K8sModel):
     env_from: list[EnvFromSource] | None = None
     resources: ResourceRequirements | None = None
     security_context: SecurityContext | None = None
+    ports: list[ContainerPort] | None = None
     liveness_probe: Probe | None = None
     readiness_probe: Probe | None = None
+    startup_probe: Probe | None = None
     volume_mounts: list[VolumeMount] | None = None
+
+
+class LabelSelector(K8sModel):
+    match_labels: dict[str, str]
+
+
+class TopologySpreadConstraint(K8sModel):
+    max_skew: int
+    topology_key: str
+    when_unsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"]
+    label_selector: LabelSelector | None = None
 
 
 class PodSpec(K8sModel):
@@ -174,15 +193,12 @@ class PodSpec(K8sModel):
     termination_grace_period_seconds: int | None = None
     image_pull_secrets: list[LocalObjectReference] | None = None
     volumes: list[Volume] | None = None
+    topology_spread_constraints: list[TopologySpreadConstraint] | None = None
 
 
 class PodTemplateSpec(K8sModel):
     metadata: ObjectMeta | None = None
     spec: PodSpec
-
-
-class LabelSelector(K8sModel):
-    match_labels: dict[str, str]
 
 
 class Manifest(K8sModel):
@@ -224,3 +240,123 @@ class Deployment(Manifest):
     kind: Literal["Deployment"] = "Deployment"
     metadata: ObjectMeta
     spec: DeploymentSpec
+
+
+# -- disruption and autoscaling ----------------------------------------------------------------
+
+
+class PodDisruptionBudgetSpec(K8sModel):
+    max_unavailable: int | str | None = None
+    min_available: int | str | None = None
+    selector: LabelSelector
+
+
+class PodDisruptionBudget(Manifest):
+    api_version: Literal["policy/v1"] = "policy/v1"
+    kind: Literal["PodDisruptionBudget"] = "PodDisruptionBudget"
+    metadata: ObjectMeta
+    spec: PodDisruptionBudgetSpec
+
+
+class CrossVersionObjectReference(K8sModel):
+    api_version: str | None = None
+    kind: str | None = None
+    name: str
+
+
+class MetricTarget(K8sModel):
+    type: Literal["Utilization", "Value", "AverageValue"]
+    average_utilization: int | None = None
+
+
+class ResourceMetricSource(K8sModel):
+    name: str
+    target: MetricTarget
+
+
+class MetricSpec(K8sModel):
+    type: Literal["Resource"] = "Resource"
+    resource: ResourceMetricSource
+
+
+class HPAScalingPolicy(K8sModel):
+    type: Literal["Pods", "Percent"]
+    value: int
+    period_seconds: int
+
+
+class HPAScalingRules(K8sModel):
+    stabilization_window_seconds: int | None = None
+    select_policy: Literal["Max", "Min", "Disabled"] | None = None
+    policies: list[HPAScalingPolicy] | None = None
+
+
+class HorizontalPodAutoscalerBehavior(K8sModel):
+    scale_up: HPAScalingRules | None = None
+    scale_down: HPAScalingRules | None = None
+
+
+class HorizontalPodAutoscalerSpec(K8sModel):
+    scale_target_ref: CrossVersionObjectReference
+    min_replicas: int | None = None
+    max_replicas: int
+    metrics: list[MetricSpec] | None = None
+    behavior: HorizontalPodAutoscalerBehavior | None = None
+
+
+class HorizontalPodAutoscaler(Manifest):
+    api_version: Literal["autoscaling/v2"] = "autoscaling/v2"
+    kind: Literal["HorizontalPodAutoscaler"] = "HorizontalPodAutoscaler"
+    metadata: ObjectMeta
+    spec: HorizontalPodAutoscalerSpec
+
+
+# -- KEDA (keda.sh/v1alpha1 custom resources) ----------------------------------------------------
+
+
+class ScaledObjectAuthRef(K8sModel):
+    name: str
+
+
+class ScaleTrigger(K8sModel):
+    type: str
+    metadata: dict[str, str]
+    authentication_ref: ScaledObjectAuthRef | None = None
+
+
+class ScaledObjectAdvanced(K8sModel):
+    horizontal_pod_autoscaler_config: dict[str, Any] | None = None
+
+
+class ScaledObjectSpec(K8sModel):
+    scale_target_ref: CrossVersionObjectReference
+    min_replica_count: int | None = None
+    max_replica_count: int | None = None
+    polling_interval: int | None = None
+    cooldown_period: int | None = None
+    advanced: ScaledObjectAdvanced | None = None
+    triggers: list[ScaleTrigger]
+
+
+class ScaledObject(Manifest):
+    api_version: Literal["keda.sh/v1alpha1"] = "keda.sh/v1alpha1"
+    kind: Literal["ScaledObject"] = "ScaledObject"
+    metadata: ObjectMeta
+    spec: ScaledObjectSpec
+
+
+class AuthSecretTargetRef(K8sModel):
+    parameter: str
+    name: str
+    key: str
+
+
+class TriggerAuthenticationSpec(K8sModel):
+    secret_target_ref: list[AuthSecretTargetRef]
+
+
+class TriggerAuthentication(Manifest):
+    api_version: Literal["keda.sh/v1alpha1"] = "keda.sh/v1alpha1"
+    kind: Literal["TriggerAuthentication"] = "TriggerAuthentication"
+    metadata: ObjectMeta
+    spec: TriggerAuthenticationSpec
