@@ -163,6 +163,10 @@ def column_writer(state: StateBackend) -> WriteColumns:
     return write_columns
 
 
+#: Bulk writes of at most this many buckets are stored one by one, without looking for runs.
+_FEW = 128
+
+
 class _Series:
     __slots__ = ("last_update", "max_items", "timestamps", "ttl", "values")
 
@@ -246,8 +250,11 @@ class MemoryStateBackend:
             # a subclass overrides write() or write_many(): every bucket goes through it
             self.write_many(map(BucketWrite, keys, timestamps, values, max_items, ttls))
             return
-        starts = [0, *compress(range(1, count), map(is_not, islice(keys, 1, None), keys))]
         now = self._clock()
+        if count <= _FEW:  # not worth looking for runs (a one-shot run of a small pipeline)
+            self._store(zip(keys, timestamps, values, max_items, ttls, strict=False), now)
+            return
+        starts = [0, *compress(range(1, count), map(is_not, islice(keys, 1, None), keys))]
         if len(starts) * 4 > count:  # mostly one bucket per series (a one-shot run)
             self._store(zip(keys, timestamps, values, max_items, ttls, strict=False), now)
             return

@@ -198,22 +198,21 @@ class StateBackendContract:
         ]
         assert (backend.metadata(a)["count"], backend.metadata(b)["count"]) == (3, 2)
 
-        # long runs of one series: twelve newer buckets at once, then a run starting with a
-        # replaced bucket
+        # long runs of one series: 300 newer buckets at once, then 150 starting with a replaced
+        # bucket (more than a backend might write one by one)
         c = self.key(pipeline, "bulk", "1d")
         write = column_writer(backend)
-        write(
-            [c] * 12,
-            [T0 + i * DAY for i in range(1, 13)],
-            list(range(1, 13)),
-            [5] * 12,
-            [None] * 12,
-        )
-        assert [i["value"] for i in backend.read(c)] == [12, 11, 10, 9, 8]
-        stamps = [T0 + i * DAY for i in (12, 13, 14, 15)]
-        write([c] * 4, stamps, ["replaced", 13, 14, 15], [5] * 4, [None] * 4)
-        assert [i["value"] for i in backend.read(c)] == [15, 14, 13, "replaced", 11]
-        assert backend.metadata(c)["oldest"] == T0 + 11 * DAY
+        stamps = [T0 + i * DAY for i in range(1, 301)]
+        write([c] * 300, stamps, list(range(1, 301)), [5] * 300, [None] * 300)
+        assert [i["value"] for i in backend.read(c)] == [300, 299, 298, 297, 296]
+        stamps = [T0 + i * DAY for i in range(300, 450)]
+        write([c] * 150, stamps, ["replaced", *range(301, 450)], [200] * 150, [None] * 150)
+        assert [i["value"] for i in backend.read(c, count=3)] == [449, 448, 447]
+        assert backend.read(c, start_ts=T0 + 299 * DAY, end_ts=T0 + 300 * DAY) == [
+            {"timestamp": T0 + 300 * DAY, "value": "replaced"}
+        ]
+        assert backend.metadata(c)["count"] == 154
+        assert backend.metadata(c)["oldest"] == T0 + 296 * DAY
         whole = self.key(pipeline, "bulk-whole", "1d")  # max_items None keeps every bucket
         write([whole] * 6, [T0 + i * DAY for i in range(6)], list(range(6)), [None] * 6, [None] * 6)
         assert len(backend.read(whole)) == 6
