@@ -11,7 +11,11 @@ process, best of several interleaved rounds:
 - ``engine_positional``: the same DAG with functions taking ``*args`` (positional calls), to
   show that by-name calls cost what positional ones do;
 - ``baseline``: a plain Python loop calling the same by-name functions with their upstream
-  values in order.
+  values in order;
+- ``check_on`` / ``check_off`` (statistics off): the engine with and without
+  ``check_values`` (:func:`qmtl.codec.check` of every node output), and ``dict_values_*`` the
+  same for a second 100-node DAG whose nodes return small dicts holding a tuple (what the
+  check walks).
 
 Goal (SPEC §10): ``ratio_by_name_to_baseline`` <= 2.5 (about 1 µs engine overhead per node).
 """
@@ -63,6 +67,20 @@ def _build(make: Callable[[int], Callable[..., int]], name: str) -> tuple[Pipeli
     return pipeline, calls
 
 
+def _dict_pipeline() -> Pipeline:
+    """100 nodes, each returning ``{"v": int, "span": (int, int), "ok": bool}``."""
+    pipeline = Pipeline(name="bench_oneshot_dicts")
+    pipeline.add_node(Node(name="d0", fn=lambda: {"v": 1, "span": (0, 1), "ok": True}))
+    for i in range(1, NODES):
+
+        def fn(prev: dict[str, Any]) -> dict[str, Any]:
+            v = (prev["v"] * 3 + 1) % 1000
+            return {"v": v, "span": (prev["v"], v), "ok": v > prev["v"]}
+
+        pipeline.add_node(Node(name=f"d{i}", fn=fn, upstreams=[f"d{i - 1}"]))
+    return pipeline
+
+
 def _baseline(calls: Calls) -> int:
     values: list[Any] = [None] * len(calls)
     for index, (fn, ups) in enumerate(calls):
@@ -84,11 +102,16 @@ def run() -> dict[str, Any]:
     assert by_name.execute(ts=0)["n99"] == expected
     assert positional.execute(ts=0)["n99"] == expected
     no_stats = {"collect_stats": False}
+    unchecked = {"collect_stats": False, "check_values": False}
+    dicts = _dict_pipeline()
     jobs: dict[str, Callable[[], object]] = {
         "baseline": lambda: _baseline(calls),
         "engine_by_name": lambda: by_name.execute(ts=0),
         "engine_by_name_without_stats": lambda: by_name.execute(ts=0, engine_options=no_stats),
         "engine_positional": lambda: positional.execute(ts=0),
+        "check_off": lambda: by_name.execute(ts=0, engine_options=unchecked),
+        "dict_values_check_on": lambda: dicts.execute(ts=0, engine_options=no_stats),
+        "dict_values_check_off": lambda: dicts.execute(ts=0, engine_options=unchecked),
     }
     best = dict.fromkeys(jobs, float("inf"))
     for _ in range(ROUNDS):  # interleaved, so a busy moment on the machine hits every job
@@ -105,6 +128,12 @@ def run() -> dict[str, Any]:
             best["engine_by_name_without_stats"] / base, 2
         ),
         "ratio_by_name_to_positional": round(best["engine_by_name"] / best["engine_positional"], 2),
+        "check_on_us_per_node_without_stats": round(
+            best["engine_by_name_without_stats"] * 1e6 / NODES, 3
+        ),
+        "check_off_us_per_node_without_stats": round(best["check_off"] * 1e6 / NODES, 3),
+        "dict_values_us_per_node_check_on": round(best["dict_values_check_on"] * 1e6 / NODES, 3),
+        "dict_values_us_per_node_check_off": round(best["dict_values_check_off"] * 1e6 / NODES, 3),
         "goal_ratio": GOAL_RATIO,
         "goal_met": ratio <= GOAL_RATIO,
     }

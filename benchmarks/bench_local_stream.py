@@ -16,7 +16,10 @@ Reported, side by side in one run:
   every ``(bucket end, value)``) are checked to equal the baseline's exactly;
 - ``overhead_us_per_event``: engine CPU time minus the baseline's, per source event;
 - ``ratio_engine_to_baseline`` (CPU time, best of two interleaved rounds). Goal (SPEC §10):
-  at most 4.
+  at most 4;
+- ``engine_cpu_s_check_off`` / ``value_check_cost_pct``: the same run with
+  ``check_values=False`` (no :func:`qmtl.codec.check` of source events and node outputs), and
+  what the check costs relative to it.
 
 ``calibration_loop_10M_cpu_s`` says how fast the machine running the benchmark is.
 """
@@ -199,7 +202,7 @@ def run() -> dict[str, Any]:
     if _engine_series(pipeline) != {key: v for key, v in expected.items() if v}:
         raise AssertionError("the engine's buckets differ from the hand-written loop's")
 
-    engine_s = engine_cpu = base_s = base_cpu = float("inf")
+    engine_s = engine_cpu = base_s = base_cpu = unchecked_cpu = float("inf")
     for _ in range(ROUNDS):  # interleaved, best of: a busy moment on the machine hits both
         engine, state = LocalExecutionEngine(), MemoryStateBackend()
         wall, cpu = time.perf_counter(), time.process_time()
@@ -207,6 +210,11 @@ def run() -> dict[str, Any]:
         engine_s = min(engine_s, time.perf_counter() - wall)
         engine_cpu = min(engine_cpu, time.process_time() - cpu)
         del engine, state
+
+        cpu = time.process_time()
+        unchecked = pipeline.run(state=MemoryStateBackend(), check_values=False)
+        unchecked_cpu = min(unchecked_cpu, time.process_time() - cpu)
+        assert unchecked.buckets_out == summary.buckets_out
 
         wall, cpu = time.perf_counter(), time.process_time()
         _baseline(a, b)
@@ -232,6 +240,8 @@ def run() -> dict[str, Any]:
         "computations_per_cpu_s": round(computed / engine_cpu),
         "overhead_us_per_event": round((engine_cpu - base_cpu) * 1e6 / events, 3),
         "ratio_engine_to_baseline": round(ratio_cpu, 2),
+        "engine_cpu_s_check_off": round(unchecked_cpu, 3),
+        "value_check_cost_pct": round((engine_cpu / unchecked_cpu - 1) * 100, 1),
         "goal_ratio": GOAL_RATIO,
         "goal_met": ratio_cpu <= GOAL_RATIO,
         "calibration_loop_10M_cpu_s": round(_calibration(), 3),

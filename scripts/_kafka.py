@@ -178,8 +178,13 @@ def _free_port() -> int:
 
 
 def _cluster_id() -> str:
-    # Kafka's Uuid text form: URL-safe base64 of the 16 bytes, without padding.
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+    # Kafka's Uuid text form: URL-safe base64 of the 16 bytes, without padding. One id in 64
+    # starts with "-", which the storage tool's argument parser reads as an option ("argument
+    # --cluster-id/-t: expected one argument"), so such ids are drawn again.
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:

@@ -16,7 +16,6 @@ case needs a real broker (``--kafka``).
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import sys
 import textwrap
@@ -150,8 +149,13 @@ def _kafka_error(name: str) -> type[BaseException]:
 
 
 def _good_envelope(**changes: Any) -> bytes:
+    """A version 2 envelope (a MessagePack map, its value as qmtl.codec bytes) with changes."""
+    import msgpack
+
+    from qmtl import codec
+
     body = {
-        "v": 1,
+        "v": 2,
         "kind": "event",
         "pipeline": "prices",
         "node": "ticks",
@@ -161,10 +165,10 @@ def _good_envelope(**changes: Any) -> bytes:
         "bucket": None,
         "watermark": None,
         "origin": None,
-        "value": 1.5,
+        "value": codec.encode(1.5),
     }
     body.update(changes)
-    return json.dumps({k: v for k, v in body.items() if v is not ...}).encode()
+    return msgpack.packb({k: v for k, v in body.items() if v is not ...})
 
 
 # ---------------------------------------------------------------------------- the catalog
@@ -1267,10 +1271,18 @@ KAFKA_CASES = [
     Case(
         "kafka-wrong-version",
         "Kafka messages",
-        lambda c: _envelope(_good_envelope(v=2)),
+        lambda c: _envelope(_good_envelope(v=3)),
         _kafka_error("EnvelopeVersionError"),
-        ("version 2",),
+        ("version 3",),
         ("upgrade qmtl-engine-kafka",),
+    ),
+    Case(
+        "kafka-json-version-1",
+        "Kafka messages",
+        lambda c: _envelope(b'{"v": 1, "kind": "event", "pipeline": "p", "node": "n", "ts": 1}'),
+        _kafka_error("EnvelopeVersionError"),
+        ("version 1 (JSON)",),
+        ("upgrade the producer",),
     ),
     Case(
         "kafka-version-not-int",
@@ -1337,12 +1349,12 @@ KAFKA_CASES = [
         ("one of",),
     ),
     Case(
-        "kafka-bad-non-finite-marker",
+        "kafka-value-not-codec-bytes",
         "Kafka messages",
-        lambda c: _envelope(_good_envelope(nf="huge", value=None)),
-        _kafka_error("MalformedEnvelopeError"),
-        ("'nf'", "'huge'"),
-        ("'nan', 'inf' or '-inf'",),
+        lambda c: _envelope(_good_envelope(value=b"\xc1")),
+        _kafka_error("UndecodableEnvelopeError"),
+        ("'value'",),
+        ("qmtl.codec.encode",),
     ),
 ]
 
@@ -1656,6 +1668,13 @@ REDIS_CASES = [
         ("did not write", "delete the key"),
     ),
     RedisCase(
+        "redis-member-not-codec",
+        lambda r, k, h, m: r.zadd(h, {b"60.0;\xc1": 60}),
+        lambda b, k: b.read(k),
+        ("history",),
+        ("did not write", "delete the key"),
+    ),
+    RedisCase(
         "redis-member-without-timestamp",
         lambda r, k, h, m: r.zadd(h, {b"plain": 60}),
         lambda b, k: b.read(k),
@@ -1752,7 +1771,7 @@ def test_oversized_and_future_version_messages_become_dead_letters(kafka_bootstr
             topic, b'{"v":1,"pipeline":"p","node":"n","ts":1,"value":"' + b"x" * 4096 + b'"}'
         )
         sp.publish(topic, _good_envelope(pipeline="p", node="n"))
-        sp.publish(topic, _good_envelope(v=2))
+        sp.publish(topic, _good_envelope(v=3))
         sp.subscribe([topic])
         events: list[Any] = []
         for _ in range(40):

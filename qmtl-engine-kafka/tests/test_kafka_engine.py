@@ -128,7 +128,17 @@ class TestMultiPartitionSources(EngineContract):
     """Sources whose input topics have 4 partitions: their buckets go through the merge
     stage (per-partition bucketing, then the minimum watermark over partitions)."""
 
-    cases = ("multi_source_join", "lateness", "multi_interval", "failing")
+    cases = (
+        "multi_source_join",
+        "lateness",
+        "multi_interval",
+        "failing",
+        # values through the merge stage's partial envelopes and its pending state
+        "value_types",
+        "numpy_values",
+        "refuse_set",
+        "refuse_source_set",
+    )
     max_examples = 1
 
     @pytest.fixture

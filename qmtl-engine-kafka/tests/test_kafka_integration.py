@@ -127,7 +127,7 @@ def test_poison_goes_to_the_dead_letter_topic_and_the_stream_continues(
     TopicManager(kafka_settings).create_topics(topics.all())
     producer = Producer({"bootstrap.servers": kafka_settings.bootstrap_servers})
     good = Envelope(pipeline=pipeline, node="sma", ts=60.0, value=1.0)
-    poison = b'{"v": 1, "pipeline": "' + pipeline.encode() + b'", "node": "sma", "ts": "soon"}'
+    poison = b'{"v": 2, "pipeline": "' + pipeline.encode() + b'", "node": "sma", "ts": "soon"}'
     for payload in (
         encode(good),
         b"\x00\xffnot json",

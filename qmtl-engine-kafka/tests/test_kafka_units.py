@@ -8,8 +8,7 @@ import sys
 from types import SimpleNamespace
 from typing import Any
 
-import orjson
-
+from qmtl import codec
 from qmtl.node import Node, SourceNode
 from qmtl.pipeline import Pipeline
 from qmtl.state import MemoryStateBackend
@@ -67,9 +66,9 @@ def _partial(
 def _emitted(batch: Batch) -> list[tuple[int, Any]]:
     out = []
     for _topic, payload in batch.messages:
-        data = orjson.loads(payload)
-        if data["kind"] == "event":
-            out.append((data["bucket"], data["value"]))
+        env = decode(payload)
+        if env.kind == "event":
+            out.append((env.bucket, env.value))
     return out
 
 
@@ -100,8 +99,8 @@ def test_the_source_ends_when_every_partition_ended_and_counts_add_up() -> None:
     slot.handle(_partial(0, None, 0.0, {"events": 3, "late": 1}, kind="end"), 0, batch)
     assert not slot.emitter.ended
     slot.handle(_partial(1, None, 0.0, {"events": 2, "late": 0}, kind="end"), 1, batch)
-    ends = [orjson.loads(p) for _t, p in batch.ends]
-    assert ends[-1]["value"] == {"buckets": {"1m": 1}, "events": 5, "late": 1}
+    ends = [decode(p) for _t, p in batch.ends]
+    assert ends[-1].value == {"buckets": {"1m": 1}, "events": 5, "late": 1}
 
 
 def test_merge_state_survives_a_save_and_load() -> None:
@@ -109,7 +108,7 @@ def test_merge_state_survives_a_save_and_load() -> None:
     batch = Batch()
     slot.handle(_partial(0, 4, 250.0, "kept"), 0, batch)
     slot.offsets["qmtl.merge.merge-unit.px/0"] = 7
-    data = orjson.loads(orjson.dumps(slot.dump()))
+    data = codec.decode(codec.encode(slot.dump()))
     again, _ = _merge_slot(2)
     again.load(data)
     assert again.offsets == {"qmtl.merge.merge-unit.px/0": 7}

@@ -7,13 +7,12 @@ import time
 from collections import Counter
 from typing import Any
 
-import orjson
 import pytest
 
 from qmtl.node import Node, SourceNode
 from qmtl.pipeline import Pipeline
 from qmtl.state import MemoryStateBackend
-from qmtl_engine_kafka import Envelope, KafkaEngineSettings, encode
+from qmtl_engine_kafka import Envelope, KafkaEngineSettings, decode, encode
 from qmtl_engine_kafka._client import kafka_module
 from qmtl_engine_kafka._task import Task
 from qmtl_engine_kafka.dead_letter import DeadLetterQueue
@@ -70,7 +69,7 @@ class _Producer:
 
     def produce(self, topic: str, payload: bytes, partition: int = 0, **_: Any) -> None:
         stored = len(self.state.read(self.key, count=1000))
-        self.produced.append((orjson.loads(payload)["kind"], stored))
+        self.produced.append((decode(payload).kind, stored))
 
     def poll(self, _timeout: float) -> int:
         return 0

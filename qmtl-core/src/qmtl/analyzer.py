@@ -91,6 +91,9 @@ class _Failed(dict[str, Any]):
     Kafka engine); :func:`_failure` recognises it on the other side.
     """
 
+    #: qmtl.codec carries it as that plain one-key dict.
+    _qmtl_carried_as = dict
+
     def __init__(self, node: str, status: Literal["FAIL", "SKIPPED"], error: str) -> None:
         super().__init__({_FAILED_KEY: {"node": node, "status": status, "error": error}})
 

@@ -14,11 +14,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast, runtime_checkable
 
+from qmtl.codec import PLAIN_TYPES, check
 from qmtl.errors import (
     ConfigurationError,
     MissingInputError,
     NodeExecutionError,
     StateBackendError,
+    ValueEncodeError,
 )
 from qmtl.state import column_writer, naming
 
@@ -91,6 +93,7 @@ def execute_plan(
     invoke_hook: InvokeHook | None = None,
     on_node: Callable[[str | None], bool] | None = None,
     timings: dict[str, float] | None = None,
+    check_values: bool = True,
     trace: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The one-shot semantics (SPEC §5.1), shared by in-process engines.
@@ -104,6 +107,9 @@ def execute_plan(
     ``trace``, when given (``debug=True``), receives ``{"node", "seconds", "value"}`` per node,
     each step is logged (``qmtl.local.node_executed``) and a failing node's error shows its
     inputs. A failing node raises :class:`NodeExecutionError`; nothing after it is recorded.
+    ``check_values`` runs :func:`qmtl.codec.check` on every value (a type walk), so a value
+    another engine could not carry raises :class:`~qmtl.errors.ValueEncodeError` here too,
+    naming the node and its intervals, before anything of it is recorded.
 
     Values are recorded in bulk (:func:`qmtl.state.column_writer`, in plan order): when the run
     ends, when it fails (the nodes before the failing one), before a windowed node reads the
@@ -111,7 +117,7 @@ def execute_plan(
     nodes recorded). A failing write names the node whose bucket it was.
     """
     if trace is not None:
-        return _traced(plan, state, trace, inputs, ts, invoke_hook, on_node, timings)
+        return _traced(plan, state, trace, inputs, ts, invoke_hook, on_node, timings, check_values)
     now = time.time() if ts is None else float(ts)
     nodes = plan.nodes
     values: list[Any] = [_MISSING] * len(nodes)
@@ -120,6 +126,7 @@ def execute_plan(
     record = _Recorder(plan, state, now, values)
     clock = time.perf_counter
     last = clock() if timings is not None else 0.0
+    plain = PLAIN_TYPES
     warming = False  # a windowed node skipped its run; nodes reading it skip too
     for node in nodes:
         name = node.name
@@ -158,6 +165,12 @@ def execute_plan(
             except Exception as error:
                 record.flush(node.index)
                 raise _failed(node, error) from error
+        if check_values and type(value) not in plain:
+            try:
+                check_value(node, value)
+            except ValueEncodeError:
+                record.flush(node.index)  # the nodes before it stay recorded
+                raise
         values[node.index] = value
         results[name] = value
         if timings is not None:
@@ -191,7 +204,7 @@ class _Recorder:
         self.values = values
         self.state = state
         self.names = [node.name for node in plan.nodes]
-        self.write = column_writer(state)
+        self.write = column_writer(state, checked=True)  # execute_plan checks the values
         self.flushed = 0
         self.skipped = False  # some node did not run: its columns are left out
 
@@ -251,6 +264,14 @@ def raise_named(
         raise error
 
 
+def check_value(node: PlanNode, value: Any) -> None:
+    """:func:`qmtl.codec.check`, naming ``node`` and its intervals in the error."""
+    try:
+        check(value)
+    except ValueEncodeError as error:  # the names are joined only for the error
+        raise error.at(node.name, ", ".join(s.interval.value for s in node.series)) from None
+
+
 def _traced(
     plan: ExecutionPlan,
     state: StateBackend,
@@ -260,6 +281,7 @@ def _traced(
     invoke_hook: InvokeHook | None,
     on_node: Callable[[str | None], bool] | None,
     timings: dict[str, float] | None,
+    check_values: bool,
 ) -> dict[str, Any]:
     """:func:`execute_plan` with a per-node trace (the debug mode: off the fast path)."""
     from qmtl.logs import get_logger
@@ -284,7 +306,14 @@ def _traced(
         return value
 
     return execute_plan(
-        plan, state, inputs=inputs, ts=ts, invoke_hook=traced, on_node=on_node, timings=timings
+        plan,
+        state,
+        inputs=inputs,
+        ts=ts,
+        invoke_hook=traced,
+        on_node=on_node,
+        timings=timings,
+        check_values=check_values,
     )
 
 

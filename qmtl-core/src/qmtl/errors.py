@@ -131,3 +131,73 @@ class SourceError(QmtlError, ValueError):
 
 class DeployError(QmtlError):
     """Building, pushing or generating deployment artefacts failed."""
+
+
+class ValueEncodeError(QmtlError, TypeError):
+    """A value the codec of :mod:`qmtl.codec` cannot carry between processes (SPEC §5.4).
+
+    Raised by every engine at the node that returned the value, local engine included, and by
+    state backends on write. ``type_name`` is the refused type, ``path`` where it sits inside
+    the value (``value['px'][3]``), ``node`` and ``interval`` the series it was meant for (set by
+    :meth:`at`), ``fix`` what to return instead. On Kafka a value too large for the broker is
+    this error too; then ``reason`` gives the size and ``fix`` the setting that raises the limit.
+    """
+
+    SUPPORTED = (
+        "None, bool, int, float, str, bytes, list, tuple, dict with str keys, datetime, date, "
+        "Decimal, numpy arrays and scalars"
+    )
+
+    def __init__(
+        self,
+        type_name: str,
+        *,
+        path: str | None = "value",
+        reason: str | None = None,
+        fix: str | None = None,
+        node: str | None = None,
+        interval: str | None = None,
+    ) -> None:
+        self.type_name = type_name
+        self.path = path = path or "value"
+        self.reason = reason
+        self.fix = fix
+        self.node = node
+        self.interval = interval
+        what = f"{path}: {type_name}" if reason is None else f"{path} is {reason}"
+        where = f"Node '{node}' returned a value" if node is not None else "A value"
+        if interval is not None:
+            where += f" at interval {interval}"
+        super().__init__(
+            f"{where} that QMTL cannot carry between processes: {what}; "
+            f"{fix or 'return its data as the supported types'} "
+            f"(values may be {self.SUPPORTED}: see qmtl.codec)"
+        )
+
+    def fields(self) -> dict[str, str | None]:
+        """The error as plain data: ``ValueEncodeError(**error.fields())`` rebuilds it (an
+        engine sends it across processes this way)."""
+        return {
+            "type_name": self.type_name,
+            "path": self.path,
+            "reason": self.reason,
+            "fix": self.fix,
+            "node": self.node,
+            "interval": self.interval,
+        }
+
+    def at(self, node: str, interval: str | None = None) -> ValueEncodeError:
+        """The same error, naming the node that returned the value and the interval."""
+        return ValueEncodeError(
+            self.type_name,
+            path=self.path,
+            reason=self.reason,
+            fix=self.fix,
+            node=node,
+            interval=interval,
+        )
+
+
+class ValueDecodeError(QmtlError, ValueError):
+    """Bytes that :func:`qmtl.codec.decode` cannot turn back into a value (corrupt, cut short,
+    written by something else, or holding numpy data where numpy is not installed)."""

@@ -27,6 +27,13 @@ class MockEngineSettings(BaseModel):
     mocks: dict[str, Any] = Field(
         default_factory=dict, description="Node name → value that replaces the node's output"
     )
+    check_values: bool = Field(
+        default=True,
+        description=(
+            "Check every output (mocked ones included) with qmtl.codec, as the local engine "
+            "does; false skips it"
+        ),
+    )
 
 
 class MockExecutionEngine(EngineBase):
@@ -36,7 +43,9 @@ class MockExecutionEngine(EngineBase):
     node's function. ``calls[name]`` lists the inputs (``{upstream: value}``) of each call of
     each node, mocked or not. A mock naming a node the pipeline does not have is an
     :class:`~qmtl.errors.UnknownNodeError` when the pipeline runs (a typo would otherwise let
-    the real node run).
+    the real node run). Outputs, mocked ones included, are checked with
+    :func:`qmtl.codec.check` as on the local engine (``check_values=False`` skips it), so a mock
+    cannot hide a value a deployment would refuse.
     """
 
     name = "mock"
@@ -44,10 +53,14 @@ class MockExecutionEngine(EngineBase):
     def __init__(
         self,
         mocks: Mapping[str, Any] | MockEngineSettings | None = None,
+        *,
+        check_values: bool = True,
     ) -> None:
         if isinstance(mocks, MockEngineSettings):
+            check_values = mocks.check_values
             mocks = mocks.mocks
         self.mocks: dict[str, Any] = dict(mocks or {})
+        self.check_values = check_values
         self.calls: dict[str, list[dict[str, Any]]] = {}
 
     def _invoke(self, node: PlanNode, values: Sequence[Any]) -> Any:
@@ -67,8 +80,11 @@ class MockExecutionEngine(EngineBase):
         timeout: float | None = None,
     ) -> dict[str, Any]:
         self.check_mocks(plan)
+        checking = self.check_values
         if timeout is None:
-            return execute_plan(plan, state, inputs=inputs, ts=ts, invoke_hook=self._invoke)
+            return execute_plan(
+                plan, state, inputs=inputs, ts=ts, invoke_hook=self._invoke, check_values=checking
+            )
         return run_with_deadline(
             plan.pipeline,
             timeout,
@@ -79,6 +95,7 @@ class MockExecutionEngine(EngineBase):
                 ts=ts,
                 invoke_hook=self._invoke,
                 on_node=deadline.on_node,
+                check_values=checking,
             ),
         )
 
@@ -105,13 +122,15 @@ class MockExecutionEngine(EngineBase):
         clock: Callable[[], float] = time.time,
         timeout: float | None = None,
         batch: int | None = None,
+        check_values: bool | None = None,
     ) -> RunSummary:
         """Stream the sources to their end as the local engine does, with mocks applied.
 
         A mocked processing node's value (or ``mock(*inputs)``) replaces each bucket it
         computes; a mocked source keeps its events' times and replaces each value with the mock
         (a callable mock is called with no arguments per event). ``calls`` records the inputs of
-        every bucket computation.
+        every bucket computation. ``check_values`` (default: the engine's) checks every value
+        with :func:`qmtl.codec.check`.
         """
         from qmtl.sources import source_events
         from qmtl.stream_runner import run_in_process
@@ -147,6 +166,7 @@ class MockExecutionEngine(EngineBase):
             engine=self.name,
             batch=batch,
             timeout=timeout,
+            check_values=self.check_values if check_values is None else check_values,
         )
 
 

@@ -110,6 +110,8 @@ class QueryResult(dict[str, Any]):
     """
 
     __slots__ = ("batches",)
+    #: qmtl.codec carries it as the plain dict it compares equal to (batches stay local).
+    _qmtl_carried_as = dict
 
     def __init__(self, items: Iterable[tuple[str, Any]], batches: Sequence[Sequence[str]]) -> None:
         super().__init__(items)

@@ -23,6 +23,7 @@ from itertools import compress, islice, pairwise, repeat
 from operator import is_not, lt
 from typing import Any, NamedTuple, Protocol, cast, runtime_checkable
 
+from qmtl.codec import PLAIN_TYPES, check
 from qmtl.errors import StateBackendError
 
 
@@ -42,6 +43,15 @@ class BucketWrite(NamedTuple):
     value: Any
     max_items: int | None
     ttl: int | None
+
+
+def writer(state: StateBackend) -> Callable[..., None]:
+    """The write method an in-process engine that checks values itself should call: the memory
+    backend's :meth:`~MemoryStateBackend.write_unchecked` (exactly that class, not a view
+    wrapping it), any other backend's ``write``."""
+    if type(state) is MemoryStateBackend:
+        return state.write_unchecked
+    return state.write
 
 
 def key_prefix(pipeline: str) -> str:
@@ -140,13 +150,18 @@ WriteColumns = Callable[
 ]
 
 
-def column_writer(state: StateBackend) -> WriteColumns:
+def column_writer(state: StateBackend, *, checked: bool = False) -> WriteColumns:
     """How an engine writes buckets in bulk to ``state``: its class's ``write_columns`` when it
-    defines one, else ``write_many`` with one :class:`BucketWrite` per bucket.
+    defines one, else ``write_many`` with one :class:`BucketWrite` per bucket. ``checked``:
+    the caller takes care of :func:`qmtl.codec.check` (the in-process engines run it on every
+    value, or were told not to), so the memory backend (exactly that class, as with
+    :func:`writer`) does not walk the values again.
 
     Only a method of the backend's *class* counts, so a wrapper that filters ``write`` and
     ``write_many`` and forwards other attributes (``__getattr__``) keeps seeing every write.
     """
+    if checked and type(state) is MemoryStateBackend:
+        return state.write_columns_unchecked
     if callable(getattr(type(state), "write_columns", None)):
         return cast("ColumnWriter", state).write_columns
     write_many = state.write_many
@@ -161,6 +176,14 @@ def column_writer(state: StateBackend) -> WriteColumns:
         write_many(list(map(BucketWrite, keys, timestamps, values, max_items, ttls)))
 
     return write_columns
+
+
+def _check_all(values: Iterable[Any]) -> None:
+    """:func:`qmtl.codec.check` of every value that is not a plain scalar."""
+    plain = PLAIN_TYPES
+    for value in values:
+        if type(value) not in plain:
+            check(value)
 
 
 #: Bulk writes of at most this many buckets are stored one by one, without looking for runs.
@@ -181,7 +204,11 @@ class _Series:
 class MemoryStateBackend:
     """The embedded default: one process, no server, one instance per pipeline run context.
 
-    ``clock`` (wall-clock seconds) decides TTL expiry; tests may pass a fake one.
+    ``clock`` (wall-clock seconds) decides TTL expiry; tests may pass a fake one. Values are
+    kept as they are (not copied), after the same :func:`qmtl.codec.check` every other store's
+    encoding implies, so what the memory store refuses is exactly what Redis refuses. The
+    local and mock engines, which check each node's value once themselves, write through
+    :meth:`write_unchecked` so a value is never walked twice.
     """
 
     name = "memory"
@@ -202,6 +229,21 @@ class MemoryStateBackend:
         max_items: int | None,
         ttl: int | None,
     ) -> None:
+        if type(value) not in PLAIN_TYPES:
+            check(value)
+        self.write_unchecked(key, timestamp, value, max_items=max_items, ttl=ttl)
+
+    def write_unchecked(
+        self,
+        key: SeriesKey,
+        timestamp: float,
+        value: Any,
+        *,
+        max_items: int | None,
+        ttl: int | None,
+    ) -> None:
+        """:meth:`write` without :func:`qmtl.codec.check`: for the in-process engines, which
+        check every value themselves (or were told not to, ``check_values=False``)."""
         # _store for one bucket, inline: a live stream writes its buckets one by one
         now = self._clock()
         series = self._series.get(key)
@@ -225,7 +267,9 @@ class MemoryStateBackend:
         series.last_update = now
 
     def write_many(self, writes: Iterable[BucketWrite]) -> None:
-        if self._own_write:
+        if self._own_write:  # every value is checked before anything is stored
+            writes = list(writes)
+            _check_all(write.value for write in writes)
             self._store(writes, self._clock())
         else:  # a subclass overrides write(): every bucket goes through it
             for key, timestamp, value, max_items, ttl in writes:
@@ -239,17 +283,31 @@ class MemoryStateBackend:
         max_items: Sequence[int | None],
         ttls: Sequence[int | None],
     ) -> None:
-        """Store bucket ``i`` of every column, in order (see :class:`ColumnWriter`).
+        """Store bucket ``i`` of every column, in order (see :class:`ColumnWriter`); every
+        value is checked (:func:`qmtl.codec.check`) before anything is stored."""
+        if not (self._own_write and self._own_write_many):
+            # a subclass overrides write() or write_many(): every bucket goes through it
+            self.write_many(map(BucketWrite, keys, timestamps, values, max_items, ttls))
+            return
+        _check_all(values)
+        self.write_columns_unchecked(keys, timestamps, values, max_items, ttls)
+
+    def write_columns_unchecked(
+        self,
+        keys: Sequence[SeriesKey],
+        timestamps: Sequence[float],
+        values: Sequence[Any],
+        max_items: Sequence[int | None],
+        ttls: Sequence[int | None],
+    ) -> None:
+        """:meth:`write_columns` without :func:`qmtl.codec.check`, for the in-process engines
+        (which check every value themselves).
 
         Consecutive buckets of one series are a run; a run newer than the series' newest
         bucket, in increasing time and with one ``max_items``, is appended at once."""
         count = len(keys)
         if not count == len(timestamps) == len(values) == len(max_items) == len(ttls):
             raise ValueError("write_columns needs columns of equal length")
-        if not (self._own_write and self._own_write_many):
-            # a subclass overrides write() or write_many(): every bucket goes through it
-            self.write_many(map(BucketWrite, keys, timestamps, values, max_items, ttls))
-            return
         now = self._clock()
         if count <= _FEW:  # not worth looking for runs (a one-shot run of a small pipeline)
             self._store(zip(keys, timestamps, values, max_items, ttls, strict=False), now)

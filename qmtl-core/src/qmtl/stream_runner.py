@@ -22,10 +22,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from qmtl.codec import PLAIN_TYPES, check
 from qmtl.engine import raise_named
-from qmtl.errors import IntervalError, NodeExecutionError, StateBackendError
+from qmtl.errors import IntervalError, NodeExecutionError, StateBackendError, ValueEncodeError
 from qmtl.sources import all_bounded, merged_events
-from qmtl.state import column_writer, naming
+from qmtl.state import column_writer, naming, writer
 from qmtl.streaming import (
     END,
     Closure,
@@ -78,9 +79,11 @@ class StreamRunner:
     Feed it with :meth:`on_event` (a source's event), :meth:`end_source` and :meth:`finish`.
     Every final bucket is written to ``state`` (key and bounds of the node's series spec) and
     passed to ``on_output`` as an :class:`OutputEvent`. Nothing is looked up per event: series,
-    readers and the calls of the plan are bound here. The buckets one propagation step produces
-    are written in one bulk write (:func:`qmtl.state.column_writer`), before ``on_output``
-    sees them.
+    readers and the calls of the plan are bound here. ``check_values``: every source event and
+    node output goes through :func:`qmtl.codec.check` (a refused one is a ValueEncodeError
+    naming node and interval; buckets before it stay written, as for a raising node). The
+    buckets one propagation step produces are written in one bulk write
+    (:func:`qmtl.state.column_writer`), before ``on_output`` sees them.
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class StreamRunner:
         invoke_hook: InvokeHook | None = None,
         engine: str = "local",
         batch: int = 1,
+        check_values: bool = True,
     ) -> None:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
@@ -100,12 +104,14 @@ class StreamRunner:
         self.on_output = on_output
         self.engine = engine
         self.batch = batch
+        self.check_values = check_values
+        self._store = writer(state)  # values are checked here, not again by memory state
         self._held: dict[_Series, list[Any]] = {}
         self._flushed = time.perf_counter()
         self._check = HOLD_CHECK
         self._waiting = 0
         self._pending: list[tuple[_Series, list[tuple[int, Any]]]] = []
-        self._write = column_writer(state)
+        self._write = column_writer(state, checked=True)
         nodes = plan.nodes
         self.bucketers: list[SourceBucketer | None] = [None] * len(nodes)
         self.aligners: list[list[NodeAligner]] = [[] for _ in nodes]
@@ -128,10 +134,14 @@ class StreamRunner:
                     self.series[up][k].readers.append(
                         (aligner, pos, self.series[node.index][j], call)
                     )
+        #: (node, intervals) of each plan node, named by a refused value's error
+        self.where = [(n.name, ", ".join(s.interval.value for s in n.series)) for n in nodes]
         self.started = time.perf_counter()
 
     def on_event(self, source: int, ts: float, value: Any) -> None:
         """One event of the source at plan index ``source``."""
+        if self.check_values and type(value) not in PLAIN_TYPES:
+            check(value, node=self.where[source][0], interval=self.where[source][1])
         closed = self.bucketers[source].on_event(ts, value)  # type: ignore[union-attr]
         if self.batch == 1:
             if closed:
@@ -221,7 +231,7 @@ class StreamRunner:
         produced wait in ``_pending`` for :meth:`_commit`."""
         # An explicit stack instead of recursion: any DAG depth works.
         stack = [(series, buckets, through)]
-        pending = self._pending
+        pending, checking, plain = self._pending, self.check_values, PLAIN_TYPES
         while stack:
             series, buckets, through = stack.pop()
             if buckets:
@@ -234,13 +244,16 @@ class StreamRunner:
                     out = []
                     try:
                         for b, args in ready:
-                            out.append((b, call(*args)))
+                            value = call(*args)
+                            if checking and type(value) not in plain:
+                                check(value, node=target.name, interval=target.interval)
+                            out.append((b, value))
                     except Exception as error:
                         # The failing node's buckets before the failing one are kept.
                         if out:
                             pending.append((target, out))
                         self._commit()
-                        if isinstance(error, NodeExecutionError):
+                        if isinstance(error, NodeExecutionError | ValueEncodeError):
                             raise
                         raise NodeExecutionError(target.name, error) from error
                     ready = out
@@ -254,7 +267,7 @@ class StreamRunner:
             return
         self._pending = []
         if len(pending) <= _SMALL:  # a live event's few buckets: one write each is cheaper
-            write = self.state.write
+            write = self._store
             for series, buckets in pending:
                 key, seconds, max_items, ttl = (
                     series.key,
@@ -333,6 +346,7 @@ def drive(runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]])
     buffers: list[list[tuple[float, Any]]] = [[] for _ in runner.bucketers]
     bucketers = runner.bucketers
     hold, flush, clock = runner.hold, runner.flush, time.perf_counter
+    checking, plain, where = runner.check_values, PLAIN_TYPES, runner.where
 
     def bucket() -> None:
         for index, buffered in enumerate(buffers):
@@ -342,26 +356,28 @@ def drive(runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]])
                 if closed:
                     hold(index, closed)
 
-    waiting, check = 0, HOLD_CHECK
+    waiting, every = 0, HOLD_CHECK
     try:
         for index, ts, value in events:
+            if checking and type(value) not in plain and ts is not None:
+                check(value, node=where[index][0], interval=where[index][1])
             if ts is None:
                 bucket()
                 if value is None:
                     runner.end_source(index)
                 else:
                     runner.on_watermark(index, value)
-                waiting, check = 0, HOLD_CHECK
+                waiting, every = 0, HOLD_CHECK
                 continue
             buffers[index].append((ts, value))
             waiting += 1
-            if waiting >= check:  # see StreamRunner._checkpoint
+            if waiting >= every:  # see StreamRunner._checkpoint
                 if waiting >= batch or clock() - runner._flushed >= HOLD_SECONDS:
                     bucket()
                     flush()
-                    waiting, check = 0, HOLD_CHECK
+                    waiting, every = 0, HOLD_CHECK
                 else:
-                    check = waiting + HOLD_CHECK
+                    every = waiting + HOLD_CHECK
     except Exception:
         # A source failed: the buckets that were final before it are written, as unbatched.
         bucket()
@@ -383,6 +399,7 @@ def run_in_process(
     engine: str = "local",
     batch: int | None = None,
     timeout: float | None = None,
+    check_values: bool = True,
 ) -> RunSummary:
     """Run ``plan``'s sources to their end in this process (the local engine's semantics).
 
@@ -391,14 +408,21 @@ def run_in_process(
     ``batch`` propagates source buckets every that many events (default: ``AUTO_BATCH`` when
     every source's data is at hand, else 1 so live outputs are never held back); results do
     not depend on it. ``timeout`` bounds the whole run (:mod:`qmtl.deadline`: the run moves to
-    a worker thread, which also calls ``on_output``).
+    a worker thread, which also calls ``on_output``). ``check_values=False`` skips
+    :func:`qmtl.codec.check` of every value.
     """
     if batch is None:
         batch = AUTO_BATCH if all_bounded(plan, sources=sources, events=events) else 1
     merged = merged_events(plan, sources=sources, events=events, clock=clock)
     if timeout is None:
         runner = StreamRunner(
-            plan, state, on_output=on_output, invoke_hook=invoke_hook, engine=engine, batch=batch
+            plan,
+            state,
+            on_output=on_output,
+            invoke_hook=invoke_hook,
+            engine=engine,
+            batch=batch,
+            check_values=check_values,
         )
         return drive(runner, merged)
     from qmtl.deadline import run_with_deadline
@@ -414,6 +438,7 @@ def run_in_process(
                 invoke_hook=deadline.hook(invoke_hook),
                 engine=engine,
                 batch=batch,
+                check_values=check_values,
             ),
             deadline.events(merged),
         ),

@@ -23,9 +23,10 @@ The objects:
 one process (the local and mock engines, and the oracle of :mod:`qmtl.testing`).
 
 Both state objects are bounded (pending buckets wait only for slower upstreams; windows keep
-``N`` values; the as-of join keeps one) and serialise to plain JSON with ``to_dict`` /
-``from_dict`` (node values must then be JSON values; ``-inf`` is ``null``, an ended stream
-``"end"``), so a distributed engine can persist them between batches.
+``N`` values; the as-of join keeps one) and turn into plain data with ``to_dict`` /
+``from_dict`` (lists, dicts, numbers and the node values as they are; ``-inf`` is ``None``, an
+ended stream ``"end"``), which :func:`qmtl.codec.encode` carries, so a distributed engine can
+persist them between batches with every value type of SPEC §5.4 intact.
 
 Failure policy: a node that raises stops the run with :class:`~qmtl.errors.NodeExecutionError`
 naming the node (chaining the cause). Buckets written before stay (state writes are idempotent
@@ -247,7 +248,7 @@ class SourceBucketer:
         return closed
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON data (values must be JSON values)."""
+        """Plain data for :func:`qmtl.codec.encode` (values as the source gave them)."""
         return {
             "version": STATE_VERSION,
             "seconds": list(self.seconds),
@@ -446,7 +447,8 @@ class NodeAligner:
 
     # -- persistence --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON data (values must be JSON values; ``[]`` marks "no value")."""
+        """Plain data for :func:`qmtl.codec.encode` (values as the upstreams gave them; ``[]``
+        marks "no value")."""
         return {
             "version": STATE_VERSION,
             "seconds": self.seconds,

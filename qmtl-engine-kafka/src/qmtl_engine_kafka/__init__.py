@@ -3,7 +3,7 @@
 The ``kafka`` engine (:class:`KafkaEngine`, seed name :class:`ParallelExecutionEngine`) runs a
 pipeline as one consumer group per node with Redis state, in worker threads or ``qmtl worker``
 processes (:mod:`~qmtl_engine_kafka.worker`). Under it: topic naming and idempotent creation
-(:mod:`~qmtl_engine_kafka.topics`), the versioned JSON envelope
+(:mod:`~qmtl_engine_kafka.topics`), the versioned envelope (values by qmtl.codec)
 (:mod:`~qmtl_engine_kafka.envelope`), dead-lettering (:mod:`~qmtl_engine_kafka.dead_letter`),
 the public :class:`StreamProcessor`, and :class:`KafkaEngineSettings`. confluent-kafka is
 imported only when a client is created.

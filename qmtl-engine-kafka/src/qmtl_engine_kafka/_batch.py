@@ -3,7 +3,8 @@
 A :class:`Batch` collects a batch's output messages, its bucket writes, and its end markers
 (produced only once the writes are stored, see :mod:`qmtl_engine_kafka._task`). An
 :class:`Emitter` turns a node's final buckets into bucket writes and output envelopes (the hot
-path: literal dicts through orjson), announces watermarks once per batch, and ends the node.
+path: one codec-encoded envelope per bucket), announces watermarks once per batch, and ends the
+node.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from typing import Any
-
-import orjson
 
 from qmtl.plan import PlanNode, SeriesSpec
 from qmtl.state import BucketWrite
@@ -25,12 +24,11 @@ __all__ = ["NEVER", "Batch", "Emitter", "decode_through", "encode_through"]
 
 #: "final through" before any bucket is final.
 NEVER = -math.inf
-_new_write = tuple.__new__
-_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_new_write = _new_envelope = tuple.__new__
 
 
 def encode_through(x: float) -> Any:
-    """A final-through as JSON (pending state): ``"end"``, ``None`` for never, or the bucket."""
+    """A final-through as pending-state data: ``"end"``, ``None`` for never, or the bucket."""
     return "end" if x == END else (None if x == NEVER else x)
 
 
@@ -71,8 +69,8 @@ class Emitter:
     ) -> None:
         spec = self.series[k]
         if buckets:
-            # The hot path: envelopes as literal dicts (what envelopes.encode builds), with
-            # encode() itself for the rare value JSON cannot hold as it is.
+            # The hot path: one envelope per bucket, its value through qmtl.codec. A value the
+            # codec refuses (or too large) raises ValueEncodeError before its bucket is written.
             seconds, key, max_items, ttl = spec.seconds, spec.key, spec.max_items, spec.ttl
             interval = self.intervals[k]
             pipeline, name, node_id, run = (
@@ -83,34 +81,13 @@ class Emitter:
             )
             messages, writes, topic = batch.messages, batch.writes, self.topic
             record = self.record
-            dumps = orjson.dumps
+            encode, max_bytes = envelopes.encode, self.ctx.settings.max_message_bytes
             for b, value in buckets:
                 end = float((b + 1) * seconds)
-                if record:
-                    writes.append(_new_write(BucketWrite, (key, end, value, max_items, ttl)))
-                try:
-                    if type(value) is float and value - value != 0:
-                        raise TypeError("non-finite")
-                    payload = dumps(
-                        {
-                            "v": 1,
-                            "kind": "event",
-                            "pipeline": pipeline,
-                            "node": name,
-                            "node_id": node_id,
-                            "interval": interval,
-                            "ts": end,
-                            "bucket": b,
-                            "watermark": None,
-                            "origin": None,
-                            "value": value,
-                            "run": run,
-                        },
-                        option=_DUMP_OPTIONS,
-                    )
-                except TypeError:
-                    payload = envelopes.encode(
-                        Envelope(
+                payload = encode(
+                    _new_envelope(
+                        Envelope,
+                        (
                             pipeline,
                             name,
                             end,
@@ -121,10 +98,14 @@ class Emitter:
                             None,
                             "event",
                             None,
-                            1,
+                            2,
                             run,
-                        )
-                    )
+                        ),
+                    ),
+                    max_bytes,
+                )
+                if record:
+                    writes.append(_new_write(BucketWrite, (key, end, value, max_items, ttl)))
                 messages.append((topic, payload))
             self.counts[k] += len(buckets)
             last = buckets[-1][0]

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from qmtl.errors import ValueEncodeError
 from qmtl.plan import PlanNode
 from qmtl.streaming import END, NodeAligner, SourceBucketer, final_through
 from qmtl_engine_kafka import envelope as envelopes
@@ -174,10 +175,20 @@ class NodeSlot(Slot):
                 try:
                     computed.append((b, invoke(args)))
                 except Exception as error:
-                    self.emitter.emit(batch, k, computed, NEVER)
+                    self._emit(batch, k, computed, NEVER)
                     raise NodeFailed(error) from error
             ready = computed
-        self.emitter.emit(batch, k, ready, aligner.done)
+        self._emit(batch, k, ready, aligner.done)
+
+    def _emit(
+        self, batch: Batch, k: int, buckets: Sequence[tuple[int, Any]], through: float
+    ) -> None:
+        """Emit; a value the codec refuses fails the node, as a raising function does (the
+        buckets before it are emitted and written)."""
+        try:
+            self.emitter.emit(batch, k, buckets, through)
+        except ValueEncodeError as error:
+            raise NodeFailed(error) from error
 
     def _once(self, ready: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
         """One-shot: compute the node once (inputs, windows from history, warm-up skip)."""
@@ -203,7 +214,10 @@ class NodeSlot(Slot):
 
     def fail(self, batch: Batch, error: BaseException) -> None:
         self.failed = f"{type(error).__name__}: {error}"
-        self.emitter.end(batch, {"error": self.failed})
+        stats: dict[str, Any] = {"error": self.failed}
+        if isinstance(error, ValueEncodeError):  # rebuilt as itself by a remote collector
+            stats["value_error"] = error.fields()
+        self.emitter.end(batch, stats)
 
     def finish_batch(self, batch: Batch) -> None:
         if not self.emitter.ended:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from qmtl.engine import EngineBase
-from qmtl.errors import ConfigurationError, NodeExecutionError
+from qmtl.errors import ConfigurationError, NodeExecutionError, ValueEncodeError
 from qmtl.logs import get_logger
 from qmtl.plan import ExecutionPlan
 from qmtl.sources import merged_events
@@ -216,6 +216,9 @@ class _Session:
                 "linger.ms": settings.linger_ms,
                 "message.timeout.ms": int(settings.delivery_timeout_s * 1000),
                 "queue.buffering.max.messages": 1_000_000,
+                # above max_message_bytes, so the envelope's own size check is the one that
+                # fires (a ValueEncodeError naming the node), never librdkafka's
+                "message.max.bytes": settings.max_message_bytes + 65_536,
                 "on_delivery": self._delivered,
             },
             what=f"Pipeline '{ctx.pipeline}' on the Kafka engine",
@@ -274,7 +277,7 @@ class _Session:
         pipeline, run = ctx.pipeline, ctx.run
         inputs = ctx.topics.inputs
         ended: set[int] = set()
-        encode = envelopes.encode
+        encode, max_bytes = envelopes.encode, self.settings.max_message_bytes
         produce = producer.produce
         count = 0
         for index, ts, value in events:
@@ -302,9 +305,16 @@ class _Session:
                     )
                     produce(inputs[name], payload, partition=0)
                 continue
-            payload = encode(
-                Envelope(pipeline, name, ts, value, "", None, None, None, "event", None, 1, run)
-            )
+            try:
+                payload = encode(
+                    Envelope(
+                        pipeline, name, ts, value, "", None, None, None, "event", None, 1, run
+                    ),
+                    max_bytes,
+                )
+            except ValueEncodeError as error:
+                intervals = ", ".join(s.interval.value for s in nodes[index].series)
+                raise error.at(name, intervals) from None
             while True:
                 try:
                     produce(inputs[name], payload, partition=0)
@@ -389,6 +399,8 @@ class _Session:
                 elif env.kind == "end":
                     value = env.value if isinstance(env.value, dict) else {}
                     if raise_failures and "error" in value and "upstream_failed" not in value:
+                        if "value_error" in value and env.node not in failures:
+                            failures[env.node] = ValueEncodeError(**value["value_error"])
                         self._raise_failure(env.node, value["error"], failures)
                     ends.setdefault(env.node, value)
         failed = [n for n, v in ends.items() if "error" in v]
@@ -413,6 +425,8 @@ class _Session:
         cause = failures.get(node) or RemoteNodeError(
             f"node '{node}' failed in a worker: {message}"
         )
+        if isinstance(cause, ValueEncodeError):
+            raise cause  # the value's own error, as on the local engine
         raise NodeExecutionError(node, cause) from cause
 
     def close(self) -> None:

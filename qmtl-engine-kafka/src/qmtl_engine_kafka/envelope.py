@@ -1,35 +1,43 @@
-"""The versioned JSON envelope every QMTL message on Kafka is wrapped in (never pickle).
+"""The versioned envelope every QMTL message on Kafka is wrapped in (never pickle).
 
-Version 1 fields (JSON object, orjson):
+Version 2: a MessagePack map whose ``value`` holds the node's value as :mod:`qmtl.codec`
+bytes, so every value type of SPEC §5.4 (tuples, datetimes, ``NaN``, ``Decimal``, numpy
+arrays, ...) comes back as itself. Fields:
 
 ==========  ==========================  ==========================================================
 field       type                        meaning
 ==========  ==========================  ==========================================================
-v           int                         envelope version (1)
+v           int                         envelope version (2)
 kind        "event"|"watermark"|"end"   a value; a watermark advance alone; end of a finite stream
 pipeline    str                         pipeline name
 node        str                         node that emitted it (or the source node it feeds)
 node_id     str                         the node's content hash ("" on external input events)
-interval    str or null                 interval of the series the value belongs to
-ts          number                      event time (epoch s): the event's own ts for input
+interval    str or nil                  interval of the series the value belongs to
+ts          float or int                event time (epoch s): the event's own ts for input
                                         events, the bucket end for node outputs
-bucket      int or null                 ``floor(ts / interval)`` index of the bucket, when any
-watermark   number or null              the emitter's watermark after this message: every later
+bucket      int or nil                  ``floor(ts / interval)`` index of the bucket, when any
+watermark   float or nil                the emitter's watermark after this message: every later
                                         message from the same ``origin`` has ts >= watermark's
                                         bucket end, so a consumer can close buckets before it
-origin      str or null                 which emitter instance (e.g. ``node/partition``) the
+origin      str or nil                  which emitter instance (e.g. ``node/partition``) the
                                         watermark belongs to; a consumer keeps one per origin
-value       any JSON                    the value (``kind == "event"`` only)
-nf          "nan"|"inf"|"-inf"          only when ``value`` is a non-finite float, which JSON
-                                        cannot hold (then ``value`` is null)
+value       bin                         ``qmtl.codec.encode(value)`` (``kind == "event"``; the
+                                        end marker's stats; nil-encoded otherwise)
 run         str (optional)              the stream run the message belongs to (the engine keeps
                                         one run's state apart from another's); absent: none
 ==========  ==========================  ==========================================================
 
 Readers ignore fields they do not know, so a later minor addition does not need a new ``v``.
-:func:`decode` raises a specific :class:`~qmtl_engine_kafka.errors.EnvelopeError` subclass for
-every way bytes can fail to be an envelope, and nothing else: the worker dead-letters the
-message with ``error.reason``.
+Version 1 (JSON, where tuples became lists and datetimes strings) is no longer read: a JSON
+object carrying ``"v": 1`` is an :class:`~qmtl_engine_kafka.errors.EnvelopeVersionError`
+(dead-lettered as ``unsupported_version``); upgrade the producer. :func:`encode` always writes
+the current version. :func:`decode` raises a specific
+:class:`~qmtl_engine_kafka.errors.EnvelopeError` subclass for every way bytes can fail to be an
+envelope, and nothing else: the worker dead-letters the message with ``error.reason``.
+
+:func:`encode` raises :class:`~qmtl.errors.ValueEncodeError` naming the node and interval for a
+value the codec refuses, and for a message larger than ``max_bytes`` (the engine's
+``max_message_bytes``): then the error names that setting.
 """
 
 from __future__ import annotations
@@ -37,10 +45,12 @@ from __future__ import annotations
 import math
 from typing import Any, Literal, NamedTuple, cast
 
+import msgpack
 import orjson
 
+from qmtl import codec
+from qmtl.errors import ValueDecodeError, ValueEncodeError
 from qmtl_engine_kafka.errors import (
-    EnvelopeEncodeError,
     EnvelopeVersionError,
     MalformedEnvelopeError,
     OversizedEnvelopeError,
@@ -59,14 +69,16 @@ __all__ = [
     "parse",
 ]
 
-ENVELOPE_VERSION = 1
-SUPPORTED_VERSIONS = frozenset({1})
+ENVELOPE_VERSION = 2
+SUPPORTED_VERSIONS = frozenset({2})
 DEFAULT_MAX_BYTES = 1_000_000
 
 EnvelopeKind = Literal["event", "watermark", "end"]
 _KINDS = frozenset({"event", "watermark", "end"})
-_NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+#: First bytes of a MessagePack map (fixmap, map 16, map 32): a v2 envelope. JSON never
+#: starts with them (they are not ASCII).
+_MAP_HEADS = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
+_NONE = codec.encode(None)
 
 
 class Envelope(NamedTuple):
@@ -86,10 +98,16 @@ class Envelope(NamedTuple):
     run: str | None = None
 
 
-def encode(envelope: Envelope) -> bytes:
-    """The envelope as compact JSON bytes; a value JSON cannot hold raises EnvelopeEncodeError."""
+def encode(envelope: Envelope, max_bytes: int | None = None) -> bytes:
+    """The envelope as bytes (version 2). A value the codec refuses, or a message over
+    ``max_bytes``, raises :class:`~qmtl.errors.ValueEncodeError` naming node and interval."""
+    value = envelope.value
+    try:
+        raw = _NONE if value is None else codec.encode(value)
+    except ValueEncodeError as error:
+        raise error.at(envelope.node, envelope.interval) from None
     data: dict[str, Any] = {
-        "v": envelope.v,
+        "v": ENVELOPE_VERSION,
         "kind": envelope.kind,
         "pipeline": envelope.pipeline,
         "node": envelope.node,
@@ -99,28 +117,37 @@ def encode(envelope: Envelope) -> bytes:
         "bucket": envelope.bucket,
         "watermark": envelope.watermark,
         "origin": envelope.origin,
-        "value": envelope.value,
+        "value": raw,
     }
     if envelope.run is not None:
         data["run"] = envelope.run
-    value = envelope.value
-    if isinstance(value, float) and not math.isfinite(value):
-        data["value"] = None
-        data["nf"] = "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    try:
-        return orjson.dumps(data, option=_DUMP_OPTIONS)
-    except TypeError as e:
-        raise EnvelopeEncodeError(
-            f"Node '{envelope.node}' of pipeline '{envelope.pipeline}' emitted a value of type "
-            f"{type(value).__name__} that cannot be sent over Kafka as JSON ({e}); return JSON "
-            "data (numbers, strings, lists, dicts, datetimes, numpy arrays)"
-        ) from e
+    payload: bytes = msgpack.packb(data, use_bin_type=True)
+    if max_bytes is not None and len(payload) > max_bytes:
+        raise too_large(envelope, len(payload), max_bytes)
+    return payload
+
+
+def too_large(envelope: Envelope, size: int, max_bytes: int) -> ValueEncodeError:
+    """The error for a message of ``size`` bytes over the ``max_message_bytes`` limit."""
+    return ValueEncodeError(
+        codec.type_name(envelope.value),
+        reason=f"{size:,} bytes once encoded, over the Kafka engine's limit of {max_bytes:,}",
+        fix=(
+            "return a smaller value, or raise the limit: the Kafka engine option "
+            "max_message_bytes (QMTL_KAFKA__MAX_MESSAGE_BYTES) together with the topics' "
+            "max.message.bytes on the broker"
+        ),
+        node=envelope.node,
+        interval=envelope.interval,
+    )
 
 
 def parse(
     data: bytes | bytearray | memoryview | str | None, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> Any:
-    """Parse message bytes as JSON, raising the specific EnvelopeError for each failure."""
+    """Parse message bytes: an envelope's MessagePack map (its value still codec bytes, see
+    :func:`from_object`) or any JSON document (what external producers write), raising the
+    specific EnvelopeError for each failure."""
     if data is None:
         raise TruncatedEnvelopeError("The message has no value (a tombstone or empty message)")
     if isinstance(data, str):
@@ -131,6 +158,18 @@ def parse(
             f"The message is {size} bytes, over the limit of {max_bytes} bytes "
             "(max_message_bytes); send smaller values or raise the limit"
         )
+    if size and data[0] in _MAP_HEADS:
+        try:
+            return msgpack.unpackb(data, raw=False, strict_map_key=True)
+        except ValueError as e:  # msgpack's errors for data cut short or corrupt
+            # "incomplete input", or a length header larger than the bytes that follow
+            if "incomplete" in str(e) or "exceeds max_" in str(e):
+                raise TruncatedEnvelopeError(
+                    f"The message ends in the middle of an envelope after {size} bytes"
+                ) from e
+            raise UndecodableEnvelopeError(f"The message is not a QMTL envelope: {e}") from e
+        except (TypeError, msgpack.UnpackException) as e:
+            raise UndecodableEnvelopeError(f"The message is not a QMTL envelope: {e}") from e
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as e:
@@ -179,8 +218,20 @@ _NUMBER = (int, float)
 _new_envelope = tuple.__new__
 
 
+def _value(raw: Any) -> Any:
+    """The value of a v2 envelope: its codec bytes decoded."""
+    if type(raw) is not bytes:
+        raise MalformedEnvelopeError(
+            f"The envelope's 'value' must be qmtl.codec bytes, not {type(raw).__name__}"
+        )
+    try:
+        return codec.decode(raw)
+    except ValueDecodeError as e:
+        raise UndecodableEnvelopeError(f"The envelope's 'value' is undecodable: {e}") from e
+
+
 def from_object(obj: Any) -> Envelope:
-    """Validate parsed JSON as an envelope (see the module docstring for the fields).
+    """Validate a parsed message as an envelope (see the module docstring for the fields).
 
     The common case is checked inline (this runs once per message on a worker's hot path);
     anything unusual goes through :func:`_validated`, which explains what is wrong.
@@ -192,7 +243,7 @@ def from_object(obj: Any) -> Envelope:
         watermark, kind, origin = get("watermark"), get("kind", "event"), get("origin")
         run = get("run")
         if (
-            v == 1
+            v == 2
             and type(v) is int
             and type(pipeline) is str
             and pipeline
@@ -209,7 +260,6 @@ def from_object(obj: Any) -> Envelope:
             and kind in _KINDS
             and (origin is None or type(origin) is str)
             and (run is None or type(run) is str)
-            and "nf" not in obj
         ):
             return _new_envelope(
                 Envelope,
@@ -217,7 +267,7 @@ def from_object(obj: Any) -> Envelope:
                     pipeline,
                     node,
                     ts,
-                    get("value"),
+                    _value(get("value", _NONE)),
                     node_id,
                     interval,
                     bucket,
@@ -239,6 +289,11 @@ def _validated(obj: Any) -> Envelope:
     version = obj.get("v")
     if type(version) is not int:
         raise MalformedEnvelopeError(f"The envelope's 'v' must be an integer, not {version!r:.60}")
+    if version == 1:
+        raise EnvelopeVersionError(
+            "The envelope is version 1 (JSON), written by an older qmtl-engine-kafka; this "
+            f"QMTL reads versions {sorted(SUPPORTED_VERSIONS)}: upgrade the producer"
+        )
     if version not in SUPPORTED_VERSIONS:
         raise EnvelopeVersionError(
             f"The envelope has version {version}; this QMTL reads versions "
@@ -254,15 +309,7 @@ def _validated(obj: Any) -> Envelope:
         raise MalformedEnvelopeError(
             f"The envelope's 'bucket' must be an integer, not {bucket!r:.60}"
         )
-    value = obj.get("value")
-    non_finite = obj.get("nf")
-    if non_finite is not None:
-        if non_finite not in _NON_FINITE or value is not None:
-            raise MalformedEnvelopeError(
-                f"The envelope's 'nf' must be 'nan', 'inf' or '-inf' with a null value, "
-                f"not {non_finite!r:.60}"
-            )
-        value = _NON_FINITE[non_finite]
+    value = _value(obj.get("value", _NONE))
     return Envelope(
         pipeline=_text(obj, "pipeline", required=True),  # type: ignore[arg-type]
         node=_text(obj, "node", required=True),  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ an operator can count and filter poison messages by cause.
 
 from __future__ import annotations
 
-from qmtl.errors import ConfigurationError, EngineError, PipelineTimeoutError
+from qmtl.errors import ConfigurationError, EngineError, PipelineTimeoutError, ValueEncodeError
 
 
 class KafkaClientMissingError(EngineError, ImportError):
@@ -69,13 +69,13 @@ class EnvelopeError(EngineError, ValueError):
 
 
 class MalformedEnvelopeError(EnvelopeError):
-    """Valid JSON, but not an envelope: wrong shape, missing or mistyped fields."""
+    """Parsed, but not an envelope: wrong shape, missing or mistyped fields."""
 
     reason = "malformed"
 
 
 class UndecodableEnvelopeError(EnvelopeError):
-    """Not UTF-8 JSON at all."""
+    """Neither an envelope (MessagePack) nor JSON, or a value qmtl.codec cannot decode."""
 
     reason = "undecodable"
 
@@ -98,5 +98,6 @@ class EnvelopeVersionError(EnvelopeError):
     reason = "unsupported_version"
 
 
-class EnvelopeEncodeError(EngineError, TypeError):
-    """A node's value cannot be written as JSON (the message names the node and the type)."""
+#: A value the envelope cannot carry: since envelope version 2 this is the codec's own
+#: :class:`~qmtl.errors.ValueEncodeError` (kept importable under its old name).
+EnvelopeEncodeError = ValueEncodeError

@@ -8,7 +8,8 @@ value; a windowed node reads its upstreams' history from the state backend like 
 engine, and is skipped while warming up, with the nodes reading it). The caller collects every
 node's value from the output topics and records them in plan order, so a failure records
 exactly what the local engine would: every node before the failing one in plan order, nothing
-from it on. Values cross Kafka as JSON (tuples come back as lists).
+from it on. Values cross Kafka through :mod:`qmtl.codec` and come back as themselves; a value
+the codec refuses raises :class:`~qmtl.errors.ValueEncodeError` naming its node, as locally.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 from qmtl.engine import bucket_end
-from qmtl.errors import NodeExecutionError, PipelineTimeoutError
+from qmtl.errors import NodeExecutionError, PipelineTimeoutError, ValueEncodeError
 from qmtl.plan import ExecutionPlan
 from qmtl.state import StateBackend
 from qmtl.streaming import OutputEvent
@@ -116,7 +117,10 @@ def execute_over_kafka(
         for node in plan.nodes:
             end = ends.get(node.name, {})
             if "error" in end and "upstream_failed" not in end and node.name not in failures:
-                failures[node.name] = session.failure(node.name, end["error"], failures)
+                if "value_error" in end:  # a remote worker's ValueEncodeError, rebuilt
+                    failures[node.name] = ValueEncodeError(**end["value_error"])
+                else:
+                    failures[node.name] = session.failure(node.name, end["error"], failures)
     finally:
         session.close()
     return _record(plan, state, now, {**outputs, **values}, failures)
@@ -135,7 +139,7 @@ def _record(
     for node in plan.nodes:
         if node.name in failures:
             error = failures[node.name]
-            if isinstance(error, NodeExecutionError):
+            if isinstance(error, NodeExecutionError | ValueEncodeError):
                 raise error
             raise NodeExecutionError(node.name, error) from error
         value = values.get(node.name, _MISSING)

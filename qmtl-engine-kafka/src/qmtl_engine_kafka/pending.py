@@ -1,7 +1,9 @@
 """Where the Kafka engine keeps each node's pending state between batches.
 
-A node's pending state (its :class:`~qmtl.streaming.NodeAligner` / ``SourceBucketer`` as JSON,
-its upstreams' watermarks, and the next input offset of every partition it has applied) is saved
+A node's pending state (its :class:`~qmtl.streaming.NodeAligner` / ``SourceBucketer`` data,
+values included, its upstreams' watermarks, and the next input offset of every partition it has
+applied) is saved as :mod:`qmtl.codec` bytes, so pending values come back as themselves (a tuple,
+a datetime, ``NaN``), exactly as the messages carry them. It is saved
 after every batch, before the batch's offsets are committed. A worker that takes a node over
 (another worker died or the group rebalanced) loads it and continues where the other stopped;
 input it finds below the saved offsets is skipped, so a replay applies nothing twice.
@@ -23,8 +25,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Protocol
 
-import orjson
-
+from qmtl import codec
 from qmtl.errors import StateBackendError
 
 __all__ = ["MemoryPendingStore", "PendingStore", "RedisPendingStore", "pending_store_for"]
@@ -34,7 +35,7 @@ DEFAULT_TTL = 7 * 24 * 3600
 
 
 class PendingStore(Protocol):
-    """Durable JSON blobs, one per (pipeline, run, task)."""
+    """Durable pending state (codec bytes), one per (pipeline, run, task)."""
 
     shared: bool  #: visible to other processes
 
@@ -62,7 +63,7 @@ class MemoryPendingStore:
     def load(self, pipeline: str, run: str, task: str) -> dict[str, Any] | None:
         with self._lock:
             raw = self._data.get((pipeline, run, task))
-        return None if raw is None else orjson.loads(raw)
+        return None if raw is None else _loaded(raw)
 
     def claim(self, pipeline: str, run: str, task: str, token: str) -> None:
         with self._lock:
@@ -71,7 +72,7 @@ class MemoryPendingStore:
     def save(
         self, pipeline: str, run: str, task: str, data: dict[str, Any], token: str | None = None
     ) -> bool:
-        raw = orjson.dumps(data)
+        raw = codec.encode(data)
         key = (pipeline, run, task)
         with self._lock:
             if token is not None and self._owners.get(key, token) != token:
@@ -120,7 +121,7 @@ class RedisPendingStore:
                 f"Loading the pending state of '{task}' (pipeline '{pipeline}') from Redis at "
                 f"{self.url} failed: {error}; check that Redis is up"
             ) from error
-        return None if raw is None else orjson.loads(raw)
+        return None if raw is None else _loaded(raw)
 
     def claim(self, pipeline: str, run: str, task: str, token: str) -> None:
         try:
@@ -137,10 +138,10 @@ class RedisPendingStore:
         key = self.key(pipeline, run, task)
         try:
             if token is None:
-                self._client.set(key, orjson.dumps(data), ex=self.ttl)
+                self._client.set(key, codec.encode(data), ex=self.ttl)
                 return True
             return bool(
-                self._save(keys=[key, key + ":owner"], args=[orjson.dumps(data), token, self.ttl])
+                self._save(keys=[key, key + ":owner"], args=[codec.encode(data), token, self.ttl])
             )
         except self._redis.RedisError as error:
             raise StateBackendError(
@@ -159,6 +160,11 @@ redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 return 1
 """
+
+
+def _loaded(raw: Any) -> dict[str, Any]:
+    data: dict[str, Any] = codec.decode(raw)
+    return data
 
 
 def pending_store_for(state: Any) -> PendingStore:

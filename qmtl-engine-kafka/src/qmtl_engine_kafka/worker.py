@@ -103,6 +103,9 @@ class Worker:
                 "linger.ms": ctx.settings.linger_ms,
                 "message.timeout.ms": int(ctx.settings.delivery_timeout_s * 1000),
                 "queue.buffering.max.messages": 1_000_000,
+                # above max_message_bytes, so the envelope's own size check is the one that
+                # fires (a ValueEncodeError naming the node), never librdkafka's
+                "message.max.bytes": ctx.settings.max_message_bytes + 65_536,
                 "on_delivery": self._delivered,
             },
             what=f"The Kafka worker of pipeline '{ctx.pipeline}'",

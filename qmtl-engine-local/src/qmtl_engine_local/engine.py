@@ -27,6 +27,13 @@ class LocalEngineSettings(BaseModel):
     collect_stats: bool = Field(
         default=True, description="Record each node's wall time in execution_stats"
     )
+    check_values: bool = Field(
+        default=True,
+        description=(
+            "Check every node output with qmtl.codec (a type walk): a value the Kafka engine "
+            "or Redis could not carry raises ValueEncodeError here too; false skips it for speed"
+        ),
+    )
     debug: bool = Field(
         default=False,
         description="Trace one-shot runs: each node's time and value in execution_stats['trace'] "
@@ -66,8 +73,17 @@ class LocalExecutionEngine(EngineBase):
         collect = self.options.collect_stats or self.debug
         timings: dict[str, float] | None = {} if collect else None
         trace: list[dict[str, Any]] | None = [] if self.debug else None
+        checking = self.options.check_values
         if timeout is None:
-            results = execute_plan(plan, state, inputs=inputs, ts=ts, timings=timings, trace=trace)
+            results = execute_plan(
+                plan,
+                state,
+                inputs=inputs,
+                ts=ts,
+                timings=timings,
+                trace=trace,
+                check_values=checking,
+            )
         else:
             results = run_with_deadline(
                 plan.pipeline,
@@ -80,6 +96,7 @@ class LocalExecutionEngine(EngineBase):
                     on_node=deadline.on_node,
                     timings=timings,
                     trace=trace,
+                    check_values=checking,
                 ),
             )
         if timings is not None:
@@ -103,11 +120,13 @@ class LocalExecutionEngine(EngineBase):
         clock: Callable[[], float] = time.time,
         timeout: float | None = None,
         batch: int | None = None,
+        check_values: bool | None = None,
     ) -> RunSummary:
         """Stream the sources to their end in event time (:mod:`qmtl_engine_local.streaming`).
 
         ``batch`` propagates bounded sources' buckets every that many events (a speed knob;
-        results do not depend on it).
+        results do not depend on it). ``check_values`` (default: the engine's setting) checks
+        every value with :func:`qmtl.codec.check`.
         """
         from qmtl_engine_local.streaming import run_stream
 
@@ -120,4 +139,5 @@ class LocalExecutionEngine(EngineBase):
             clock=clock,
             timeout=timeout,
             batch=batch,
+            check_values=self.options.check_values if check_values is None else check_values,
         )

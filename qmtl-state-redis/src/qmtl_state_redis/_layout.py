@@ -11,7 +11,8 @@ from typing import Any
 
 import orjson
 
-from qmtl.errors import StateBackendError
+from qmtl import codec
+from qmtl.errors import StateBackendError, ValueDecodeError
 from qmtl.state import SeriesKey, key_prefix
 
 _HISTORY, _META = "history", "meta"
@@ -74,17 +75,21 @@ def _stamp(member: bytes) -> float:
     return float(member[:end])
 
 
+def _value(member: bytes) -> Any:
+    """The value of a history member: ``<ts>;<codec bytes>``, or ``<ts> <json>`` as written
+    before the codec (the separator right after the timestamp tells them apart)."""
+    codec_at = member.find(b";")
+    json_at = member.find(b" ")
+    if codec_at != -1 and (json_at == -1 or codec_at < json_at):
+        return codec.decode(memoryview(member)[codec_at + 1 :])
+    return orjson.loads(member[json_at + 1 :])
+
+
 def _decode_history(members: Iterable[bytes], history: str) -> list[dict[str, Any]]:
-    loads = orjson.loads
+    """``[{"timestamp", "value"}]`` of history members, in the order given."""
     try:
-        return [
-            {
-                "timestamp": float(member[: member.index(b" ")]),
-                "value": loads(member[member.index(b" ") + 1 :]),
-            }
-            for member in members
-        ]
-    except (ValueError, TypeError, orjson.JSONDecodeError) as error:
+        return [{"timestamp": _stamp(member), "value": _value(member)} for member in members]
+    except (ValueError, TypeError, ValueDecodeError, orjson.JSONDecodeError) as error:
         raise StateBackendError(
             f"Redis key {history} holds data QMTL did not write ({error}); delete the key or "
             "use another pipeline name"

@@ -2,18 +2,21 @@
 
 Layout (``{pipeline}``, ``{node}`` and ``{interval}`` with ``%`` and ``:`` percent-escaped)::
 
-    qmtl:{pipeline}:{node}:{interval}:history   LIST  members "<ts> <json>", in bucket order
+    qmtl:{pipeline}:{node}:{interval}:history   LIST  members b"<ts>;<value>", in bucket order
     qmtl:{pipeline}:{node}:{interval}:meta      HASH  max_items, ttl, last_update
 
 A member starts with its own timestamp, so two buckets holding equal values stay two members
-and the list can be searched by time. A write runs one server-side script (atomic, one round
-trip) that checks both keys hold QMTL's types, appends the buckets newer than the newest stored
-(``RPUSH``; a replaced newest bucket is ``LSET`` in place, an older one found by binary search),
-trims to ``max_items`` (``LTRIM``), records the metadata and refreshes the TTL of both keys.
-``write_many`` groups writes per series, sends up to ``write_batch`` writes per script call and
-all calls in one round trip. Reads are one script too: a binary search finds the time range and
-``LRANGE`` returns just those buckets (O(log n) probes + k). A history written by earlier
-versions as a sorted set is read as it is and rewritten as a list by its next write. The
+and the list can be searched by time; ``<value>`` is :func:`qmtl.codec.encode` bytes, so every
+value type of SPEC §5.4 (``NaN``, tuples, datetimes, numpy arrays, ...) reads back as itself.
+A write runs one server-side script (atomic, one round trip) that checks both keys hold QMTL's
+types, appends the buckets newer than the newest stored (``RPUSH``; a replaced newest bucket is
+``LSET`` in place, an older one found by binary search), trims to ``max_items`` (``LTRIM``),
+records the metadata and refreshes the TTL of both keys. ``write_many`` groups writes per series,
+sends up to ``write_batch`` writes per script call and all calls in one round trip. Reads are one
+script too: a binary search finds the time range and ``LRANGE`` returns just those buckets
+(O(log n) probes + k). Data written by earlier versions stays readable: members
+``"<ts> <json>"`` (before the codec) are read as the JSON they hold, and a history kept as a
+sorted set (before this layout) is read as it is and rewritten as a list by its next write. The
 package README explains the choices.
 """
 
@@ -25,11 +28,11 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-import orjson
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from qmtl import codec
 from qmtl.errors import StateBackendError
 from qmtl.logs import get_logger
 from qmtl.state import BucketWrite, SeriesKey, key_prefix
@@ -52,7 +55,6 @@ log = get_logger(__name__)
 
 __all__ = ["RedisStateBackend"]
 
-_DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 _SCAN_COUNT = 1000
 _UNLINK_BATCH = 500
 _MAX_DETAIL = 300
@@ -324,7 +326,7 @@ class RedisStateBackend:
     def _encode(self, writes: Iterable[BucketWrite]) -> Iterator[_Call]:
         """Script calls of at most ``write_batch`` writes, grouped by series in order."""
         limit = self.settings.write_batch
-        dumps = orjson.dumps
+        encode = codec.encode
         groups: dict[SeriesKey, list[Any]] = {}
         ordered: list[list[Any]] = []
         pending = 0
@@ -335,15 +337,7 @@ class RedisStateBackend:
                     f"Bucket timestamp {timestamp!r} of series {_keys(key)[0]} is not a finite "
                     "number; pass epoch seconds"
                 )
-            try:
-                payload = dumps(value, option=_DUMPS_OPTIONS)
-            except TypeError as error:
-                raise StateBackendError(
-                    f"The value of series {_keys(key)[0]} (bucket {ts:g}) cannot be stored in "
-                    f"Redis: {error}. Return JSON data "
-                    "from the node (numbers, strings, booleans, None, lists, dicts with string "
-                    "keys), or convert it first"
-                ) from error
+            payload = encode(value)  # ValueEncodeError, as the memory backend's check
             try:
                 ttl_text = _ttl_arg(ttl)
                 keep: int | str = "" if max_items is None else int(max_items)
@@ -359,7 +353,7 @@ class RedisStateBackend:
                 group = [history, meta, keep, ttl_text, [], ttl]
                 groups[key] = group
                 ordered.append(group)
-            group[4] += (ts, b"%r %b" % (ts, payload))
+            group[4] += (ts, b"%r;%b" % (ts, payload))
             pending += 1
             if pending == limit:
                 yield _pack(ordered)

@@ -69,6 +69,7 @@ from qmtl.testing.pipelines import (
     events_of,
     slow,
 )
+from qmtl.testing.value_contract import VALUE_CASES, ValueCase, ValueContract
 
 Outputs = dict[tuple[str, str], list[tuple[float, Any]]]
 PASSING = [name for name, case in CASES.items() if case.fails is None]
@@ -165,12 +166,12 @@ def _resolve(value: Any, state: bool = False) -> Any:
     return value
 
 
-class EngineContract:
+class EngineContract(ValueContract):
     """Inherit and set ``engine`` (and ``state``), or override the two fixtures."""
 
     engine: Any = None
     state: Any = None
-    cases: tuple[str, ...] = tuple(CASES)
+    cases: tuple[str, ...] = (*CASES, *VALUE_CASES)
     max_examples: int = 25
     run_options: dict[str, Any] = {}  # noqa: RUF012 — read-only, overridden by subclasses
 
@@ -192,12 +193,12 @@ class EngineContract:
             metafunc.parametrize("name", [name for name in wanted if name in self.cases])
 
     # -- helpers a subclass may override ---------------------------------------------------
-    def build(self, case: Case) -> Pipeline:
+    def build(self, case: Case | ValueCase) -> Pipeline:
         """A fresh pipeline of ``case`` (override to rename it, e.g. to use other topics)."""
         return case.build()
 
     def run_case(
-        self, case: Case, engine: Any, state: Any, **options: Any
+        self, case: Case | ValueCase, engine: Any, state: Any, **options: Any
     ) -> tuple[Pipeline, Outputs, Any]:
         """Run ``case`` on the engine under test from a clean slate."""
         pipeline = self.build(case)

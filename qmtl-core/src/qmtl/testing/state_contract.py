@@ -29,7 +29,10 @@ backend through the ``backend`` fixture and, when the store has an injectable cl
             backend.close()
 
 Every test writes under its own random pipeline name and deletes it afterwards, so a shared
-server is safe. Timestamps are bucket ends in epoch seconds (floats); values are JSON values.
+server is safe. Timestamps are bucket ends in epoch seconds (floats). Values are those of
+:mod:`qmtl.codec` (SPEC §5.4): the value tests check, against hand-written lists in
+:mod:`qmtl.testing.values`, that each comes back as itself (type and value, ``NaN`` included)
+and that every other value is refused with :class:`~qmtl.errors.ValueEncodeError`.
 """
 
 from __future__ import annotations
@@ -37,11 +40,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from qmtl.errors import StateBackendError
+from qmtl.errors import StateBackendError, ValueEncodeError
 from qmtl.state import BucketWrite, SeriesKey, StateBackend, column_writer
+from qmtl.testing.values import HAS_NUMPY, REFUSED, ROUND_TRIPS, numpy_round_trips, same
 
 
 class FakeClock:
@@ -310,6 +315,34 @@ class StateBackendContract:
             assert backend.delete(pipeline) == 0
         finally:
             backend.delete(neighbour)
+
+    # -- values (SPEC §5.4) -------------------------------------------------------------------
+    def test_values_come_back_as_themselves(self, backend: StateBackend, pipeline: str) -> None:
+        key = self.key(pipeline)
+        values = ROUND_TRIPS + (numpy_round_trips() if HAS_NUMPY else [])
+        for i, value in enumerate(values):
+            backend.write(key, T0 + i * DAY, value, max_items=1000, ttl=None)
+        backend.write_many(
+            [BucketWrite(key, T0 - (i + 1) * DAY, v, 1000, None) for i, v in enumerate(values)]
+        )
+        read = [item["value"] for item in backend.read(key)]
+        stored = read[: len(values)][::-1]  # the write() ones, oldest first
+        batched = read[len(values) :]  # the write_many() ones, newest (i = 0) first
+        for got in (stored, batched):
+            for value, wanted in zip(got, values, strict=True):
+                assert same(value, wanted), f"{value!r} ({type(value).__name__}) != {wanted!r}"
+
+    @pytest.mark.parametrize(("value", "shows"), REFUSED, ids=[s for _v, s in REFUSED])
+    def test_values_the_codec_refuses_are_refused_and_nothing_is_written(
+        self, backend: StateBackend, pipeline: str, value: Any, shows: str
+    ) -> None:
+        key = self.key(pipeline)
+        with pytest.raises(ValueEncodeError) as caught:
+            backend.write(key, T0, value, max_items=10, ttl=None)
+        assert shows in str(caught.value)
+        with pytest.raises(ValueEncodeError):
+            backend.write_many([BucketWrite(key, T0 + DAY, value, 10, None)])
+        assert backend.read(key) == []
 
     # -- errors ----------------------------------------------------------------------------
     def test_a_negative_count_is_an_error(self, backend: StateBackend, pipeline: str) -> None:

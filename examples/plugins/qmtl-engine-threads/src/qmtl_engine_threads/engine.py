@@ -14,8 +14,12 @@ it starts only after those upstreams have been recorded.
 When a node fails, nodes after it in the plan are not started; nodes before it still run (the
 sequential engine would have run them), and the earliest failing node in plan order is the one
 reported. A node after the failing one that was already running finishes, but its value is
-discarded. Streaming (:meth:`ThreadPoolEngine.run`) is delegated to the local engine: streaming
-output depends only on event data, so there is nothing to gain from threads there.
+discarded. Every value is checked with :func:`qmtl.engine.check_value` (the codec's type walk) in
+the thread that computed it, so a value another engine could not carry fails here too, as the
+:class:`~qmtl.errors.ValueEncodeError` naming the node (SPEC §5.4).
+
+Streaming (:meth:`ThreadPoolEngine.run`) is delegated to the local engine: streaming output
+depends only on event data, so there is nothing to gain from threads there.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from qmtl.engine import EngineBase, bucket_end
-from qmtl.errors import NodeExecutionError, PipelineTimeoutError
+from qmtl.engine import EngineBase, bucket_end, check_value
+from qmtl.errors import NodeExecutionError, PipelineTimeoutError, ValueEncodeError
 from qmtl.plan import ExecutionPlan, PlanNode
 from qmtl.state import StateBackend
 
@@ -77,6 +81,13 @@ class ThreadPoolEngine(EngineBase):
         from qmtl_engine_local import LocalExecutionEngine
 
         return LocalExecutionEngine().run(plan, state=state, **options)
+
+
+def _checked(node: PlanNode, args: list[Any]) -> Any:
+    """Call the node, then check its value (both in the pool's thread)."""
+    value = node.invoke(args)
+    check_value(node, value)
+    return value
 
 
 class _OneShot:
@@ -157,6 +168,11 @@ class _OneShot:
                 continue
             node = self.plan.nodes[index]
             if node.name in self.inputs:
+                try:
+                    check_value(node, self.inputs[node.name])
+                except ValueEncodeError as error:
+                    self._fail(index, error)
+                    continue
                 self._finish(index, self.inputs[node.name])
                 continue
             args = [self.values[i] for i in node.upstream_index]
@@ -172,7 +188,7 @@ class _OneShot:
                     self._finish(index, _MISSING)  # warm-up: a window is not full yet
                     continue
                 args = windows
-            self.running[pool.submit(node.invoke, args)] = index
+            self.running[pool.submit(_checked, node, args)] = index
 
     def _ungate(self) -> bool:
         """Move windowed nodes whose upstreams are now recorded back to ``ready``."""
@@ -220,7 +236,9 @@ class _OneShot:
 
     def _error(self, index: int) -> BaseException:
         error = self.failures[index]
-        if isinstance(error, NodeExecutionError) or not isinstance(error, Exception):
+        if isinstance(error, NodeExecutionError | ValueEncodeError) or not isinstance(
+            error, Exception
+        ):
             return error  # not double-wrapped; KeyboardInterrupt and the like pass through
         wrapped = NodeExecutionError(self.plan.nodes[index].name, error)
         wrapped.__cause__ = error
