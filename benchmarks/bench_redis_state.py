@@ -6,7 +6,7 @@ continuously, flushed in batches of 1,000 writes (what an engine hands ``write_m
 Measured side by side on the same loopback Redis, same values, same batches, best of 3 rounds
 run interleaved (every figure is its job's best round):
 
-- ``qmtl``: ``RedisStateBackend.write_many``: JSON encoding, bucket replace, trim, metadata and
+- ``qmtl``: ``RedisStateBackend.write_many``: codec encoding, bucket replace, trim, metadata and
   TTL refresh, all server-side, one round trip per batch;
 - ``raw_zadd``: a redis-py pipeline with one ``ZADD`` per write (the floor: no replace, no trim,
   no TTL), one round trip per batch;
