@@ -340,7 +340,7 @@ class Pipeline:
         An engine with a ``stream`` method produces the iterator itself; any other engine's
         ``run`` is driven in a background thread (``close()`` on the iterator stops it).
         """
-        from qmtl.stream_runner import ThreadedOutputStream
+        from qmtl.threaded_stream import ThreadedOutputStream
 
         plan, engine_obj, state_obj = self._streaming(
             "stream", engine, state, engine_options, state_options, options, keep_history
