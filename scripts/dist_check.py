@@ -1,18 +1,24 @@
 """Check the built sdists and wheels of the QMTL distributions before a release.
 
-    python scripts/dist_check.py DIST_DIR [--project DIR ...]
+    python scripts/dist_check.py DIST_DIR [--package NAME ...] [--project DIR ...]
 
 DIST_DIR holds what ``uv build --all-packages --out-dir DIST_DIR`` produced. By default the
-projects are the workspace members of the root ``pyproject.toml``; ``--project`` checks others
-(e.g. ``examples/plugins/qmtl-engine-threads``). For every project it checks that DIST_DIR holds
-exactly one sdist and one wheel of the version in its ``pyproject.toml``, and in both:
+projects are the workspace members of the root ``pyproject.toml``; ``--package`` selects members
+by distribution name (``make dist PACKAGE=...``), ``--project`` checks other folders (e.g.
+``examples/plugins/qmtl-engine-threads``). For every project it checks that DIST_DIR holds
+exactly one sdist and one wheel of the version in its ``pyproject.toml`` (and nothing else), and
+in both:
 
 - core metadata: summary, README as a markdown long description, ``License-Expression`` with
   its license files inside the archive and no deprecated ``License ::`` classifiers,
   classifiers, ``Requires-Python``, Homepage/Source/Changelog URLs;
+- the ``Programming Language :: Python :: 3.X`` classifiers are exactly the versions the unit
+  tests run on (``TESTED`` in ``scripts/pythons.py``) and ``Requires-Python`` is a floor with
+  no upper cap (a cap breaks resolvers for every user of a newer Python);
 - every dependency on a sibling ``qmtl-*`` distribution is a bounded range (``>=x,<y``) that
   holds the sibling's current version;
-- ``CHANGELOG.md`` has an entry for the version and ships in the sdist;
+- ``CHANGELOG.md`` has an entry for the version (a development version, ``0.1.2.dev0``, which
+  is never published, an ``## Unreleased`` section instead) and ships in the sdist;
 - the wheel holds the package and ``py.typed`` (the ``Typing :: Typed`` classifier), no tests,
   and its ``qmtl`` entry points name modules inside the wheel.
 
@@ -36,6 +42,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRED_URLS = ("Homepage", "Source", "Changelog")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pythons import TESTED  # noqa: E402  (a sibling script: same folder, on sys.path above)
+
+PYTHON_CLASSIFIER = re.compile(r"^Programming Language :: Python :: (3\.\d+)$")
 
 
 @dataclass(frozen=True)
@@ -108,12 +119,31 @@ def _check_metadata(
     for wanted in ("Development Status ::", "Programming Language :: Python :: 3"):
         if not any(c.startswith(wanted) for c in classifiers):
             problems.append(f"{where}: no '{wanted}' classifier")
-    if not meta["Requires-Python"]:
-        problems.append(f"{where}: no Requires-Python")
+    problems += _check_pythons(where, meta["Requires-Python"], classifiers)
     urls = {u.split(",", 1)[0].strip() for u in meta.get_all("Project-URL") or []}
     problems += [f"{where}: no Project-URL {label}" for label in REQUIRED_URLS if label not in urls]
     for line in meta.get_all("Requires-Dist") or []:
         problems += _check_sibling_pin(where, line, versions)
+    return problems
+
+
+def _check_pythons(where: str, requires: str | None, classifiers: list[str]) -> list[str]:
+    if not requires:
+        return [f"{where}: no Requires-Python"]
+    problems = []
+    if re.search(r"<|~=|==|!=", requires):
+        problems.append(
+            f"{where}: Requires-Python '{requires}' caps or pins the version; declare only the "
+            f"floor ('>={TESTED[0]}') and list tested versions as classifiers"
+        )
+    elif requires.replace(" ", "") != f">={TESTED[0]}":
+        problems.append(f"{where}: Requires-Python '{requires}' is not '>={TESTED[0]}' (TESTED)")
+    declared = sorted(m.group(1) for c in classifiers if (m := PYTHON_CLASSIFIER.match(c)))
+    if declared != sorted(TESTED):
+        problems.append(
+            f"{where}: Python classifiers {declared} differ from the tested versions "
+            f"{list(TESTED)} (scripts/pythons.py)"
+        )
     return problems
 
 
@@ -135,6 +165,10 @@ def _check_sibling_pin(where: str, line: str, versions: dict[str, str]) -> list[
     return problems
 
 
+def _is_dev(version: str) -> bool:
+    return bool(re.search(r"\.dev\d*$", version))
+
+
 def check_project(dist: Path, project: Project, versions: dict[str, str]) -> list[str]:
     problems: list[str] = []
     sdists = sorted(dist.glob(f"{project.stem}.tar.gz"))
@@ -148,8 +182,10 @@ def check_project(dist: Path, project: Project, versions: dict[str, str]) -> lis
     changelog = project.folder / "CHANGELOG.md"
     if not changelog.exists():
         problems.append(f"{project.name}: no CHANGELOG.md")
-    elif not re.search(rf"^##\s+\[?{re.escape(project.version)}\]?\b", changelog.read_text(), re.M):
-        problems.append(f"{project.name}: CHANGELOG.md has no '## {project.version}' entry")
+    else:
+        heading = "Unreleased" if _is_dev(project.version) else project.version
+        if not re.search(rf"^##\s+\[?{re.escape(heading)}\]?(\s|$)", changelog.read_text(), re.M):
+            problems.append(f"{project.name}: CHANGELOG.md has no '## {heading}' entry")
 
     sdist = _sdist_files(sdists[0])
     problems += _check_metadata(
@@ -192,6 +228,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dist", type=Path, help="folder with the built sdists and wheels")
     parser.add_argument(
+        "--package",
+        action="append",
+        default=[],
+        help="workspace member to check, by distribution name (default: all of them)",
+    )
+    parser.add_argument(
         "--project",
         type=Path,
         action="append",
@@ -199,8 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         help="project folder to check instead of the workspace members",
     )
     args = parser.parse_args(argv)
-    folders = [p.resolve() for p in args.project] or workspace_projects()
-    projects = [read_project(folder) for folder in folders]
+    members = {read_project(f).name: f for f in workspace_projects()}
+    unknown = sorted(set(args.package) - set(members))
+    if unknown:
+        parser.error(f"unknown package {unknown}; the workspace has {sorted(members)}")
+    folders = [p.resolve() for p in args.project] + [members[name] for name in args.package]
+    projects = [read_project(folder) for folder in folders or workspace_projects()]
     versions = {read_project(f).name: read_project(f).version for f in workspace_projects()}
     versions.update({p.name: p.version for p in projects})
     problems: list[str] = []

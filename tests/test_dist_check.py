@@ -34,6 +34,9 @@ License-Expression: Apache-2.0
 License-File: LICENSE
 Classifier: Development Status :: 3 - Alpha
 Classifier: Programming Language :: Python :: 3
+Classifier: Programming Language :: Python :: 3.11
+Classifier: Programming Language :: Python :: 3.12
+Classifier: Programming Language :: Python :: 3.13
 Requires-Python: >=3.11
 Requires-Dist: qmtl-core<0.2,>=0.1.0
 Description-Content-Type: text/markdown
@@ -73,6 +76,12 @@ def test_complete_metadata_passes(dist_check: ModuleType) -> None:
             "deprecated 'License ::' classifier",
         ),
         (("Requires-Python: >=3.11\n", ""), "no Requires-Python"),
+        (("Requires-Python: >=3.11", "Requires-Python: >=3.11,<3.14"), "caps or pins the version"),
+        (("Requires-Python: >=3.11", "Requires-Python: >=3.10"), "is not '>=3.11'"),
+        (
+            ("Classifier: Programming Language :: Python :: 3.13\n", ""),
+            "Python classifiers ['3.11', '3.12'] differ from the tested versions",
+        ),
         (
             ("Project-URL: Changelog, https://github.com/qmtl/qmtl/blob/main/CHANGELOG.md\n", ""),
             "no Project-URL Changelog",

@@ -5,10 +5,12 @@ fresh ``uv venv`` in a temporary folder, gets only the wheels a user would ``pip
 (siblings from the same build, everything else from the package index) and runs with the
 workspace off ``sys.path``, no ``PYTHONPATH`` and no ``QMTL_*`` settings from the caller.
 
-1. ``qmtl-core qmtl-engine-kafka``: ``qmtl plugins`` lists the Kafka engine and the Redis state
-   it brought in; a small pipeline runs on the mock engine (and on Kafka with Redis state when
-   the test services are up); the default local engine names the package to install.
-2. ``+ qmtl-engine-local``: ``make run``'s example prints what it prints in the workspace.
+1. ``qmtl-core qmtl-engine-kafka`` (the headline install): ``qmtl plugins`` lists the Kafka
+   engine and the local engine and Redis state it brought in; every example of the README runs
+   there on the default engine, and so does ``make run``'s example, printing what it prints in
+   the workspace; a small pipeline runs on the mock engine (and on Kafka with Redis state when
+   the test services are up).
+2. ``qmtl-core`` alone: the default local engine is missing and the error names its package.
 3. ``+ qmtl-engine-threads`` (examples/plugins, a third-party distribution): ``qmtl plugins``
    lists it, ``pipeline.execute(engine="threads")`` uses it, its own tests and qmtl.testing's
    engine contract pass there, and a release built for another qmtl-core is warned about.
@@ -16,6 +18,7 @@ workspace off ``sys.path``, no ``PYTHONPATH`` and no ``QMTL_*`` settings from th
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from readme_blocks import python_blocks
 
 pytestmark = [pytest.mark.fresh_install, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -158,19 +162,18 @@ def kafka_env(tmp_path_factory: pytest.TempPathFactory, wheels: Path) -> Env:
 
 
 @pytest.fixture(scope="module")
-def local_env(tmp_path_factory: pytest.TempPathFactory, wheels: Path) -> Env:
-    """The same, then ``pip install qmtl-engine-local``."""
-    env = Env(tmp_path_factory.mktemp("core-kafka-local"), wheels)
-    env.install("qmtl-core", "qmtl-engine-kafka")
-    env.install("qmtl-engine-local")
+def core_env(tmp_path_factory: pytest.TempPathFactory, wheels: Path) -> Env:
+    """``pip install qmtl-core`` and nothing else."""
+    env = Env(tmp_path_factory.mktemp("core-only"), wheels)
+    env.install("qmtl-core")
     return env
 
 
 @pytest.fixture(scope="module")
-def threads_env(local_env: Env) -> Env:
+def threads_env(kafka_env: Env) -> Env:
     """Then ``pip install qmtl-engine-threads``, and ``qmtl-core[testing]`` to run its tests."""
-    local_env.install("qmtl-engine-threads", "qmtl-core[testing]")
-    return local_env
+    kafka_env.install("qmtl-engine-threads", "qmtl-core[testing]")
+    return kafka_env
 
 
 @pytest.fixture(scope="module")
@@ -194,10 +197,12 @@ SMALL_PIPELINE = """
 
 
 # -- 1. qmtl-core + qmtl-engine-kafka ----------------------------------------------------------
-def test_core_and_kafka_bring_redis_state_and_nothing_from_the_workspace(kafka_env: Env) -> None:
+def test_core_and_kafka_bring_local_engine_redis_state_and_nothing_from_the_workspace(
+    kafka_env: Env,
+) -> None:
     installed = kafka_env.distributions()
     qmtl = {name for name in installed if name.startswith("qmtl")}
-    assert qmtl == {"qmtl-core", "qmtl-engine-kafka", "qmtl-state-redis"}
+    assert qmtl == {"qmtl-core", "qmtl-engine-kafka", "qmtl-engine-local", "qmtl-state-redis"}
     versions = {
         folder: tomllib.loads((ROOT / folder / "pyproject.toml").read_text())["project"]["version"]
         for folder in qmtl
@@ -223,7 +228,7 @@ def test_qmtl_plugins_lists_the_kafka_engine_and_the_redis_state(kafka_env: Env)
 
     assert ("state", "redis", "qmtl-state-redis") in found
     assert {("engine", "mock", "qmtl-core"), ("state", "memory", "qmtl-core")} <= found
-    assert not any(row["distribution"] == "qmtl-engine-local" for row in rows)
+    assert ("engine", "local", "qmtl-engine-local") in found
     entry_points = kafka_env.python_code("""
         from importlib import metadata
         for ep in metadata.entry_points(group="qmtl"):
@@ -263,19 +268,40 @@ def test_a_small_pipeline_runs_on_the_mock_engine(kafka_env: Env) -> None:
     assert [item["value"] for item in report["history"]] == [203_000.0]
 
 
-def test_without_the_local_engine_the_default_run_names_the_package(kafka_env: Env) -> None:
-    out = kafka_env.python_code(
-        SMALL_PIPELINE
-        + """
-    from qmtl.errors import UnknownBackendError
-    try:
-        pipeline.execute()
-    except UnknownBackendError as error:
-        print(error)
-    """
-    )
+def _needs_only_qmtl(block: str) -> bool:
+    """True when a code block imports nothing but qmtl and the standard library (blocks that
+    show an optional extra, such as pandas, are not part of the headline install)."""
+    tops: set[str] = set()
+    for node in ast.walk(ast.parse(block)):
+        if isinstance(node, ast.Import):
+            tops.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            tops.add(node.module.split(".")[0])
+    return all(top in sys.stdlib_module_names or top.startswith("qmtl") for top in tops)
 
-    assert "engine 'local' is not installed: pip install qmtl-engine-local" in out.stdout
+
+def test_every_readme_example_runs_on_the_default_engine(kafka_env: Env) -> None:
+    """The quickstart after the headline install: the README's blocks, in order, as a user
+    pastes them into one script (no engine or state named, so ``local`` and ``memory``)."""
+    blocks = [block for block in python_blocks(ROOT / "README.md") if _needs_only_qmtl(block)]
+    assert any("pipeline.execute(ts=" in block for block in blocks)  # the quickstart
+    script = kafka_env.work / "readme_examples.py"
+    script.write_text("\n\n".join(blocks) + '\nprint("readme examples ok")\n')
+
+    out = check([str(kafka_env.python), script.name], kafka_env.work)
+
+    assert out.stdout.strip().splitlines()[-1] == "readme examples ok"
+
+
+def test_make_runs_example_prints_the_same_as_in_the_workspace(
+    kafka_env: Env, workspace_example_output: str
+) -> None:
+    shutil.copy(EXAMPLE, kafka_env.work / EXAMPLE.name)
+    out = check([str(kafka_env.python), EXAMPLE.name], kafka_env.work)
+
+    assert out.stdout == workspace_example_output
+    assert "QMTL example: ma_crossover" in out.stdout
+    assert "portfolio (query node over tag SIGNAL):" in out.stdout
 
 
 @pytest.mark.integration
@@ -304,17 +330,21 @@ def test_a_small_pipeline_runs_on_kafka_with_redis_state(
     assert [item["value"] for item in report["history"]] == [203_000.0]
 
 
-# -- 2. + qmtl-engine-local ----------------------------------------------------------------------
-def test_make_runs_example_prints_the_same_as_in_the_workspace(
-    local_env: Env, workspace_example_output: str
-) -> None:
-    shutil.copy(EXAMPLE, local_env.work / EXAMPLE.name)
-    out = check([str(local_env.python), EXAMPLE.name], local_env.work)
+# -- 2. qmtl-core alone --------------------------------------------------------------------------
+def test_without_the_local_engine_the_default_run_names_the_package(core_env: Env) -> None:
+    assert {n for n in core_env.distributions() if n.startswith("qmtl")} == {"qmtl-core"}
+    out = core_env.python_code(
+        SMALL_PIPELINE
+        + """
+    from qmtl.errors import UnknownBackendError
+    try:
+        pipeline.execute()
+    except UnknownBackendError as error:
+        print(error)
+    """
+    )
 
-    assert out.stdout == workspace_example_output
-    assert "QMTL example: ma_crossover" in out.stdout
-    assert "portfolio (query node over tag SIGNAL):" in out.stdout
-    assert ("engine", "local", "qmtl-engine-local") in kinds(local_env.plugin_rows())
+    assert "engine 'local' is not installed: pip install qmtl-engine-local" in out.stdout
 
 
 # -- 3. + the third-party threads engine ---------------------------------------------------------

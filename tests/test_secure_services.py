@@ -17,6 +17,7 @@ random per test, so none can appear anywhere by accident.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -422,9 +423,10 @@ def test_qmtl_worker_with_a_wrong_password_exits_non_zero_with_one_line_error(
     elapsed = time.monotonic() - began
     text = log.read_text(errors="replace")
     print(f"\n[worker {variable}] exit {code} after {elapsed:.1f}s")
-    errors = [line for line in text.splitlines() if line.startswith("Error:")]
+    # Its log is JSON (stderr is not a terminal), and so is the one line saying why it ended.
+    errors = [line for line in text.splitlines() if '"qmtl.kafka.worker_failed"' in line]
     assert code != 0
-    assert len(errors) == 1 and named in errors[0], text[-3000:]
+    assert len(errors) == 1 and named in json.loads(errors[0])["error"], text[-3000:]
     assert "Traceback" not in text
     assert elapsed < 20, f"the worker took {elapsed:.1f}s to give up"
     assert_secret_free([wrong, secure_kafka["password"], secure_redis["password"]], text)

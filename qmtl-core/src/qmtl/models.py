@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -165,6 +165,17 @@ class IntervalSettings(QmtlModel):
         default=None, description="Retention window in intervals; None inherits the default"
     )
     max_history: int = Field(default=100, ge=1, description="Most buckets kept for the series")
+
+    if TYPE_CHECKING:
+        # The constructor as it converts (``"1d"``, ``period="7d"``), for type checkers that
+        # lack pydantic's plugin and would otherwise take the field types as parameters.
+        def __init__(
+            self,
+            *,
+            interval: IntervalEnum | str,
+            period: int | str | None = None,
+            max_history: int = 100,
+        ) -> None: ...
 
     @model_validator(mode="before")
     @classmethod

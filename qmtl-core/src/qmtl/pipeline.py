@@ -40,6 +40,7 @@ from qmtl.queries import TagIndex
 from qmtl.runtime import Resolver
 from qmtl.settings import QmtlSettings
 from qmtl.state import SeriesKey, StateBackend, naming
+from qmtl.streaming import OutputEvent, RunSummary
 
 
 class _Members(dict[str, Any]):
@@ -274,7 +275,7 @@ class Pipeline:
 
     def run(
         self,
-        on_output: Callable[[Any], None] | None = None,
+        on_output: Callable[[OutputEvent], None] | None = None,
         *,
         engine: str | Engine | None = None,
         state: str | StateBackend | None = None,
@@ -283,7 +284,7 @@ class Pipeline:
         keep_history: bool | None = None,
         progress: bool = False,
         **options: Any,
-    ) -> Any:
+    ) -> RunSummary:
         """Stream the sources to their end in event time; return the engine's run summary.
 
         Semantics (SPEC §5.2, :mod:`qmtl.streaming`): every node's output is bucketed per
@@ -319,8 +320,12 @@ class Pipeline:
         if progress:
             from qmtl.progress import run_with_progress
 
-            return run_with_progress(self.name, engine_obj, plan, state_obj, on_output, options)
-        return engine_obj.run(plan, state=state_obj, on_output=on_output, **options)
+            shown: RunSummary = run_with_progress(
+                self.name, engine_obj, plan, state_obj, on_output, options
+            )
+            return shown
+        summary: RunSummary = engine_obj.run(plan, state=state_obj, on_output=on_output, **options)
+        return summary
 
     def stream(
         self,

@@ -34,9 +34,9 @@ import difflib
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pydantic
 from pydantic import Field, field_validator
@@ -107,6 +107,21 @@ class QmtlSettings(BaseSettings):
         default_factory=list,
         description="QMTL_* variables that are not settings (names only, never values)",
     )
+
+    if TYPE_CHECKING:
+        # The constructor as it converts (``engine="kafka"``, ``disable_plugins="a,b"``), for
+        # type checkers that lack pydantic's plugin and would otherwise take the field types.
+        def __init__(
+            self,
+            *,
+            engine: str | BackendSelection | Mapping[str, Any] = ...,
+            state: str | BackendSelection | Mapping[str, Any] = ...,
+            plugin_autoload: bool = ...,
+            disable_plugins: str | Sequence[str] = ...,
+            plugin_options: Mapping[str, Mapping[str, Any]] = ...,
+            env_kinds: Mapping[str, Sequence[str]] = ...,
+            other_variables: Sequence[str] = ...,
+        ) -> None: ...
 
     _sel_engine = field_validator("engine", mode="before")(_selection)
     _sel_state = field_validator("state", mode="before")(_selection)

@@ -10,11 +10,18 @@ seconds, in this order:
    delivery); produce end markers only now; flush and check every delivery;
 3. save every touched slot's pending state, fenced by its owner token;
 4. commit the applied offsets (asynchronously), and seek back to the messages left when the
-   slice's time ran out, so the next poll returns them.
+   slice's time ran out, so the next poll returns them;
+5. report the batch to the worker's monitor (:mod:`qmtl_engine_kafka.operations`): its time,
+   the source events and late events it applied, the buckets it wrote, its newest event time.
+
+When the node's function raises, the monitor's failure policy decides: end the node with its
+error (the batch goes on as above), or drop the batch uncommitted and replay it after a back-off
+(:mod:`qmtl_engine_kafka.operations.policy`).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import uuid
@@ -30,6 +37,7 @@ from qmtl_engine_kafka._context import LIVE_RUN, RunContext
 from qmtl_engine_kafka._slots import MergeSlot, NodeFailed, NodeSlot, Slot, SourceSlot
 from qmtl_engine_kafka.dead_letter import DeadLetterQueue
 from qmtl_engine_kafka.errors import EnvelopeError, PublishError
+from qmtl_engine_kafka.operations.monitor import WorkerMonitor
 from qmtl_engine_kafka.topics import group_id, merge_topic
 
 __all__ = ["Task"]
@@ -37,14 +45,34 @@ __all__ = ["Task"]
 log = get_logger(__name__)
 
 
+def _caused_upstream(failed: str) -> bool:
+    """A node's saved failure that an upstream caused (``NodeSlot`` writes it so; its own
+    failures start with the exception's type name)."""
+    return failed.startswith("upstream '")
+
+
 class Task:
     """One node of the run in this worker: its consumer, its slots, its batch loop."""
 
-    def __init__(self, ctx: RunContext, node: PlanNode, kafka: Any, stats: dict[str, int]) -> None:
+    def __init__(
+        self,
+        ctx: RunContext,
+        node: PlanNode,
+        kafka: Any,
+        stats: dict[str, int],
+        monitor: WorkerMonitor | None = None,
+    ) -> None:
         self.ctx = ctx
         self.node = node
         self.kafka = kafka
         self.stats = stats
+        self.monitor = monitor or WorkerMonitor(ctx.pipeline)
+        self.live = ctx.run == LIVE_RUN
+        #: the failure policy replays a failing batch after a back-off: no poll before this
+        self.resume_at = 0.0
+        self.failing = False
+        #: source slot -> (events, late) already reported to the monitor
+        self._counted: dict[str, tuple[int, int]] = {}
         self.source = not node.upstreams
         self.partitions = ctx.input_partitions.get(node.name, 1) if self.source else 1
         topics = ctx.topics
@@ -133,9 +161,15 @@ class Task:
                 slot.load(data)
             slot.name = name
             self.slots[name] = slot
+            if isinstance(slot, SourceSlot):
+                self._counted[name] = (slot.bucketer.events, slot.bucketer.late)
+            elif isinstance(slot, NodeSlot) and slot.failed and not _caused_upstream(slot.failed):
+                self.monitor.stopped_earlier(self.node.name, slot.failed, live=self.live)
         return slot
 
     def poll(self, timeout: float) -> list[Any]:
+        if self.resume_at and time.monotonic() < self.resume_at:
+            return []  # a failed batch waits for its replay
         return self.consumer.consume(self.ctx.batch_size, timeout)  # type: ignore[no-any-return]
 
     def process(
@@ -204,13 +238,17 @@ class Task:
                 slot.handle(env, partition, batch)
             except NodeFailed as failed:
                 failure = failed.error
-                assert isinstance(slot, NodeSlot)
-                slot.fail(batch, failure)
                 log.error(
                     "qmtl.kafka.node_failed",
                     node=self.node.name,
                     error=f"{type(failure).__name__}: {failure}",
                 )
+                verdict = self.monitor.failed(self.node.name, failure, live=self.live)
+                if verdict.retry_after_s is not None:
+                    self._replay(messages, verdict.retry_after_s)
+                    return 0
+                assert isinstance(slot, NodeSlot)
+                slot.fail(batch, failure)
         for slot in touched.values():
             slot.finish_batch(batch)
         # Outputs are handed to the producer first, so the state write's round trip overlaps
@@ -241,9 +279,55 @@ class Task:
         self._commit(touched)
         self.stats["messages"] += applied
         self.stats["buckets"] += len(batch.writes)
+        self._report(touched, len(batch.writes), clock() - (deadline - self.slice_s))
         if failure is not None and ctx.on_failure is not None:
             ctx.on_failure(self.node.name, failure)
         return applied
+
+    def _report(self, touched: dict[str, Slot], buckets: int, seconds: float) -> None:
+        """The committed batch, to the monitor: per batch, from the slots' own counters."""
+        events = late = 0
+        newest = -math.inf
+        counted = self._counted
+        for slot in touched.values():
+            if isinstance(slot, SourceSlot):
+                bucketer = slot.bucketer
+                before = counted.get(slot.name, (0, 0))
+                events += bucketer.events - before[0]
+                late += bucketer.late - before[1]
+                counted[slot.name] = (bucketer.events, bucketer.late)
+                seen = bucketer.watermark
+            else:  # a node's (or a merge's) final-through, as the end of its last final bucket
+                emitter = slot.emitter  # type: ignore[attr-defined]
+                seen = max(
+                    (
+                        (t + 1) * spec.seconds
+                        for t, spec in zip(emitter.through, emitter.series, strict=True)
+                    ),
+                    default=-math.inf,
+                )
+            if math.isfinite(seen) and seen > newest:
+                newest = seen
+        monitor = self.monitor
+        monitor.batch(
+            seconds,
+            events=events,
+            buckets=buckets,
+            late=late,
+            watermark=newest if math.isfinite(newest) else None,
+        )
+        if self.failing:
+            self.failing = False
+            monitor.recovered(self.node.name)
+
+    def _replay(self, messages: list[Any], after_s: float) -> None:
+        """Drop this batch (nothing of it was produced, written, saved or committed): forget
+        the slots, which reload their saved state, seek back to the batch's first messages,
+        and poll them again after ``after_s``."""
+        self.slots.clear()
+        self._rewind(messages)
+        self.failing = True
+        self.resume_at = time.monotonic() + after_s
 
     def _produce(self, messages: list[tuple[str, bytes]], producer: Any) -> None:
         produce = producer.produce
@@ -315,24 +399,48 @@ class Task:
             log.warning("qmtl.kafka.commit_failed", group=self.group, error=error.str())
 
     def lag(self) -> int:
-        """Messages waiting in this node's assigned partitions (best effort, no broker call
-        per message: one cached watermark lookup per partition)."""
-        total = 0
-        tps = [self.kafka.TopicPartition(t, p) for t, p in self.assigned]
-        if not tps:
-            return 0
-        try:
-            positions = self.consumer.position(tps)
-        except self.kafka.KafkaException:
-            return -1
-        for tp in positions:
+        """Messages waiting in this node's assigned partitions (-1: the broker did not say)."""
+        lags = self.lags()
+        return -1 if any(v < 0 for v in lags.values()) else sum(lags.values())
+
+    def lags(self) -> dict[tuple[str, int], int]:
+        """Messages not yet applied in each assigned partition: its high watermark minus the
+        next offset this worker will apply. That offset is the slot's (exact, also right after
+        a time-sliced batch sought back, when librdkafka's position reads -1001); else the
+        consumer's position; else the committed offset; else the low watermark (where
+        ``auto.offset.reset=earliest`` starts). -1 when the broker gave no watermark."""
+        kafka, consumer = self.kafka, self.consumer
+        lags: dict[tuple[str, int], int] = {}
+        missing: list[Any] = []
+        for topic, partition in self.assigned:
+            tp = kafka.TopicPartition(topic, partition)
+            slot = self.slots.get(self._slot_name(topic, partition))
+            offset = slot.offsets.get(f"{topic}/{partition}", -1) if slot is not None else -1
+            if offset < 0:
+                try:
+                    offset = consumer.position([tp])[0].offset
+                except kafka.KafkaException:
+                    offset = -1
+            if offset < 0:
+                missing.append(tp)
+            lags[(topic, partition)] = offset
+        if missing:
             try:
-                _low, high = self.consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
-            except self.kafka.KafkaException:
+                for tp in consumer.committed(missing, timeout=2.0):
+                    lags[(tp.topic, tp.partition)] = tp.offset
+            except kafka.KafkaException:
+                pass  # the low watermark below
+        for (topic, partition), offset in lags.items():
+            tp = kafka.TopicPartition(topic, partition)
+            try:
+                low, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=True)
+                if high < 0 or (offset < 0 and low < 0):
+                    low, high = consumer.get_watermark_offsets(tp, timeout=1.0, cached=False)
+            except kafka.KafkaException:
+                lags[(topic, partition)] = -1
                 continue
-            if tp.offset >= 0:
-                total += max(0, high - tp.offset)
-        return total
+            lags[(topic, partition)] = max(0, high - (offset if offset >= 0 else low))
+        return lags
 
     def close(self) -> None:
         self.consumer.close()

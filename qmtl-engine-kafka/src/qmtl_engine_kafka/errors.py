@@ -42,6 +42,11 @@ class BrokerRefusedError(BrokerUnavailableError):
     certificate not trusted (the message names the settings to fix)."""
 
 
+class NodeFailuresError(EngineError):
+    """A node of a deployment kept failing: the ``exit`` failure policy stops the worker (it
+    exits non-zero, so its orchestrator restarts it and the failing batch is replayed)."""
+
+
 class PublishError(EngineError):
     """A message could not be delivered to its topic."""
 

@@ -28,94 +28,150 @@ class KafkaEngineSettings(QmtlModel):
     """Where the brokers are, how topics are laid out, and how to authenticate."""
 
     bootstrap_servers: str = Field(
-        "localhost:9092",
+        default="localhost:9092",
         description="Comma-separated host:port list of Kafka (or Redpanda) brokers.",
     )
     partitions: int = Field(
-        1, ge=1, description="Partitions of each topic QMTL creates (the most workers per node)."
+        default=1,
+        ge=1,
+        description="Partitions of each topic QMTL creates (the most workers per node).",
     )
     replication_factor: int = Field(
-        1, ge=1, description="Replication factor of each topic QMTL creates (1 for one broker)."
+        default=1,
+        ge=1,
+        description="Replication factor of each topic QMTL creates (1 for one broker).",
     )
     security_protocol: SecurityProtocol = Field(
-        "PLAINTEXT", description="How clients talk to the brokers."
+        default="PLAINTEXT", description="How clients talk to the brokers."
     )
     sasl_mechanism: SaslMechanism | None = Field(
-        None, description="SASL mechanism; required with SASL_PLAINTEXT or SASL_SSL."
+        default=None, description="SASL mechanism; required with SASL_PLAINTEXT or SASL_SSL."
     )
-    sasl_username: str | None = Field(None, description="SASL user name.")
-    sasl_password: SecretStr | None = Field(None, description="SASL password (never logged).")
-    ssl_ca_location: str | None = Field(None, description="Path of the CA certificate file.")
+    sasl_username: str | None = Field(default=None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password (never logged)."
+    )
+    ssl_ca_location: str | None = Field(
+        default=None, description="Path of the CA certificate file."
+    )
     ssl_certificate_location: str | None = Field(
-        None, description="Path of the client certificate (mutual TLS)."
+        default=None, description="Path of the client certificate (mutual TLS)."
     )
-    ssl_key_location: str | None = Field(None, description="Path of the client private key.")
+    ssl_key_location: str | None = Field(
+        default=None, description="Path of the client private key."
+    )
     ssl_key_password: SecretStr | None = Field(
-        None, description="Password of the client private key (never logged)."
+        default=None, description="Password of the client private key (never logged)."
     )
     connect_timeout_s: float = Field(
-        5.0, gt=0, description="How long to wait for a broker to answer before failing."
+        default=5.0, gt=0, description="How long to wait for a broker to answer before failing."
     )
     delivery_timeout_s: float = Field(
-        30.0, gt=0, description="How long a produced message may take to be acknowledged."
+        default=30.0, gt=0, description="How long a produced message may take to be acknowledged."
     )
     max_message_bytes: int = Field(
-        1_000_000, ge=1024, description="Largest envelope accepted; larger ones are dead-lettered."
+        default=1_000_000,
+        ge=1024,
+        description="Largest envelope accepted; larger ones are dead-lettered.",
     )
     topic_create_attempts: int = Field(
-        6, ge=1, description="Attempts to create and verify a topic before giving up."
+        default=6, ge=1, description="Attempts to create and verify a topic before giving up."
     )
     topic_create_backoff_s: float = Field(
-        0.2, gt=0, description="First wait between topic attempts; doubles each time."
+        default=0.2, gt=0, description="First wait between topic attempts; doubles each time."
     )
     workers: int = Field(
-        1,
+        default=1,
         ge=0,
         description="Worker threads a run starts in this process; 0 relies on "
         "external `qmtl worker` processes.",
     )
     batch_size: int = Field(
-        2000, ge=1, description="Most messages a node consumes, applies and commits at once."
+        default=2000,
+        ge=1,
+        description="Most messages a node consumes, applies and commits at once.",
     )
     batch_time_s: float = Field(
-        1.0,
+        default=1.0,
         gt=0,
         description="Longest a node works on one batch before it commits what it "
         "applied and lets the worker's other nodes poll (the rest follows in the next round); "
         "also kept under max_poll_interval_s / (2 x the worker's nodes).",
     )
     poll_interval_s: float = Field(
-        0.02, gt=0, description="How long an idle worker waits for messages per poll round."
+        default=0.02, gt=0, description="How long an idle worker waits for messages per poll round."
     )
     linger_ms: int = Field(
-        2, ge=0, description="How long the producer waits to fill a batch (latency vs. throughput)."
+        default=2,
+        ge=0,
+        description="How long the producer waits to fill a batch (latency vs. throughput).",
     )
     idempotent_producer: bool = Field(
-        True,
+        default=True,
         description="Produce with librdkafka's enable.idempotence: a retried message "
         "keeps its partition's order and is never written twice, so an end marker or a later "
         "bucket cannot overtake it (costs some throughput; off only if the brokers refuse it).",
     )
     session_timeout_s: float = Field(
-        10.0,
+        default=10.0,
         ge=1,
         description="A worker silent this long is considered dead and its "
         "partitions move to the others.",
     )
     max_poll_interval_s: float = Field(
-        600.0,
+        default=600.0,
         ge=1,
         description="Longest a worker may go without polling a node's consumer "
         "before the group takes its partitions away; at least session_timeout_s, and above "
         "the slowest single call of a node's function.",
     )
     run_timeout_s: float | None = Field(
-        None, gt=0, description="Longest a finite run may take before it fails (None: no limit)."
+        default=None,
+        gt=0,
+        description="Longest a finite run may take before it fails (None: no limit).",
     )
     client_options: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
         repr=False,
         description="Extra librdkafka properties passed through as they are (e.g. linger.ms).",
+    )
+    # -- `qmtl worker` operations (qmtl_engine_kafka.operations, docs/operations.md) ----------
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port where `qmtl worker` serves /metrics (Prometheus), /healthz and "
+        "/readyz (None: no server; --metrics-port).",
+    )
+    metrics_host: str = Field(
+        "0.0.0.0", description="Address the metrics port listens on (all interfaces by default)."
+    )
+    failure_policy: Literal["exit", "stop-node"] = Field(
+        "exit",
+        description="What a node of a deployment's run that raises does to its worker: 'exit' "
+        "replays the failing batch, fails readiness, and exits non-zero after "
+        "max_node_failures failures in a row; 'stop-node' ends the node with its error and "
+        "fails readiness while the worker runs its other nodes.",
+    )
+    max_node_failures: int = Field(
+        3, ge=1, description="Failures in a row of one node before failure_policy 'exit' exits."
+    )
+    node_retry_backoff_s: float = Field(
+        1.0,
+        gt=0,
+        description="Wait before a failing batch is replayed (failure_policy 'exit'); doubles "
+        "with every failure in a row, up to 60 s.",
+    )
+    liveness_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="/healthz fails when the poll loop has not completed a round for this long.",
+    )
+    startup_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="Longest `qmtl worker` waits for Redis to answer at start-up before it "
+        "exits non-zero (Kafka: connect_timeout_s).",
     )
 
     @field_validator("bootstrap_servers", mode="before")

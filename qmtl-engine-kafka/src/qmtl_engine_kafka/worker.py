@@ -28,6 +28,10 @@ them), the rest recompute the same buckets, which overwrite themselves in the st
 are ignored by readers that already have them (a NodeAligner ignores buckets it has passed).
 Because an end marker follows its batch's write, a node's end on Kafka implies its whole
 history is stored, so a run that saw every end is complete.
+
+The loop reports to a :class:`~qmtl_engine_kafka.operations.WorkerMonitor` (metrics, health,
+failure policy): every round, every committed batch (from the task), every dead letter count
+change, and the partitions' lag every few seconds.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ from qmtl_engine_kafka._client import kafka_module, new_client
 from qmtl_engine_kafka._context import LIVE_RUN, OneShot, RunContext
 from qmtl_engine_kafka._task import Task
 from qmtl_engine_kafka.dead_letter import DeadLetterQueue
+from qmtl_engine_kafka.operations.monitor import WorkerMonitor
 from qmtl_engine_kafka.topics import group_id, merge_topic
 
 # RunContext, OneShot, LIVE_RUN, group_id and merge_topic are re-exported: callers built runs
@@ -72,7 +77,8 @@ class Worker:
     ``ctx.batch_size``), applies and commits each batch, logs processed counts and consumer lag
     every ``log_every_s``, and touches the heartbeat file (``QMTL_WORKER_HEARTBEAT_FILE``) from
     the loop. ``stop`` set: the current batch finishes and commits, then consumers close (they
-    leave their groups, so their partitions move at once).
+    leave their groups, so their partitions move at once). ``monitor`` receives the loop's
+    reports (default: one without metrics or server, whose failures end their node).
     """
 
     def __init__(
@@ -82,8 +88,10 @@ class Worker:
         *,
         log_every_s: float = 10.0,
         heartbeat_file: str | None = None,
+        monitor: WorkerMonitor | None = None,
     ) -> None:
         self.ctx = ctx
+        self.monitor = monitor or WorkerMonitor(ctx.pipeline)
         self.kafka = kafka_module("The Kafka engine's worker")
         wanted = None if nodes is None else set(nodes)
         if wanted is not None:
@@ -112,7 +120,7 @@ class Worker:
         )
         self.dlq = DeadLetterQueue(self.producer, ctx.topics.dead_letter)
         self.tasks = [
-            Task(ctx, node, self.kafka, self.stats)
+            Task(ctx, node, self.kafka, self.stats, self.monitor)
             for node in ctx.plan.nodes
             if wanted is None or node.name in wanted
         ]
@@ -139,6 +147,8 @@ class Worker:
         idle_wait = self.ctx.settings.poll_interval_s
         last_log = last_beat = time.monotonic()
         processed_at_log = 0
+        monitor, dlq = self.monitor, self.dlq
+        reported = Counter(dlq.reasons)
         try:
             while not stop.is_set():
                 busy = False
@@ -146,14 +156,25 @@ class Worker:
                     messages = task.poll(0 if busy else idle_wait / max(1, len(tasks)))
                     if messages:
                         busy = True
-                        task.process(messages, self.producer, self.dlq, self.delivery_errors)
+                        task.process(messages, self.producer, dlq, self.delivery_errors)
+                        if dlq.reasons != reported:
+                            monitor.dead_letters(dlq.reasons - reported)
+                            reported = Counter(dlq.reasons)
                         if stop.is_set():
                             break
+                monitor.polled()
                 now = time.monotonic()
-                if self.heartbeat is not None and now - last_beat >= 1.0:
-                    self._beat()
+                if now - last_beat >= 1.0:
+                    if self.heartbeat is not None:
+                        self._beat()
+                    monitor.assignment(sum(len(t.assigned) for t in tasks))
                     last_beat = now
-                if now - last_log >= self.log_every_s:
+                log_due = now - last_log >= self.log_every_s
+                lags: dict[str, dict[tuple[str, int], int]] = {}
+                if log_due or monitor.lag_due():  # the log's lags refresh the gauge too
+                    lags = {t.node.name: t.lags() for t in tasks}
+                    monitor.lag({k: v for by in lags.values() for k, v in by.items() if v >= 0})
+                if log_due:
                     processed = self.stats["messages"]
                     log.info(
                         "qmtl.kafka.worker_progress",
@@ -163,7 +184,10 @@ class Worker:
                         rate=round((processed - processed_at_log) / (now - last_log), 1),
                         buckets=self.stats["buckets"],
                         dead_letters=self.dlq.count,
-                        lag={t.node.name: t.lag() for t in tasks},
+                        lag={
+                            node: -1 if any(v < 0 for v in by.values()) else sum(by.values())
+                            for node, by in lags.items()
+                        },
                     )
                     processed_at_log, last_log = processed, now
         except BaseException as error:
