@@ -17,8 +17,7 @@ The objects:
   and watermarks and returns the buckets that became computable, with their arguments (as-of
   join; ``window=N`` buffers with warm-up gating). Buckets come out in increasing order.
 - :class:`OutputEvent` (a final bucket: ``node``, ``interval``, ``ts`` = bucket end, ``value``,
-  ``bucket``) and :class:`RunSummary` (what a run did, :mod:`qmtl.summary`), shared by every
-  engine.
+  ``bucket``) and :class:`RunSummary` (what a run did), shared by every engine.
 
 :mod:`qmtl.stream_runner` wires these objects over a whole :class:`~qmtl.plan.ExecutionPlan` in
 one process (the local and mock engines, and the oracle of :mod:`qmtl.testing`).
@@ -44,12 +43,10 @@ import math
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from itertools import compress, islice
 from operator import le, ne
 from typing import Any, NamedTuple
-
-from qmtl.summary import NodeSummary as NodeSummary
-from qmtl.summary import RunSummary as RunSummary
 
 #: "Final through" of a stream that has ended: every bucket is final.
 END = math.inf
@@ -493,3 +490,53 @@ def _held(value: Any) -> list[Any]:
 
 def _unheld(held: list[Any]) -> Any:
     return held[0] if held else _MISSING
+
+
+# -- run summary ----------------------------------------------------------------------------
+@dataclass
+class NodeSummary:
+    """What one node did in a run."""
+
+    events_in: int = 0
+    late_events: int = 0
+    buckets_out: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "events_in": self.events_in,
+            "late_events": self.late_events,
+            "buckets_out": dict(self.buckets_out),
+        }
+
+
+@dataclass
+class RunSummary:
+    """What a streaming run did: source events in, late events dropped, final buckets out."""
+
+    pipeline: str
+    engine: str
+    nodes: dict[str, NodeSummary]
+    elapsed_seconds: float = 0.0
+
+    @property
+    def events_in(self) -> int:
+        return sum(n.events_in for n in self.nodes.values())
+
+    @property
+    def late_events(self) -> int:
+        return sum(n.late_events for n in self.nodes.values())
+
+    @property
+    def buckets_out(self) -> int:
+        return sum(sum(n.buckets_out.values()) for n in self.nodes.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "pipeline": self.pipeline,
+            "engine": self.engine,
+            "events_in": self.events_in,
+            "late_events": self.late_events,
+            "buckets_out": self.buckets_out,
+            "elapsed_seconds": round(self.elapsed_seconds, 6),
+            "nodes": {name: n.to_dict() for name, n in self.nodes.items()},
+        }
