@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from qmtl import Node, Pipeline, QueryNode
+from qmtl.members import raw_members
 from qmtl.queries import resolve_queries
 
 NODES = 10_000
@@ -129,9 +130,15 @@ def _build_ms(specs: list[Spec], queries: list[QueryNode]) -> tuple[float, Pipel
 def run() -> dict[str, Any]:
     specs = _specs()
     build_ms, pipeline = _build_ms(specs, _queries())
-    nodes, queries, index = pipeline.nodes, pipeline.query_nodes, pipeline.tag_index
+    plan = pipeline.build()
+    # what the build resolves: the user's nodes and queries, with the plan's effective settings,
+    # through the pipeline's own tag index
+    nodes = dict(raw_members(pipeline.nodes))
+    queries = dict(raw_members(pipeline.query_nodes))
+    settings = {n.name: n.settings for n in plan.nodes}
+    index = pipeline.tag_index
 
-    indexed_ms, indexed = _best_ms(lambda: resolve_queries(nodes, queries, index))
+    indexed_ms, indexed = _best_ms(lambda: resolve_queries(nodes, queries, settings, index))
 
     def naive() -> dict[str, list[str]]:
         return {

@@ -21,10 +21,11 @@ from hypothesis import strategies as st
 from qmtl import Node, Pipeline, QueryNode
 from qmtl.errors import CycleError, ModelValidationError
 from qmtl.identity import stable_repr
+from qmtl.members import raw_members
 from qmtl.queries import resolve_queries
 
 TAGS = ["A", "B", "C", "D"]
-CHANGES = ["add", "assign", "replace", "del", "pop", "popitem", "update", "setdefault", "ior"]
+CHANGES = ["add", "assign", "replace", "del", "pop", "popitem", "update", "setdefault"]
 QUERIES = [
     QueryNode("qa", ["A"]),
     QueryNode("qab", ["A", "B"]),
@@ -66,8 +67,6 @@ def apply(pipeline: Pipeline, operation: tuple[str, int, list[str], Any]) -> Non
         nodes.update({name: fresh})
     elif kind == "setdefault":
         nodes.setdefault(name, fresh)
-    elif kind == "ior":
-        nodes |= {name: fresh}
     elif kind == "retag" and name in nodes:
         nodes[name].tags[:] = tags  # the node's own list, edited in place
     elif kind == "clear" and i == 0:
@@ -83,8 +82,10 @@ def test_the_kept_index_resolves_like_a_scan_whatever_happened(
     for operation in operations:
         apply(pipeline, operation)
         queries = {q.name: q for q in QUERIES}
-        resolved = resolve_queries(pipeline.nodes, queries, pipeline.tag_index)
-        for name, query in queries.items():
+        nodes = raw_members(pipeline.nodes)
+        settings = {name: pipeline.settings_of(name) for name in nodes}  # what the build uses
+        resolved = resolve_queries(nodes, queries, settings, pipeline.tag_index)
+        for name, query in queries.items():  # the scan reads each node as the pipeline sees it
             assert resolved[name] == [
                 n for n, candidate in pipeline.nodes.items() if query.matches(candidate)
             ]
@@ -104,13 +105,13 @@ def test_an_index_given_other_nodes_or_another_order_follows_them() -> None:
     for i in range(6):
         pipeline.add_node(node(i, ["A", "B"] if i % 2 else ["A"], None))
     queries = {q.name: q for q in QUERIES[:2]}
-    backwards = dict(reversed(list(pipeline.nodes.items())))
-    assert resolve_queries(backwards, queries, pipeline.tag_index) == {
+    backwards = dict(reversed(list(raw_members(pipeline.nodes).items())))
+    assert resolve_queries(backwards, queries, None, pipeline.tag_index) == {
         "qa": ["n5", "n4", "n3", "n2", "n1", "n0"],
         "qab": ["n5", "n3", "n1"],
     }
-    fewer = {name: n for name, n in pipeline.nodes.items() if name != "n3"}
-    assert resolve_queries(fewer, queries, pipeline.tag_index)["qab"] == ["n1", "n5"]
+    fewer = {name: n for name, n in raw_members(pipeline.nodes).items() if name != "n3"}
+    assert resolve_queries(fewer, queries, None, pipeline.tag_index)["qab"] == ["n1", "n5"]
 
 
 # -- ids ------------------------------------------------------------------------------------

@@ -194,7 +194,8 @@ REFUSED = [
     ),
     (np.array([None]), "value is a numpy array of dtype object", ".tolist()"),
     (np.zeros(2, dtype=[("a", "f8")]), "value is a numpy array of dtype", ".astype()"),
-    (np.ma.masked_array([1.0]), "value: numpy.ma.MaskedArray", ".tolist()"),
+    # numpy 1.26 names the class numpy.ma.core.MaskedArray, numpy 2 numpy.ma.MaskedArray.
+    (np.ma.masked_array([1.0]), "MaskedArray", ".tolist()"),
     (msgpack.ExtType(1, b""), "value: msgpack.ext.ExtType", "plain tuple"),
 ]
 

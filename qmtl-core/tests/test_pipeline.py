@@ -49,7 +49,8 @@ def test_add_node_returns_it_and_get_node_finds_it() -> None:
     pipeline = Pipeline(name="p")
     node = Node(name="a", fn=lambda: 1)
     assert pipeline.add_node(node) is node
-    assert pipeline.get_node("a") is node
+    found = pipeline.get_node("a")  # the pipeline's view of the user's node (qmtl.members)
+    assert found == node and isinstance(found, Node) and found.node is node  # type: ignore[union-attr]
     assert pipeline.get_node("missing") is None
 
 

@@ -66,13 +66,10 @@ def test_a_callable_returning_a_generator_restarts_on_every_run() -> None:
     assert bars(pipeline) == [(60.0, 10.0), (120.0, 20.0)]
 
 
-def test_plain_values_are_stamped_when_read_and_datetimes_converted() -> None:
-    stamps = iter([30.0, 90.0, 95.0])
-    assert list(source_events([7, 8, 9], "px", clock=lambda: next(stamps))) == [
-        (30.0, 7),
-        (90.0, 8),
-        (95.0, 9),
-    ]
+def test_plain_values_in_a_list_are_errors_and_datetimes_converted() -> None:
+    # SPEC §5.2a: only a live source's single result is stamped when read (test_event_times)
+    with pytest.raises(SourceError, match=r"source 'px': item 7 is not a \(ts, value\) pair"):
+        list(source_events([7, 8, 9], "px", clock=lambda: 30.0))
     moment = datetime(2024, 1, 1, 0, 0, 30, tzinfo=UTC)
     naive = datetime(2024, 1, 1, 0, 1, 30)
     events = list(source_events([(moment, 1), (naive, 2)], "px"))

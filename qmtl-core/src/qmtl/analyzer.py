@@ -32,7 +32,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from qmtl.calls import Invoker
-from qmtl.engine import Engine, bucket_end, check_inputs
+from qmtl.engine import Engine, check_inputs
 from qmtl.errors import PipelineValidationError, QmtlError, UnknownNodeError
 from qmtl.logs import get_logger
 from qmtl.models import AnalyzerResult, IntervalEnum, QmtlModel, QueryNodeResultSelector
@@ -306,9 +306,9 @@ class Analyzer(Pipeline):
             if node.kind == "query":
                 query = node.node
                 assert isinstance(query, QueryNode)
-                matched = [plan.by_name[u].node for u in node.upstreams]
+                matched = [plan.view(u) for u in node.upstreams]
                 chosen = overrides.get(node.name, query.result_selectors)
-                evals[node.name] = _QueryEval(query, matched, chosen)  # type: ignore[arg-type]
+                evals[node.name] = _QueryEval(query, matched, chosen)
                 nodes.append(dataclasses.replace(node, invoke=evals[node.name]))
             else:
                 nodes.append(dataclasses.replace(node, invoke=_guarded(node)))
@@ -410,7 +410,7 @@ class Analyzer(Pipeline):
             for spec in node.series:
                 state.write(
                     _results_key(spec.key),
-                    bucket_end(now, spec.seconds),
+                    spec.bucket_end(now),
                     by_query.get(node.name, []),
                     max_items=spec.max_items,
                     ttl=spec.ttl,

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast, runtime_checkable
 
+from qmtl.buckets import plain
 from qmtl.codec import PLAIN_TYPES, check
 from qmtl.errors import (
     ConfigurationError,
@@ -80,8 +81,11 @@ class Engine(Protocol):
 
 
 def bucket_end(ts: float, seconds: int) -> float:
-    """End of the bucket of length ``seconds`` holding ``ts`` (buckets are ``[start, end)``)."""
-    return float((int(ts // seconds) + 1) * seconds)
+    """End of the bucket of length ``seconds`` holding ``ts`` (buckets are ``[start, end)``) on
+    the interval's calendar without offset (epoch multiples; weeks from Monday). A plan's
+    series use their own calendar: ``spec.bucket_end(ts)``."""
+    calendar = plain(seconds)
+    return calendar.end(calendar.index(ts))
 
 
 def execute_plan(
@@ -200,7 +204,7 @@ class _Recorder:
         self, plan: ExecutionPlan, state: StateBackend, now: float, values: list[Any]
     ) -> None:
         self.columns = plan.series_columns
-        self.ends = {s: bucket_end(now, s) for s in self.columns.distinct_seconds}
+        self.ends = {spec.seconds: spec.bucket_end(now) for spec in self.columns.distinct_specs}
         self.values = values
         self.state = state
         self.names = [node.name for node in plan.nodes]
@@ -333,7 +337,7 @@ def _windows(
     for index in node.upstream_index:
         upstream = plan.nodes[index]
         key = upstream.spec(spec.interval).key
-        items = state.read(key, count=size, end_ts=bucket_end(now, spec.seconds))
+        items = state.read(key, count=size, end_ts=spec.bucket_end(now))
         if len(items) < size:
             return None
         windows.append([item["value"] for item in reversed(items)])

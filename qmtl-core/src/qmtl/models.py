@@ -280,6 +280,11 @@ class PipelineDefinition(QmtlModel):
     nodes: list[NodeDefinition] = Field(default_factory=list)
     query_nodes: list[QueryNodeDefinition] = Field(default_factory=list)
     default_intervals: NodeStreamSettings | None = None
+    bucket_offset: str | None = Field(
+        default=None,
+        description="where 1d/1w buckets end: a duration ('-8h') or a time zone and session "
+        "close ('America/New_York 16:00'); none: UTC midnight, weeks from Monday",
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @classmethod

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from qmtl.calls import CallStyle, Invoker, call_style, make_invoker
 from qmtl.errors import (
@@ -23,6 +23,7 @@ from qmtl.errors import (
     UnbindableFunctionError,
 )
 from qmtl.identity import IdentityMemo, content_id, function_fingerprint, stable_repr
+from qmtl.members import Member, SeenInPipeline
 from qmtl.models import (
     IntervalEnum,
     IntervalSettings,
@@ -33,6 +34,7 @@ from qmtl.models import (
     to_interval,
 )
 from qmtl.selectors import as_selectors
+from qmtl.sources import latest_of
 from qmtl.tables import TableSource, is_table
 
 
@@ -99,7 +101,7 @@ def _validated(key: tuple[tuple[Any, ...], ...]) -> NodeStreamSettings:
     return NodeStreamSettings(intervals=intervals)
 
 
-class Node:
+class Node(Member):
     """A node: ``fn`` applied to its upstreams' values (a source when it has no upstreams).
 
     ``interval_settings`` is shorthand for ``stream_settings``. ``window=N`` delivers each
@@ -109,6 +111,23 @@ class Node:
     """
 
     kind: str = "node"
+    #: Effective settings in the pipeline this node was last added to (the seed reads them
+    #: after ``add_node``), else the declared ones; ``pipeline.nodes[name].stream_settings`` is
+    #: one pipeline's (:mod:`qmtl.members`). Assigning declares the node's own settings.
+    stream_settings = SeenInPipeline(
+        lambda p, name: p.settings_of(name),
+        lambda node: node.declared_stream_settings,
+        lambda node, value: setattr(
+            node, "declared_stream_settings", _stream_settings(node.name, value, None)
+        ),
+        built=False,
+    )
+    #: Content id: the one of the pipeline this node was last added to once it is built
+    #: (upstream ids, effective settings), else computed with the upstreams' names.
+    node_id = SeenInPipeline(
+        lambda p, name: p.node_id_of(name),
+        lambda node: node.compute_id(node.upstreams, node.stream_settings),
+    )
 
     def __init__(
         self,
@@ -163,13 +182,10 @@ class Node:
             )
         self.window = window
         self.declared_stream_settings = _stream_settings(name, stream_settings, interval_settings)
-        #: Effective settings: the declared ones until a pipeline merges its defaults in.
-        self.stream_settings = self.declared_stream_settings
         self.call_style: CallStyle
         #: For each leading parameter of ``fn``, the upstream it takes (``None``: by keyword).
         self.call_order: tuple[int, ...] | None
         self.call_style, self.call_order = call_style(name, fn, self.upstreams, params)
-        self._node_id: str | None = None
 
     # -- identity -------------------------------------------------------------------------
     def fingerprint(self) -> str:
@@ -187,13 +203,6 @@ class Node:
             stable_repr(key_values),
             stable_repr(self.window),
         )
-
-    @property
-    def node_id(self) -> str:
-        """Content id; inside a pipeline it uses upstream ids and the effective settings."""
-        if self._node_id is not None:
-            return self._node_id
-        return self.compute_id(self.upstreams, self.stream_settings)
 
     @property
     def intervals(self) -> list[IntervalEnum]:
@@ -218,16 +227,20 @@ class Node:
     # -- description ----------------------------------------------------------------------
     def to_definition(self) -> dict[str, Any]:
         """Plain JSON-compatible description (the function is not serialised)."""
+        return self.definition(self)
+
+    def definition(self, seen: Any) -> dict[str, Any]:
+        """The description with ``seen``'s node id and settings (this node, or a view)."""
         return NodeDefinition(
             name=self.name,
-            node_id=self.node_id,
+            node_id=seen.node_id,
             type=self.kind,
             tags=list(self.tags),
             upstreams=list(self.upstreams),
             key_params=list(self.key_params),
             params={key: _jsonable(value) for key, value in self.params.items()},
             window=self.window if type(self.window) is int else None,
-            stream_settings=self.stream_settings,
+            stream_settings=seen.stream_settings,
         ).model_dump(mode="json", exclude_none=True)
 
     def __repr__(self) -> str:
@@ -338,7 +351,7 @@ class SourceNode(Node):
         #: Seconds a bucket stays open after the highest event time seen (streaming); events
         #: for a bucket already closed are counted late and dropped.
         self.allowed_lateness = allowed_lateness
-        super().__init__(name, _latest_of(name, self.source), **kwargs)
+        super().__init__(name, latest_of(name, self.source), **kwargs)
 
     def fingerprint(self) -> str:
         """What feeds the source: a callable's code, or the data's content.
@@ -357,32 +370,7 @@ class SourceNode(Node):
         return stable_repr(source)
 
 
-def _latest_of(name: str, source: Any) -> Callable[[], Any]:
-    """The one-shot form of a source: call it, ask a processor for its latest value, or take
-    the last item of an iterable."""
-    if callable(source) and not hasattr(source, "events"):
-        return cast("Callable[[], Any]", source)
-    for method in ("latest", "fetch"):  # fetch(): the earlier SDK's source processors
-        read = getattr(source, method, None)
-        if callable(read):
-            return cast("Callable[[], Any]", read)
-
-    def last_item() -> Any:
-        items = source.events() if hasattr(source, "events") else source
-        last: Any = _NOTHING
-        for last in items:  # noqa: B007 — the last item is the latest value
-            pass
-        if last is _NOTHING:
-            raise MissingInputError(f"Source '{name}' produced no value")
-        return last[1] if isinstance(last, tuple) and len(last) == 2 else last
-
-    return last_item
-
-
-_NOTHING = object()
-
-
-class QueryNode:
+class QueryNode(Member):
     """A node whose value is ``{matched_name: value}`` for every node whose tags match.
 
     ``match_mode="all"`` (default) needs every tag, ``"any"`` at least one; tags compare as exact
@@ -400,6 +388,16 @@ class QueryNode:
     """
 
     kind = "query"
+    #: The matches, settings and id in the pipeline this query was last added to, once built.
+    upstreams = SeenInPipeline(
+        lambda p, name: p.upstreams_of(name),
+        lambda query: list(query.declared_upstreams),
+        lambda query, value: setattr(query, "declared_upstreams", list(value)),
+    )
+    stream_settings = SeenInPipeline(
+        lambda p, name: p.settings_of(name), lambda query: query.declared_stream_settings
+    )
+    node_id = SeenInPipeline(lambda p, name: p.node_id_of(name), lambda query: query.own_id())
 
     def __init__(
         self,
@@ -458,10 +456,8 @@ class QueryNode:
         self.result_selectors: list[QueryNodeResultSelector] = as_selectors(
             result_selectors, f"QueryNode '{name}'"
         ) + as_selectors(None if result_selector is None else [result_selector], name)
-        self.upstreams: list[str] = []  # filled with the matches when the pipeline is built
-        self.stream_settings: NodeStreamSettings | None = None
+        self.declared_upstreams: list[str] = []
         self.window = None
-        self._node_id: str | None = None
 
     def matches(self, node: Node) -> bool:
         """Whether ``node`` satisfies the tags and the interval/period filter (one entry)."""
@@ -490,10 +486,8 @@ class QueryNode:
         """Names of the matched nodes (known once the pipeline is built)."""
         return list(self.upstreams)
 
-    @property
-    def node_id(self) -> str:
-        if self._node_id is not None:
-            return self._node_id
+    def own_id(self) -> str:
+        """The id of the query's criteria alone (outside a built pipeline)."""
         return content_id(
             self.kind,
             ",".join(self.query_tags),
@@ -504,14 +498,18 @@ class QueryNode:
 
     def to_definition(self) -> dict[str, Any]:
         """Plain JSON-compatible description (``fn`` is not serialised)."""
+        return self.definition(self)
+
+    def definition(self, seen: Any) -> dict[str, Any]:
+        """The description with ``seen``'s node id and matches (this query, or a view)."""
         return QueryNodeDefinition(
             name=self.name,
-            node_id=self.node_id,
+            node_id=seen.node_id,
             query_tags=list(self.query_tags),
             match_mode=self.match_mode,
             interval=self.interval,
             period=self.period,
-            matches=list(self.upstreams),
+            matches=list(seen.upstreams),
             result_selectors=list(self.result_selectors),
             upstreams=self.candidates,
             stream_settings=self.declared_stream_settings,

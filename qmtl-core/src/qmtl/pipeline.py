@@ -7,9 +7,11 @@ upstreams, cycles, interval coverage and unbindable functions fail there, naming
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from datetime import timedelta
 from typing import Any, Never
 
+from qmtl.buckets import BucketOffset, parse_offset
 from qmtl.engine import Engine, check_inputs, check_run_options
 from qmtl.errors import (
     ConfigurationError,
@@ -17,7 +19,9 @@ from qmtl.errors import (
     IntervalError,
     ModelValidationError,
     PipelineValidationError,
+    QmtlError,
 )
+from qmtl.members import Members, raw_members
 from qmtl.models import (
     IntervalEnum,
     IntervalSettings,
@@ -41,63 +45,6 @@ from qmtl.runtime import Resolver
 from qmtl.settings import QmtlSettings
 from qmtl.state import SeriesKey, StateBackend, naming
 from qmtl.streaming import OutputEvent, RunSummary
-
-
-class _Members(dict[str, Any]):
-    """A name → node mapping that tells its pipeline when it changes (direct assignment is
-    supported and validated when the pipeline is built), and keeps ``index`` (the pipeline's
-    tag index) up to date with every change."""
-
-    def __init__(self, changed: Callable[[], None], index: TagIndex | None = None) -> None:
-        super().__init__()
-        self._changed = changed
-        self._index = index
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        super().__setitem__(key, value)
-        if self._index is not None and isinstance(value, Node):
-            self._index.set(key, value)
-        self._changed()
-
-    def __delitem__(self, key: str) -> None:
-        super().__delitem__(key)
-        if self._index is not None:
-            self._index.remove(key)
-        self._changed()
-
-    def pop(self, *args: Any) -> Any:
-        if self._index is not None and args and args[0] in self:
-            self._index.remove(args[0])
-        self._changed()
-        return super().pop(*args)
-
-    def popitem(self) -> tuple[str, Any]:
-        key, value = super().popitem()
-        if self._index is not None:
-            self._index.remove(key)
-        self._changed()
-        return key, value
-
-    def clear(self) -> None:
-        super().clear()
-        if self._index is not None:
-            self._index.clear()
-        self._changed()
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        for key, value in dict(*args, **kwargs).items():
-            self[key] = value
-        self._changed()
-
-    def __ior__(self, other: Any) -> _Members:  # type: ignore[override,misc]
-        self.update(other)
-        return self
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        if key not in self:
-            self[key] = default
-        self._changed()
-        return self[key]
 
 
 def _defaults(
@@ -137,6 +84,7 @@ class Pipeline:
         *,
         settings: QmtlSettings | None = None,
         tags: Iterable[str] | None = None,
+        bucket_offset: str | timedelta | int | None = None,
         keep_history: bool = False,
         **metadata: Any,
     ) -> None:
@@ -146,14 +94,19 @@ class Pipeline:
             )
         self.name = name
         self.default_intervals = _defaults(name, default_intervals)
+        self._offset: BucketOffset | None = None
+        self.bucket_offset = bucket_offset
         self.metadata = metadata
         self.tags: list[str] = list(tags or ())
         self._keep_history = _flag(name, "keep_history", keep_history)
-        #: The tag and interval-entry index query nodes are resolved with (kept up to date as
-        #: ``nodes`` changes; see :mod:`qmtl.queries`).
+        #: The tag and interval-entry index query nodes are resolved with, kept up to date as
+        #: ``nodes`` changes (see :mod:`qmtl.queries`).
         self.tag_index = TagIndex()
-        self.nodes: dict[str, Node] = _Members(self._changed, self.tag_index)
-        self.query_nodes: dict[str, QueryNode] = _Members(self._changed)
+        #: name -> node; reading gives this pipeline's view of it (see :mod:`qmtl.members`)
+        self.nodes: MutableMapping[str, Node] = Members(
+            self, self._changed, on_set=self._indexed, on_delete=self.tag_index.remove
+        )
+        self.query_nodes: MutableMapping[str, QueryNode] = Members(self, self._changed)
         self._plan: ExecutionPlan | None = None
         self._resolver = Resolver(settings)
         self._last_state: StateBackend | None = None
@@ -175,8 +128,39 @@ class Pipeline:
     def _changed(self) -> None:
         self._plan = None
 
+    def _indexed(self, name: str, node: Any) -> None:
+        """Index a node as it is added, with the settings the build will find for it (merges
+        are remembered per settings object, so the build sees the same object)."""
+        if not isinstance(node, Node):
+            return  # refused when the pipeline is built
+        try:
+            settings = merge_settings(name, node.declared_stream_settings, self.default_intervals)
+        except QmtlError:  # the build reports it; until then the node is indexed without
+            settings = None
+        self.tag_index.set(name, node, settings)
+
+    @property
+    def bucket_offset(self) -> BucketOffset | None:
+        """Where ``1d``/``1w`` buckets end (:mod:`qmtl.buckets`): set a duration such as
+        ``"-8h"`` (days end at 16:00 UTC) or a time zone and session close such as
+        ``"America/New_York 16:00"`` (daylight saving included); ``None``: UTC midnight, and
+        weeks from Monday."""
+        return self._offset
+
+    @bucket_offset.setter
+    def bucket_offset(self, value: str | timedelta | int | None) -> None:
+        try:
+            self._offset = parse_offset(value, f"Pipeline '{self.name}'")
+        except ValueError as error:
+            raise PipelineValidationError(str(error)) from None
+        self._plan = None
+
     def add_node(self, node: Node) -> Node:
-        """Add ``node`` and merge the pipeline defaults into its effective settings."""
+        """Add ``node`` (checking that its settings merge with the pipeline defaults).
+
+        The node is not changed: its effective settings, node id and history here are this
+        pipeline's (``pipeline.nodes[name]``); ``node.stream_settings`` shows the ones of the
+        pipeline it was last added to, as the seed document reads them."""
         if not isinstance(node, Node):
             raise PipelineValidationError(
                 f"add_node takes a Node, got {type(node).__name__}; use add_query_node for queries"
@@ -185,9 +169,7 @@ class Pipeline:
             raise DuplicateNodeError(
                 f"Pipeline '{self.name}' already has a node named '{node.name}'; rename one"
             )
-        node.stream_settings = merge_settings(
-            node.name, node.declared_stream_settings, self.default_intervals
-        )
+        merge_settings(node.name, node.declared_stream_settings, self.default_intervals)
         self.nodes[node.name] = node
         return node
 
@@ -204,6 +186,37 @@ class Pipeline:
             )
         self.query_nodes[query.name] = query
         return query.name
+
+    # -- what differs from one pipeline to another (qmtl.members.Home) ---------------------
+    def settings_of(self, name: str) -> NodeStreamSettings | None:
+        """Effective stream settings of member ``name`` in this pipeline."""
+        plan = self._plan
+        if plan is not None and name in plan.by_name:
+            return plan.by_name[name].settings
+        if name in self.query_nodes:
+            return self.build().node(name).settings
+        node = raw_members(self.nodes)[name]
+        return merge_settings(name, node.declared_stream_settings, self.default_intervals)
+
+    def node_id_of(self, name: str) -> str:
+        """Node id of member ``name`` in this pipeline (builds it)."""
+        return self.build().node(name).node_id
+
+    def upstreams_of(self, name: str) -> list[str]:
+        """Upstreams of member ``name`` in this pipeline (a query's matches; builds it)."""
+        return list(self.build().node(name).upstreams)
+
+    def holds(self, member: object) -> bool:
+        """Whether ``member`` itself is one of this pipeline's nodes or query nodes."""
+        name = getattr(member, "name", None)
+        return any(
+            raw_members(members).get(name) is member  # type: ignore[arg-type]
+            for members in (self.nodes, self.query_nodes)
+        )
+
+    def known(self, name: str) -> bool:
+        """Whether this pipeline is built (its members' ids and matches are at hand)."""
+        return self._plan is not None
 
     def get_node(self, name: str) -> Node | QueryNode | None:
         """The node or query node called ``name``, or ``None``."""
@@ -571,8 +584,8 @@ class Pipeline:
     def to_definition(self) -> dict[str, Any]:
         """Plain JSON-compatible description; validates the pipeline first."""
         plan = self.build()
-        nodes = [n.node.to_definition() for n in plan.nodes if n.kind != "query"]
-        queries = [n.node.to_definition() for n in plan.nodes if n.kind == "query"]
+        nodes = [n.node.definition(plan.view(n.name)) for n in plan.nodes if n.kind != "query"]
+        queries = [n.node.definition(plan.view(n.name)) for n in plan.nodes if n.kind == "query"]
         return PipelineDefinition(
             name=self.name,
             type=self.type,
@@ -580,6 +593,7 @@ class Pipeline:
             nodes=nodes,
             query_nodes=queries,
             default_intervals=self.default_intervals,
+            bucket_offset=self._offset.text if self._offset else None,
             metadata={key: _plain(value) for key, value in self.metadata.items()},
         ).model_dump(mode="json", exclude_none=True)
 

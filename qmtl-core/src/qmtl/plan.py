@@ -13,8 +13,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from operator import itemgetter
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
+from qmtl.buckets import NO_OFFSET, BucketOffset, Calendar
 from qmtl.calls import Invoker, positional_call
 from qmtl.errors import (
     CycleError,
@@ -26,6 +27,7 @@ from qmtl.errors import (
     UnknownUpstreamError,
 )
 from qmtl.identity import IdentityMemo
+from qmtl.members import FactTable, NodeView, PlanFacts, raw_members
 from qmtl.models import IntervalEnum, IntervalSettings, NodeStreamSettings
 from qmtl.node import Node, QueryNode
 from qmtl.queries import query_id, query_invoker, resolve_queries
@@ -43,6 +45,8 @@ class PipelineParts(Protocol):
     def query_nodes(self) -> Mapping[str, Any]: ...
     @property
     def default_intervals(self) -> NodeStreamSettings | None: ...
+    @property
+    def bucket_offset(self) -> BucketOffset | None: ...
 
 
 #: Settings a node gets when neither it nor the pipeline names an interval.
@@ -111,6 +115,12 @@ class SeriesSpec:
     max_items: int | None
     ttl: int | None
     key: SeriesKey
+    #: where its buckets start and end (:mod:`qmtl.buckets`; the pipeline's bucket_offset)
+    calendar: Calendar
+
+    def bucket_end(self, ts: float) -> float:
+        """The end of the bucket holding ``ts`` (a one-shot run's timestamp)."""
+        return self.calendar.end(self.calendar.index(ts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +141,8 @@ class PlanNode:
     series: tuple[SeriesSpec, ...]
     window: int | bool | None
     tags: tuple[str, ...]
-    node: Node | QueryNode
+    node: Node | QueryNode  #: the user's object (never written to)
+    settings: NodeStreamSettings | None = None  #: effective stream settings in this pipeline
     call: Callable[..., Any] = field(init=False, repr=False, compare=False)
     #: ``gather(values)``: the upstream values (tuple) out of a plan-indexed list, for two or
     #: more upstreams (``None`` otherwise).
@@ -173,7 +184,7 @@ class SeriesColumns:
     seconds: tuple[int, ...]
     owners: tuple[int, ...]
     starts: tuple[int, ...]
-    distinct_seconds: tuple[int, ...]
+    distinct_specs: tuple[SeriesSpec, ...]  #: one series spec per interval length
     one_per_node: bool  #: every node keeps exactly one series
 
 
@@ -201,7 +212,7 @@ class ExecutionPlan:
             seconds=tuple(spec.seconds for _, spec in specs),
             owners=tuple(index for index, _ in specs),
             starts=tuple(starts),
-            distinct_seconds=tuple(dict.fromkeys(spec.seconds for _, spec in specs)),
+            distinct_specs=tuple({spec.seconds: spec for _, spec in specs}.values()),
             one_per_node=all(len(n.series) == 1 for n in self.nodes),
         )
 
@@ -218,6 +229,11 @@ class ExecutionPlan:
     def sources(self) -> tuple[PlanNode, ...]:
         """Nodes without upstreams."""
         return tuple(n for n in self.nodes if not n.upstreams)
+
+    def view(self, name: str) -> Any:
+        """The node called ``name`` as this plan sees it (settings, node id, matches): a
+        :class:`~qmtl.members.NodeView`, what selectors and definitions read."""
+        return NodeView(self.node(name).node, PlanFacts(self.by_name))
 
     def downstream(self) -> dict[str, list[str]]:
         """Name → names of the nodes that read it, in plan order."""
@@ -287,7 +303,9 @@ def _find_cycle(waiting: Mapping[str, int], upstreams: Mapping[str, Sequence[str
 
 
 def compile_pipeline(pipeline: PipelineParts) -> ExecutionPlan:
-    """Validate ``pipeline`` completely and return its plan.
+    """Validate ``pipeline`` completely and return its plan. Nothing is written into the
+    pipeline's nodes: what depends on the pipeline (effective settings, ids, matches) is the
+    plan's.
 
     The cyclic garbage collector is paused while the plan is built: a build allocates tens of
     thousands of long-lived objects and nothing cyclic to collect, and a collection pass per few
@@ -304,7 +322,7 @@ def compile_pipeline(pipeline: PipelineParts) -> ExecutionPlan:
 
 def _compile(pipeline: PipelineParts) -> ExecutionPlan:
     nodes: dict[str, Node] = {}
-    for key, node in pipeline.nodes.items():
+    for key, node in raw_members(pipeline.nodes).items():
         if not isinstance(node, Node):
             raise PipelineValidationError(
                 f"pipeline.nodes['{key}'] is {type(node).__name__}, not a Node"
@@ -315,7 +333,7 @@ def _compile(pipeline: PipelineParts) -> ExecutionPlan:
             )
         nodes[key] = node
     queries: dict[str, QueryNode] = {}
-    for key, query in pipeline.query_nodes.items():
+    for key, query in raw_members(pipeline.query_nodes).items():
         if not isinstance(query, QueryNode):
             raise PipelineValidationError(
                 f"pipeline.query_nodes['{key}'] is {type(query).__name__}, not a QueryNode; "
@@ -336,14 +354,13 @@ def _compile(pipeline: PipelineParts) -> ExecutionPlan:
         queries[key] = query
 
     defaults = pipeline.default_intervals
+    offset = pipeline.bucket_offset
     effective = {
         name: merge_settings(name, n.declared_stream_settings, defaults)
         for name, n in nodes.items()
     }
-    for name, node in nodes.items():
-        node.stream_settings = effective[name]
 
-    matches = resolve_queries(nodes, queries, getattr(pipeline, "tag_index", None))
+    matches = resolve_queries(nodes, queries, effective, getattr(pipeline, "tag_index", None))
     upstreams: dict[str, list[str]] = {name: list(n.upstreams) for name, n in nodes.items()}
     upstreams.update(matches)
     names = [*nodes, *queries]
@@ -364,7 +381,10 @@ def _compile(pipeline: PipelineParts) -> ExecutionPlan:
     _check_interval_coverage(order, upstreams, effective, queries)
 
     position = {name: i for i, name in enumerate(order)}
+    zone = offset or NO_OFFSET
+    calendars: dict[int, Calendar] = {}
     ids: dict[str, str] = {}
+    facts = FactTable(effective, ids, upstreams)  # what selectors see of the matches
     owners: dict[str, str] = {}
     plan_nodes: list[PlanNode] = []
     tags: tuple[str, ...]
@@ -372,28 +392,33 @@ def _compile(pipeline: PipelineParts) -> ExecutionPlan:
         settings = effective[name]
         if name in queries:
             query = queries[name]
-            query.upstreams = list(upstreams[name])
-            query.stream_settings = settings
-            node_id = query._node_id = query_id(query, [ids[u] for u in upstreams[name]])
-            matched = [nodes[u] for u in upstreams[name]]
+            node_id = query_id(query, [ids[u] for u in upstreams[name]])
+            matched = [cast("Node", NodeView(nodes[u], facts)) for u in upstreams[name]]
             invoke, kind, tags, window = query_invoker(query, matched), "query", (), None
             obj: Node | QueryNode = query
         else:
             node = nodes[name]
-            node_id = node._node_id = node.compute_id([ids[u] for u in node.upstreams], settings)
+            node_id = node.compute_id([ids[u] for u in node.upstreams], settings)
             invoke, kind, tags, window = node.invoker(), node.kind, tuple(node.tags), node.window
             obj = node
         if node_id in owners:
             raise PipelineValidationError(
                 f"Nodes '{owners[node_id]}' and '{name}' have the same node id: they compute the "
                 "same thing, so their histories would be one series. Remove one, or make them "
-                "differ in a key param (key_params=[...]) or in the values their functions use"
+                "differ in a key param (key_params=[...]) or in the values their functions use "
+                "(a source object: in its attributes, or in what its __qmtl_key__() returns)"
             )
         owners[node_id] = name
         ids[name] = node_id
         series = tuple(
             SeriesSpec(
-                interval, seconds, period, max_items, ttl, SeriesKey(pipeline.name, node_id, value)
+                interval,
+                seconds,
+                period,
+                max_items,
+                ttl,
+                SeriesKey(pipeline.name, node_id, value),
+                calendars.get(seconds) or calendars.setdefault(seconds, zone.calendar(seconds)),
             )
             for interval, value, seconds, period, max_items, ttl in _series_of(settings)
         )
@@ -410,6 +435,7 @@ def _compile(pipeline: PipelineParts) -> ExecutionPlan:
                 window=window,
                 tags=tags,
                 node=obj,
+                settings=settings,
             )
         )
     return ExecutionPlan(pipeline.name, tuple(plan_nodes), {n.name: n for n in plan_nodes})

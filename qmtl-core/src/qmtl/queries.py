@@ -2,17 +2,18 @@
 
 A pipeline keeps a :class:`TagIndex` of its nodes as they are added, replaced or removed
 (``add_node``, ``pipeline.nodes[name] = node``, ``del``, ``pop``, ...): tag → positions of the
-nodes carrying it, and ``(interval, period)`` entry → positions. :func:`resolve_queries` then
-answers every query with set operations on the index. Before answering, the index checks every
-node is still the one it indexed, with the same tags and settings (an identity and a list
-comparison per node), and re-reads any that changed, so a node whose ``tags`` list was edited in
-place, or a mapping replaced behind the pipeline's back, still resolves correctly.
+nodes carrying it, and ``(interval, period)`` entry of their effective settings → positions.
+:func:`resolve_queries` then answers every query with set operations on the index. Before
+answering, the index checks every node is still the one it indexed, with the same tags and
+settings (an identity and a list comparison per node), and re-reads any that changed, so a node
+whose ``tags`` list was edited in place, or a mapping replaced behind the pipeline's back, still
+resolves correctly.
 """
 
 from __future__ import annotations
 
 from bisect import insort
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from qmtl.calls import Invoker
@@ -22,6 +23,8 @@ from qmtl.node import Node, QueryNode
 from qmtl.selectors import is_deterministic, query_value, select
 
 EntryKey = tuple[IntervalEnum | None, int | None]
+#: name -> a node's effective settings
+Settings = Callable[[str], NodeStreamSettings | None]
 
 
 class TagIndex:
@@ -37,8 +40,9 @@ class TagIndex:
         self.entries: dict[EntryKey, set[int]] = {}  #: (interval, period) and partial keys
 
     # -- maintenance ----------------------------------------------------------------------
-    def set(self, name: str, node: Node) -> None:
-        """Index ``node`` under ``name`` (a new name goes last, a known one keeps its place)."""
+    def set(self, name: str, node: Node, settings: NodeStreamSettings | None) -> None:
+        """Index ``node`` under ``name`` with its effective ``settings`` (a new name goes last,
+        a known one keeps its place)."""
         found = self._held.get(name)
         if found is None:
             position = len(self._names)
@@ -47,7 +51,6 @@ class TagIndex:
             position = found[3]
             self._unindex(found)
         tags = list(node.tags)
-        settings = node.stream_settings
         self._held[name] = (node, tags, settings, position)
         indexed, sets = self.tags, self.tag_sets
         for tag in dict.fromkeys(tags) if len(tags) > 1 else tags:  # a repeated tag counts once
@@ -90,31 +93,28 @@ class TagIndex:
         for key in _entry_keys(settings):
             self.entries[key].discard(position)
 
-    def sync(self, nodes: Mapping[str, Node]) -> None:
-        """Make the index describe ``nodes`` exactly, in their order (see the module
-        docstring)."""
+    def sync(self, nodes: Mapping[str, Node], settings: Settings) -> None:
+        """Make the index describe ``nodes`` with their effective ``settings`` exactly, in their
+        order (see the module docstring)."""
         held = self._held
         if len(held) != len(nodes):
-            self._rebuild(nodes)
+            self._rebuild(nodes, settings)
             return
         previous = -1
         for name, node in nodes.items():
             found = held.get(name)
             if found is None or found[3] < previous:
-                self._rebuild(nodes)  # a name it never saw, or another order
+                self._rebuild(nodes, settings)  # a name it never saw, or another order
                 return
             previous = found[3]
-            if (
-                found[0] is not node
-                or found[2] is not node.stream_settings
-                or found[1] != node.tags
-            ):
-                self.set(name, node)
+            effective = settings(name)
+            if found[0] is not node or found[2] is not effective or found[1] != node.tags:
+                self.set(name, node, effective)
 
-    def _rebuild(self, nodes: Mapping[str, Node]) -> None:
+    def _rebuild(self, nodes: Mapping[str, Node], settings: Settings) -> None:
         self.clear()
         for name, node in nodes.items():
-            self.set(name, node)
+            self.set(name, node, settings(name))
 
     def name(self, position: int) -> str:
         found = self._names[position]
@@ -142,10 +142,12 @@ _KEYS = IdentityMemo()
 def resolve_queries(
     nodes: Mapping[str, Node],
     queries: Mapping[str, QueryNode],
+    settings: Mapping[str, NodeStreamSettings | None] | None = None,
     index: TagIndex | None = None,
 ) -> dict[str, list[str]]:
     """Matched node names of each query, in pipeline order, found through ``index`` (a
     pipeline's own, kept up to date; one is built for ``nodes`` when none is given).
+    ``settings`` are the nodes' effective settings (default: each node's own).
 
     Each query's candidates are set intersections (``all``) or unions (``any``) of its tags'
     positions, intersected with the positions whose settings have an entry with the query's
@@ -155,7 +157,10 @@ def resolve_queries(
         return {}
     if index is None:
         index = TagIndex()
-    index.sync(nodes)
+    if settings is not None:
+        index.sync(nodes, settings.__getitem__)
+    else:
+        index.sync(nodes, lambda name: nodes[name].stream_settings)
     name, tag_sets, entries = index.name, index.tag_sets, index.entries
     empty: set[int] = set()
     result: dict[str, list[str]] = {}

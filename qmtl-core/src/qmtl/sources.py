@@ -1,19 +1,27 @@
 """Where source nodes get their events, and how an in-process engine orders them.
 
-A source yields events ``(ts, value)``: ``ts`` is event time in epoch seconds (int or float; a
-:class:`datetime.datetime` is converted, a naive one read as UTC). What a ``SourceNode``'s
-``source`` may be, in streaming:
+A source yields events ``(ts, value)`` (SPEC §5.2a). ``ts`` is event time, given as
+
+- a real number of epoch seconds: Python or numpy ints and floats alike (what pandas hands
+  out), from year 1 up to year 3000. A number past the year 3000 is almost surely epoch
+  milliseconds, microseconds or nanoseconds: it is a :class:`~qmtl.errors.SourceError` that
+  names the source and the unit it looks like, never a date in the year 57,961;
+- a :class:`datetime.datetime` (a ``pandas.Timestamp`` is one), naive meaning UTC; a
+  :class:`datetime.date` is its midnight UTC; a ``numpy.datetime64`` is read as UTC;
+- an ISO 8601 string (``"2024-03-08T21:00:00Z"``, naive meaning UTC).
+
+An event is a 2-tuple or a 2-item list ``[ts, value]``. What a ``SourceNode``'s ``source`` may
+be, in streaming:
 
 - a :class:`SourceProcessor` (anything with ``events()``), e.g. :class:`FileSourceProcessor`;
-- an object with ``fetch()`` (the earlier SDK's source processors): read once per run, like a
-  callable;
-- an iterable or generator of ``(ts, value)`` pairs, or of plain values, which are stamped with
-  the wall-clock time they are read (ingestion time, for live feeds; give ``ts`` for
-  backtests). A value that is itself a 2-tuple with a number first must be wrapped as
+- an iterable or generator of events. Every item must be an event: an item that is not (a bare
+  value, a 3-tuple, a time that cannot be read) is an error naming the source and the item,
+  never stamped with the wall clock. A value that is itself a pair is given as
   ``(ts, (a, b))``;
-- a callable: called once per run; if it returns an iterable (not a string or mapping), that is
-  the event stream (so ``source=lambda: my_generator()`` restarts on every run), otherwise
-  the result is one event stamped now.
+- a callable, or a seed-style object with ``fetch()``: called once per run; if it returns an
+  iterable (not a string or mapping), that is the event stream (so
+  ``source=lambda: my_generator()`` restarts on every run), otherwise the result is one live
+  value, stamped with the time it was read. Only such live results are stamped.
 
 A generator object can be consumed once only; pass a list, a processor or a callable to run a
 pipeline more than once.
@@ -22,6 +30,9 @@ A live feed closes buckets by wall clock by yielding :class:`Watermark` ``(ts)``
 nothing new (e.g. ``Watermark(time.time())`` on an idle tick): the source's watermark moves to
 ``ts`` as if an event had been seen, so its open buckets before ``ts - allowed_lateness`` become
 final and later events for them are counted late.
+
+Every engine reads sources through :func:`source_events` / :func:`merged_events` (the Kafka
+engine publishes what they yield), so event times are read the same way everywhere.
 """
 
 from __future__ import annotations
@@ -29,18 +40,41 @@ from __future__ import annotations
 import csv
 import heapq
 import math
+import numbers
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, cast
 
-from qmtl.errors import QmtlError, SourceError, SourceExecutionError
-
-if TYPE_CHECKING:
-    from qmtl.plan import ExecutionPlan
+from qmtl.errors import MissingInputError, QmtlError, SourceError, SourceExecutionError
 
 Event = tuple[float, Any]
+
+
+class _PlanNode(Protocol):
+    """What :func:`merged_events` reads of a plan node (:class:`qmtl.plan.PlanNode`)."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def upstreams(self) -> tuple[str, ...]: ...
+    @property
+    def node(self) -> Any: ...
+
+
+class _Plan(Protocol):
+    """What this module reads of a plan (:class:`qmtl.plan.ExecutionPlan`)."""
+
+    @property
+    def pipeline(self) -> str: ...
+    @property
+    def nodes(self) -> tuple[_PlanNode, ...]: ...
 
 
 class Watermark:
@@ -68,73 +102,163 @@ class SourceProcessor:
     """
 
 
+#: Event times must lie in [year 1, year 3000) as epoch seconds (SPEC §5.2a).
+EARLIEST = -62_135_596_800  # 0001-01-01T00:00:00Z
+LATEST = 32_503_680_000  # 3000-01-01T00:00:00Z
+_UNITS = (("milliseconds", 1e3), ("microseconds", 1e6), ("nanoseconds", 1e9))
+
+
 def to_timestamp(ts: Any, where: str) -> float:
-    """Epoch seconds of ``ts`` (a real number or a datetime); :class:`SourceError` otherwise."""
-    if isinstance(ts, int | float) and not isinstance(ts, bool):
-        if not math.isfinite(ts):
-            raise SourceError(f"{where}: event time {ts!r} is not a finite number")
-        return ts
+    """Epoch seconds of an event time (see the module docstring); :class:`SourceError`, naming
+    ``where``, for anything else."""
+    kind = type(ts)
+    if kind is float or kind is int:
+        if EARLIEST <= ts < LATEST:
+            return ts  # type: ignore[no-any-return]
+        raise SourceError(f"{where}: {_out_of_range(ts)}")
     if isinstance(ts, datetime):
         aware = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts
-        return aware.timestamp()
-    raise SourceError(f"{where}: event time {ts!r} is not epoch seconds or a datetime")
-
-
-def _is_pair(item: Any) -> bool:
-    return (
-        type(item) is tuple
-        and len(item) == 2
-        and (isinstance(item[0], int | float | datetime) and not isinstance(item[0], bool))
+        try:
+            return aware.timestamp()
+        except ValueError:  # pandas.NaT is a datetime without a time
+            raise SourceError(f"{where}: event time {_show(ts)} is not a time") from None
+    if isinstance(ts, date):
+        return datetime(ts.year, ts.month, ts.day, tzinfo=UTC).timestamp()
+    if isinstance(ts, str):
+        return _iso(ts, where)
+    if isinstance(ts, numbers.Real) and kind is not bool:
+        # numpy's ints and floats, Fraction, ...
+        number = int(ts) if isinstance(ts, numbers.Integral) else float(ts)
+        return to_timestamp(number, where)
+    if kind.__name__ == "datetime64":
+        return _datetime64(ts, where)
+    raise SourceError(
+        f"{where}: event time {_show(ts)} is not epoch seconds, a datetime or an ISO 8601 string"
     )
 
 
-def _normalise(items: Iterable[Any], name: str, clock: Callable[[], float]) -> Iterator[Event]:
+def _out_of_range(ts: float) -> str:
+    if not math.isfinite(ts):
+        return f"event time {ts!r} is not a finite number"
+    side = "after the year 3000" if ts > 0 else "before the year 1"
+    for unit, factor in _UNITS:
+        if EARLIEST <= ts / factor < LATEST:
+            return (
+                f"event time {ts!r} is {side} as epoch seconds; it looks like epoch {unit}: "
+                f"divide by {factor:.0f} (or pass datetimes)"
+            )
+    return f"event time {ts!r} is {side} as epoch seconds; give epoch seconds"
+
+
+def _iso(text: str, where: str) -> float:
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise SourceError(
+            f"{where}: event time {_show(text)} is not an ISO 8601 time such as "
+            "'2024-03-08T21:00:00Z'; give ISO 8601, epoch seconds or a datetime"
+        ) from None
+    return to_timestamp(moment, where)
+
+
+def _datetime64(ts: Any, where: str) -> float:
+    numpy = sys.modules["numpy"]  # imported: one of its values is here
+    if numpy.isnat(ts):
+        raise SourceError(f"{where}: event time NaT is not a time")
+    return to_timestamp(float(ts.astype("datetime64[ns]").astype(numpy.int64)) / 1e9, where)
+
+
+def _show(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def as_event(item: Any, where: str) -> Event:
+    """``item`` as ``(epoch seconds, value)``: a 2-tuple or 2-item list whose first item is an
+    event time; :class:`SourceError` naming ``where`` and the item otherwise."""
+    if not isinstance(item, tuple | list) or len(item) != 2:
+        raise SourceError(
+            f"{where}: item {_show(item)} is not a (ts, value) pair. A list or generator "
+            "source yields (ts, value) pairs, ts in epoch seconds, a datetime or an ISO 8601 "
+            "string (wrap a value that is itself a pair as (ts, (a, b))); only the single "
+            "result of a callable or fetch() is stamped with the time it is read"
+        )
+    try:
+        return to_timestamp(item[0], where), item[1]
+    except SourceError as error:
+        raise SourceError(f"{error} (item {_show(item)})") from None
+
+
+def _normalise(items: Iterable[Any], name: str) -> Iterator[Event]:
     where = f"source '{name}'"
     try:
         for item in items:
-            # The common case (a (float|int, value) tuple) is checked inline: this runs per event.
+            # The common case (a (float|int, value) tuple in range) is checked inline: this
+            # runs per event. NaN and infinities fail the range test; as_event reports them.
             if type(item) is tuple and len(item) == 2:
                 ts = item[0]
                 kind = type(ts)
-                if (kind is float or kind is int) and ts == ts and ts not in _INF:
+                if (kind is float or kind is int) and EARLIEST <= ts < LATEST:
                     yield item
                     continue
-                if _is_pair(item):
-                    yield to_timestamp(ts, where), item[1]
-                    continue
-            if type(item) is Watermark:
+            elif type(item) is Watermark:
                 yield item.ts, item
                 continue
-            yield clock(), item
+            yield as_event(item, where)
     except QmtlError:
         raise
     except Exception as error:  # the source's own code failed while producing an event
         raise SourceExecutionError(name, error) from error
 
 
-_INF = (math.inf, -math.inf)
-
-
 def source_events(
     source: Any, name: str, *, clock: Callable[[], float] = time.time
 ) -> Iterator[Event]:
-    """The events of a source, normalised to ``(ts, value)`` (see the module docstring)."""
+    """The events of a source, normalised to ``(ts, value)`` (see the module docstring);
+    ``clock`` stamps a callable's (or ``fetch()``'s) single live value."""
     if source is None:
         return iter(())
     if hasattr(source, "events") and callable(source.events):
-        return _normalise(_call(source.events, name), name, clock)
+        return _normalise(_call(source.events, name), name)
     fetch = getattr(source, "fetch", None)
     if callable(source) or callable(fetch):
         produced = _call(source if fetch is None or callable(source) else fetch, name)
         if _is_stream(produced):
-            return _normalise(produced, name, clock)
+            return _normalise(produced, name)
         return iter(((clock(), produced),))
     if _is_stream(source):
-        return _normalise(source, name, clock)
+        return _normalise(source, name)
     raise SourceError(
         f"source '{name}' is {type(source).__name__}; give an iterable of (ts, value) pairs, "
-        "a callable or a SourceProcessor"
+        "a callable, an object with fetch() or a SourceProcessor"
     )
+
+
+def latest_of(name: str, source: Any) -> Callable[[], Any]:
+    """The one-shot form of a source (what ``execute`` calls once): the callable itself, a
+    processor's ``latest()``, a seed-style ``fetch()``, or the value of the last event of an
+    iterable or ``events()`` (read by the rules of :func:`source_events`)."""
+    if callable(source) and not hasattr(source, "events"):
+        return cast("Callable[[], Any]", source)
+    for method in ("latest", "fetch"):
+        found = getattr(source, method, None)
+        if callable(found):
+            return cast("Callable[[], Any]", found)
+
+    def last_item() -> Any:
+        items = source.events() if hasattr(source, "events") else source
+        last: Any = _NOTHING
+        for item in items:  # the last event is the latest value
+            if type(item) is not Watermark:
+                last = item
+        if last is _NOTHING:
+            raise MissingInputError(f"Source '{name}' produced no value")
+        return as_event(last, f"source '{name}'")[1]
+
+    return last_item
+
+
+_NOTHING: Any = object()
 
 
 def _call(function: Callable[[], Any], name: str) -> Any:
@@ -151,7 +275,7 @@ def _is_stream(obj: Any) -> bool:
 
 
 def merged_events(
-    plan: ExecutionPlan,
+    plan: _Plan,
     *,
     sources: Mapping[str, Any] | None = None,
     events: Iterable[tuple[str, Any, Any]] | None = None,
@@ -189,7 +313,7 @@ def merged_events(
 
 
 def all_bounded(
-    plan: ExecutionPlan,
+    plan: _Plan,
     *,
     sources: Mapping[str, Any] | None = None,
     events: Iterable[tuple[str, Any, Any]] | None = None,
@@ -245,7 +369,7 @@ def _merge(streams: Sequence[tuple[int, Iterator[Event]]]) -> Iterator[tuple[int
 
 
 def _explicit(
-    plan: ExecutionPlan, index: Mapping[str, int], events: Iterable[tuple[str, Any, Any]]
+    plan: _Plan, index: Mapping[str, int], events: Iterable[tuple[str, Any, Any]]
 ) -> Iterator[tuple[int, float | None, Any]]:
     for name, ts, value in events:
         if name not in index:
@@ -356,11 +480,14 @@ def _csv_time(text: str | None, where: str) -> float:
         raise SourceError(f"{where}: the timestamp cell is empty")
     text = text.strip()
     try:
-        return to_timestamp(float(text), where)
+        number = float(text)
     except ValueError:
         pass
+    else:
+        if math.isfinite(number):
+            return to_timestamp(number, where)
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text)
     except ValueError:
         raise SourceError(
             f"{where}: cannot read timestamp {text!r}; use epoch seconds or ISO 8601"
@@ -380,11 +507,15 @@ def _cell(text: str) -> Any:
 
 
 __all__ = [
+    "EARLIEST",
+    "LATEST",
     "Event",
     "FileSourceProcessor",
     "SourceProcessor",
     "Watermark",
     "all_bounded",
+    "as_event",
+    "latest_of",
     "merged_events",
     "source_events",
     "to_timestamp",

@@ -56,7 +56,17 @@ InvokeHook = Callable[["PlanNode", Sequence[Any]], Any]
 class _Series:
     """One node's series at one interval, as the runner needs it on the hot path."""
 
-    __slots__ = ("count", "interval", "key", "max_items", "name", "readers", "seconds", "ttl")
+    __slots__ = (
+        "calendar",
+        "count",
+        "interval",
+        "key",
+        "max_items",
+        "name",
+        "readers",
+        "seconds",
+        "ttl",
+    )
 
     def __init__(self, node: PlanNode, k: int) -> None:
         spec = node.series[k]
@@ -64,6 +74,8 @@ class _Series:
         self.interval = spec.interval.value
         self.key = spec.key
         self.seconds = float(spec.seconds)  # bucket ends come out as floats
+        #: None for epoch multiples (the end is (b + 1) * seconds), else the interval's calendar
+        self.calendar = None if spec.calendar.aligned else spec.calendar
         self.max_items = spec.max_items
         self.ttl = spec.ttl
         self.count = 0
@@ -121,11 +133,13 @@ class StreamRunner:
             if not node.upstreams:
                 lateness = getattr(node.node, "allowed_lateness", None)
                 self.bucketers[node.index] = SourceBucketer(
-                    [s.seconds for s in node.series], lateness
+                    [s.seconds for s in node.series], lateness, [s.calendar for s in node.series]
                 )
                 continue
             for j, spec in enumerate(node.series):
-                aligner = NodeAligner(len(node.upstreams), spec.seconds, node.window_size(spec))
+                aligner = NodeAligner(
+                    len(node.upstreams), spec.seconds, node.window_size(spec), spec.calendar
+                )
                 self.aligners[node.index].append(aligner)
                 for pos, up in enumerate(node.upstream_index):
                     k = _series_at(nodes[up], spec.seconds, node.name)
@@ -267,24 +281,19 @@ class StreamRunner:
         if len(pending) <= _SMALL:  # a live event's few buckets: one write each is cheaper
             write = self._store
             for series, buckets in pending:
-                key, seconds, max_items, ttl = (
-                    series.key,
-                    series.seconds,
-                    series.max_items,
-                    series.ttl,
-                )
+                key, max_items, ttl = series.key, series.max_items, series.ttl
                 with naming(series.name, series.interval):
-                    for b, value in buckets:
-                        write(key, (b + 1) * seconds, value, max_items=max_items, ttl=ttl)
+                    for end, (_b, value) in zip(_ends(series, buckets), buckets, strict=True):
+                        write(key, end, value, max_items=max_items, ttl=ttl)
                 series.count += len(buckets)
         else:
             self._write_bulk(pending)
         on_output = self.on_output
         if on_output is not None:
             for series, buckets in pending:
-                name, interval, seconds = series.name, series.interval, series.seconds
-                for b, value in buckets:
-                    on_output(OutputEvent(name, interval, (b + 1) * seconds, value, b))
+                name, interval = series.name, series.interval
+                for end, (b, value) in zip(_ends(series, buckets), buckets, strict=True):
+                    on_output(OutputEvent(name, interval, end, value, b))
 
     def _write_bulk(self, pending: list[tuple[_Series, list[tuple[int, Any]]]]) -> None:
         keys: list[SeriesKey] = []
@@ -295,9 +304,8 @@ class StreamRunner:
         names: list[str] = []
         for series, buckets in pending:
             n = len(buckets)
-            seconds = series.seconds
             keys += [series.key] * n
-            stamps += [(b + 1) * seconds for b, _ in buckets]
+            stamps += _ends(series, buckets)
             values += [value for _, value in buckets]
             caps += [series.max_items] * n
             ttls += [series.ttl] * n
@@ -307,6 +315,16 @@ class StreamRunner:
             self._write(keys, stamps, values, caps, ttls)
         except StateBackendError as error:
             raise_named(self.state, error, names, keys, stamps, values, caps, ttls)
+
+
+def _ends(series: _Series, buckets: list[tuple[int, Any]]) -> list[float]:
+    """The bucket ends (state timestamps) of ``buckets`` of ``series``: ``(b + 1) * seconds``
+    on epoch multiples, else its calendar's."""
+    calendar = series.calendar
+    if calendar is None:
+        seconds = series.seconds
+        return [(b + 1) * seconds for b, _ in buckets]
+    return [calendar.end(b) for b, _ in buckets]
 
 
 def _series_at(upstream: PlanNode, seconds: int, reader: str) -> int:

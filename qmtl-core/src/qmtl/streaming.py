@@ -2,22 +2,28 @@
 
 Vocabulary. For an interval of ``seconds``, bucket ``b`` holds event times
 ``[b * seconds, (b + 1) * seconds)``; ``b = floor(ts / seconds)`` and the bucket's timestamp
-everywhere (state, outputs) is its end ``(b + 1) * seconds``. A series is *final through* ``f``
-when no bucket ``<= f`` can change any more; a watermark ``wm`` (epoch seconds) makes every
-bucket whose end is ``<= wm`` final (:func:`final_through`).
+everywhere (state, outputs) is its end ``(b + 1) * seconds``. That is the rule of every interval
+up to ``1d``; ``1w`` buckets start on Monday 00:00 UTC, and a pipeline's ``bucket_offset`` moves
+``1d``/``1w`` boundaries (a duration, or a time zone and session close with daylight saving):
+those intervals have a :class:`~qmtl.buckets.Calendar` (``index(ts)``, ``end(b)``,
+``through(wm)``; :mod:`qmtl.buckets` states the rule), which the objects below take per
+interval; epoch multiples are computed inline. A series is *final through* ``f`` when no bucket
+``<= f`` can change any more; a watermark ``wm`` (epoch seconds) makes every bucket whose end is
+``<= wm`` final (:func:`final_through`, :meth:`~qmtl.buckets.Calendar.through`).
 
 The objects:
 
 - :class:`SourceBucketer` turns one source's events into final buckets: a bucket's value is the
   last event in it (by ts, ties by arrival); the source's watermark is the highest ts seen minus
-  ``allowed_lateness``; an event whose bucket (at the source's finest interval) is already
-  final is *late*: counted and dropped, never merged. :meth:`SourceBucketer.flush` ends the
-  stream.
+  ``allowed_lateness``; an event before the end of a bucket that is already final (at any of
+  the source's intervals; with aligned calendars, the finest decides) is *late*: counted and
+  dropped, never merged. :meth:`SourceBucketer.flush` ends the stream.
 - :class:`NodeAligner` is one node at one interval: it receives its upstreams' final buckets
   and watermarks and returns the buckets that became computable, with their arguments (as-of
   join; ``window=N`` buffers with warm-up gating). Buckets come out in increasing order.
 - :class:`OutputEvent` (a final bucket: ``node``, ``interval``, ``ts`` = bucket end, ``value``,
-  ``bucket``) and :class:`RunSummary` (what a run did), shared by every engine.
+  ``bucket``) and :class:`RunSummary` (what a run did, from :mod:`qmtl.summary`), shared by
+  every engine.
 
 :mod:`qmtl.stream_runner` wires these objects over a whole :class:`~qmtl.plan.ExecutionPlan` in
 one process (the local and mock engines, and the oracle of :mod:`qmtl.testing`).
@@ -43,10 +49,13 @@ import math
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from itertools import compress, islice
 from operator import le, ne
 from typing import Any, NamedTuple
+
+from qmtl.buckets import Calendar, plain
+from qmtl.summary import NodeSummary as NodeSummary  # re-exported: engines import it here
+from qmtl.summary import RunSummary as RunSummary
 
 #: "Final through" of a stream that has ended: every bucket is final.
 END = math.inf
@@ -59,10 +68,9 @@ STATE_VERSION = 1
 
 
 def final_through(watermark: float, seconds: int) -> float:
-    """The last bucket index a watermark makes final (``-inf`` if none, ``END`` stays END)."""
-    if watermark == END or watermark == _NEVER:
-        return watermark
-    return int(watermark // seconds) - 1
+    """The last bucket index a watermark makes final (``-inf`` if none, ``END`` stays END), on
+    the interval's calendar without offset (epoch multiples; Monday weeks)."""
+    return plain(seconds).through(watermark)
 
 
 def _enc(x: float) -> Any:
@@ -88,7 +96,7 @@ class OutputEvent(NamedTuple):
     interval: str
     ts: float  #: the bucket end, epoch seconds
     value: Any
-    bucket: int  #: ``floor(event ts / interval seconds)``
+    bucket: int  #: the bucket's index: ``floor(event ts / interval seconds)`` on epoch multiples
 
 
 # -- sources --------------------------------------------------------------------------------
@@ -103,40 +111,73 @@ class SourceBucketer:
 
     __slots__ = (
         "_closes",
+        "_ends",
         "_finest",
         "_late_before",
         "_next",
+        "_rows",
+        "calendars",
         "events",
         "final",
         "late",
         "lateness",
         "open",
         "pairs",
+        "placed",
         "seconds",
         "watermark",
     )
 
-    def __init__(self, seconds: Sequence[int], allowed_lateness: float | None = None) -> None:
+    def __new__(
+        cls,
+        seconds: Sequence[int],
+        allowed_lateness: float | None = None,
+        calendars: Sequence[Calendar] | None = None,
+    ) -> SourceBucketer:
+        # intervals on a calendar take the subclass, so on_event stays the epoch-multiple loop
+        if cls is SourceBucketer and calendars and not all(c.aligned for c in calendars):
+            cls = _CalendarBucketer
+        return object.__new__(cls)
+
+    def __init__(
+        self,
+        seconds: Sequence[int],
+        allowed_lateness: float | None = None,
+        calendars: Sequence[Calendar] | None = None,
+    ) -> None:
         if not seconds:
             raise ValueError("a source needs at least one interval")
         self.seconds = tuple(int(s) for s in seconds)
+        #: each interval's calendar (default: no offset)
+        self.calendars = tuple(calendars or (plain(s) for s in self.seconds))
         self.lateness = float(allowed_lateness or 0.0)
         self.watermark = _NEVER  #: highest event ts seen
         self.final: list[float] = [_NEVER] * len(self.seconds)
         self.open: list[dict[int, tuple[float, Any]]] = [{} for _ in self.seconds]
-        self.pairs = tuple(zip(self.seconds, self.open, strict=True))
+        self._split()
         self.events = 0
         self.late = 0
-        self._finest = min(range(len(self.seconds)), key=self.seconds.__getitem__)
         self._bounds()
+
+    def _split(self) -> None:
+        # Epoch-multiple intervals are bucketed inline (pairs; calendar None in _rows), the
+        # others by their calendar (placed). With epoch multiples only, the finest interval's
+        # final bucket decides lateness; otherwise the latest final bucket end does.
+        table = tuple(zip(self.seconds, self.calendars, self.open, strict=True))
+        self._rows = tuple((s, None if c.aligned else c, o) for s, c, o in table)
+        self.pairs = tuple((s, o) for s, c, o in self._rows if c is None)
+        self.placed = tuple((c, o) for _s, c, o in self._rows if c is not None)
+        finest = min(range(len(self.seconds)), key=self.seconds.__getitem__)
+        self._finest = -1 if self.placed else finest
 
     def _bounds(self) -> None:
         # Per interval, the watermark that closes its next bucket; an event before
         # _late_before is late.
-        self._closes = [(f + 2) * s for f, s in zip(self.final, self.seconds, strict=True)]
+        self._closes = [c.end(f + 1) for c, f in zip(self.calendars, self.final, strict=True)]
         self._next = min(self._closes)
-        f = self._finest
-        self._late_before = (self.final[f] + 1) * self.seconds[f]
+        #: per interval, the end of its last final bucket
+        self._ends = [c.end(f) for c, f in zip(self.calendars, self.final, strict=True)]
+        self._late_before = max(self._ends)
 
     def on_event(self, ts: float, value: Any) -> list[Closure] | tuple[()] | None:
         self.events += 1
@@ -161,15 +202,17 @@ class SourceBucketer:
         one closure per interval whose final bucket advanced (its buckets in order, its last
         *final through*).
 
-        Events in time order with no ``allowed_lateness`` (a backtest over sorted data) take a
-        fast path: each interval's bucket changes are found in one pass over the batch, since
-        then each interval has one open bucket and an event in a later bucket closes it.
+        Events in time order with no ``allowed_lateness`` (a backtest over sorted data) and
+        intervals on epoch multiples take a fast path: each interval's bucket changes are found
+        in one pass over the batch, since then each interval has one open bucket and an event in
+        a later bucket closes it.
         """
         if not events:
             return []
         times = [event[0] for event in events]
         if (
             self.lateness
+            or self.placed  # intervals on a calendar: one event at a time
             or times[0] < self.watermark
             or not all(map(le, times, islice(times, 1, None)))
             or any(len(opened) > 1 for opened in self.open)
@@ -227,12 +270,17 @@ class SourceBucketer:
     def _advance(self, wm: float) -> list[Closure]:
         closed: list[Closure] = []
         final, closes = self.final, self._closes
-        for i, (s, opened) in enumerate(self.pairs):
+        for i, (s, calendar, opened) in enumerate(self._rows):
             if wm < closes[i]:
                 continue
-            through = END if wm == END else int(wm // s) - 1
+            if calendar is None:
+                through = END if wm == END else int(wm // s) - 1
+                closes[i] = (through + 2) * s
+            else:
+                through = calendar.through(wm)
+                closes[i] = calendar.end(through + 1)
+                self._ends[i] = calendar.end(through)
             final[i] = through
-            closes[i] = (through + 2) * s
             if len(opened) == 1:
                 (b,) = opened
                 if b <= through:
@@ -244,7 +292,14 @@ class SourceBucketer:
             closed.append((i, [(b, opened.pop(b)[1]) for b in ready], through))
         self._next = min(closes)
         f = self._finest
-        self._late_before = (final[f] + 1) * self.seconds[f]
+        if f >= 0:  # epoch multiples only: the finest interval's final bucket decides
+            self._late_before = (final[f] + 1) * self.seconds[f]
+        else:
+            ends, seconds = self._ends, self.seconds
+            for j, (_s, calendar, _o) in enumerate(self._rows):
+                if calendar is None:
+                    ends[j] = (final[j] + 1) * seconds[j]
+            self._late_before = max(ends)
         return closed
 
     def to_dict(self) -> dict[str, Any]:
@@ -261,15 +316,50 @@ class SourceBucketer:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SourceBucketer:
-        self = cls(data["seconds"], data["allowed_lateness"])
+    def from_dict(
+        cls, data: dict[str, Any], calendars: Sequence[Calendar] | None = None
+    ) -> SourceBucketer:
+        """The state of :meth:`to_dict`, on ``calendars`` (default: no offset)."""
+        self = cls(data["seconds"], data["allowed_lateness"], calendars)
         self.watermark = _dec(data["watermark"])
         self.final = [_dec(f) for f in data["final"]]
         self.open = [{int(b): (ts, v) for b, ts, v in o} for o in data["open"]]
-        self.pairs = tuple(zip(self.seconds, self.open, strict=True))
+        self._split()
         self.events, self.late = data["events"], data["late"]
         self._bounds()
         return self
+
+
+class _CalendarBucketer(SourceBucketer):
+    """A source with intervals on a calendar (weeks, offset days): each event is also placed
+    in those intervals' buckets by :meth:`~qmtl.buckets.Calendar.index`."""
+
+    __slots__ = ()
+
+    def on_event(self, ts: float, value: Any) -> list[Closure] | tuple[()] | None:
+        # SourceBucketer.on_event with the calendar intervals' loop (kept apart from the
+        # epoch-multiple path, which runs per event for every source)
+        self.events += 1
+        if ts < self._late_before:
+            self.late += 1
+            return None
+        for s, opened in self.pairs:
+            b = int(ts // s)
+            slot = opened.get(b)
+            if slot is None or ts >= slot[0]:
+                opened[b] = (ts, value)
+        for calendar, opened in self.placed:
+            b = calendar.index(ts)
+            slot = opened.get(b)
+            if slot is None or ts >= slot[0]:
+                opened[b] = (ts, value)
+        if ts <= self.watermark:
+            return _NOTHING
+        self.watermark = ts
+        wm = ts - self.lateness
+        if wm < self._next:
+            return _NOTHING
+        return self._advance(wm)
 
 
 # -- nodes ----------------------------------------------------------------------------------
@@ -292,6 +382,7 @@ class NodeAligner:
 
     __slots__ = (
         "_blank",
+        "calendar",
         "done",
         "final",
         "last",
@@ -303,8 +394,15 @@ class NodeAligner:
         "windows",
     )
 
-    def __init__(self, upstreams: int, seconds: int, window: int | None = None) -> None:
+    def __init__(
+        self,
+        upstreams: int,
+        seconds: int,
+        window: int | None = None,
+        calendar: Calendar | None = None,
+    ) -> None:
         self.seconds = int(seconds)
+        self.calendar = calendar or plain(self.seconds)  #: the interval's buckets
         self.size = window
         self.width = upstreams
         self.final: list[float] = [_NEVER] * upstreams
@@ -326,7 +424,7 @@ class NodeAligner:
 
     def on_watermark(self, upstream: int, watermark: float) -> list[tuple[int, Any]] | None:
         """Upstream ``upstream``'s watermark (epoch seconds; ``END`` when it has ended)."""
-        return self.push(upstream, _NOTHING, final_through(watermark, self.seconds))
+        return self.push(upstream, _NOTHING, self.calendar.through(watermark))
 
     def on_end(self, upstream: int) -> list[tuple[int, Any]] | None:
         """Upstream ``upstream`` has ended: all its buckets are final."""
@@ -443,7 +541,7 @@ class NodeAligner:
     @property
     def watermark(self) -> float:
         """The node's own watermark in epoch seconds (end of its last final bucket)."""
-        return (self.done + 1) * self.seconds if self.done not in (END, _NEVER) else self.done
+        return self.calendar.end(self.done)
 
     # -- persistence --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -463,8 +561,9 @@ class NodeAligner:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NodeAligner:
-        self = cls(len(data["final"]), data["seconds"], data["window"])
+    def from_dict(cls, data: dict[str, Any], calendar: Calendar | None = None) -> NodeAligner:
+        """The state of :meth:`to_dict`, on ``calendar`` (default: no offset)."""
+        self = cls(len(data["final"]), data["seconds"], data["window"], calendar)
         self.done = _dec(data["done"])
         self.final = [_dec(f) for f in data["final"]]
         self.pending = {int(b): _row([_unheld(v) for v in row]) for b, row in data["pending"]}
@@ -490,53 +589,3 @@ def _held(value: Any) -> list[Any]:
 
 def _unheld(held: list[Any]) -> Any:
     return held[0] if held else _MISSING
-
-
-# -- run summary ----------------------------------------------------------------------------
-@dataclass
-class NodeSummary:
-    """What one node did in a run."""
-
-    events_in: int = 0
-    late_events: int = 0
-    buckets_out: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "events_in": self.events_in,
-            "late_events": self.late_events,
-            "buckets_out": dict(self.buckets_out),
-        }
-
-
-@dataclass
-class RunSummary:
-    """What a streaming run did: source events in, late events dropped, final buckets out."""
-
-    pipeline: str
-    engine: str
-    nodes: dict[str, NodeSummary]
-    elapsed_seconds: float = 0.0
-
-    @property
-    def events_in(self) -> int:
-        return sum(n.events_in for n in self.nodes.values())
-
-    @property
-    def late_events(self) -> int:
-        return sum(n.late_events for n in self.nodes.values())
-
-    @property
-    def buckets_out(self) -> int:
-        return sum(sum(n.buckets_out.values()) for n in self.nodes.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "pipeline": self.pipeline,
-            "engine": self.engine,
-            "events_in": self.events_in,
-            "late_events": self.late_events,
-            "buckets_out": self.buckets_out,
-            "elapsed_seconds": round(self.elapsed_seconds, 6),
-            "nodes": {name: n.to_dict() for name, n in self.nodes.items()},
-        }

@@ -102,7 +102,7 @@ def _selected(plan: ExecutionPlan, node: PlanNode) -> list[str] | None:
     selectors = query.result_selectors  # type: ignore[union-attr]
     if not is_deterministic(selectors):
         return None
-    matched = [plan.by_name[u].node for u in node.upstreams]
+    matched = [plan.view(u) for u in node.upstreams]
     return list(select(selectors, matched).names)
 
 

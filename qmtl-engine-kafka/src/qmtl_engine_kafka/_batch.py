@@ -72,6 +72,7 @@ class Emitter:
             # The hot path: one envelope per bucket, its value through qmtl.codec. A value the
             # codec refuses (or too large) raises ValueEncodeError before its bucket is written.
             seconds, key, max_items, ttl = spec.seconds, spec.key, spec.max_items, spec.ttl
+            calendar = None if spec.calendar.aligned else spec.calendar
             interval = self.intervals[k]
             pipeline, name, node_id, run = (
                 self.ctx.pipeline,
@@ -83,7 +84,7 @@ class Emitter:
             record = self.record
             encode, max_bytes = envelopes.encode, self.ctx.settings.max_message_bytes
             for b, value in buckets:
-                end = float((b + 1) * seconds)
+                end = float((b + 1) * seconds) if calendar is None else calendar.end(b)
                 payload = encode(
                     _new_envelope(
                         Envelope,
@@ -118,8 +119,7 @@ class Emitter:
         """Tell readers about final buckets past the last event sent (once per batch)."""
         for k, through in enumerate(self.through):
             if through > self.told[k] and through != END:
-                seconds = self.series[k].seconds
-                wm = float((through + 1) * seconds)
+                wm = self.series[k].calendar.end(through)
                 batch.messages.append(
                     (
                         self.topic,

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from qmtl.errors import ValueEncodeError
 from qmtl.plan import PlanNode
-from qmtl.streaming import END, NodeAligner, SourceBucketer, final_through
+from qmtl.streaming import END, NodeAligner, SourceBucketer
 from qmtl_engine_kafka import envelope as envelopes
 from qmtl_engine_kafka._batch import NEVER, Batch, Emitter, decode_through, encode_through
 from qmtl_engine_kafka._context import RunContext
@@ -55,7 +55,7 @@ def _history_windows(
     spec = min(node.series, key=lambda s: s.seconds)
     size = node.window_size(spec)
     assert size is not None
-    end = float((int(now // spec.seconds) + 1) * spec.seconds)
+    end = spec.bucket_end(now)
     windows = []
     for name, current in zip(node.upstreams, args, strict=True):
         key = ctx.plan.by_name[name].spec(spec.interval).key
@@ -110,7 +110,10 @@ class NodeSlot(Slot):
         # One-shot: windows come from the state's history (as in execute_plan), not a buffer.
         self.aligners = [
             NodeAligner(
-                len(node.upstreams), spec.seconds, None if self.oneshot else node.window_size(spec)
+                len(node.upstreams),
+                spec.seconds,
+                None if self.oneshot else node.window_size(spec),
+                spec.calendar,
             )
             for spec in node.series
         ]
@@ -141,7 +144,7 @@ class NodeSlot(Slot):
             k = self.by_interval.get(env.interval)  # type: ignore[arg-type]
             if k is None or env.watermark is None:
                 return
-            through = final_through(env.watermark, self.aligners[k].seconds)
+            through = self.aligners[k].calendar.through(env.watermark)
             for pos in positions:
                 self._push(batch, k, pos, (), through)
         else:  # end
@@ -234,7 +237,10 @@ class NodeSlot(Slot):
 
     def load(self, data: dict[str, Any]) -> None:
         self.offsets = data["offsets"]
-        self.aligners = [NodeAligner.from_dict(a) for a in data["aligners"]]
+        self.aligners = [
+            NodeAligner.from_dict(a, spec.calendar)
+            for a, spec in zip(data["aligners"], self.task.node.series, strict=True)
+        ]
         self.ended = data["ended"]
         self.failed = data["failed"]
         self.emitter.load(data["emitter"])
@@ -248,14 +254,14 @@ class SourceSlot(Slot):
         self.partition = partition
         node = task.node
         lateness = getattr(node.node, "allowed_lateness", None)
-        self.bucketer = SourceBucketer([s.seconds for s in node.series], lateness)
+        self.calendars = [s.calendar for s in node.series]
+        self.bucketer = SourceBucketer([s.seconds for s in node.series], lateness, self.calendars)
         self.direct = task.partitions == 1
         self.emitter = Emitter(task.ctx, node)  # used when direct
         self.ended = False
         self.origin = str(partition)
         self.merge = merge_topic(task.ctx.pipeline, node.name)
         self.intervals = [s.interval.value for s in node.series]
-        self.seconds = [s.seconds for s in node.series]
         self.told: list[float] = [NEVER] * len(node.series)  # partials: last announced
 
     def handle(self, env: Envelope, partition: int, batch: Batch) -> None:
@@ -332,7 +338,7 @@ class SourceSlot(Slot):
         if buckets and buckets[-1][0] > self.told[k]:
             self.told[k] = buckets[-1][0]
         if through > self.told[k] and through != END:
-            wm = float((through + 1) * self.seconds[k])
+            wm = self.calendars[k].end(through)
             batch.messages.append(
                 (
                     self.merge,
@@ -371,7 +377,7 @@ class SourceSlot(Slot):
 
     def load(self, data: dict[str, Any]) -> None:
         self.offsets = data["offsets"]
-        self.bucketer = SourceBucketer.from_dict(data["bucketer"])
+        self.bucketer = SourceBucketer.from_dict(data["bucketer"], self.calendars)
         self.ended = data["ended"]
         self.emitter.load(data["emitter"])
         self.told = [decode_through(x) for x in data["told"]]
@@ -392,7 +398,7 @@ class MergeSlot(Slot):
         self.emitter = Emitter(task.ctx, node)
         self.origins = [str(p) for p in range(task.partitions)]
         self.by_interval = {spec.interval.value: k for k, spec in enumerate(node.series)}
-        self.seconds = [s.seconds for s in node.series]
+        self.calendars = [s.calendar for s in node.series]
         n = len(node.series)
         self.final: list[dict[str, float]] = [dict.fromkeys(self.origins, NEVER) for _ in range(n)]
         self.done: list[float] = [NEVER] * n
@@ -418,10 +424,10 @@ class MergeSlot(Slot):
             k = self.by_interval.get(env.interval)  # type: ignore[arg-type]
             if k is None or env.watermark is None:
                 return
-            self._advance(batch, k, origin, final_through(env.watermark, self.seconds[k]))
+            self._advance(batch, k, origin, self.calendars[k].through(env.watermark))
         else:
             self.ended[origin] = env.value if isinstance(env.value, dict) else {}
-            for k in range(len(self.seconds)):
+            for k in range(len(self.calendars)):
                 self._advance(batch, k, origin, END)
             if len(self.ended) == len(self.origins):
                 stats = {

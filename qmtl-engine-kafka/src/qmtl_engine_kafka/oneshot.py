@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
-from qmtl.engine import bucket_end
 from qmtl.errors import NodeExecutionError, PipelineTimeoutError, ValueEncodeError
 from qmtl.plan import ExecutionPlan
 from qmtl.state import StateBackend
@@ -149,6 +148,6 @@ def _record(
         for spec in node.series:
             end = ends.get(spec.seconds)
             if end is None:
-                end = ends[spec.seconds] = bucket_end(now, spec.seconds)
+                end = ends[spec.seconds] = spec.bucket_end(now)
             state.write(spec.key, end, value, max_items=spec.max_items, ttl=spec.ttl)
     return results

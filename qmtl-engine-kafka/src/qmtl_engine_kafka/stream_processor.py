@@ -23,12 +23,14 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from qmtl.errors import EngineError
 from qmtl.logs import get_logger
+from qmtl.sources import to_timestamp
 from qmtl_engine_kafka import envelope as envelopes
 from qmtl_engine_kafka._client import check_broker, consume_error, kafka_module, new_client
 from qmtl_engine_kafka.dead_letter import DeadLetterQueue
@@ -136,7 +138,7 @@ class StreamProcessor:
         self,
         node: str,
         value: Any,
-        ts: float | None = None,
+        ts: float | datetime | str | None = None,
         *,
         pipeline: str | None = None,
         key: str | bytes | None = None,
@@ -144,13 +146,13 @@ class StreamProcessor:
     ) -> None:
         """Send one event (event time ``ts``, default now) to source ``node``'s input topic.
 
-        The key defaults to the node name, so one source's events stay in order on one
-        partition.
+        ``ts`` is read as a source's event time is (:func:`qmtl.sources.to_timestamp`: epoch
+        seconds of any real type, a datetime or an ISO 8601 string). The key defaults to the
+        node name, so one source's events stay in order on one partition.
         """
         pipeline = self._pipeline(pipeline)
-        event = envelopes.Envelope(
-            pipeline=pipeline, node=node, ts=time.time() if ts is None else ts, value=value
-        )
+        stamp = time.time() if ts is None else to_timestamp(ts, f"source '{node}'")
+        event = envelopes.Envelope(pipeline=pipeline, node=node, ts=stamp, value=value)
         self._produce(input_topic(pipeline, node), envelopes.encode(event), key or node, None)
         if flush:
             self.flush()

@@ -129,6 +129,11 @@ class TableSource:
         frame. Computed once."""
         return str(self._reader.identity())
 
+    def __qmtl_key__(self) -> tuple[str, str | None, str | None, str | None]:
+        """The node id's view of this source (:mod:`qmtl.identity`): its data's identity and
+        the options, not its name, its batch size or its reader's state."""
+        return (self.identity(), self.ts, self.value, self.ts_unit)
+
     @property
     def where(self) -> str:
         """How error messages name this source."""

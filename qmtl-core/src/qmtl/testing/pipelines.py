@@ -9,7 +9,8 @@ values are JSON values (floats, ints, strings, dicts, lists) so they survive any
 The cases: a chain, a diamond, a three-source join at different paces (as-of join), windows
 (``window=N``, ``window=True``, a two-upstream window), two intervals (1m and 1h), query nodes
 with a node downstream of a query, sources with out-of-order events and ``allowed_lateness``,
-and a node that fails mid-stream.
+calendar buckets (a time zone's session close across daylight saving, Monday weeks), and a
+node that fails mid-stream.
 """
 
 from __future__ import annotations
@@ -247,6 +248,39 @@ def lateness() -> Pipeline:
     return p
 
 
+def _around(start: int, count: int, seed: int) -> list[tuple[float, float]]:
+    """``count`` prices every 2 h 13 min from ``start``: they cross hour, day and week ends."""
+    return [(start + ts - BASE, v) for ts, v in _prices(count, 7980, 50.0, seed)]
+
+
+def calendars() -> Pipeline:
+    """``bucket_offset="America/New_York 16:00"``: 1h bars on epoch multiples, 1d bars closing
+    at 16:00 New York time and Monday-to-Sunday weeks of them, over both 2024 clock changes
+    (23- and 25-hour days); a node at every interval and a 1d window."""
+    every = {
+        "1h": {"interval": "1h", "period": 48, "max_history": 500},
+        "1d": {"interval": "1d", "period": 10},
+        "1w": {"interval": "1w", "period": 4},
+    }
+    p = Pipeline("contract-calendars", bucket_offset="America/New_York 16:00")
+    march, october = 1_709_683_200, 1_730_246_400  # 2024-03-06T00:00Z, 2024-10-30T00:00Z
+    events = _around(march, 90, 31) + _around(october, 90, 32)
+    p.add_node(SourceNode("px", source=events, interval_settings=every))
+    p.add_node(
+        Node("x10", fn=lambda px: round(px * 10, 4), upstreams=["px"], interval_settings=every)
+    )
+    p.add_node(
+        Node(
+            "avg2",
+            fn=lambda px: round(sum(px) / 2, 4),
+            upstreams=["px"],
+            window=2,
+            interval_settings={"1d": {"interval": "1d", "period": 10}},
+        )
+    )
+    return p
+
+
 #: The value at which :func:`failing`'s node ``explode`` raises.
 FAIL_AT = 7.0
 
@@ -335,6 +369,7 @@ CASES: dict[str, Case] = {
         Case("multi_interval", multi_interval),
         Case("query", query),
         Case("lateness", lateness),
+        Case("calendars", calendars),
         Case("failing", failing, fails="explode"),
     ]
 }

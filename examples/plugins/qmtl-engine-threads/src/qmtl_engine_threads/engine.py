@@ -32,7 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from qmtl.engine import EngineBase, bucket_end, check_value
+from qmtl.engine import EngineBase, check_value
 from qmtl.errors import NodeExecutionError, PipelineTimeoutError, ValueEncodeError
 from qmtl.plan import ExecutionPlan, PlanNode
 from qmtl.state import StateBackend
@@ -231,7 +231,7 @@ class _OneShot:
             for spec in node.series:
                 end = self.bucket_ends.get(spec.seconds)
                 if end is None:
-                    end = self.bucket_ends[spec.seconds] = bucket_end(self.now, spec.seconds)
+                    end = self.bucket_ends[spec.seconds] = spec.bucket_end(self.now)
                 self.state.write(spec.key, end, value, max_items=spec.max_items, ttl=spec.ttl)
 
     def _error(self, index: int) -> BaseException:
@@ -249,7 +249,7 @@ class _OneShot:
         spec = min(node.series, key=lambda s: s.seconds)
         size = node.window_size(spec)
         assert size is not None
-        end = bucket_end(self.now, spec.seconds)
+        end = spec.bucket_end(self.now)
         windows = []
         for upstream_index in node.upstream_index:
             key = self.plan.nodes[upstream_index].spec(spec.interval).key
