@@ -39,7 +39,7 @@ def test_the_reference_builds_and_documents_every_public_module(tmp_path: Path) 
         for module in modules:
             assert f'id="{module}"' in html, f"{module} is missing from {name}'s page"
     core = (tmp_path / "site" / "qmtl-core" / "index.html").read_text()
-    assert 'href="#qmtl.streaming.RunSummary"' in core  # a role became a checked link
+    assert 'href="#qmtl.summary.RunSummary"' in core  # a role became a checked link
     assert ":class:`" not in core
 
 
