@@ -24,7 +24,7 @@ from qmtl.codec import PLAIN_TYPES, check
 from qmtl.engine import raise_named
 from qmtl.errors import IntervalError, NodeExecutionError, StateBackendError, ValueEncodeError
 from qmtl.sources import all_bounded, merged_events
-from qmtl.state import column_writer, naming, writer
+from qmtl.state import column_writer, writer
 from qmtl.streaming import (
     END,
     Closure,
@@ -282,9 +282,15 @@ class StreamRunner:
             write = self._store
             for series, buckets in pending:
                 key, max_items, ttl = series.key, series.max_items, series.ttl
-                with naming(series.name, series.interval):
-                    for end, (_b, value) in zip(_ends(series, buckets), buckets, strict=True):
+                seconds, calendar = series.seconds, series.calendar
+                try:
+                    for b, value in buckets:
+                        end = (b + 1) * seconds if calendar is None else calendar.end(b)
                         write(key, end, value, max_items=max_items, ttl=ttl)
+                except StateBackendError as error:  # the backend knows the node by its id
+                    raise StateBackendError(
+                        f"Node '{series.name}' at {series.interval}: {error}"
+                    ) from error
                 series.count += len(buckets)
         else:
             self._write_bulk(pending)
@@ -292,7 +298,9 @@ class StreamRunner:
         if on_output is not None:
             for series, buckets in pending:
                 name, interval = series.name, series.interval
-                for end, (b, value) in zip(_ends(series, buckets), buckets, strict=True):
+                seconds, calendar = series.seconds, series.calendar
+                for b, value in buckets:
+                    end = (b + 1) * seconds if calendar is None else calendar.end(b)
                     on_output(OutputEvent(name, interval, end, value, b))
 
     def _write_bulk(self, pending: list[tuple[_Series, list[tuple[int, Any]]]]) -> None:
