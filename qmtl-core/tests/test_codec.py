@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from qmtl import codec
 from qmtl.errors import QmtlError, ValueDecodeError, ValueEncodeError
+from qmtl.extras import MissingExtraError
 
 
 def same(a: Any, b: Any) -> bool:
@@ -280,3 +281,13 @@ _values = st.recursive(
 @given(_values)
 def test_any_listed_value_round_trips(value: Any) -> None:
     assert same(codec.decode(codec.encode(value)), value)
+
+
+def test_a_numpy_value_read_where_numpy_is_missing_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = codec.encode({"w": np.array([1.0, 2.0])})
+    monkeypatch.setitem(sys.modules, "numpy", None)  # numpy "not installed" for this read
+    with pytest.raises(ValueDecodeError, match=r'pip install "qmtl-core\[numpy\]"') as caught:
+        codec.decode(data)
+    assert isinstance(caught.value.__cause__, MissingExtraError)

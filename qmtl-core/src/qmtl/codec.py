@@ -67,6 +67,7 @@ from zoneinfo import ZoneInfo
 import msgpack
 
 from qmtl.errors import ValueDecodeError, ValueEncodeError
+from qmtl.extras import require
 
 __all__ = ["MAX_DEPTH", "PLAIN_TYPES", "check", "decode", "encode", "type_name"]
 
@@ -381,7 +382,7 @@ def _decode_datetime(data: bytes) -> datetime:
 
 
 def _decode_numpy(code: int, data: bytes) -> Any:
-    import numpy as np
+    np = require("numpy", "Decoding a numpy value (it was encoded where numpy is installed)")
 
     size = data[0]
     dtype = np.dtype(data[1 : 1 + size].decode("ascii"))
@@ -419,10 +420,10 @@ def decode(data: bytes | bytearray | memoryview) -> Any:
             raw=False,
             use_list=True,
         )
-    except ImportError as error:
+    except ImportError as error:  # qmtl.extras.MissingExtraError, raised by _decode_numpy
         raise ValueDecodeError(
-            f"The value holds a numpy array or scalar, and numpy is not installed here "
-            f"({error}); pip install numpy"
+            "The value holds a numpy array or scalar, and numpy is not installed here: "
+            'pip install "qmtl-core[numpy]"'
         ) from error
     except _CORRUPT as error:
         raise ValueDecodeError(

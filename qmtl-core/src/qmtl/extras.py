@@ -5,7 +5,8 @@
 | ``qmtl-core[pandas]`` | pandas | pandas sources, :meth:`~qmtl.pipeline.Pipeline.history_frame` |
 | ``qmtl-core[polars]`` | polars, numpy | polars sources, ``history_frame(library="polars")`` |
 | ``qmtl-core[arrow]`` | pyarrow, numpy | pyarrow tables, ``.parquet`` and ``.csv`` file sources |
-| ``qmtl-core[frames]`` | all of the above | |
+| ``qmtl-core[numpy]`` | numpy | reading numpy values back from Kafka or Redis (qmtl.codec) |
+| ``qmtl-core[frames]`` | pandas, polars, pyarrow, numpy | |
 
 :func:`require` imports one of them, or raises :class:`MissingExtraError` naming the extra to
 install. Nothing here is imported by ``import qmtl``.
@@ -20,7 +21,7 @@ from typing import Any
 from qmtl.errors import QmtlError
 
 #: Top-level module → the qmtl-core extra that installs it.
-EXTRAS = {"pandas": "pandas", "polars": "polars", "pyarrow": "arrow", "numpy": "arrow"}
+EXTRAS = {"pandas": "pandas", "polars": "polars", "pyarrow": "arrow", "numpy": "numpy"}
 
 
 class MissingExtraError(QmtlError, ImportError):

@@ -306,7 +306,7 @@ class Pipeline:
         ``window=N`` lists after warm-up). Every final bucket is written to the state backend
         and passed to ``on_output`` as an :class:`~qmtl.streaming.OutputEvent` (``node``,
         ``interval``, ``ts`` = bucket end, ``value``). Returns a
-        :class:`~qmtl.streaming.RunSummary` (events in, late events, buckets out, per node).
+        :class:`~qmtl.summary.RunSummary` (events in, late events, buckets out, per node).
 
         Options every engine takes: ``sources`` (``{source name: events}`` replacing declared
         inputs), ``events`` (``[(source, ts, value), ...]`` in arrival order, replacing all

@@ -137,38 +137,41 @@ class KafkaEngineSettings(QmtlModel):
     )
     # -- `qmtl worker` operations (qmtl_engine_kafka.operations, docs/operations.md) ----------
     metrics_port: int | None = Field(
-        None,
+        default=None,
         ge=0,
         le=65535,
         description="Port where `qmtl worker` serves /metrics (Prometheus), /healthz and "
         "/readyz (None: no server; --metrics-port).",
     )
     metrics_host: str = Field(
-        "0.0.0.0", description="Address the metrics port listens on (all interfaces by default)."
+        default="0.0.0.0",
+        description="Address the metrics port listens on (all interfaces by default).",
     )
     failure_policy: Literal["exit", "stop-node"] = Field(
-        "exit",
+        default="exit",
         description="What a node of a deployment's run that raises does to its worker: 'exit' "
         "replays the failing batch, fails readiness, and exits non-zero after "
         "max_node_failures failures in a row; 'stop-node' ends the node with its error and "
         "fails readiness while the worker runs its other nodes.",
     )
     max_node_failures: int = Field(
-        3, ge=1, description="Failures in a row of one node before failure_policy 'exit' exits."
+        default=3,
+        ge=1,
+        description="Failures in a row of one node before failure_policy 'exit' exits.",
     )
     node_retry_backoff_s: float = Field(
-        1.0,
+        default=1.0,
         gt=0,
         description="Wait before a failing batch is replayed (failure_policy 'exit'); doubles "
         "with every failure in a row, up to 60 s.",
     )
     liveness_timeout_s: float = Field(
-        60.0,
+        default=60.0,
         gt=0,
         description="/healthz fails when the poll loop has not completed a round for this long.",
     )
     startup_timeout_s: float = Field(
-        15.0,
+        default=15.0,
         gt=0,
         description="Longest `qmtl worker` waits for Redis to answer at start-up before it "
         "exits non-zero (Kafka: connect_timeout_s).",
