@@ -118,7 +118,6 @@ def _from_code(
     optional_keywords = fn.__kwdefaults__ or {}
     by_name = {*positional[posonly:], *keyword_only}  # the parameters a keyword can fill
     keyword = bool(upstreams) and (takes_kwargs or all(name in by_name for name in upstreams))
-    unfilled_posonly = set(positional[:posonly])  # a keyword of one of these names is an error
     if keyword:
         if set(upstreams) & set(params):
             return None
@@ -128,14 +127,11 @@ def _from_code(
         if len(upstreams) > count and not code.co_flags & CO_VARARGS:
             return None  # too many positional arguments
         positionally = set(positional[: len(upstreams)])
-        unfilled_posonly -= positionally
         if positionally & set(params) & by_name:
             return None  # a value for one parameter both by position and by keyword
         given = list(params)
-    if unfilled_posonly & set(given):
-        return None  # a positional-only parameter passed by keyword
     if not takes_kwargs and any(name not in by_name for name in given):
-        return None  # an unknown name passed by keyword
+        return None  # an unknown or positional-only name passed by keyword (**kw takes both)
     filled = positionally | {name for name in given if name in by_name}
     if any(name not in filled for name in required):
         return None  # a required parameter gets no value
