@@ -1,5 +1,5 @@
 """Memory stays flat on long streams: history is bounded by ``max_history`` and pending state by
-the watermark, on the local engine and on the Kafka engine.
+the watermark, on the local engine (one event at a time, and columnar) and on the Kafka engine.
 
 A generator source emits one event per second of event time (so the stream holds many
 thousands of one-minute buckets per node) through ``src -> double -> label``. The process's
@@ -120,6 +120,16 @@ def run() -> dict[str, Any]:
         local_events,
         MemoryStateBackend(),
         engine="local",
+    )
+    figures.update(  # the columnar path: a chunk of events at a time, memory as flat
+        _measure(
+            "columnar",
+            _pipeline("bounded-columnar", local_events),
+            local_events,
+            MemoryStateBackend(),
+            engine="local",
+            columnar=True,
+        )
     )
     bootstrap = os.environ.get("QMTL_TEST_KAFKA_BOOTSTRAP")
     redis_url = os.environ.get("QMTL_TEST_REDIS_URL")

@@ -10,10 +10,12 @@ and ``examples/plugins/qmtl-engine-threads``; PROJECT selects some by name) gets
    workspace with only what it declares (sibling ``qmtl-*`` wheels from the same build, the rest
    from the package index);
 2. an import check: every module of its packages is imported there (``qmtl.testing``, which is
-   test support needing pytest, is left to step 3), and ``qmtl plugins --json`` must load;
-3. its own ``tests/`` run there with pytest tooling (pytest, pytest-timeout, hypothesis) plus
-   the test-only packages its test files import (from the root ``dev`` dependency group, or a
-   sibling wheel), never with the workspace on ``sys.path``.
+   test support needing pytest, is left to step 3), and ``qmtl plugins --json`` must load. A
+   package named only by an extra (numpy for ``[columnar]``) is optional: a module that needs
+   it may fail to import for want of it, and importing it needs no base declaration;
+3. its own ``tests/`` run there, with its extras installed, pytest tooling (pytest,
+   pytest-timeout, hypothesis) and the test-only packages its test files import (from the root
+   ``dev`` dependency group, or a sibling wheel), never with the workspace on ``sys.path``.
 
 ``--drop-dependency qmtl-state-redis:orjson`` builds that project with the requirement removed
 from its ``pyproject.toml`` (in a temporary copy), to show that a missing declaration fails.
@@ -62,14 +64,21 @@ class Project:
     name: str
     dependencies: list[str]
     packages: list[str]
+    #: optional-dependencies: extra name -> requirements
+    extras: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def read(cls, folder: Path) -> Project:
         data = tomllib.loads((folder / "pyproject.toml").read_text())
         wheel = data.get("tool", {}).get("hatch", {}).get("build", {}).get("targets", {})
         packages = [Path(p).name for p in wheel.get("wheel", {}).get("packages", [])]
+        project = data["project"]
         return cls(
-            folder, data["project"]["name"], data["project"].get("dependencies", []), packages
+            folder,
+            project["name"],
+            project.get("dependencies", []),
+            packages,
+            dict(project.get("optional-dependencies", {})),
         )
 
 
@@ -146,8 +155,11 @@ from pathlib import Path
 
 root, dist, packages = sys.argv[1], sys.argv[2], sys.argv[3:]
 norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
-declared = {norm(re.split(r"[\\s\\[<>=!~;(@]", r, maxsplit=1)[0])
-            for r in metadata.requires(dist) or [] if "extra ==" not in r}
+requirement = lambda r: norm(re.split(r"[\\s\\[<>=!~;(@]", r, maxsplit=1)[0])
+declared = {requirement(r) for r in metadata.requires(dist) or [] if "extra ==" not in r}
+# an extra's packages (numpy for [columnar]) are optional: the modules that import them may
+# fail to import without them, and their imports need no base declaration
+optional = {requirement(r) for r in metadata.requires(dist) or [] if "extra ==" in r}
 providers = metadata.packages_distributions()
 failures, count = [], 0
 for package in packages:
@@ -161,6 +173,10 @@ for package in packages:
         try:
             loaded = importlib.import_module(name)
             count += 1
+        except ModuleNotFoundError as error:
+            if not (error.name and norm(error.name.split(".")[0]) in optional):
+                failures.append(f"{name}: {type(error).__name__}: {error}")
+            continue
         except Exception as error:
             failures.append(f"{name}: {type(error).__name__}: {error}")
             continue
@@ -176,6 +192,8 @@ for package in packages:
                 continue
             for top in tops:
                 if top in sys.stdlib_module_names or top in packages or top == "__future__":
+                    continue
+                if norm(top) in optional:
                     continue
                 owners = {norm(d) for d in providers.get(top, [])}
                 if not owners:
@@ -276,6 +294,9 @@ def isolate(
             outcome.steps["tests"] = "no tests"
             return outcome
         extra = [dev.get(name, name) for name in TOOLING] + TEST_REQUIRES.get(project.name, [])
+        if project.extras:  # the tests exercise the optional features too
+            extra.append(f"{project.name}[{','.join(sorted(project.extras))}]")
+        from_extras = {_req_name(r) for reqs in project.extras.values() for r in reqs}
         siblings = {p.name.replace("-", "_"): p.name for p in projects()}
         siblings["qmtl"] = "qmtl-core"
         missing = []
@@ -288,7 +309,7 @@ def isolate(
                 ],
                 work,
             )
-            if probe.returncode == 0 or _norm(name) in TOOLING:
+            if probe.returncode == 0 or _norm(name) in TOOLING or _norm(name) in from_extras:
                 continue
             if name in siblings:
                 extra.append(siblings[name])

@@ -96,7 +96,7 @@ def test_items_that_are_not_pairs_are_errors_never_stamped_with_the_clock() -> N
         (None, 1.0),
         ({"ts": 1}, 1.0),
         (pd.NaT, 1.0),
-        (np.datetime64("NaT"), 1.0),
+        (np.datetime64("NaT", "ns"), 1.0),
         (float("inf"), 1.0),
     ]
     for item in bad_items:

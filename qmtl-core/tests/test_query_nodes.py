@@ -8,7 +8,7 @@ from qmtl import Node, Pipeline, QueryNode
 from qmtl.errors import CycleError, PipelineValidationError, QmtlError
 from qmtl.mock import MockExecutionEngine
 from qmtl.models import IntervalEnum, IntervalSettings, QueryNodeDefinition
-from qmtl.plan import resolve_queries
+from qmtl.queries import resolve_queries
 
 
 def source(name: str, value: object, tags: list[str], **settings: object) -> Node:

@@ -31,11 +31,12 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from qmtl.calls import Invoker
 from qmtl.engine import Engine, check_inputs
 from qmtl.errors import PipelineValidationError, QmtlError, UnknownNodeError
 from qmtl.logs import get_logger
 from qmtl.models import AnalyzerResult, IntervalEnum, QmtlModel, QueryNodeResultSelector
-from qmtl.node import Invoker, Node, QueryNode
+from qmtl.node import Node, QueryNode
 from qmtl.pipeline import Pipeline
 from qmtl.plan import ExecutionPlan, PlanNode
 from qmtl.selectors import Selection, SelectorsInput, as_selectors, is_deterministic, query_value

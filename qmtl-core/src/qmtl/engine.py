@@ -12,7 +12,7 @@ import math
 import numbers
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast, runtime_checkable
 
 from qmtl.buckets import plain
 from qmtl.codec import PLAIN_TYPES, check
@@ -20,15 +20,14 @@ from qmtl.errors import (
     ConfigurationError,
     MissingInputError,
     NodeExecutionError,
-    QmtlError,
     StateBackendError,
     ValueEncodeError,
 )
-from qmtl.state import writer
+from qmtl.state import column_writer, naming
 
 if TYPE_CHECKING:
     from qmtl.plan import ExecutionPlan, PlanNode
-    from qmtl.state import StateBackend
+    from qmtl.state import SeriesKey, StateBackend
     from qmtl.streaming import OutputEvent
 
 #: Options of ``run`` (and ``stream``) that every engine takes.
@@ -115,61 +114,158 @@ def execute_plan(
     ``check_values`` runs :func:`qmtl.codec.check` on every value (a type walk), so a value
     another engine could not carry raises :class:`~qmtl.errors.ValueEncodeError` here too,
     naming the node and its intervals, before anything of it is recorded.
+
+    Values are recorded in bulk (:func:`qmtl.state.column_writer`, in plan order): when the run
+    ends, when it fails (the nodes before the failing one), before a windowed node reads the
+    history, and after every node when ``on_node`` is given (a timeout then leaves the finished
+    nodes recorded). A failing write names the node whose bucket it was.
     """
     if trace is not None:
         return _traced(plan, state, trace, inputs, ts, invoke_hook, on_node, timings, check_values)
     now = time.time() if ts is None else float(ts)
-    ends: dict[int, float] = {}
-    values: list[Any] = [_MISSING] * len(plan.nodes)
+    nodes = plan.nodes
+    values: list[Any] = [_MISSING] * len(nodes)
     results: dict[str, Any] = {}
     inputs = inputs or {}
-    write = writer(state)  # values are checked here (check_values), not again by memory state
+    record = _Recorder(plan, state, now, values)
     clock = time.perf_counter
+    last = clock() if timings is not None else 0.0
     plain = PLAIN_TYPES
     warming = False  # a windowed node skipped its run; nodes reading it skip too
-    for node in plan.nodes:
-        if on_node is not None and not on_node(node.name):
-            return results
-        started = clock() if timings is not None else 0.0
-        if node.name in inputs:
-            value = inputs[node.name]
+    for node in nodes:
+        name = node.name
+        if on_node is not None:
+            if not on_node(name):
+                return results
+            record.flush(node.index)
+        if inputs and name in inputs:
+            value = inputs[name]
+        elif not (warming or invoke_hook is not None or node.window is not None):
+            try:  # the common case: the user's function with its upstream values
+                gather = node.gather
+                if gather is not None:
+                    value = node.call(*gather(values))
+                elif node.upstream_index:
+                    value = node.call(values[node.upstream_index[0]])
+                else:
+                    value = node.call()
+            except Exception as error:
+                record.flush(node.index)
+                raise _failed(node, error) from error
         else:
             args = [values[i] for i in node.upstream_index]
             if warming and any(arg is _MISSING for arg in args):
+                record.skipped = True
                 continue
             if node.window is not None:
+                record.flush(node.index)  # the window reads this run's upstream buckets
                 windows = _windows(plan, node, state, args, now)
                 if windows is None:
-                    warming = True
+                    warming = record.skipped = True
                     continue  # warm-up: a window is not full yet
                 args = windows
             try:
-                value = node.invoke(args) if invoke_hook is None else invoke_hook(node, args)
-            except QmtlError as error:
-                if isinstance(error, NodeExecutionError):
-                    raise
-                raise NodeExecutionError(node.name, error) from error
-            except Exception as error:  # the user's function failed
-                raise NodeExecutionError(node.name, error) from error
+                value = node.call(*args) if invoke_hook is None else invoke_hook(node, args)
+            except Exception as error:
+                record.flush(node.index)
+                raise _failed(node, error) from error
         if check_values and type(value) not in plain:
-            check_value(node, value)
-        values[node.index] = value
-        results[node.name] = value
-        if timings is not None:
-            timings[node.name] = clock() - started
-        for spec in node.series:
-            end = ends.get(spec.seconds)
-            if end is None:
-                end = ends[spec.seconds] = spec.bucket_end(now)
             try:
-                write(spec.key, end, value, max_items=spec.max_items, ttl=spec.ttl)
-            except StateBackendError as error:  # the backend knows the node only by its id
-                raise StateBackendError(
-                    f"Node '{node.name}' at {spec.interval.value}: {error}"
-                ) from error
+                check_value(node, value)
+            except ValueEncodeError:
+                record.flush(node.index)  # the nodes before it stay recorded
+                raise
+        values[node.index] = value
+        results[name] = value
+        if timings is not None:
+            stamp = clock()
+            timings[name] = stamp - last
+            last = stamp
+    record.flush(len(nodes))
     if on_node is not None:
         on_node(None)
     return results
+
+
+def _failed(node: PlanNode, error: Exception) -> NodeExecutionError:
+    """The error a failing node's run raises (a node's own NodeExecutionError passes as is)."""
+    if isinstance(error, NodeExecutionError):
+        return error
+    return NodeExecutionError(node.name, error)
+
+
+class _Recorder:
+    """Writes a one-shot run's values to the state in bulk, in plan order: ``flush(upto)``
+    stores the values of the nodes before plan index ``upto`` not stored yet."""
+
+    __slots__ = ("columns", "ends", "flushed", "names", "skipped", "state", "values", "write")
+
+    def __init__(
+        self, plan: ExecutionPlan, state: StateBackend, now: float, values: list[Any]
+    ) -> None:
+        self.columns = plan.series_columns
+        self.ends = {spec.seconds: spec.bucket_end(now) for spec in self.columns.distinct_specs}
+        self.values = values
+        self.state = state
+        self.names = [node.name for node in plan.nodes]
+        self.write = column_writer(state, checked=True)  # execute_plan checks the values
+        self.flushed = 0
+        self.skipped = False  # some node did not run: its columns are left out
+
+    def flush(self, upto: int) -> None:
+        columns = self.columns
+        low, high = columns.starts[self.flushed], columns.starts[upto]
+        self.flushed = upto
+        if low == high:
+            return
+        values, owners = self.values, columns.owners
+        if self.skipped:  # nodes that did not run (warm-up) have nothing to store
+            kept = [j for j in range(low, high) if values[owners[j]] is not _MISSING]
+            stored = [values[owners[j]] for j in kept]
+
+            def take(column: Sequence[Any]) -> Sequence[Any]:
+                return [column[j] for j in kept]
+
+        else:
+            if columns.one_per_node and high - low == len(values):  # the whole run at once
+                stored = values
+            else:
+                stored = [values[i] for i in owners[low:high]]
+
+            def take(column: Sequence[Any]) -> Sequence[Any]:
+                return column[low:high]
+
+        ends = self.ends
+        if len(ends) == 1:
+            stamps = [*ends.values()] * len(stored)
+        else:
+            stamps = [ends[s] for s in take(columns.seconds)]
+        keys, caps, ttls = take(columns.keys), take(columns.max_items), take(columns.ttls)
+        try:
+            self.write(keys, stamps, stored, caps, ttls)
+        except StateBackendError as error:
+            names = [self.names[i] for i in take(owners)]
+            raise_named(self.state, error, names, keys, stamps, stored, caps, ttls)
+
+
+def raise_named(
+    state: StateBackend,
+    error: StateBackendError,
+    names: Sequence[str],
+    keys: Sequence[SeriesKey],
+    stamps: Sequence[float],
+    values: Sequence[Any],
+    caps: Sequence[int | None],
+    ttls: Sequence[int | None],
+) -> NoReturn:
+    """Raise the error of a failed bulk write naming the node whose bucket failed (a backend
+    knows a series only by its node id): the buckets are written again one by one (writes are
+    idempotent per bucket) until one fails; if none does, the first bucket's node is named."""
+    for name, key, ts, value, cap, ttl in zip(names, keys, stamps, values, caps, ttls, strict=True):
+        with naming(name, key.interval):
+            state.write(key, ts, value, max_items=cap, ttl=ttl)
+    with naming(names[0], keys[0].interval):
+        raise error
 
 
 def check_value(node: PlanNode, value: Any) -> None:

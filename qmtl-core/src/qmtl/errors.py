@@ -96,6 +96,10 @@ class SourceExecutionError(NodeExecutionError):
         self.inputs = None
 
 
+class VectorizedOutputError(QmtlError, ValueError):
+    """A vectorized node's function did not return one row per input row."""
+
+
 class PipelineTimeoutError(QmtlError, TimeoutError):
     """A run exceeded its ``timeout``; ``node`` names the node that was running."""
 

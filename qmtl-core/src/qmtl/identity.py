@@ -31,7 +31,7 @@ import decimal
 import fractions
 import functools
 import hashlib
-import json
+import math
 import pathlib
 import re
 import sys
@@ -39,6 +39,7 @@ import types
 import uuid
 from collections.abc import Callable
 from enum import Enum
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from pydantic import BaseModel
@@ -99,8 +100,13 @@ def stable_repr(value: Any, _depth: int = 0, *, _walk: bool = True) -> str:
     if _depth > _MAX_DEPTH:
         return "<deep>"
     depth = _depth + 1
+    kind = type(value)
+    if kind in _EXACT_SCALARS or value is None:
+        return _scalar(value)
+    if kind is tuple or kind is list:  # the usual containers first: the same text as below
+        return f"{kind.__name__}[{','.join([stable_repr(item, depth) for item in value])}]"
     if value is None or isinstance(value, bool | int | float | str):
-        return json.dumps(value)
+        return _scalar(value)
     if isinstance(value, Enum):
         return f"{type(value).__qualname__}.{value.name}"
     if isinstance(value, bytes):
@@ -217,6 +223,30 @@ def _content(value: Any) -> str | None:
     return None
 
 
+_EXACT_SCALARS = frozenset((bool, int, float, str))
+
+
+def _scalar(value: bool | int | float | str | None) -> str:
+    """``json.dumps(value)`` for a scalar, character for character (ids depend on it), without
+    the encoder's set-up per call."""
+    if isinstance(value, str):
+        return encode_basestring_ascii(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "Infinity" if value > 0 else "-Infinity"
+    return float.__repr__(value)
+
+
+@functools.lru_cache(maxsize=4096)
 def code_fingerprint(code: types.CodeType, _depth: int = 0) -> str:
     """Bytecode, constants and names of ``code`` (line numbers excluded)."""
     consts = ",".join(stable_repr(const, _depth + 1) for const in code.co_consts)
@@ -260,6 +290,30 @@ def function_fingerprint(fn: Callable[..., Any], _depth: int = 0) -> str:
             stable_repr(getattr(fn, "__kwdefaults__", None), _depth + 1),
         )
     )
+
+
+class IdentityMemo:
+    """Results of a pure function of one or two immutable objects, keyed by their identity.
+
+    The objects are kept alive while remembered, so an id is never reused for another object
+    while its result is here; the memo is emptied when it holds ``size`` results.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._found: dict[tuple[int, int], tuple[Any, Any, Any]] = {}
+        self._size = size
+
+    def get(self, first: Any, second: Any = None) -> Any:
+        """The result remembered for exactly these objects, or ``None``."""
+        found = self._found.get((id(first), id(second)))
+        if found is None or found[0] is not first or found[1] is not second:
+            return None
+        return found[2]
+
+    def put(self, first: Any, second: Any, result: Any) -> None:
+        if len(self._found) >= self._size:
+            self._found.clear()
+        self._found[(id(first), id(second))] = (first, second, result)
 
 
 def content_id(*parts: str) -> str:

@@ -242,12 +242,21 @@ class Members(MutableMapping[str, Any]):
     direct assignment (``pipeline.nodes[name] = node``) adds a member (validated when the
     pipeline is built), and every change tells the pipeline."""
 
-    __slots__ = ("_changed", "_items", "_pipeline")
+    __slots__ = ("_changed", "_items", "_on_delete", "_on_set", "_pipeline")
 
-    def __init__(self, pipeline: Home, changed: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        pipeline: Home,
+        changed: Callable[[], None],
+        *,
+        on_set: Callable[[str, Any], None] | None = None,
+        on_delete: Callable[[str], None] | None = None,
+    ) -> None:
         self._items: dict[str, Any] = {}
         self._pipeline = pipeline
         self._changed = changed
+        #: told of every member set and removed (the pipeline's tag index)
+        self._on_set, self._on_delete = on_set, on_delete
 
     def raw(self) -> dict[str, Any]:
         """The members themselves (the user's objects), by name."""
@@ -262,10 +271,14 @@ class Members(MutableMapping[str, Any]):
         self._items[key] = value
         if hasattr(value, "__dict__"):
             join(value, self._pipeline)
+        if self._on_set is not None:
+            self._on_set(key, value)
         self._changed()
 
     def __delitem__(self, key: str) -> None:
         del self._items[key]
+        if self._on_delete is not None:
+            self._on_delete(key)
         self._changed()
 
     def __iter__(self) -> Iterator[str]:

@@ -235,6 +235,7 @@ class NodeDefinition(QmtlModel):
     key_params: list[str] = Field(default_factory=list)
     params: dict[str, Any] = Field(default_factory=dict)
     window: int | None = None
+    vectorized: bool | None = None
     stream_settings: NodeStreamSettings | None = None
     shard: str | None = Field(
         default=None,

@@ -1,19 +1,20 @@
 """Nodes: the small functions a strategy is made of.
 
 A node describes a computation; it does not run itself. Engines run nodes through the compiled
-:class:`qmtl.plan.ExecutionPlan`. How a node's function is called is decided once, here, with
-:func:`inspect.signature`: if it takes ``**kwargs`` or has a parameter named after every upstream,
-upstream values are passed by name; otherwise positionally, in ``upstreams`` order. Extra
-keyword ``params`` always go by keyword. A function that cannot be bound that way is an error
-when the node is constructed.
+:class:`qmtl.plan.ExecutionPlan`. How a node's function is called is decided once, when the node
+is constructed (:mod:`qmtl.calls`): if it takes ``**kwargs`` or has a parameter named after
+every upstream, upstream values are passed by name; otherwise positionally, in ``upstreams``
+order. Extra keyword ``params`` always go by keyword. A function that cannot be bound that way
+is an error when the node is constructed.
 """
 
 from __future__ import annotations
 
-import inspect
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
+from qmtl.calls import CallStyle, Invoker, call_style, make_invoker
 from qmtl.errors import (
     IntervalError,
     MissingInputError,
@@ -21,7 +22,7 @@ from qmtl.errors import (
     PipelineValidationError,
     UnbindableFunctionError,
 )
-from qmtl.identity import content_id, function_fingerprint, stable_repr
+from qmtl.identity import IdentityMemo, content_id, function_fingerprint, stable_repr
 from qmtl.members import Member, SeenInPipeline
 from qmtl.models import (
     IntervalEnum,
@@ -35,9 +36,6 @@ from qmtl.models import (
 from qmtl.selectors import as_selectors
 from qmtl.sources import latest_of
 from qmtl.tables import TableSource, is_table
-
-Invoker = Callable[[Sequence[Any]], Any]
-CallStyle = Literal["positional", "keyword"]
 
 
 def _stream_settings(
@@ -60,73 +58,47 @@ def _stream_settings(
             )
     try:
         if interval_settings is not None:
-            return NodeStreamSettings(intervals=dict(interval_settings))
+            return _intervals(interval_settings)
         if stream_settings is None or isinstance(stream_settings, NodeStreamSettings):
             return stream_settings
         if "intervals" in stream_settings:
             return NodeStreamSettings.model_validate(dict(stream_settings))
-        return NodeStreamSettings(intervals=dict(stream_settings))
+        return _intervals(stream_settings)
     except (ModelValidationError, IntervalError) as error:
         raise type(error)(f"Node '{node}': {error}") from error
 
 
-def _call_style(
-    node: str, fn: Callable[..., Any], upstreams: Sequence[str], params: Mapping[str, Any]
-) -> CallStyle:
+def _intervals(intervals: Mapping[Any, Any]) -> NodeStreamSettings:
+    """The settings of ``{interval: settings}``. Plain data (settings as dicts of scalars, or
+    models) is validated once per distinct content and the frozen result shared, so ten
+    thousand nodes declaring the same intervals cost one validation."""
     try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError) as error:
-        raise UnbindableFunctionError(
-            f"Node '{node}': cannot read the signature of {fn!r}; pass a Python function"
-        ) from error
-    parameters = signature.parameters
-    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-    named = all(
-        name in parameters and parameters[name].kind in (p_kw, p_pos_kw) for name in upstreams
-    )
-    style: CallStyle = "keyword" if upstreams and (takes_kwargs or named) else "positional"
-    clash = set(upstreams) & set(params)
-    if style == "keyword" and clash:
-        raise UnbindableFunctionError(
-            f"Node '{node}': params {sorted(clash)} have the names of upstreams; rename them"
+        key = tuple(map(_content, intervals.items()))
+        hash(key)
+    except TypeError:  # unhashable content: validate it as it is
+        return NodeStreamSettings(intervals=dict(intervals))
+    return _validated(key)
+
+
+def _content(item: tuple[Any, Any]) -> Any:
+    """A hashable stand-in for one ``interval: settings`` item (the type of every scalar
+    included, so ``True`` and ``1`` stay apart)."""
+    interval, settings = item
+    if type(settings) is dict:
+        return (
+            interval,
+            type(interval),
+            True,
+            tuple(settings.items()),
+            *map(type, settings.values()),
         )
-    try:
-        if style == "keyword":
-            signature.bind(**dict.fromkeys(upstreams), **params)
-        else:
-            signature.bind(*[None] * len(upstreams), **params)
-    except TypeError as error:
-        raise UnbindableFunctionError(
-            f"Node '{node}': function {getattr(fn, '__name__', fn)!r}{signature} cannot take "
-            f"{len(upstreams)} upstream value(s) {list(upstreams)} and params {sorted(params)}: "
-            f"{error}. Name its parameters after the upstreams, or make it accept them in order"
-        ) from error
-    return style
+    return (interval, type(interval), False, settings, type(settings))
 
 
-p_kw = inspect.Parameter.KEYWORD_ONLY
-p_pos_kw = inspect.Parameter.POSITIONAL_OR_KEYWORD
-
-
-def make_invoker(
-    fn: Callable[..., Any], upstreams: Sequence[str], params: Mapping[str, Any], style: CallStyle
-) -> Invoker:
-    """Return ``call(values)`` that calls ``fn`` with upstream ``values`` (in upstream order)."""
-    kwargs = dict(params)
-    if not upstreams:
-        if kwargs:
-            return lambda _values: fn(**kwargs)
-        return lambda _values: fn()
-    if style == "keyword":
-        names = tuple(upstreams)
-        if kwargs:
-            return lambda values: fn(**dict(zip(names, values, strict=True)), **kwargs)
-        return lambda values: fn(**dict(zip(names, values, strict=True)))
-    if kwargs:
-        return lambda values: fn(*values, **kwargs)
-    if len(upstreams) == 1:
-        return lambda values: fn(values[0])
-    return lambda values: fn(*values)
+@functools.lru_cache(maxsize=1024)
+def _validated(key: tuple[tuple[Any, ...], ...]) -> NodeStreamSettings:
+    intervals = {item[0]: dict(item[3]) if item[2] else item[3] for item in key}
+    return NodeStreamSettings(intervals=intervals)
 
 
 class Node(Member):
@@ -135,8 +107,10 @@ class Node(Member):
     ``interval_settings`` is shorthand for ``stream_settings``. ``window=N`` delivers each
     upstream as a list of its last ``N`` values (oldest first); ``window=True`` means the node's
     period. Extra keyword arguments are ``params`` passed to ``fn``; ``key_params`` names those
-    that enter the node id. ``shard`` (a reserved keyword, never a param) names the shard the
-    node runs in on a sharded engine (:mod:`qmtl.shards`); it does not change the node id.
+    that enter the node id. ``vectorized=True`` declares that ``fn`` takes numpy arrays, one row
+    per bucket, and returns one row per row (see :mod:`qmtl.vectorized`; needs numpy).
+    ``shard`` (a reserved keyword, never a param) names the shard the node runs in on a sharded
+    engine (:mod:`qmtl.shards`); it does not change the node id.
     """
 
     kind: str = "node"
@@ -168,6 +142,7 @@ class Node(Member):
         interval_settings: Mapping[Any, Any] | None = None,
         key_params: Iterable[str] | None = None,
         window: int | bool | None = None,
+        vectorized: bool = False,
         shard: str | None = None,
         **params: Any,
     ) -> None:
@@ -222,7 +197,11 @@ class Node(Member):
             )
         self.window = window
         self.declared_stream_settings = _stream_settings(name, stream_settings, interval_settings)
-        self.call_style: CallStyle = _call_style(name, fn, self.upstreams, params)
+        self.call_style: CallStyle
+        #: For each leading parameter of ``fn``, the upstream it takes (``None``: by keyword).
+        self.call_order: tuple[int, ...] | None
+        self.call_style, self.call_order = call_style(name, fn, self.upstreams, params)
+        self.vectorized = _vectorized(name, vectorized, self.upstreams)
 
     # -- identity -------------------------------------------------------------------------
     def fingerprint(self) -> str:
@@ -232,14 +211,17 @@ class Node(Member):
     def compute_id(self, upstream_ids: Sequence[str], settings: NodeStreamSettings | None) -> str:
         """The content id given upstream ids and effective settings."""
         key_values = {key: self.params[key] for key in self.key_params}
-        return content_id(
+        parts = [
             self.kind,
             self.fingerprint(),
             ",".join(upstream_ids),
-            settings.model_dump_json() if settings else "",
+            _json_of(settings) if settings else "",
             stable_repr(key_values),
             stable_repr(self.window),
-        )
+        ]
+        if self.vectorized:  # fn means something else over arrays; other ids stay as they were
+            parts.append("vectorized")
+        return content_id(*parts)
 
     @property
     def intervals(self) -> list[IntervalEnum]:
@@ -249,7 +231,11 @@ class Node(Member):
     # -- calling --------------------------------------------------------------------------
     def invoker(self) -> Invoker:
         """``call(values)`` with upstream values in ``upstreams`` order."""
-        return make_invoker(self.fn, self.upstreams, self.params, self.call_style)
+        if self.vectorized:
+            from qmtl.vectorized import row_invoker
+
+            return row_invoker(self.name, self.fn, self.upstreams, self.params, self.call_style)
+        return make_invoker(self.fn, self.upstreams, self.params, self.call_order)
 
     def execute(self, inputs: Mapping[str, Any] | None = None) -> Any:
         """Call the function once with upstream values taken from ``inputs`` by name."""
@@ -277,12 +263,42 @@ class Node(Member):
             key_params=list(self.key_params),
             params={key: _jsonable(value) for key, value in self.params.items()},
             window=self.window if type(self.window) is int else None,
+            vectorized=True if self.vectorized else None,
             stream_settings=seen.stream_settings,
             shard=self.shard,
         ).model_dump(mode="json", exclude_none=True)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, upstreams={self.upstreams!r})"
+
+
+def _vectorized(node: str, vectorized: Any, upstreams: Sequence[str]) -> bool:
+    if not isinstance(vectorized, bool):
+        raise PipelineValidationError(
+            f"Node '{node}': vectorized must be True or False, got {vectorized!r}"
+        )
+    if vectorized and not upstreams:
+        raise PipelineValidationError(
+            f"Node '{node}' is vectorized but has no upstreams: a vectorized function takes "
+            "its upstreams as arrays; drop vectorized=True from the source"
+        )
+    if vectorized:
+        from qmtl.vectorized import numpy_module
+
+        numpy_module(f"Node '{node}' is vectorized, which")
+    return vectorized
+
+
+def _json_of(settings: NodeStreamSettings) -> str:
+    """``settings.model_dump_json()``, remembered per (immutable) settings object."""
+    text = _JSON.get(settings)
+    if text is None:
+        text = settings.model_dump_json()
+        _JSON.put(settings, None, text)
+    return text  # type: ignore[no-any-return]
+
+
+_JSON = IdentityMemo()
 
 
 def _names(node: str, option: str, value: Any) -> list[Any]:

@@ -19,6 +19,7 @@ from qmtl.errors import (
     IntervalError,
     ModelValidationError,
     PipelineValidationError,
+    QmtlError,
 )
 from qmtl.members import Members, raw_members
 from qmtl.models import (
@@ -39,6 +40,7 @@ from qmtl.options import (
     check_text,
 )
 from qmtl.plan import ExecutionPlan, compile_pipeline, keeping_history, merge_settings
+from qmtl.queries import TagIndex
 from qmtl.runtime import Resolver
 from qmtl.settings import QmtlSettings
 from qmtl.state import SeriesKey, StateBackend, naming
@@ -98,8 +100,13 @@ class Pipeline:
         self.metadata = metadata
         self.tags: list[str] = list(tags or ())
         self._keep_history = _flag(name, "keep_history", keep_history)
+        #: The tag and interval-entry index query nodes are resolved with, kept up to date as
+        #: ``nodes`` changes (see :mod:`qmtl.queries`).
+        self.tag_index = TagIndex()
         #: name -> node; reading gives this pipeline's view of it (see :mod:`qmtl.members`)
-        self.nodes: MutableMapping[str, Node] = Members(self, self._changed)
+        self.nodes: MutableMapping[str, Node] = Members(
+            self, self._changed, on_set=self._indexed, on_delete=self.tag_index.remove
+        )
         self.query_nodes: MutableMapping[str, QueryNode] = Members(self, self._changed)
         self._plan: ExecutionPlan | None = None
         self._resolver = Resolver(settings)
@@ -121,6 +128,17 @@ class Pipeline:
     # -- building -------------------------------------------------------------------------
     def _changed(self) -> None:
         self._plan = None
+
+    def _indexed(self, name: str, node: Any) -> None:
+        """Index a node as it is added, with the settings the build will find for it (merges
+        are remembered per settings object, so the build sees the same object)."""
+        if not isinstance(node, Node):
+            return  # refused when the pipeline is built
+        try:
+            settings = merge_settings(name, node.declared_stream_settings, self.default_intervals)
+        except QmtlError:  # the build reports it; until then the node is indexed without
+            settings = None
+        self.tag_index.set(name, node, settings)
 
     @property
     def bucket_offset(self) -> BucketOffset | None:
@@ -347,7 +365,7 @@ class Pipeline:
         An engine with a ``stream`` method produces the iterator itself; any other engine's
         ``run`` is driven in a background thread (``close()`` on the iterator stops it).
         """
-        from qmtl.stream_runner import ThreadedOutputStream
+        from qmtl.threaded_stream import ThreadedOutputStream
 
         plan, engine_obj, state_obj = self._streaming(
             "stream", engine, state, engine_options, state_options, options, keep_history, namespace

@@ -7,14 +7,16 @@ every series. Engines never look anything up per node call.
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import gc
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import cached_property
+from operator import itemgetter
 from typing import Any, Protocol, cast
 
 from qmtl.buckets import NO_OFFSET, BucketOffset, Calendar
+from qmtl.calls import Invoker, positional_call
 from qmtl.errors import (
-    CycleError,
     DuplicateNodeError,
     IntervalError,
     MissingPeriodError,
@@ -22,13 +24,14 @@ from qmtl.errors import (
     UnknownNodeError,
     UnknownUpstreamError,
 )
-from qmtl.identity import content_id, function_fingerprint, stable_repr
+from qmtl.identity import IdentityMemo
 from qmtl.members import FactTable, NodeView, PlanFacts, raw_members
-from qmtl.models import IntervalEnum, IntervalSettings, NodeStreamSettings, QueryNodeResultSelector
-from qmtl.node import Invoker, Node, QueryNode
-from qmtl.selectors import is_deterministic, query_value, select
+from qmtl.models import IntervalEnum, IntervalSettings, NodeStreamSettings
+from qmtl.node import Node, QueryNode
+from qmtl.queries import query_id, query_invoker, resolve_queries
 from qmtl.shards import Shard, split_shards
 from qmtl.state import SeriesKey
+from qmtl.toposort import topological_order as topological_order
 
 
 class PipelineParts(Protocol):
@@ -60,7 +63,23 @@ def merge_settings(
     Intervals only in the defaults are added; intervals only on the node are kept; for intervals
     in both, the period is ``max(node, default)`` (``None`` inherits) and ``max_history`` is the
     node's. Every interval must end with a period.
+
+    Settings are immutable, so a merge is remembered per pair of settings objects: ``add_node``
+    and the build ask for the same merge, and nodes declaring equal intervals share one object.
     """
+    merged = _MERGED.get(declared, defaults)
+    if merged is None:
+        merged = _merge(node, declared, defaults)
+        _MERGED.put(declared, defaults, merged)
+    return merged  # type: ignore[no-any-return]
+
+
+_MERGED = IdentityMemo()
+
+
+def _merge(
+    node: str, declared: NodeStreamSettings | None, defaults: NodeStreamSettings | None
+) -> NodeStreamSettings:
     own = dict(declared.intervals) if declared else {}
     base = dict(defaults.intervals) if defaults else {}
     if not own and not base:
@@ -106,7 +125,11 @@ class SeriesSpec:
 
 @dataclass(frozen=True, slots=True)
 class PlanNode:
-    """One node, ready to run: ``invoke(values)`` takes upstream values in upstream order."""
+    """One node, ready to run: ``invoke(values)`` takes upstream values in upstream order, and
+    ``call(*values)`` is the same call with the values passed positionally (the user's function
+    itself when its parameters are the upstreams in order, by name or not): engines use
+    ``call``. Replacing ``invoke`` (``dataclasses.replace``) replaces ``call`` with it.
+    """
 
     index: int
     name: str
@@ -120,6 +143,17 @@ class PlanNode:
     tags: tuple[str, ...]
     node: Node | QueryNode  #: the user's object (never written to)
     settings: NodeStreamSettings | None = None  #: effective stream settings in this pipeline
+    call: Callable[..., Any] = field(init=False, repr=False, compare=False)
+    #: ``gather(values)``: the upstream values (tuple) out of a plan-indexed list, for two or
+    #: more upstreams (``None`` otherwise).
+    gather: Callable[[Sequence[Any]], tuple[Any, ...]] | None = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "call", positional_call(self.invoke))
+        gather = itemgetter(*self.upstream_index) if len(self.upstream_index) > 1 else None
+        object.__setattr__(self, "gather", gather)
 
     def window_size(self, spec: SeriesSpec) -> int | None:
         """Window length at ``spec``'s interval (``window=True`` means the period)."""
@@ -138,6 +172,22 @@ class PlanNode:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class SeriesColumns:
+    """Every series of a plan, in plan order, as columns (what bulk writes need): column ``j``
+    is series ``keys[j]`` of the node at plan index ``owners[j]``; a node's columns start at
+    ``starts[index]`` (``starts[len(nodes)]`` is the total)."""
+
+    keys: tuple[SeriesKey, ...]
+    max_items: tuple[int | None, ...]
+    ttls: tuple[int | None, ...]
+    seconds: tuple[int, ...]
+    owners: tuple[int, ...]
+    starts: tuple[int, ...]
+    distinct_specs: tuple[SeriesSpec, ...]  #: one series spec per interval length
+    one_per_node: bool  #: every node keeps exactly one series
+
+
 @dataclass(frozen=True)
 class ExecutionPlan:
     """A validated pipeline: nodes in deterministic topological order, split into ``shards``
@@ -148,6 +198,26 @@ class ExecutionPlan:
     by_name: Mapping[str, PlanNode] = field(repr=False)
     shards: tuple[Shard, ...] = field(default=(), repr=False)
     shard_of: tuple[int, ...] = field(default=(), repr=False)
+
+    @cached_property
+    def series_columns(self) -> SeriesColumns:
+        """Every series of the plan as columns, computed once."""
+        specs = [(n.index, spec) for n in self.nodes for spec in n.series]
+        starts, total = [], 0
+        for n in self.nodes:
+            starts.append(total)
+            total += len(n.series)
+        starts.append(total)
+        return SeriesColumns(
+            keys=tuple(spec.key for _, spec in specs),
+            max_items=tuple(spec.max_items for _, spec in specs),
+            ttls=tuple(spec.ttl for _, spec in specs),
+            seconds=tuple(spec.seconds for _, spec in specs),
+            owners=tuple(index for index, _ in specs),
+            starts=tuple(starts),
+            distinct_specs=tuple({spec.seconds: spec for _, spec in specs}.values()),
+            one_per_node=all(len(n.series) == 1 for n in self.nodes),
+        )
 
     def node(self, name: str) -> PlanNode:
         """The plan node called ``name``; :class:`UnknownNodeError` when there is none."""
@@ -190,55 +260,25 @@ def keeping_history(plan: ExecutionPlan) -> ExecutionPlan:
     return ExecutionPlan(plan.pipeline, nodes, {n.name: n for n in nodes})
 
 
-def topological_order(names: Sequence[str], upstreams: Mapping[str, Sequence[str]]) -> list[str]:
-    """Kahn's algorithm, ties broken by ``names`` order; iterative, so no recursion limit.
-
-    Raises :class:`CycleError` listing a cycle's path.
-    """
-    position = {name: i for i, name in enumerate(names)}
-    waiting = {name: len(upstreams[name]) for name in names}
-    readers: dict[str, list[str]] = {name: [] for name in names}
-    for name in names:
-        for upstream in upstreams[name]:
-            readers[upstream].append(name)
-    ready = [position[name] for name in names if waiting[name] == 0]
-    heapq.heapify(ready)
-    order: list[str] = []
-    while ready:
-        name = names[heapq.heappop(ready)]
-        order.append(name)
-        for reader in readers[name]:
-            waiting[reader] -= 1
-            if waiting[reader] == 0:
-                heapq.heappush(ready, position[reader])
-    if len(order) < len(names):
-        raise CycleError(
-            "The pipeline has a cycle: "
-            + " -> ".join(_find_cycle(waiting, upstreams))
-            + "; remove one of these upstream links"
-        )
-    return order
-
-
-def _find_cycle(waiting: Mapping[str, int], upstreams: Mapping[str, Sequence[str]]) -> list[str]:
-    stuck = [name for name, count in waiting.items() if count > 0]
-    start = stuck[0]
-    seen: dict[str, int] = {}
-    path: list[str] = []
-    current = start
-    while current not in seen:
-        seen[current] = len(path)
-        path.append(current)
-        current = next(u for u in upstreams[current] if waiting.get(u, 0) > 0)
-    cycle = path[seen[current] :]
-    cycle.reverse()  # upstream -> downstream
-    return [*cycle, cycle[0]]
-
-
 def compile_pipeline(pipeline: PipelineParts) -> ExecutionPlan:
     """Validate ``pipeline`` completely and return its plan. Nothing is written into the
     pipeline's nodes: what depends on the pipeline (effective settings, ids, matches) is the
-    plan's."""
+    plan's.
+
+    The cyclic garbage collector is paused while the plan is built: a build allocates tens of
+    thousands of long-lived objects and nothing cyclic to collect, and a collection pass per few
+    hundred of them was a third of the time of a large build.
+    """
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        return _compile(pipeline)
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _compile(pipeline: PipelineParts) -> ExecutionPlan:
     nodes: dict[str, Node] = {}
     for key, node in raw_members(pipeline.nodes).items():
         if not isinstance(node, Node):
@@ -278,7 +318,7 @@ def compile_pipeline(pipeline: PipelineParts) -> ExecutionPlan:
         for name, n in nodes.items()
     }
 
-    matches = resolve_queries(nodes, queries, effective)
+    matches = resolve_queries(nodes, queries, effective, getattr(pipeline, "tag_index", None))
     upstreams: dict[str, list[str]] = {name: list(n.upstreams) for name, n in nodes.items()}
     upstreams.update(matches)
     names = [*nodes, *queries]
@@ -299,6 +339,8 @@ def compile_pipeline(pipeline: PipelineParts) -> ExecutionPlan:
     _check_interval_coverage(order, upstreams, effective, queries)
 
     position = {name: i for i, name in enumerate(order)}
+    zone = offset or NO_OFFSET
+    calendars: dict[int, Calendar] = {}
     ids: dict[str, str] = {}
     facts = FactTable(effective, ids, upstreams)  # what selectors see of the matches
     owners: dict[str, str] = {}
@@ -308,9 +350,9 @@ def compile_pipeline(pipeline: PipelineParts) -> ExecutionPlan:
         settings = effective[name]
         if name in queries:
             query = queries[name]
-            node_id = _query_id(query, [ids[u] for u in upstreams[name]])
+            node_id = query_id(query, [ids[u] for u in upstreams[name]])
             matched = [cast("Node", NodeView(nodes[u], facts)) for u in upstreams[name]]
-            invoke, kind, tags, window = _query_invoker(query, matched), "query", (), None
+            invoke, kind, tags, window = query_invoker(query, matched), "query", (), None
             obj: Node | QueryNode = query
         else:
             node = nodes[name]
@@ -328,15 +370,15 @@ def compile_pipeline(pipeline: PipelineParts) -> ExecutionPlan:
         ids[name] = node_id
         series = tuple(
             SeriesSpec(
-                interval=s.interval,
-                seconds=s.interval.seconds,
-                period=int(s.period or 1),
-                max_items=s.max_history,
-                ttl=int(s.period or 1) * s.interval.seconds,
-                key=SeriesKey(pipeline.name, node_id, s.interval.value),
-                calendar=(offset or NO_OFFSET).calendar(s.interval.seconds),
+                interval,
+                seconds,
+                period,
+                max_items,
+                ttl,
+                SeriesKey(pipeline.name, node_id, value),
+                calendars.get(seconds) or calendars.setdefault(seconds, zone.calendar(seconds)),
             )
-            for s in settings.intervals.values()
+            for interval, value, seconds, period, max_items, ttl in _series_of(settings)
         )
         plan_nodes.append(
             PlanNode(
@@ -360,113 +402,27 @@ def compile_pipeline(pipeline: PipelineParts) -> ExecutionPlan:
     )
 
 
-def resolve_queries(
-    nodes: Mapping[str, Node],
-    queries: Mapping[str, QueryNode],
-    settings: Mapping[str, NodeStreamSettings | None] | None = None,
-) -> dict[str, list[str]]:
-    """Matched node names of each query, in pipeline order, found through indexes.
-
-    One pass over the nodes builds ``tag → positions``; each query's tag candidates are then
-    set intersections (``all``) or unions (``any``). When queries filter on interval/period, one
-    pass over the interval entries of the nodes their tags selected indexes the
-    ``(interval, period)`` keys they ask for, so both hold on the same entry. No query scans
-    the pipeline. ``settings`` are the nodes' effective settings (default: each node's own).
-    """
-    if not queries:
-        return {}
-    names = list(nodes)
-    by_tag: dict[str, list[int]] = {}
-    found_tag = by_tag.get
-    for position, node in enumerate(nodes.values()):
-        for tag in node.tags:
-            positions = found_tag(tag)
-            if positions is None:
-                by_tag[tag] = [position]
-            elif positions[-1] != position:  # a tag listed twice on one node counts once
-                positions.append(position)
-    tag_sets: dict[str, set[int]] = {}
-
-    def tagged(tag: str) -> set[int]:
-        found = tag_sets.get(tag)
-        if found is None:
-            found = tag_sets[tag] = set(by_tag.get(tag, ()))
-        return found
-
-    result: dict[str, list[str]] = {}
-    candidates: dict[str, set[int]] = {}
-    for qname, query in queries.items():
-        tags = dict.fromkeys(query.query_tags)
-        if len(tags) == 1 and query.interval is None and query.period is None:
-            # one tag, no entry filter: its positions are the answer, already in order
-            result[qname] = [names[p] for p in by_tag.get(query.query_tags[0], ())]
-            continue
-        if query.match_mode == "all":
-            sets = sorted((tagged(tag) for tag in tags), key=len)
-            candidates[qname] = sets[0].intersection(*sets[1:])
-        else:
-            candidates[qname] = set().union(*(tagged(tag) for tag in tags))
-    on_entry = [
-        q for q in queries if queries[q].interval is not None or queries[q].period is not None
-    ]
-    if on_entry:
-        # interval entries are read only for the nodes some interval query's tags selected
-        to_check = set().union(*(candidates[q] for q in on_entry))
-        wanted = {(queries[q].interval, queries[q].period) for q in on_entry}
-        effective = settings.__getitem__ if settings is not None else _own_settings(nodes)
-        by_entry = _entry_index(((p, effective(names[p])) for p in to_check), wanted)
-        for qname in on_entry:
-            query = queries[qname]
-            candidates[qname] &= by_entry[(query.interval, query.period)]
-    for qname, found in candidates.items():
-        result[qname] = [names[p] for p in sorted(found)]
-    for qname, query in queries.items():
-        if query.candidates is not None:  # upstreams=: only those nodes may match
-            allowed = set(query.candidates)
-            result[qname] = [name for name in result[qname] if name in allowed]
-    return {qname: result[qname] for qname in queries}
+def _series_of(settings: NodeStreamSettings) -> list[tuple[IntervalEnum, str, int, int, int, int]]:
+    """``(interval, its name, seconds, period, max_items, ttl)`` of every interval of
+    ``settings`` (remembered per settings object: nodes share them)."""
+    found = _SERIES.get(settings)
+    if found is None:
+        found = [
+            (
+                s.interval,
+                s.interval.value,
+                s.interval.seconds,
+                int(s.period or 1),
+                s.max_history,
+                int(s.period or 1) * s.interval.seconds,
+            )
+            for s in settings.intervals.values()
+        ]
+        _SERIES.put(settings, None, found)
+    return found  # type: ignore[no-any-return]
 
 
-EntryKey = tuple[IntervalEnum | None, int | None]
-
-
-def _own_settings(nodes: Mapping[str, Node]) -> Callable[[str], NodeStreamSettings | None]:
-    return lambda name: nodes[name].stream_settings
-
-
-def _entry_index(
-    nodes: Iterable[tuple[int, NodeStreamSettings | None]], wanted: set[EntryKey]
-) -> dict[EntryKey, set[int]]:
-    """``wanted`` keys → positions of the ``(position, effective settings)`` pairs having such
-    an interval entry. A key is ``(interval, None)``, ``(interval, period)`` or
-    ``(None, period)``. Entries are looked up by interval (a dict lookup), not iterated."""
-    index: dict[EntryKey, set[int]] = {key: set() for key in wanted}
-    per_interval: dict[IntervalEnum, set[int | None]] = {}
-    for interval, period in wanted:
-        if interval is not None:
-            per_interval.setdefault(interval, set()).add(period)
-    checks = [
-        (interval, index.get((interval, None)), {p for p in periods if p is not None})
-        for interval, periods in per_interval.items()
-    ]
-    period_only = {p for i, p in wanted if i is None}
-    for position, settings in nodes:
-        if settings is None:
-            continue
-        intervals = settings.intervals
-        for interval, any_period, periods in checks:
-            entry = intervals.get(interval)
-            if entry is None:
-                continue
-            if any_period is not None:
-                any_period.add(position)
-            if periods and entry.period in periods:
-                index[(interval, entry.period)].add(position)
-        if period_only:
-            for entry in intervals.values():
-                if entry.period in period_only:
-                    index[(None, entry.period)].add(position)
-    return index
+_SERIES = IdentityMemo()
 
 
 def _query_settings(
@@ -517,55 +473,3 @@ def _check_interval_coverage(
                         f"'{upstream}' has no '{interval.value}' series; add '{interval.value}' "
                         f"to '{upstream}' (it has {[i.value for i in theirs]})"
                     )
-
-
-def _query_id(query: QueryNode, upstream_ids: Sequence[str]) -> str:
-    """Content id of a query node: its criteria, its matches' ids, ``fn`` and its own selectors.
-
-    The criteria are included so two queries that happen to match the same nodes today keep
-    separate series.
-    """
-    return content_id(
-        "query",
-        stable_repr(
-            [
-                query.query_tags,
-                query.match_mode,
-                query.interval.value if query.interval else None,
-                query.period,
-            ]
-        ),
-        ",".join(upstream_ids),
-        function_fingerprint(query.fn) if query.fn else "",
-        stable_repr([s.model_dump(mode="json") for s in query.result_selectors]),
-    )
-
-
-def _query_invoker(
-    query: QueryNode,
-    matched: Sequence[Node],
-    selectors: Sequence[QueryNodeResultSelector] | None = None,
-) -> Invoker:
-    """``call(values)`` over the matches' values (upstream order) giving the query's value.
-
-    ``selectors`` (default: the query's own) are applied to ``matched``; a deterministic
-    selection is computed here, once, an unseeded random draw at every call.
-    """
-    names = tuple(node.name for node in matched)
-    chosen = list(query.result_selectors if selectors is None else selectors)
-    fn = query.fn
-    if not is_deterministic(chosen):
-
-        def draw(values: Sequence[Any]) -> Any:
-            selection = select(chosen, matched)
-            return query_value(selection, dict(zip(names, values, strict=True)), fn)
-
-        return draw
-    selection = select(chosen, matched)
-    at = {name: i for i, name in enumerate(names)}
-    picks = tuple((name, at[name]) for name in selection.names)
-
-    def invoke(values: Sequence[Any]) -> Any:
-        return query_value(selection, {name: values[i] for name, i in picks}, fn)
-
-    return invoke

@@ -312,6 +312,29 @@ def merged_events(
     return _merge(streams)
 
 
+def source_inputs(
+    plan: _Plan, *, sources: Mapping[str, Any] | None = None
+) -> list[tuple[int, str, Any]]:
+    """``(plan index, name, input)`` of each source node (query nodes with no match left out):
+    its declared input, or the one ``sources`` gives it by name (as :func:`merged_events`)."""
+    roots = [node for node in plan.nodes if not node.upstreams and node.kind != "query"]
+    overrides = dict(sources or {})
+    unknown = sorted(set(overrides) - {node.name for node in roots})
+    if unknown:
+        raise SourceError(
+            f"sources= names {unknown}, which are not sources of pipeline '{plan.pipeline}'; "
+            f"its sources are {sorted(node.name for node in roots)}"
+        )
+    return [
+        (
+            node.index,
+            node.name,
+            overrides[node.name] if node.name in overrides else _declared(node.node),
+        )
+        for node in roots
+    ]
+
+
 def all_bounded(
     plan: _Plan,
     *,
@@ -518,5 +541,6 @@ __all__ = [
     "latest_of",
     "merged_events",
     "source_events",
+    "source_inputs",
     "to_timestamp",
 ]

@@ -2,10 +2,10 @@
 
 :class:`StreamRunner` binds a :class:`~qmtl.plan.ExecutionPlan` once (one
 :class:`~qmtl.streaming.SourceBucketer` per source, one :class:`~qmtl.streaming.NodeAligner`
-per node and interval, readers and invokers pre-bound) and then does no lookup per event.
+per node and interval, readers and the plan's calls pre-bound) and then does no lookup per event.
 :func:`run_in_process` orders the sources' events (:func:`qmtl.sources.merged_events`) and
-drives it; :class:`ThreadedOutputStream` is the iterator form of any engine's ``run``
-(``pipeline.stream()``).
+drives it; :class:`qmtl.threaded_stream.ThreadedOutputStream` is the iterator form of any
+engine's ``run`` (``pipeline.stream()``).
 
 Bounded sources (lists, CSV files) are propagated in batches of ``AUTO_BATCH`` events, which
 changes no result (buckets are final or not whatever the batching); live sources go event by
@@ -16,17 +16,15 @@ API) still delivers its buckets to ``on_output`` as they close, not at the end o
 
 from __future__ import annotations
 
-import inspect
-import queue
-import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from qmtl.codec import PLAIN_TYPES, check
+from qmtl.engine import raise_named
 from qmtl.errors import IntervalError, NodeExecutionError, StateBackendError, ValueEncodeError
 from qmtl.sources import all_bounded, merged_events
-from qmtl.state import writer
+from qmtl.state import column_writer, writer
 from qmtl.streaming import (
     END,
     Closure,
@@ -39,7 +37,7 @@ from qmtl.streaming import (
 
 if TYPE_CHECKING:
     from qmtl.plan import ExecutionPlan, PlanNode
-    from qmtl.state import StateBackend
+    from qmtl.state import SeriesKey, StateBackend
 
 #: Source events per propagation step when every source is bounded (see run_in_process).
 AUTO_BATCH = 256
@@ -47,6 +45,8 @@ AUTO_BATCH = 256
 #: checked every ``HOLD_CHECK`` events (so the per-event loop pays one comparison, as before).
 HOLD_SECONDS = 0.05
 HOLD_CHECK = 4
+#: Up to this many series' buckets are written one by one (a live event's), more in bulk.
+_SMALL = 16
 
 
 #: ``hook(node, args) -> value``: replaces how a node is invoked (the mock engine).
@@ -79,8 +79,8 @@ class _Series:
         self.max_items = spec.max_items
         self.ttl = spec.ttl
         self.count = 0
-        #: (reader's aligner, position among its upstreams, reader's series, reader's invoke)
-        self.readers: list[tuple[NodeAligner, int, _Series, Callable[[Any], Any]]] = []
+        #: (reader's aligner, position among its upstreams, reader's series, reader's call)
+        self.readers: list[tuple[NodeAligner, int, _Series, Callable[..., Any]]] = []
 
 
 class StreamRunner:
@@ -89,17 +89,19 @@ class StreamRunner:
     Feed it with :meth:`on_event` (a source's event), :meth:`end_source` and :meth:`finish`.
     Every final bucket is written to ``state`` (key and bounds of the node's series spec) and
     passed to ``on_output`` as an :class:`OutputEvent`. Nothing is looked up per event: series,
-    readers and invokers are bound here. ``check_values``: every source event and node output
-    goes through :func:`qmtl.codec.check` (a refused one is a ValueEncodeError naming node and
-    interval; buckets before it stay written, as for a raising node).
+    readers and the calls of the plan are bound here. ``check_values``: every source event and
+    node output goes through :func:`qmtl.codec.check` (a refused one is a ValueEncodeError
+    naming node and interval; buckets before it stay written, as for a raising node). The
+    buckets one propagation step produces are written in one bulk write
+    (:func:`qmtl.state.column_writer`), before ``on_output`` sees them.
 
     A sharded engine runs one shard of a pipeline per runner (:func:`qmtl.subplans.shard_plan`):
     the nodes at the plan indices in ``remote`` are computed elsewhere; the runner keeps no
     state for them and writes none of their buckets, which arrive through :meth:`on_upstream`.
-    ``on_buckets(node, interval, buckets)`` is told every list of final ``(bucket, value)``
-    pairs of a series right after they are written (one call per list, not per bucket: what an
-    engine that ships buckets in bulk needs). :meth:`snapshot` / :meth:`restore` carry the
-    runner's pending state between processes.
+    ``on_buckets(node, interval, buckets, ends)`` is told every list of final
+    ``(bucket, value)`` pairs of a series, with their bucket ends, right after they are written
+    (one call per list, not per bucket: what an engine that ships buckets in bulk needs).
+    :meth:`snapshot` / :meth:`restore` carry the runner's pending state between processes.
     """
 
     def __init__(
@@ -113,7 +115,7 @@ class StreamRunner:
         batch: int = 1,
         check_values: bool = True,
         remote: Collection[int] = (),
-        on_buckets: Callable[[str, str, list[tuple[int, Any]]], None] | None = None,
+        on_buckets: Callable[[str, str, list[tuple[int, Any]], list[float]], None] | None = None,
     ) -> None:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
@@ -129,6 +131,8 @@ class StreamRunner:
         self._flushed = time.perf_counter()
         self._check = HOLD_CHECK
         self._waiting = 0
+        self._pending: list[tuple[_Series, list[tuple[int, Any]]]] = []
+        self._write = column_writer(state, checked=True)
         nodes = plan.nodes
         self.bucketers: list[SourceBucketer | None] = [None] * len(nodes)
         self.aligners: list[list[NodeAligner]] = [[] for _ in nodes]
@@ -138,7 +142,7 @@ class StreamRunner:
         for node in nodes:
             if node.index in remote:
                 continue
-            invoke = _invoker(node) if invoke_hook is None else _hooked(invoke_hook, node)
+            call = node.call if invoke_hook is None else _hooked(invoke_hook, node)
             if not node.upstreams:
                 lateness = getattr(node.node, "allowed_lateness", None)
                 self.bucketers[node.index] = SourceBucketer(
@@ -153,7 +157,7 @@ class StreamRunner:
                 for pos, up in enumerate(node.upstream_index):
                     k = _series_at(nodes[up], spec.seconds, node.name)
                     self.series[up][k].readers.append(
-                        (aligner, pos, self.series[node.index][j], invoke)
+                        (aligner, pos, self.series[node.index][j], call)
                     )
         #: (node, intervals) of each plan node, named by a refused value's error
         self.where = [(n.name, ", ".join(s.interval.value for s in n.series)) for n in nodes]
@@ -194,7 +198,8 @@ class StreamRunner:
         held, self._held, self._waiting = self._held, {}, 0
         self._check = HOLD_CHECK
         for series, (buckets, through) in held.items():
-            self._emit(series, buckets, through)
+            self._propagate(series, buckets, through)
+        self._commit()
         self._flushed = time.perf_counter()
 
     def _checkpoint(self) -> None:
@@ -288,16 +293,24 @@ class StreamRunner:
     def _emit(
         self, series: _Series, buckets: list[tuple[int, Any]], through: float, write: bool = True
     ) -> None:
-        # An explicit stack instead of recursion: any DAG depth works. ``write=False``: the
-        # first series is another shard's (on_upstream), written there.
+        self._propagate(series, buckets, through, write)
+        self._commit()
+
+    def _propagate(
+        self, series: _Series, buckets: list[tuple[int, Any]], through: float, write: bool = True
+    ) -> None:
+        """Push final buckets to their readers, computing what became computable; the buckets
+        produced wait in ``_pending`` for :meth:`_commit`. ``write=False``: the first series
+        is another shard's (:meth:`on_upstream`), written there."""
+        # An explicit stack instead of recursion: any DAG depth works.
         stack = [(series, buckets, through)]
-        writer, checking, plain = self._write, self.check_values, PLAIN_TYPES
+        pending, checking, plain = self._pending, self.check_values, PLAIN_TYPES
         while stack:
             series, buckets, through = stack.pop()
             if buckets and write:
-                writer(series, buckets)
+                pending.append((series, buckets))
             write = True
-            for aligner, pos, target, invoke in series.readers:
+            for aligner, pos, target, call in series.readers:
                 ready = aligner.push(pos, buckets, through)
                 if ready is None:
                     continue
@@ -305,58 +318,87 @@ class StreamRunner:
                     out = []
                     try:
                         for b, args in ready:
-                            value = invoke(args)
+                            value = call(*args)
                             if checking and type(value) not in plain:
                                 check(value, node=target.name, interval=target.interval)
                             out.append((b, value))
                     except Exception as error:
                         # The failing node's buckets before the failing one are kept.
                         if out:
-                            writer(target, out)
+                            pending.append((target, out))
+                        self._commit()
                         if isinstance(error, NodeExecutionError | ValueEncodeError):
                             raise
                         raise NodeExecutionError(target.name, error) from error
                     ready = out
                 stack.append((target, ready, aligner.done))
 
-    def _write(self, series: _Series, buckets: list[tuple[int, Any]]) -> None:
-        if series.calendar is not None:
-            self._write_on_calendar(series, buckets)
+    def _commit(self) -> None:
+        """Write the pending buckets in one bulk write, then hand each to ``on_output``, in the
+        order they were produced."""
+        pending = self._pending
+        if not pending:
             return
-        write, on_output = self._store, self.on_output
-        key, seconds = series.key, series.seconds
-        max_items, ttl = series.max_items, series.ttl
-        try:
-            for b, value in buckets:
-                end = (b + 1) * seconds
-                write(key, end, value, max_items=max_items, ttl=ttl)
-                if on_output is not None:
-                    on_output(OutputEvent(series.name, series.interval, end, value, b))
-        except StateBackendError as error:  # the backend knows the node only by its id
-            raise StateBackendError(
-                f"Node '{series.name}' at {series.interval}: {error}"
-            ) from error
-        series.count += len(buckets)
-        if self.on_buckets is not None:
-            self.on_buckets(series.name, series.interval, buckets)
+        self._pending = []
+        if len(pending) <= _SMALL:  # a live event's few buckets: one write each is cheaper
+            write = self._store
+            for series, buckets in pending:
+                key, max_items, ttl = series.key, series.max_items, series.ttl
+                seconds, calendar = series.seconds, series.calendar
+                try:
+                    for b, value in buckets:
+                        end = (b + 1) * seconds if calendar is None else calendar.end(b)
+                        write(key, end, value, max_items=max_items, ttl=ttl)
+                except StateBackendError as error:  # the backend knows the node by its id
+                    raise StateBackendError(
+                        f"Node '{series.name}' at {series.interval}: {error}"
+                    ) from error
+                series.count += len(buckets)
+        else:
+            self._write_bulk(pending)
+        on_output = self.on_output
+        if on_output is not None:
+            for series, buckets in pending:
+                name, interval = series.name, series.interval
+                seconds, calendar = series.seconds, series.calendar
+                for b, value in buckets:
+                    end = (b + 1) * seconds if calendar is None else calendar.end(b)
+                    on_output(OutputEvent(name, interval, end, value, b))
+        on_buckets = self.on_buckets
+        if on_buckets is not None:
+            for series, buckets in pending:
+                on_buckets(series.name, series.interval, buckets, _ends(series, buckets))
 
-    def _write_on_calendar(self, series: _Series, buckets: list[tuple[int, Any]]) -> None:
-        # _write for weeks and offset days: the bucket end comes from the calendar
-        calendar = series.calendar
-        assert calendar is not None
+    def _write_bulk(self, pending: list[tuple[_Series, list[tuple[int, Any]]]]) -> None:
+        keys: list[SeriesKey] = []
+        stamps: list[float] = []
+        values: list[Any] = []
+        caps: list[int | None] = []
+        ttls: list[int | None] = []
+        names: list[str] = []
+        for series, buckets in pending:
+            n = len(buckets)
+            keys += [series.key] * n
+            stamps += _ends(series, buckets)
+            values += [value for _, value in buckets]
+            caps += [series.max_items] * n
+            ttls += [series.ttl] * n
+            names += [series.name] * n
+            series.count += n
         try:
-            for b, value in buckets:
-                end = calendar.end(b)
-                self._store(series.key, end, value, max_items=series.max_items, ttl=series.ttl)
-                if self.on_output is not None:
-                    self.on_output(OutputEvent(series.name, series.interval, end, value, b))
-        except StateBackendError as error:  # the backend knows the node only by its id
-            raise StateBackendError(
-                f"Node '{series.name}' at {series.interval}: {error}"
-            ) from error
-        series.count += len(buckets)
-        if self.on_buckets is not None:
-            self.on_buckets(series.name, series.interval, buckets)
+            self._write(keys, stamps, values, caps, ttls)
+        except StateBackendError as error:
+            raise_named(self.state, error, names, keys, stamps, values, caps, ttls)
+
+
+def _ends(series: _Series, buckets: list[tuple[int, Any]]) -> list[float]:
+    """The bucket ends (state timestamps) of ``buckets`` of ``series``: ``(b + 1) * seconds``
+    on epoch multiples, else its calendar's."""
+    calendar = series.calendar
+    if calendar is None:
+        seconds = series.seconds
+        return [(b + 1) * seconds for b, _ in buckets]
+    return [calendar.end(b) for b, _ in buckets]
 
 
 def _series_at(upstream: PlanNode, seconds: int, reader: str) -> int:
@@ -370,36 +412,8 @@ def _series_at(upstream: PlanNode, seconds: int, reader: str) -> int:
     )
 
 
-def _invoker(node: PlanNode) -> Callable[[Any], Any]:
-    """The plan's invoker, or an equivalent positional call when the function's leading
-    parameters are exactly the upstreams, in order (``def spread(a, b)`` over upstreams
-    ``a, b``): binding is then identical, and a positional call costs a fraction of building a
-    keyword dict per bucket."""
-    owner = node.node
-    fn = getattr(owner, "fn", None)
-    if node.kind == "query" or getattr(owner, "call_style", None) != "keyword" or fn is None:
-        return node.invoke
-    try:
-        parameters = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return node.invoke
-    names = node.upstreams
-    leading = parameters[: len(names)]
-    if len(leading) < len(names) or any(
-        p.name != name or p.kind is not inspect.Parameter.POSITIONAL_OR_KEYWORD
-        for p, name in zip(leading, names, strict=True)
-    ):
-        return node.invoke
-    params = dict(getattr(owner, "params", {}) or {})
-    if params:
-        return lambda values: fn(*values, **params)
-    if len(names) == 1:
-        return lambda values: fn(values[0])
-    return lambda values: fn(*values)
-
-
-def _hooked(hook: InvokeHook, node: PlanNode) -> Callable[[Any], Any]:
-    return lambda args: hook(node, args)
+def _hooked(hook: InvokeHook, node: PlanNode) -> Callable[..., Any]:
+    return lambda *args: hook(node, args)
 
 
 def drive(runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]]) -> RunSummary:
@@ -416,36 +430,50 @@ def drive(runner: StreamRunner, events: Iterable[tuple[int, float | None, Any]])
             else:
                 runner.on_watermark(index, value)
         return runner.finish()
-    # Batched: the same steps as on_event, with the lookups hoisted out of the loop.
-    handlers = [b.on_event if b is not None else None for b in runner.bucketers]
+    # Batched: each source's events of a batch are bucketed together (SourceBucketer.on_events)
+    # before the batch is propagated; sources are independent, so this is what on_event per
+    # event would do.
+    buffers: list[list[tuple[float, Any]]] = [[] for _ in runner.bucketers]
+    bucketers = runner.bucketers
     hold, flush, clock = runner.hold, runner.flush, time.perf_counter
     checking, plain, where = runner.check_values, PLAIN_TYPES, runner.where
+
+    def bucket() -> None:
+        for index, buffered in enumerate(buffers):
+            if buffered:
+                closed = bucketers[index].on_events(buffered)  # type: ignore[union-attr]
+                buffered.clear()
+                if closed:
+                    hold(index, closed)
+
     waiting, every = 0, HOLD_CHECK
     try:
         for index, ts, value in events:
             if checking and type(value) not in plain and ts is not None:
                 check(value, node=where[index][0], interval=where[index][1])
             if ts is None:
+                bucket()
                 if value is None:
                     runner.end_source(index)
                 else:
                     runner.on_watermark(index, value)
                 waiting, every = 0, HOLD_CHECK
                 continue
-            closed = handlers[index](ts, value)  # type: ignore[misc]  # a source has a bucketer
-            if closed:
-                hold(index, closed)
+            buffers[index].append((ts, value))
             waiting += 1
             if waiting >= every:  # see StreamRunner._checkpoint
                 if waiting >= batch or clock() - runner._flushed >= HOLD_SECONDS:
+                    bucket()
                     flush()
                     waiting, every = 0, HOLD_CHECK
                 else:
                     every = waiting + HOLD_CHECK
     except Exception:
         # A source failed: the buckets that were final before it are written, as unbatched.
+        bucket()
         flush()
         raise
+    bucket()
     return runner.finish()
 
 
@@ -505,69 +533,3 @@ def run_in_process(
             deadline.events(merged),
         ),
     )
-
-
-class _Stop(Exception):
-    """Raised inside a threaded run when its reader went away."""
-
-
-class ThreadedOutputStream(Iterator[OutputEvent]):
-    """Iterator form of any engine's ``run(on_output=...)``: the run happens in a thread and
-    hands final buckets over a bounded queue. Closing the iterator (or dropping it) stops the
-    run at its next output. ``summary`` is set once the iterator is exhausted; an error of the
-    run is raised by ``next``."""
-
-    def __init__(
-        self,
-        run: Callable[[Callable[[OutputEvent], None]], Any],
-        on_output: Callable[[OutputEvent], None] | None = None,
-    ) -> None:
-        self.summary: Any = None
-        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1024)
-        self._stopped = threading.Event()
-        self._finished = False
-
-        def emit(event: OutputEvent) -> None:
-            if on_output is not None:
-                on_output(event)
-            while True:
-                if self._stopped.is_set():
-                    raise _Stop
-                try:
-                    self._queue.put(("event", event), timeout=0.1)
-                    return
-                except queue.Full:
-                    continue
-
-        def work() -> None:
-            try:
-                result = run(emit)
-            except _Stop:
-                return
-            except BaseException as error:  # handed to the reader's thread
-                self._queue.put(("error", error))
-                return
-            self._queue.put(("done", result))
-
-        self._thread = threading.Thread(target=work, name="qmtl-stream", daemon=True)
-        self._thread.start()
-
-    def __next__(self) -> OutputEvent:
-        if self._finished:
-            raise StopIteration
-        kind, item = self._queue.get()
-        if kind == "event":
-            return item  # type: ignore[no-any-return]
-        self._finished = True
-        if kind == "error":
-            raise item
-        self.summary = item
-        raise StopIteration
-
-    def close(self) -> None:
-        """Stop the run (at its next output) and release the thread."""
-        self._stopped.set()
-        self._finished = True
-
-    def __del__(self) -> None:
-        self._stopped.set()

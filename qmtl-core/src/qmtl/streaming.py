@@ -60,8 +60,11 @@ Sources yield :class:`qmtl.sources.Watermark` to close buckets by wall clock whe
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Sequence
+from itertools import compress, islice
+from operator import le, ne
 from typing import Any, NamedTuple
 
 from qmtl.buckets import Calendar, plain
@@ -207,6 +210,64 @@ class SourceBucketer:
         if wm < self._next:
             return _NOTHING
         return self._advance(wm)
+
+    def on_events(self, events: Sequence[tuple[float, Any]]) -> list[Closure]:
+        """Several events in arrival order: what :meth:`on_event` returns for each, merged into
+        one closure per interval whose final bucket advanced (its buckets in order, its last
+        *final through*).
+
+        Events in time order with no ``allowed_lateness`` (a backtest over sorted data) and
+        intervals on epoch multiples take a fast path: each interval's bucket changes are found
+        in one pass over the batch, since then each interval has one open bucket and an event in
+        a later bucket closes it.
+        """
+        if not events:
+            return []
+        times = [event[0] for event in events]
+        if (
+            self.lateness
+            or self.placed  # intervals on a calendar: one event at a time
+            or times[0] < self.watermark
+            or not all(map(le, times, islice(times, 1, None)))
+            or any(len(opened) > 1 for opened in self.open)
+        ):
+            return self._each(events)
+        count = len(events)
+        self.events += count
+        self.watermark = last = times[-1]
+        closed: list[Closure] = []
+        final = self.final
+        for i, (s, opened) in enumerate(self.pairs):
+            buckets = [int(ts // s) for ts in times]
+            ready: list[tuple[int, Any]] = []
+            if opened:
+                ((b, (_ts, value)),) = opened.items()
+                if b != buckets[0]:
+                    ready.append((b, value))
+            ready += [
+                (buckets[j - 1], events[j - 1][1])
+                for j in compress(range(1, count), map(ne, islice(buckets, 1, None), buckets))
+            ]
+            opened.clear()
+            opened[buckets[-1]] = (last, events[-1][1])
+            through = buckets[-1] - 1  # every bucket before the watermark's is final
+            if through > final[i]:
+                final[i] = through
+                closed.append((i, ready, through))
+        self._bounds()
+        return closed
+
+    def _each(self, events: Sequence[tuple[float, Any]]) -> list[Closure]:
+        """:meth:`on_events` one event at a time."""
+        merged: dict[int, tuple[list[tuple[int, Any]], float]] = {}
+        for ts, value in events:
+            for i, buckets, through in self.on_event(ts, value) or _NOTHING:
+                if i in merged:
+                    merged[i][0].extend(buckets)
+                    merged[i] = (merged[i][0], through)
+                else:
+                    merged[i] = (list(buckets), through)
+        return [(i, buckets, through) for i, (buckets, through) in sorted(merged.items())]
 
     def on_watermark(self, watermark: float) -> list[Closure]:
         """Move the watermark without an event (idle flush by wall clock): every bucket ending
@@ -509,6 +570,7 @@ class NodeAligner:
     """
 
     __slots__ = (
+        "_blank",
         "calendar",
         "done",
         "final",
@@ -533,8 +595,8 @@ class NodeAligner:
         self.size = window
         self.width = upstreams
         self.final: list[float] = [_NEVER] * upstreams
-        #: bucket -> one value per upstream (``_MISSING`` where it has none): buckets not final
-        #: for every upstream yet.
+        #: bucket -> one value per upstream (``_MISSING`` where it has none), then how many
+        #: upstreams have one: buckets not final for every upstream yet.
         self.pending: dict[int, list[Any]] = {}
         self.last: list[Any] = [_MISSING] * upstreams
         self.missing = upstreams
@@ -542,6 +604,7 @@ class NodeAligner:
             [deque(maxlen=window) for _ in range(upstreams)] if window else None
         )
         self.done: float = _NEVER
+        self._blank: list[Any] = [*self.last, 0]  # a new pending row (values, then a count)
 
     # -- the API for engines ----------------------------------------------------------------
     def on_bucket(self, upstream: int, bucket: int, value: Any) -> list[tuple[int, Any]] | None:
@@ -559,56 +622,80 @@ class NodeAligner:
     def push(
         self, upstream: int, buckets: Sequence[tuple[int, Any]], through: float
     ) -> list[tuple[int, Any]] | None:
-        """Buckets of ``upstream`` (increasing) and its new *final through*, in one call."""
-        if self.width == 1 and not self.pending:
+        """Buckets of ``upstream`` (increasing) and its new *final through*, in one call.
+
+        The ``args`` lists returned belong to the caller, who must not change them (one may be
+        the aligner's own latest values, kept for the as-of join)."""
+        width = self.width
+        if width == 1 and not self.pending:
             return self._push_one(buckets, through)
         done = self.done
         if buckets:
-            pending = self.pending
-            for b, value in buckets:
-                if b > done:
-                    row = pending.get(b)
-                    if row is None:
-                        row = pending[b] = [_MISSING] * self.width
-                    row[upstream] = value
             if buckets[-1][0] > through:
                 through = buckets[-1][0]
+            if buckets[0][0] <= done:  # replays of buckets already computed
+                buckets = buckets[bisect_right(buckets, done, key=_bucket_of) :]
+            pending, blank = self.pending, self._blank
+            for b, value in buckets:
+                row = pending.get(b)
+                if row is None:
+                    row = pending[b] = blank.copy()
+                if row[upstream] is _MISSING:
+                    row[-1] += 1  # the row's last slot counts the upstreams present
+                row[upstream] = value
         final = self.final
         if through <= final[upstream]:
             return None
         final[upstream] = through
-        frontier = min(final) if self.width > 1 else through
+        frontier = min(final) if width > 1 else through
         if frontier <= done:
             return None
         self.done = frontier
         pending = self.pending
         if not pending:
             return []
-        if len(pending) == 1:
-            (b,) = pending
-            if b > frontier:
-                return []
-            keys = [b]
-        else:
-            keys = sorted(b for b in pending if b <= frontier)
+        keys = sorted(pending)
+        if keys[-1] > frontier:
+            keys = keys[: bisect_right(keys, frontier)]
+        if self.windows is not None:
+            return self._windowed(keys)
         ready: list[tuple[int, Any]] = []
         last = self.last
-        windows = self.windows
         for b in keys:
             row = pending.pop(b)
+            if row.pop() == width:  # every upstream has a value in b: the row is the args
+                last = row
+                self.missing = 0
+                ready.append((b, row))
+                continue
+            merged = last.copy()
+            for i, value in enumerate(row):
+                if value is not _MISSING:
+                    merged[i] = value
+            last = merged
+            if self.missing:
+                self.missing = sum(1 for value in merged if value is _MISSING)
+            if not self.missing:
+                ready.append((b, merged))
+        self.last = last
+        return ready
+
+    def _windowed(self, keys: list[int]) -> list[tuple[int, Any]]:
+        ready: list[tuple[int, Any]] = []
+        pending, last, size = self.pending, self.last, self.size
+        windows = self.windows
+        assert windows is not None
+        for b in keys:
+            row = pending.pop(b)
+            row.pop()
             for i, value in enumerate(row):
                 if value is not _MISSING:
                     if last[i] is _MISSING:
                         self.missing -= 1
                     last[i] = value
-                    if windows is not None:
-                        windows[i].append(value)
-            if windows is not None:
-                size = self.size
-                if all(len(w) == size for w in windows):
-                    ready.append((b, [list(w) for w in windows]))
-            elif not self.missing:
-                ready.append((b, last.copy()))
+                    windows[i].append(value)
+            if all(len(w) == size for w in windows):
+                ready.append((b, [list(w) for w in windows]))
         return ready
 
     def _push_one(
@@ -636,7 +723,7 @@ class NodeAligner:
                     if len(window) == size:
                         ready.append((b, [list(window)]))
         if value is not _MISSING:
-            self.last[0] = value
+            self.last = [value]
             self.missing = 0
         return ready
 
@@ -655,7 +742,9 @@ class NodeAligner:
             "window": self.size,
             "done": _enc(self.done),
             "final": [_enc(f) for f in self.final],
-            "pending": [[b, [_held(v) for v in row]] for b, row in sorted(self.pending.items())],
+            "pending": [
+                [b, [_held(v) for v in row[:-1]]] for b, row in sorted(self.pending.items())
+            ],
             "last": [_held(v) for v in self.last],
             "windows": [list(w) for w in self.windows] if self.windows is not None else None,
         }
@@ -666,12 +755,21 @@ class NodeAligner:
         self = cls(len(data["final"]), data["seconds"], data["window"], calendar)
         self.done = _dec(data["done"])
         self.final = [_dec(f) for f in data["final"]]
-        self.pending = {int(b): [_unheld(v) for v in row] for b, row in data["pending"]}
+        self.pending = {int(b): _row([_unheld(v) for v in row]) for b, row in data["pending"]}
         self.last = [_unheld(v) for v in data["last"]]
         self.missing = sum(1 for v in self.last if v is _MISSING)
         if data["windows"] is not None:
             self.windows = [deque(w, maxlen=self.size) for w in data["windows"]]
         return self
+
+
+def _row(values: list[Any]) -> list[Any]:
+    """A pending row: the values, then how many are present."""
+    return [*values, sum(1 for value in values if value is not _MISSING)]
+
+
+def _bucket_of(item: tuple[int, Any]) -> int:
+    return item[0]
 
 
 def _held(value: Any) -> list[Any]:

@@ -18,12 +18,12 @@ an error marker.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
-from typing import Any, cast
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from qmtl import codec
 from qmtl.errors import NodeExecutionError, ValueEncodeError
-from qmtl.state import BucketWrite, SeriesKey, StateBackend
+from qmtl.state import SeriesKey, StateBackend, column_writer
 from qmtl.stream_runner import StreamRunner
 from qmtl.streaming import END, MergedSource, OutputEvent
 from qmtl_engine_kafka._layout import Layout
@@ -53,12 +53,10 @@ class _Writes:
     every ``_WRITE_BATCH`` buckets, the rest when the batch is collected), kept in columns so
     no object is made per bucket (a tuple per bucket held for a while costs the garbage
     collector more than the write). A value too large for one Kafka message fails its node
-    here, before it is stored or sent. ``ends`` collects the bucket ends written since the
-    runner last reported a bucket list."""
+    here, before it is stored or sent."""
 
     __slots__ = (
         "count",
-        "ends",
         "keys",
         "limit",
         "limits",
@@ -67,13 +65,15 @@ class _Writes:
         "state",
         "ttls",
         "values",
+        "write_state",
     )
 
     def __init__(self, state: StateBackend, names: dict[str, str], limit: int) -> None:
         self.state = state
+        #: the runner checked every value (qmtl.codec) before it reached here
+        self.write_state = column_writer(state, checked=True)
         self.names = names
         self.limit = limit
-        self.ends: list[float] = []
         self.count = 0  #: buckets written since the last collect
         self._reset()
 
@@ -94,15 +94,35 @@ class _Writes:
         self.values.append(value)
         self.limits.append(max_items)
         self.ttls.append(ttl)
-        self.ends.append(timestamp)
+        if len(self.keys) >= _WRITE_BATCH:
+            self.flush()
+
+    def write_columns(
+        self,
+        keys: Sequence[SeriesKey],
+        timestamps: Sequence[float],
+        values: Sequence[Any],
+        max_items: Sequence[int],
+        ttls: Sequence[int | None],
+    ) -> None:
+        """The runner's bulk write (:func:`qmtl.state.column_writer`): :meth:`write` by
+        columns."""
+        names, limit = self.names, self.limit
+        for key, value in zip(keys, values, strict=True):
+            if type(value) not in _SCALARS:
+                check_size(names[key.node_id], key.interval, value, limit)
+        self.keys += keys
+        self.stamps += timestamps
+        self.values += values
+        self.limits += max_items
+        self.ttls += ttls
         if len(self.keys) >= _WRITE_BATCH:
             self.flush()
 
     def flush(self) -> None:
         """Write what is buffered."""
         if self.keys:
-            rows = zip(self.keys, self.stamps, self.values, self.limits, self.ttls, strict=True)
-            self.state.write_many(cast("Iterable[BucketWrite]", rows))
+            self.write_state(self.keys, self.stamps, self.values, self.limits, self.ttls)
             self._reset()
 
 
@@ -177,11 +197,11 @@ class ShardRun:
         #: ``(events, late)`` already counted in a batch's :class:`Produced`
         self.counted = (0, 0)
 
-    def _written(self, node: str, interval: str, buckets: list[tuple[int, Any]]) -> None:
-        # the runner has just written these buckets: their ends are the writes' timestamps
-        writes = self.writes
-        ends, writes.ends = writes.ends, []
-        writes.count += len(buckets)
+    def _written(
+        self, node: str, interval: str, buckets: list[tuple[int, Any]], ends: list[float]
+    ) -> None:
+        # the runner has just written these buckets
+        self.writes.count += len(buckets)
         if self.outputs or node in self.exported:  # else nothing needs them after the write
             self.emitted.append((node, interval, buckets, ends))
 

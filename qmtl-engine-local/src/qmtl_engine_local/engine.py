@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from qmtl.deadline import run_with_deadline
 from qmtl.engine import EngineBase, execute_plan
+from qmtl.errors import ConfigurationError
 from qmtl.plan import ExecutionPlan
 from qmtl.state import StateBackend
 from qmtl.streaming import OutputEvent, RunSummary
@@ -39,6 +40,14 @@ class LocalEngineSettings(BaseModel):
         description="Trace one-shot runs: each node's time and value in execution_stats['trace'] "
         "and the log (event qmtl.local.node_executed, debug level), and a failing node's "
         "inputs in its NodeExecutionError",
+    )
+    columnar: bool = Field(
+        default=False,
+        description="Stream finite sources a chunk at a time over columns (needs numpy: "
+        "qmtl-engine-local[columnar]); same results as event at a time",
+    )
+    chunk_size: int = Field(
+        default=65_536, ge=1, description="Events per source per chunk on the columnar path"
     )
 
 
@@ -121,15 +130,38 @@ class LocalExecutionEngine(EngineBase):
         timeout: float | None = None,
         batch: int | None = None,
         check_values: bool | None = None,
+        columnar: bool | None = None,
+        chunk_size: int | None = None,
     ) -> RunSummary:
         """Stream the sources to their end in event time (:mod:`qmtl_engine_local.streaming`).
 
         ``batch`` propagates bounded sources' buckets every that many events (a speed knob;
         results do not depend on it). ``check_values`` (default: the engine's setting) checks
-        every value with :func:`qmtl.codec.check`.
+        every value with :func:`qmtl.codec.check`. ``columnar=True`` runs a chunk of
+        ``chunk_size`` events at a time over columns (:mod:`qmtl_engine_local.columnar`; same
+        results); both default to the engine's settings.
         """
         from qmtl_engine_local.streaming import run_stream
 
+        if columnar if columnar is not None else self.options.columnar:
+            from qmtl_engine_local.columnar import run_columnar
+
+            if batch is not None:
+                raise ConfigurationError(
+                    "batch= tunes the event-at-a-time path; the columnar path reads chunk_size= "
+                    "events at a time: pass one or the other"
+                )
+            return run_columnar(
+                plan,
+                state,
+                on_output=on_output,
+                sources=sources,
+                events=events,
+                clock=clock,
+                timeout=timeout,
+                check_values=self.options.check_values if check_values is None else check_values,
+                chunk_size=self.options.chunk_size if chunk_size is None else chunk_size,
+            )
         return run_stream(
             plan,
             state,

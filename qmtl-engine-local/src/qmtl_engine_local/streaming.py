@@ -9,9 +9,10 @@ plan order), each source read lazily at its own pace and flushed as soon as it e
 Options of ``pipeline.run(...)`` on the local engine: those every engine takes (``on_output``,
 ``sources`` replacing named sources' inputs, ``events`` as ``(source, ts, value)`` in arrival
 order replacing all sources, ``clock`` stamping values that come without a ts, ``timeout``
-bounding the whole run: :mod:`qmtl.deadline`), ``batch``, and ``check_values`` (default: the
+bounding the whole run: :mod:`qmtl.deadline`), ``batch``, ``check_values`` (default: the
 engine's setting; on, every source event and node output goes through
-:func:`qmtl.codec.check`).
+:func:`qmtl.codec.check`), and ``columnar`` and ``chunk_size``, which select the columnar path
+(:mod:`qmtl_engine_local.columnar`, same results).
 """
 
 from __future__ import annotations

@@ -1,20 +1,23 @@
-"""``RedisStateBackend``: :class:`qmtl.state.StateBackend` on Redis sorted sets.
+"""``RedisStateBackend``: :class:`qmtl.state.StateBackend` on Redis lists.
 
 Layout (``{pipeline}``, ``{node}`` and ``{interval}`` with ``%`` and ``:`` percent-escaped)::
 
-    qmtl:{pipeline}:{node}:{interval}:history   ZSET  score = bucket ts, member = b"<ts>;<value>"
+    qmtl:{pipeline}:{node}:{interval}:history   LIST  members b"<ts>;<value>", in bucket order
     qmtl:{pipeline}:{node}:{interval}:meta      HASH  max_items, ttl, last_update
 
-A member starts with its own timestamp, so two buckets holding equal values stay two members;
-``<value>`` is :func:`qmtl.codec.encode` bytes, so every value type of SPEC §5.4 (``NaN``,
-tuples, datetimes, numpy arrays, ...) reads back as itself. Members written before the codec
-(``"<ts> <json>"``, a space after the timestamp) are still read, as the JSON they hold.
+A member starts with its own timestamp, so two buckets holding equal values stay two members
+and the list can be searched by time; ``<value>`` is :func:`qmtl.codec.encode` bytes, so every
+value type of SPEC §5.4 (``NaN``, tuples, datetimes, numpy arrays, ...) reads back as itself.
 A write runs one server-side script (atomic, one round trip) that checks both keys hold QMTL's
-types, adds the bucket (an older bucket first drops the member it replaces, ``ZREMRANGEBYSCORE
-ts ts``), trims to ``max_items`` (``ZREMRANGEBYRANK``), records the metadata and refreshes the
-TTL of both keys. ``write_many`` groups writes per series, sends up to ``write_batch`` writes per
-script call and all calls in one round trip. Reads are one ``ZREVRANGEBYSCORE ... LIMIT``
-(O(log n + k)). The package README explains the choices.
+types, appends the buckets newer than the newest stored (``RPUSH``; a replaced newest bucket is
+``LSET`` in place, an older one found by binary search), trims to ``max_items`` (``LTRIM``),
+records the metadata and refreshes the TTL of both keys. ``write_many`` groups writes per series,
+sends up to ``write_batch`` writes per script call and all calls in one round trip. Reads are one
+script too: a binary search finds the time range and ``LRANGE`` returns just those buckets
+(O(log n) probes + k). Data written by earlier versions stays readable: members
+``"<ts> <json>"`` (before the codec) are read as the JSON they hold, and a history kept as a
+sorted set (before this layout) is read as it is and rewritten as a list by its next write. The
+package README explains the choices.
 """
 
 from __future__ import annotations
@@ -23,20 +26,29 @@ import math
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from qmtl import codec
-from qmtl.errors import StateBackendError, ValueDecodeError
+from qmtl.errors import StateBackendError
 from qmtl.logs import get_logger
 from qmtl.state import BucketWrite, SeriesKey, key_prefix
 from qmtl_state_redis._errors import fix_for
-from qmtl_state_redis._lua import SCRIPTS, TTL_SHA, WRITE_SCRIPT, WRITE_SHA
+from qmtl_state_redis._layout import (
+    _Call,
+    _decode_history,
+    _escape,
+    _glob,
+    _interval,
+    _keys,
+    _pack,
+    _series_of,
+    _stamp,
+)
+from qmtl_state_redis._lua import META_SHA, READ_SHA, SCRIPTS, TTL_SHA, WRITE_SCRIPT, WRITE_SHA
 from qmtl_state_redis.settings import RedisStateSettings, mask_url
 
 if TYPE_CHECKING:
@@ -46,41 +58,11 @@ log = get_logger(__name__)
 
 __all__ = ["RedisStateBackend"]
 
-_HISTORY, _META = "history", "meta"
 _SCAN_COUNT = 1000
 _UNLINK_BATCH = 500
 _MAX_DETAIL = 300
 #: Seconds of clock slack before a missing series counts as "vanished", not expired.
 _EXPIRY_SLACK = 0.25
-
-
-def _escape(part: str) -> str:
-    """A key component that cannot contain ``:`` (so one pipeline never matches another)."""
-    if "%" in part or ":" in part:
-        part = part.replace("%", "%25").replace(":", "%3A")
-    return part
-
-
-def _glob(text: str) -> str:
-    """``text`` as a literal inside a SCAN MATCH pattern."""
-    for special in "\\*?[]":
-        text = text.replace(special, "\\" + special)
-    return text
-
-
-def _interval(interval: Any) -> str:
-    # IntervalEnum is a str enum: use its value, never str(member) of a plain Enum.
-    return str(getattr(interval, "value", interval))
-
-
-@lru_cache(maxsize=65536)
-def _series_keys(pipeline: str, node_id: str, interval: str) -> tuple[str, str]:
-    base = f"{key_prefix(_escape(pipeline))}{_escape(node_id)}:{_escape(interval)}:"
-    return base + _HISTORY, base + _META
-
-
-def _keys(key: SeriesKey) -> tuple[str, str]:
-    return _series_keys(key.pipeline, key.node_id, _interval(key.interval))
 
 
 def _number(raw: bytes | str | None) -> int | float | None:
@@ -178,38 +160,30 @@ class RedisStateBackend:
         start_ts: float | None = None,
         end_ts: float | None = None,
     ) -> list[dict[str, Any]]:
-        """Newest-first buckets in ``(start_ts, end_ts]``, at most ``count`` (server-side)."""
+        """Newest-first buckets in ``(start_ts, end_ts]``, at most ``count``: one script finds
+        the range by binary search, server-side, and returns just those buckets."""
         if count is not None and count < 0:
             raise StateBackendError(f"count must be >= 0, got {count}")
         history, _ = _keys(key)
-        high = "+inf" if end_ts is None else repr(float(end_ts))
-        low = "-inf" if start_ts is None else "(" + repr(float(start_ts))
-        command: list[Any] = ["ZREVRANGEBYSCORE", history, high, low, "WITHSCORES"]
-        if count is not None:
-            if count == 0:
-                command = ["EXISTS", history]  # still one round trip: a dead server must raise
-            else:
-                command += ["LIMIT", 0, count]
+        args = (
+            "" if count is None else str(int(count)),
+            "" if start_ts is None else repr(float(start_ts)),
+            "" if end_ts is None else repr(float(end_ts)),
+        )
         try:
-            reply = self._redis().execute_command(*command)
+            reply = self._evalsha(self._redis(), READ_SHA, (history,), args)
         except redis.RedisError as error:
             raise self._error(f"reading {history}", error) from error
-        if count == 0:
-            return []
-        return _decode_history(reply, history)
+        return _decode_history(reversed(reply), history)
 
     def metadata(self, key: SeriesKey) -> dict[str, Any]:
         """``count``, ``max_items``, ``ttl``, ``last_update``, ``oldest``, ``newest`` of ``key``."""
         history, meta = _keys(key)
         try:
-            pipe = self._redis().pipeline(transaction=True)
-            pipe.execute_command("ZCARD", history)
-            pipe.execute_command("ZRANGE", history, 0, 0, "WITHSCORES")
-            pipe.execute_command("ZRANGE", history, -1, -1, "WITHSCORES")
-            pipe.execute_command("HMGET", meta, "max_items", "ttl", "last_update")
-            count, oldest, newest, (max_items, ttl, last_update) = pipe.execute()
+            reply = self._evalsha(self._redis(), META_SHA, (history, meta), ())
         except redis.RedisError as error:
             raise self._error(f"reading the metadata of {history}", error) from error
+        count, oldest, newest, max_items, ttl, last_update = reply
         if not count and max_items is None:
             return _empty_metadata()
         try:
@@ -218,8 +192,8 @@ class RedisStateBackend:
                 "max_items": _number(max_items),
                 "ttl": _number(ttl),
                 "last_update": None if last_update is None else float(last_update),
-                "oldest": float(_pairs(oldest)[0][1]) if oldest else None,
-                "newest": float(_pairs(newest)[0][1]) if newest else None,
+                "oldest": _stamp(oldest) if oldest else None,
+                "newest": _stamp(newest) if newest else None,
             }
         except (ValueError, TypeError) as error:
             raise StateBackendError(
@@ -480,56 +454,3 @@ class RedisStateBackend:
             f"Redis state backend at {self.url}: {action} failed "
             f"({type(error).__name__}: {detail.rstrip('.')}); {fix}"
         )
-
-
-#: One script call: its keys, its arguments, and (history key, ttl) of each group in order.
-_Call = tuple[list[str], list[Any], list[tuple[str, float | None]]]
-
-
-def _pack(groups: list[list[Any]]) -> _Call:
-    keys: list[str] = []
-    args: list[Any] = [repr(time.time())]
-    series: list[tuple[str, float | None]] = []
-    for history, meta, max_items, ttl_text, items, ttl in groups:
-        keys += (history, meta)
-        args += (len(items) // 2, max_items, ttl_text)
-        args += items
-        series.append((history, ttl))
-    return keys, args, series
-
-
-def _pairs(reply: list[Any]) -> list[tuple[bytes, Any]]:
-    """``(member, score)`` pairs of a WITHSCORES reply, flat (RESP2) or nested (newer clients)."""
-    if reply and isinstance(reply[0], list | tuple):
-        return [(member, score) for member, score in reply]
-    return list(zip(reply[::2], reply[1::2], strict=True))
-
-
-def _value(member: bytes) -> Any:
-    """The value of a history member: ``<ts>;<codec bytes>``, or ``<ts> <json>`` as written
-    before the codec (the separator right after the timestamp tells them apart)."""
-    codec_at = member.find(b";")
-    json_at = member.find(b" ")
-    if codec_at != -1 and (json_at == -1 or codec_at < json_at):
-        return codec.decode(memoryview(member)[codec_at + 1 :])
-    return orjson.loads(member[json_at + 1 :])
-
-
-def _decode_history(reply: list[Any], history: str) -> list[dict[str, Any]]:
-    try:
-        return [
-            {"timestamp": float(score), "value": _value(member)} for member, score in _pairs(reply)
-        ]
-    except (ValueError, TypeError, ValueDecodeError, orjson.JSONDecodeError) as error:
-        raise StateBackendError(
-            f"Redis key {history} holds data QMTL did not write ({error}); delete the key or "
-            "use another pipeline name"
-        ) from error
-
-
-def _series_of(name: str, prefix: str) -> str | None:
-    """``node:interval`` of a key under ``prefix``, or None for a key QMTL did not lay out."""
-    parts = name[len(prefix) :].split(":")
-    if len(parts) != 3 or parts[2] not in (_HISTORY, _META):
-        return None
-    return f"{parts[0]}:{parts[1]}"

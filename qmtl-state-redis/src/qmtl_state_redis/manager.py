@@ -19,7 +19,8 @@ from qmtl.engine import bucket_end
 from qmtl.errors import StateBackendError
 from qmtl.models import IntervalEnum, to_interval
 from qmtl.state import SeriesKey, key_prefix
-from qmtl_state_redis.backend import RedisStateBackend, _escape, _glob
+from qmtl_state_redis._layout import _escape, _glob
+from qmtl_state_redis.backend import RedisStateBackend
 from qmtl_state_redis.settings import RedisStateSettings
 
 __all__ = ["StateManager"]

@@ -119,6 +119,11 @@ class TableSource:
         for stamps, values in self._reader.batches(self.batch_rows):
             yield from zip(stamps, values, strict=True)
 
+    def event_chunks(self, size: int) -> Iterator[tuple[list[float], list[Any]]]:
+        """The same events as ``(times, values)`` batches of ``size`` rows: how the local
+        engine's columnar path reads a table whole (:mod:`qmtl.columns`)."""
+        return iter(self._reader.batches(size))
+
     def latest(self) -> Any:
         """The value of the last row (the one-shot form of the source)."""
         return self._reader.latest()

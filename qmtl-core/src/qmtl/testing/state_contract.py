@@ -45,7 +45,7 @@ from typing import Any
 import pytest
 
 from qmtl.errors import StateBackendError, ValueEncodeError
-from qmtl.state import BucketWrite, SeriesKey, StateBackend
+from qmtl.state import BucketWrite, SeriesKey, StateBackend, column_writer
 from qmtl.testing.values import HAS_NUMPY, REFUSED, ROUND_TRIPS, numpy_round_trips, same
 
 
@@ -166,6 +166,61 @@ class StateBackendContract:
         )
         assert [i["value"] for i in backend.read(a)] == [3, 1]
         assert backend.read(b) == [{"timestamp": T0 + 3600, "value": 2}]
+
+    def test_bulk_writes_equal_writes_one_by_one(
+        self, backend: StateBackend, pipeline: str
+    ) -> None:
+        """What engines hand over in bulk (:func:`qmtl.state.column_writer`: the backend's
+        ``write_columns``, or ``write_many``) is stored exactly as the same writes one by one:
+        appends, a replaced bucket, an older bucket inserted and trimmed away, two series
+        interleaved."""
+        a, b = self.key(pipeline, "bulk", "1m"), self.key(pipeline, "bulk", "1h")
+        rows = [
+            (a, T0 + 60, 1),
+            (a, T0 + 120, 2),
+            (b, T0 + 3600, "h"),
+            (a, T0 + 120, 20),  # replaces the bucket at T0 + 120
+            (a, T0 + 180, 3),
+            (a, T0 + 30, "old"),  # older than all: inserted, then trimmed away (max_items 3)
+            (b, T0 + 7200, {"x": [1, 2]}),
+            (a, T0 + 240, 4),  # the oldest (T0 + 60) is trimmed
+        ]
+        column_writer(backend)(
+            [key for key, _, _ in rows],
+            [ts for _, ts, _ in rows],
+            [value for _, _, value in rows],
+            [3] * len(rows),
+            [None] * len(rows),
+        )
+        assert [(i["timestamp"], i["value"]) for i in backend.read(a)] == [
+            (T0 + 240, 4),
+            (T0 + 180, 3),
+            (T0 + 120, 20),
+        ]
+        assert [(i["timestamp"], i["value"]) for i in backend.read(b)] == [
+            (T0 + 7200, {"x": [1, 2]}),
+            (T0 + 3600, "h"),
+        ]
+        assert (backend.metadata(a)["count"], backend.metadata(b)["count"]) == (3, 2)
+
+        # long runs of one series: 300 newer buckets at once, then 150 starting with a replaced
+        # bucket (more than a backend might write one by one)
+        c = self.key(pipeline, "bulk", "1d")
+        write = column_writer(backend)
+        stamps = [T0 + i * DAY for i in range(1, 301)]
+        write([c] * 300, stamps, list(range(1, 301)), [5] * 300, [None] * 300)
+        assert [i["value"] for i in backend.read(c)] == [300, 299, 298, 297, 296]
+        stamps = [T0 + i * DAY for i in range(300, 450)]
+        write([c] * 150, stamps, ["replaced", *range(301, 450)], [200] * 150, [None] * 150)
+        assert [i["value"] for i in backend.read(c, count=3)] == [449, 448, 447]
+        assert backend.read(c, start_ts=T0 + 299 * DAY, end_ts=T0 + 300 * DAY) == [
+            {"timestamp": T0 + 300 * DAY, "value": "replaced"}
+        ]
+        assert backend.metadata(c)["count"] == 154
+        assert backend.metadata(c)["oldest"] == T0 + 296 * DAY
+        whole = self.key(pipeline, "bulk-whole", "1d")  # max_items None keeps every bucket
+        write([whole] * 6, [T0 + i * DAY for i in range(6)], list(range(6)), [None] * 6, [None] * 6)
+        assert len(backend.read(whole)) == 6
 
     def test_series_are_separate_per_node_and_interval(
         self, backend: StateBackend, pipeline: str

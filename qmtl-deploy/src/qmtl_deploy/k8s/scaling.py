@@ -73,7 +73,7 @@ def consumer_group(pipeline: str) -> str:
     except ImportError as error:
         raise DeployError(
             "Autoscaling on consumer lag needs the Kafka engine's naming of consumer groups: "
-            "pip install qmtl-engine-kafka (the workers' image has it already)"
+            'pip install "qmtl-deploy[kafka]" (the workers\' image has it already)'
         ) from error
     return pipeline_group(pipeline)
 
