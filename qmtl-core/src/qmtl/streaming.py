@@ -64,7 +64,7 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Sequence
 from itertools import compress, islice
-from operator import le, ne
+from operator import le, lt, ne
 from typing import Any, NamedTuple
 
 from qmtl.buckets import Calendar, plain
@@ -455,6 +455,43 @@ class MergedSource:
         if not closed:
             return []  # no bucket of this origin closed: nothing else can have
         return self._merge(origin, closed)
+
+    def on_events(
+        self, origin: str, offsets: Sequence[int], times: Sequence[float], values: Sequence[Any]
+    ) -> list[Closure]:
+        """Events of ``origin`` at its ``offsets``, in arrival order: :meth:`duplicate` and
+        :meth:`on_event` for each, their closures in order. Ascending offsets and times from
+        the late bound on (an input partition read in order) go to the origin's bucketer at
+        once (:meth:`SourceBucketer.on_events`): no event of such a batch can be late for the
+        merge, since its final buckets never pass the origin's own event times."""
+        applied = self.offsets.get(origin, -1)
+        count, start = len(times), 0
+        while start < count and offsets[start] <= applied:
+            start += 1  # applied already (a forward repeated after a crash)
+        if start == count:
+            return []
+        if (
+            times[start] < self._late_before
+            or not all(map(lt, offsets, islice(offsets, 1, None)))
+            or not all(map(le, islice(times, start, None), islice(times, start + 1, None)))
+        ):
+            out: list[Closure] = []
+            for offset, ts, value in zip(offsets, times, values, strict=True):
+                if not self.duplicate(origin, offset):
+                    out.extend(self.on_event(origin, ts, value) or ())
+            return out
+        self.offsets[origin] = offsets[-1]
+        self.events += count - start
+        part = self.parts.get(origin) or self._part(origin)
+        if origin not in self._heard:
+            self._heard.add(origin)
+            self.heard.append(origin)
+        late = part.late
+        if start:
+            times, values = times[start:], values[start:]
+        closed = part.on_events(list(zip(times, zip(times, values, strict=True), strict=True)))
+        self.late += part.late - late
+        return self._merge(origin, closed) if closed else []
 
     def on_watermark(self, origin: str, watermark: float) -> list[Closure]:
         """``origin`` promises no event before ``watermark`` (its partition's clock)."""

@@ -124,9 +124,24 @@ class Applier:
                 shards[i].on_event(names[i], stamps[j], values[j])
             return
         origin, count, offsets, keyed = data["o"], data["c"], data["f"], bool(data.get("m"))
-        for j in range(start, end):
-            i = at[j]
-            shards[i].on_forwarded(names[i], origin, count, offsets[j], stamps[j], values[j], keyed)
+        while start < end:  # each run of one source's events at once
+            i = at[start]
+            stop = start + 1
+            if len(names) == 1:
+                stop = end
+            else:
+                while stop < end and at[stop] == i:
+                    stop += 1
+            shards[i].on_forwarded(
+                names[i],
+                origin,
+                count,
+                offsets[start:stop],
+                stamps[start:stop],
+                values[start:stop],
+                keyed,
+            )
+            start = stop
 
     def _step(self, state: RunOnPartition, step: Step) -> None:
         kind, item = step

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from qmtl.errors import SourceError
@@ -36,7 +37,64 @@ from qmtl_engine_kafka.topics import input_topic
 
 __all__ = ["Forwarder", "external_topics"]
 
-Out = dict[tuple[int, str], list[dict[str, Any]]]
+
+class Forward:
+    """An ``F`` message being built: events of one origin, in columns (see
+    :mod:`qmtl_engine_kafka._wire`). ``at`` stays ``None`` while every event is of one source
+    (a seed input topic's), so the hot path appends to three lists only."""
+
+    __slots__ = ("at", "count", "keyed", "names", "offsets", "origin", "stamps", "values")
+
+    def __init__(self, origin: str, count: int, keyed: bool) -> None:
+        self.origin = origin
+        self.count = count
+        self.keyed = keyed
+        self.names: dict[str, int] = {}
+        self.at: list[int] | None = None
+        self.offsets: list[int] = []
+        self.stamps: list[float] = []
+        self.values: list[Any] = []
+
+    def only(self, source: str) -> bool:
+        """Whether ``source`` is (now) the message's one source: its events may be appended
+        to the columns directly."""
+        names = self.names
+        if not names:
+            names[source] = 0
+        return self.at is None and len(names) == 1 and source in names
+
+    def add(self, source: str, offset: int, ts: float, value: Any) -> None:
+        index = self.names.get(source)
+        if index is None:
+            index = self.names[source] = len(self.names)
+            if index and self.at is None:
+                self.at = [0] * len(self.stamps)
+        if self.at is not None:
+            self.at.append(index)
+        self.offsets.append(offset)
+        self.stamps.append(ts)
+        self.values.append(value)
+
+    def message(self, run: str, plan_hash: str) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "k": "F",
+            "r": run,
+            "h": plan_hash,
+            "o": self.origin,
+            "c": self.count,
+            "n": list(self.names),
+            "i": self.at if self.at is not None else [0] * len(self.stamps),
+            "f": self.offsets,
+            "t": self.stamps,
+            "x": self.values,
+        }
+        if self.keyed:
+            message["m"] = 1
+        return message
+
+
+#: per ``(shard partition, run)``, the messages to produce there in order
+Out = dict[tuple[int, str], list[Forward | dict[str, Any]]]
 
 
 def external_topics(plan: ExecutionPlan) -> dict[str, list[tuple[str, TopicSource]]]:
@@ -75,6 +133,11 @@ class Forwarder:
             for node in plan.nodes
             if not node.upstreams and node.kind != "query"
         }
+        #: seed input topic -> the reader of the events encode() writes for its source
+        self.readers = {
+            topic: envelopes.event_reader(plan.pipeline, source)
+            for topic, source in self.sources.items()
+        }
         #: user topic -> its sources
         self.external = external_topics(plan)
         self._counts: dict[str, int] = {}
@@ -110,18 +173,18 @@ class Forwarder:
             count = self._counts[topic] = len(metadata.topics[topic].partitions)
         return count
 
-    def _event(
-        self, out: Out, source: str, run: str, origin: str, count: int, item: list[Any], keyed: bool
-    ) -> None:
+    def _open(
+        self, out: Out, source: str, run: str, origin: str, count: int, keyed: bool
+    ) -> Forward:
+        """The ``F`` message of ``origin`` open at the end of ``source``'s queue (a new one when
+        something else came last)."""
         queue = out[(self.layout.partition_of(source), run)]
         last = queue[-1] if queue else None
-        if last is not None and last["k"] == "F" and last["o"] == origin:
-            last["e"].append(item)
-        else:
-            message = {"k": "F", "o": origin, "c": count, "e": [item]}
-            if keyed:
-                message["m"] = 1
-            queue.append(message)
+        if type(last) is Forward and last.origin == origin:
+            return last
+        forward = Forward(origin, count, keyed)
+        queue.append(forward)
+        return forward
 
     def take(self, message: Any, out: Out) -> None:
         """Forward one input message: appended to ``out[(partition, run)]`` in order."""
@@ -144,8 +207,9 @@ class Forwarder:
         origin = self._origins.get(where) or self._origin(where)
         count = self._count(topic)
         if env.kind == "event":
-            item = [source, offset, env.ts, env.value]
-            self._event(out, source, run, origin, count, item, keyed=False)
+            self._open(out, source, run, origin, count, False).add(
+                source, offset, env.ts, env.value
+            )
             return
         queue = out[(self.layout.partition_of(source), run)]
         if env.kind == "watermark":
@@ -153,6 +217,54 @@ class Forwarder:
             queue.append({"k": "OW", "o": origin, "c": count, "s": [source], "w": mark})
         else:
             queue.append({"k": "OX", "o": origin, "c": count, "s": [source]})
+
+    def take_all(self, messages: list[Any], out: Out, on_error: Callable[[Any], None]) -> int:
+        """:meth:`take` every message in order (``on_error`` gets those carrying a consumer
+        error); returns how many were forwarded. The hot path: an event in the layout
+        :func:`~qmtl_engine_kafka.envelope.encode` writes is read by its topic's
+        :func:`~qmtl_engine_kafka.envelope.event_reader` straight into the columns of its
+        origin's open ``F`` message; anything else goes through :meth:`take`."""
+        taken, last, source = 0, -1, ""
+        where: tuple[str, int] | None = None
+        read: envelopes.EventReader | None = None
+        forward: Forward | None = None
+        offsets: list[int] = []  # the open F message's columns
+        stamps: list[float] = []
+        values: list[Any] = []
+        for message in messages:
+            if message.error() is not None:
+                on_error(message)
+                continue
+            taken += 1
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            if where is None or partition != where[1] or topic != where[0]:
+                if where is not None:
+                    self.offsets[where] = last + 1
+                where = (topic, partition)
+                self.seen.add(where)
+                read = self.readers.get(topic)
+                source = self.sources.get(topic, "")
+                forward = None
+            last = offset
+            event = None if read is None else read(message.value())
+            if event is None:
+                self.take(message, out)
+                forward = None
+                continue
+            if forward is None:
+                origin = self._origins.get(where) or self._origin(where)
+                forward = self._open(out, source, LIVE_RUN, origin, self._count(topic), False)
+                if not forward.only(source):  # never for a seed topic: one source each
+                    forward.add(source, offset, *event)
+                    forward = None
+                    continue
+                offsets, stamps, values = forward.offsets, forward.stamps, forward.values
+            offsets.append(offset)
+            stamps.append(event[0])
+            values.append(event[1])
+        if where is not None:
+            self.offsets[where] = last + 1
+        return taken
 
     def _external(self, message: Any, out: Out) -> None:
         """A user's JSON message: to every source its key routes it to."""
@@ -176,7 +288,7 @@ class Forwarder:
                     message, MalformedEnvelopeError(str(error)), node=source
                 )
                 return
-            self._event(out, source, LIVE_RUN, origin, count, [source, offset, ts, value], True)
+            self._open(out, source, LIVE_RUN, origin, count, True).add(source, offset, ts, value)
             if ts > self._clock_of.get((topic, partition), -float("inf")):
                 self._clock_of[(topic, partition)] = ts
                 self.clocks[(topic, partition)] = ts

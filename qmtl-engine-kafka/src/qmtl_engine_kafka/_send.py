@@ -19,9 +19,10 @@ from typing import Any
 from qmtl.logs import get_logger
 from qmtl_engine_kafka import envelope as envelopes
 from qmtl_engine_kafka._client import kafka_module, new_client
+from qmtl_engine_kafka._forward import Forward, Out
 from qmtl_engine_kafka._layout import Layout
 from qmtl_engine_kafka._shard import Produced
-from qmtl_engine_kafka._wire import LIVE_RUN, events, fit, pack
+from qmtl_engine_kafka._wire import LIVE_RUN, fit, fit_events, pack
 from qmtl_engine_kafka.errors import PublishError
 from qmtl_engine_kafka.external import TopicSink
 from qmtl_engine_kafka.settings import KafkaEngineSettings
@@ -74,10 +75,6 @@ def _split_cross(item: list[Any]) -> tuple[list[Any], list[Any]] | None:
 
 def _name(item: list[Any]) -> tuple[str, str | None]:
     return str(item[0]), item[1] if isinstance(item[1], str) else None
-
-
-def _whole(_item: Any) -> None:
-    """Source events are not split further."""
 
 
 def _wrap(kind: str, field: str, common: dict[str, Any]) -> Any:
@@ -146,7 +143,7 @@ class Sender:
     def send(
         self,
         produced: Produced,
-        forwards: dict[tuple[int, str], list[dict[str, Any]]] | None,
+        forwards: Out | None,
         *,
         dead: bool = False,
     ) -> None:
@@ -156,12 +153,10 @@ class Sender:
             hash_ = self.layout.hash
             for (partition, run), messages in forwards.items():
                 for message in messages:
-                    message.update(r=run, h=hash_)
-                    if message["k"] == "F":
-                        items = message.pop("e")
-                        base = {k: v for k, v in message.items() if k != "k"}
-                        payloads = fit(events("F", base), items, limit, _whole, _name)
+                    if isinstance(message, Forward):
+                        payloads = fit_events(message.message(run, hash_), limit)
                     else:
+                        message.update(r=run, h=hash_)
                         payloads = [pack(message)]
                     for payload in payloads:
                         self._produce(topics.shard, payload, partition)

@@ -260,16 +260,17 @@ class ShardRun:
         name: str,
         origin: str,
         count: int,
-        offset: int,
-        ts: float,
-        value: Any,
+        offsets: list[int],
+        stamps: list[float],
+        values: list[Any],
         keyed: bool = False,
     ) -> None:
+        """Consecutive events of source ``name`` forwarded from ``origin`` (an input partition
+        of ``count``), at its ``offsets``: an offset applied already is dropped."""
         index = self._source(name)
-        merged = self._merged(index, origin, count, keyed)
-        if merged.duplicate(origin, offset):
-            return
-        closed = merged.on_event(origin, ts, value)
+        closed = self._merged(index, origin, count, keyed).on_events(
+            origin, offsets, stamps, values
+        )
         if closed:
             self.runner.hold(index, closed)
 

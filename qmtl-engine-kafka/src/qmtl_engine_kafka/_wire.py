@@ -60,6 +60,7 @@ __all__ = [
     "check_size",
     "events",
     "fit",
+    "fit_events",
     "pack",
     "unpack",
 ]
@@ -127,6 +128,24 @@ def events(kind: str, common: dict[str, Any]) -> Callable[[list[Any]], dict[str,
         return message
 
     return make
+
+
+def fit_events(message: dict[str, Any], limit: int) -> list[bytes]:
+    """An ``E`` or ``F`` message packed, its event columns halved until every part fits in
+    ``limit`` bytes; one event too large alone raises :class:`OversizedValueError` naming its
+    source."""
+    payload = pack(message)
+    if len(payload) <= limit:
+        return [payload]
+    size = len(message["t"])
+    if size == 1:
+        raise OversizedValueError(message["n"][message["i"][0]], None, len(payload), limit)
+    half = size // 2
+    first, second = dict(message), dict(message)
+    for column in ("i", "f", "t", "x"):
+        if column in message:
+            first[column], second[column] = message[column][:half], message[column][half:]
+    return fit_events(first, limit) + fit_events(second, limit)
 
 
 Split = Callable[[Any], tuple[Any, Any] | None]

@@ -43,6 +43,8 @@ value the codec refuses, and for a message larger than ``max_bytes`` (the engine
 from __future__ import annotations
 
 import math
+import struct
+from collections.abc import Callable
 from typing import Any, Literal, NamedTuple, cast
 
 import msgpack
@@ -64,8 +66,10 @@ __all__ = [
     "SUPPORTED_VERSIONS",
     "Envelope",
     "EnvelopeKind",
+    "EventReader",
     "decode",
     "encode",
+    "event_reader",
     "parse",
 ]
 
@@ -279,6 +283,79 @@ def from_object(obj: Any) -> Envelope:
                 ),
             )
     return _validated(obj)
+
+
+_F64 = struct.Struct(">d")
+_U32 = struct.Struct(">I")
+EventReader = Callable[[bytes | None], tuple[float, Any] | None]
+
+
+def event_reader(pipeline: str, node: str) -> EventReader:
+    """A reader of the event envelopes :func:`encode` writes for source ``node`` of
+    ``pipeline``, without building a map or an :class:`Envelope` (a forwarding worker's hot
+    path: one call per input message).
+
+    :func:`encode` lays out ``Envelope(pipeline, node, ts, value)`` always the same way: the
+    fixed fields, ``ts`` (a float64, or a uint32 for a whole-second int), three nils, then the
+    value's codec bytes (under 256 of them). The reader returns ``(ts, value)`` for bytes in
+    exactly that layout, else ``None``: anything else — another field set, a run id, a
+    watermark or end marker, a longer value, another producer's key order, damaged bytes —
+    goes through :func:`decode`, which returns the same event or raises the error to
+    dead-letter. The layout is derived from :func:`encode` itself and checked against it, so
+    the two cannot drift apart (a mismatch disables the reader).
+    """
+    pack = msgpack.packb
+    fixed = [("v", ENVELOPE_VERSION), ("kind", "event"), ("pipeline", pipeline)]
+    fixed += [("node", node), ("node_id", ""), ("interval", None)]
+    prefix = b"\x8b" + b"".join(pack(k) + pack(v) for k, v in fixed) + pack("ts")
+    after = [("bucket", None), ("watermark", None), ("origin", None)]
+    middle = b"".join(pack(k) + pack(v) for k, v in after) + pack("value")
+    expected = prefix + pack(1.25) + middle + pack(codec.encode(0.5), use_bin_type=True)
+    if encode(Envelope(pipeline, node, 1.25, 0.5)) != expected:  # pragma: no cover
+        prefix = b"\x00"  # encode's layout changed: nothing matches, decode reads it all
+    at = len(prefix)
+    # the common message whole: a float64 ts and a float value (0xcb, 8 bytes each)
+    floats = struct.Struct(f">Bd{len(middle)}sBBBd")
+    unpack = floats.unpack_from
+    whole = at + floats.size
+    shortest = at + 5 + len(middle) + 2  # a uint32 ts and an empty value
+
+    def read(data: bytes | None) -> tuple[float, Any] | None:
+        if data is None:
+            return None
+        size = len(data)
+        if size == whole and data.startswith(prefix):
+            head, ts, mid, bin8, length, head2, value = unpack(data, at)
+            if (
+                head == 0xCB
+                and mid == middle
+                and bin8 == 0xC4
+                and length == 9
+                and head2 == 0xCB
+                and ts - ts == 0  # finite (inf or NaN: decode says why it is refused)
+            ):
+                return ts, value
+        if size < shortest or not data.startswith(prefix):
+            return None
+        head = data[at]
+        if head == 0xCB:
+            ts = _F64.unpack_from(data, at + 1)[0]
+            if ts - ts != 0:
+                return None
+            start = at + 9
+        elif head == 0xCE:
+            ts = _U32.unpack_from(data, at + 1)[0]
+            start = at + 5
+        else:
+            return None
+        end = start + len(middle)
+        if end + 2 > size or data[start:end] != middle or data[end] != 0xC4:
+            return None
+        if end + 2 + data[end + 1] != size:
+            return None
+        return ts, _value(data[end + 2 :])
+
+    return read
 
 
 def _validated(obj: Any) -> Envelope:

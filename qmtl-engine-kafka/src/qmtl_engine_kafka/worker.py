@@ -53,7 +53,7 @@ from qmtl.logs import get_logger
 from qmtl_engine_kafka import _wire
 from qmtl_engine_kafka._apply import Applier
 from qmtl_engine_kafka._client import consume_error, kafka_module
-from qmtl_engine_kafka._forward import Forwarder
+from qmtl_engine_kafka._forward import Forwarder, Out
 from qmtl_engine_kafka._group import GroupMember, WorkerContext
 from qmtl_engine_kafka._layout import Layout
 from qmtl_engine_kafka._partition import Partition
@@ -143,17 +143,18 @@ class Worker(GroupMember):
                         "the saved state)"
                     )
                 messages = self._poll_shards(idle_wait if self.inputs is None else 0)
+                inputs: list[Any] = []
                 if self.inputs is not None:
-                    messages += self._poll(self.inputs, 0 if messages else idle_wait)
+                    inputs = self._poll(self.inputs, 0 if messages else idle_wait)
                 if messages or self.forwarder is not None:
-                    self.process(messages)
+                    self.process(messages, inputs)
                 monitor.polled()
                 now = time.monotonic()
                 if now - last_beat >= 1.0:
                     if self.heartbeat is not None:
                         self._beat()
-                    inputs = len(self.forwarder.heard) if self.forwarder is not None else 0
-                    monitor.assignment(len(self.partitions) + inputs)
+                    held = len(self.forwarder.heard) if self.forwarder is not None else 0
+                    monitor.assignment(len(self.partitions) + held)
                     last_beat = now
                 if self.ctx.live and self.ctx.store.shared and now - last_note >= _LIVE_NOTE_S:
                     self.ctx.store.note(
@@ -209,13 +210,13 @@ class Worker(GroupMember):
             messages += consumer.consume(batch - 1, 0)
         return messages
 
-    def process(self, messages: list[Any]) -> int:
-        """Apply one batch and commit it (see the module doc); returns messages applied."""
+    def process(self, messages: list[Any], inputs: list[Any] | None = None) -> int:
+        """Apply one batch — shard-topic ``messages``, then input-topic ``inputs`` to forward
+        — and commit it (see the module doc); returns messages applied."""
         started = time.monotonic()
         produced = Produced()
         forwards = self.forwarder.grouped() if self.forwarder is not None else None
         touched: set[int] = set()
-        shard_topic = self.topics.shard
         clock = time.monotonic
         deadline = clock() + self.slice_s
         rest: list[Any] = []
@@ -225,34 +226,30 @@ class Worker(GroupMember):
             if i and clock() > deadline:
                 rest = messages[i:]
                 break
-            error = message.error()
-            if error is not None:
-                if self.ctx.live and error.code() == self.kafka.KafkaError.UNKNOWN_TOPIC_OR_PART:
-                    continue  # the input pattern matches no topic yet: normal, not worth a log
-                if consume_error(self.kafka, error, self.topics.group):
-                    self.stats["consume_errors"] += 1
+            if message.error() is not None:
+                self._consume_error(message)
                 continue
-            topic = message.topic()
-            if topic == shard_topic:
-                owned = self.partitions.get(message.partition())
-                if owned is None:
-                    continue
-                offset = message.offset()
-                if offset < owned.next_offset:
-                    self.stats["replayed"] += 1
-                    continue  # its effect is in the saved state already
-                touched.add(owned.partition)
-                if not self._apply(owned, message, deadline):
-                    owned.next_offset = offset  # part of it is applied: resume there
-                    rest = messages[i:]
-                    break
-                owned.next_offset = offset + 1
-                applied += 1
-            elif forwards is not None and self.forwarder is not None:
-                self.forwarder.take(message, forwards)
-                self.stats["forwarded"] += 1
-                applied += 1
+            owned = self.partitions.get(message.partition())
+            if owned is None:
+                continue
+            offset = message.offset()
+            if offset < owned.next_offset:
+                self.stats["replayed"] += 1
+                continue  # its effect is in the saved state already
+            touched.add(owned.partition)
+            if not self._apply(owned, message, deadline):
+                owned.next_offset = offset  # part of it is applied: resume there
+                rest = messages[i:]
+                break
+            owned.next_offset = offset + 1
+            applied += 1
         if forwards is not None and self.forwarder is not None:
+            if inputs and (rest or clock() > deadline):
+                rest += inputs  # forwarded by the next batch
+            elif inputs:
+                taken = self.forwarder.take_all(inputs, forwards, self._consume_error)
+                self.stats["forwarded"] += taken
+                applied += taken
             self.forwarder.finish(forwards)
         failed: list[tuple[str, BaseException, bool]] = []
         for partition in touched:
@@ -282,6 +279,15 @@ class Worker(GroupMember):
         self._report(started, produced, dead, bool(touched or forwarded))
         return applied
 
+    def _consume_error(self, message: Any) -> None:
+        """A consume error in place of a message: counted and logged (a deployment's input
+        pattern matching no topic yet is normal, not worth a log)."""
+        error = message.error()
+        if self.ctx.live and error.code() == self.kafka.KafkaError.UNKNOWN_TOPIC_OR_PART:
+            return
+        if consume_error(self.kafka, error, self.topics.group):
+            self.stats["consume_errors"] += 1
+
     def _judge(self, failed: list[tuple[str, BaseException, bool]]) -> float | None:
         """Each node failure of the batch, logged and judged by the failure policy: the
         longest back-off asked for, or ``None`` to end the failed nodes as in a finite run.
@@ -301,7 +307,7 @@ class Worker(GroupMember):
         touched: set[int],
         messages: list[Any],
         after_s: float,
-        forwards: dict[tuple[int, str], list[dict[str, Any]]] | None,
+        forwards: Out | None,
         dead: Counter[str],
     ) -> None:
         """Drop the batch's shard work (nothing of it is produced, saved or committed; bucket
