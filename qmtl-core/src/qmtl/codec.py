@@ -329,10 +329,13 @@ def _encode_numpy(value: Any) -> msgpack.ExtType:
     return msgpack.ExtType(_NPSCALAR, bytes([len(dtype)]) + dtype + value.tobytes())
 
 
-def encode(value: Any) -> bytes:
+def encode(value: Any, *, checked: bool = False) -> bytes:
     """The value as bytes; raises :class:`~qmtl.errors.ValueEncodeError` (from :func:`check`)
-    for anything the codec does not carry."""
-    check(value)  # MAX_DEPTH is below msgpack's own nesting limit, so packing cannot fail
+    for anything the codec does not carry. ``checked``: every part of ``value`` was checked
+    already or decoded by this codec (an engine re-packing what it read), so the type walk is
+    skipped."""
+    if not checked:
+        check(value)  # MAX_DEPTH is below msgpack's own nesting limit, so packing cannot fail
     return msgpack.packb(value, default=_default, strict_types=True, use_bin_type=True)
 
 

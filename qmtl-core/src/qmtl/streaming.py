@@ -62,7 +62,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from itertools import compress, islice
 from operator import le, lt, ne
 from typing import Any, NamedTuple
@@ -223,7 +223,12 @@ class SourceBucketer:
         """
         if not events:
             return []
-        times = [event[0] for event in events]
+        return self.on_columns([event[0] for event in events], [event[1] for event in events])
+
+    def on_columns(self, times: Sequence[float], values: Sequence[Any]) -> list[Closure]:
+        """:meth:`on_events` of events given as two columns: their times and their values."""
+        if not times:
+            return []
         if (
             self.lateness
             or self.placed  # intervals on a calendar: one event at a time
@@ -231,8 +236,8 @@ class SourceBucketer:
             or not all(map(le, times, islice(times, 1, None)))
             or any(len(opened) > 1 for opened in self.open)
         ):
-            return self._each(events)
-        count = len(events)
+            return self._each(zip(times, values, strict=True))
+        count = len(times)
         self.events += count
         self.watermark = last = times[-1]
         closed: list[Closure] = []
@@ -245,11 +250,11 @@ class SourceBucketer:
                 if b != buckets[0]:
                     ready.append((b, value))
             ready += [
-                (buckets[j - 1], events[j - 1][1])
+                (buckets[j - 1], values[j - 1])
                 for j in compress(range(1, count), map(ne, islice(buckets, 1, None), buckets))
             ]
             opened.clear()
-            opened[buckets[-1]] = (last, events[-1][1])
+            opened[buckets[-1]] = (last, values[-1])
             through = buckets[-1] - 1  # every bucket before the watermark's is final
             if through > final[i]:
                 final[i] = through
@@ -257,7 +262,7 @@ class SourceBucketer:
         self._bounds()
         return closed
 
-    def _each(self, events: Sequence[tuple[float, Any]]) -> list[Closure]:
+    def _each(self, events: Iterable[tuple[float, Any]]) -> list[Closure]:
         """:meth:`on_events` one event at a time."""
         merged: dict[int, tuple[list[tuple[int, Any]], float]] = {}
         for ts, value in events:
@@ -489,7 +494,7 @@ class MergedSource:
         late = part.late
         if start:
             times, values = times[start:], values[start:]
-        closed = part.on_events(list(zip(times, zip(times, values, strict=True), strict=True)))
+        closed = part.on_columns(times, list(zip(times, values, strict=True)))
         self.late += part.late - late
         return self._merge(origin, closed) if closed else []
 

@@ -48,6 +48,9 @@ def producer_config(
         "queue.buffering.max.messages": 1_000_000,
         "message.max.bytes": max(settings.max_message_bytes + 4096, 1_000_000),
         "on_delivery": on_delivery,
+        # every delivery callback only records failures: a report per acknowledged message
+        # was a Python call per message inside flush()
+        "delivery.report.only.error": True,
         "error_cb": error_cb,
     }
 
@@ -115,6 +118,9 @@ class Sender:
             what=what,
         )
         self._seed: set[str] = set()
+        #: (node, interval) -> its seed output topic and envelope writer
+        self._seed_writers: dict[tuple[str, str], tuple[str, envelopes.EventWriter]] = {}
+        self._has_sinks = any(isinstance(n.node, TopicSink) for n in layout.plan.nodes)
         self._seed_at = 0.0
 
     def _delivered(self, err: Any, msg: Any) -> None:
@@ -154,7 +160,10 @@ class Sender:
             for (partition, run), messages in forwards.items():
                 for message in messages:
                     if isinstance(message, Forward):
-                        payloads = fit_events(message.message(run, hash_), limit)
+                        # a seed topic's values were decoded by the codec: no type walk
+                        # again (a user topic's JSON is checked)
+                        checked = not message.keyed
+                        payloads = fit_events(message.message(run, hash_), limit, checked=checked)
                     else:
                         message.update(r=run, h=hash_)
                         payloads = [pack(message)]
@@ -236,7 +245,8 @@ class Sender:
         :class:`~qmtl_engine_kafka.external.TopicSink` nodes on their topics."""
         if not self.live or not produced.live:
             return
-        self._sinks(produced)
+        if self._has_sinks:
+            self._sinks(produced)
         now = time.monotonic()
         pipeline = self.pipeline
         if now - self._seed_at >= _SEED_REFRESH_S:
@@ -246,25 +256,19 @@ class Sender:
                 self._seed = set(metadata.topics)
             except self.kafka.KafkaException as error:  # keep the last list
                 log.warning("qmtl.kafka.topic_lookup_failed", error=str(error))
+        writers = self._seed_writers
+        by_name = self.layout.plan.by_name
+        seed = self._seed
         for event in produced.live:
-            topic = output_topic(pipeline, event.node)
-            if topic not in self._seed:
-                continue
-            node = self.layout.plan.by_name[event.node]
-            payload = envelopes.encode(
-                envelopes.Envelope(
-                    pipeline,
-                    event.node,
-                    event.ts,
-                    event.value,
-                    node.node_id,
-                    event.interval,
-                    event.bucket,
-                    None,
-                    "event",
-                    None,
-                    1,
-                    LIVE_RUN,
+            found = writers.get((event.node, event.interval))
+            if found is None:
+                writer = envelopes.event_writer(
+                    pipeline, event.node, by_name[event.node].node_id, event.interval, LIVE_RUN
                 )
-            )
-            self._produce(topic, payload, 0, key=event.node)
+                found = writers[(event.node, event.interval)] = (
+                    output_topic(pipeline, event.node),
+                    writer,
+                )
+            topic, write = found
+            if topic in seed:
+                self._produce(topic, write(event.ts, event.bucket, event.value), 0, key=event.node)

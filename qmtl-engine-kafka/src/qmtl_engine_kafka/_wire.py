@@ -82,10 +82,11 @@ def check_size(node: str, interval: str | None, value: Any, limit: int) -> None:
         raise OversizedValueError(node, interval, size, limit, codec.type_name(value))
 
 
-def pack(message: dict[str, Any]) -> bytes:
-    """One message as bytes (``v`` is added)."""
+def pack(message: dict[str, Any], *, checked: bool = False) -> bytes:
+    """One message as bytes (``v`` is added); ``checked``: its values came from the codec
+    (:func:`qmtl.codec.encode`'s type walk is skipped)."""
     message["v"] = WIRE_VERSION
-    return codec.encode(message)
+    return codec.encode(message, checked=checked)
 
 
 def unpack(data: bytes | None, max_bytes: int) -> dict[str, Any]:
@@ -130,11 +131,11 @@ def events(kind: str, common: dict[str, Any]) -> Callable[[list[Any]], dict[str,
     return make
 
 
-def fit_events(message: dict[str, Any], limit: int) -> list[bytes]:
-    """An ``E`` or ``F`` message packed, its event columns halved until every part fits in
-    ``limit`` bytes; one event too large alone raises :class:`OversizedValueError` naming its
-    source."""
-    payload = pack(message)
+def fit_events(message: dict[str, Any], limit: int, *, checked: bool = False) -> list[bytes]:
+    """An ``E`` or ``F`` message packed (``checked``: as :func:`pack`), its event columns
+    halved until every part fits in ``limit`` bytes; one event too large alone raises
+    :class:`OversizedValueError` naming its source."""
+    payload = pack(message, checked=checked)
     if len(payload) <= limit:
         return [payload]
     size = len(message["t"])
@@ -145,7 +146,7 @@ def fit_events(message: dict[str, Any], limit: int) -> list[bytes]:
     for column in ("i", "f", "t", "x"):
         if column in message:
             first[column], second[column] = message[column][:half], message[column][half:]
-    return fit_events(first, limit) + fit_events(second, limit)
+    return fit_events(first, limit, checked=checked) + fit_events(second, limit, checked=checked)
 
 
 Split = Callable[[Any], tuple[Any, Any] | None]
