@@ -60,7 +60,7 @@ Sources yield :class:`qmtl.sources.Watermark` to close buckets by wall clock whe
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Iterable, Sequence
 from itertools import compress, islice
@@ -243,19 +243,27 @@ class SourceBucketer:
         closed: list[Closure] = []
         final = self.final
         for i, (s, opened) in enumerate(self.pairs):
-            buckets = [int(ts // s) for ts in times]
+            first, newest = int(times[0] // s), int(last // s)
             ready: list[tuple[int, Any]] = []
             if opened:
                 ((b, (_ts, value)),) = opened.items()
-                if b != buckets[0]:
+                if b != first:
                     ready.append((b, value))
-            ready += [
-                (buckets[j - 1], values[j - 1])
-                for j in compress(range(1, count), map(ne, islice(buckets, 1, None), buckets))
-            ]
+            if (newest - first) * 4 < count:  # a few buckets: find where each ends by bisection
+                b, j = first, 0  # (ts // s >= b + 1 exactly when ts >= (b + 1) * s)
+                while b != newest:
+                    j = bisect_left(times, (b + 1) * s, j)
+                    ready.append((b, values[j - 1]))
+                    b = int(times[j] // s)
+            else:
+                buckets = [int(ts // s) for ts in times]
+                ready += [
+                    (buckets[j - 1], values[j - 1])
+                    for j in compress(range(1, count), map(ne, islice(buckets, 1, None), buckets))
+                ]
             opened.clear()
-            opened[buckets[-1]] = (last, values[-1])
-            through = buckets[-1] - 1  # every bucket before the watermark's is final
+            opened[newest] = (last, values[-1])
+            through = newest - 1  # every bucket before the watermark's is final
             if through > final[i]:
                 final[i] = through
                 closed.append((i, ready, through))

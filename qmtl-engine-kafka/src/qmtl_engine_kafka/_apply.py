@@ -24,6 +24,9 @@ from qmtl_engine_kafka.errors import MalformedEnvelopeError
 __all__ = ["Applier", "steps"]
 
 _BUCKETS_PER_STEP = 32
+#: The most steps between two flushes and time checks: a whole message of source events (a
+#: forwarder's or a run's ``E`` of up to a thousand) while they stay fast.
+_MAX_CHUNK = 1024
 Step = tuple[str, Any]
 
 
@@ -63,7 +66,7 @@ class Applier:
 
     def __init__(self, layout: Layout, slice_s: float) -> None:
         self.layout = layout
-        self.chunk = 16  #: steps between two flushes and time checks (adapts: up to 256)
+        self.chunk = 16  #: steps between two flushes and time checks (adapts: up to 1024)
         self.budget = slice_s / 8
         self.applied = 0  #: steps applied so far (events, bucket chunks, markers)
 
@@ -109,7 +112,7 @@ class Applier:
             now = clock()
             if now - began > self.budget and self.chunk > 1:
                 self.chunk = max(1, self.chunk // 8)
-            elif now - began < self.budget / 16 and self.chunk < 256:
+            elif now - began < self.budget / 16 and self.chunk < _MAX_CHUNK:
                 self.chunk *= 2
             if done < total and now > deadline:
                 return done

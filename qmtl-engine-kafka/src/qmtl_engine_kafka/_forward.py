@@ -246,7 +246,7 @@ class Forwarder:
                 source = self.sources.get(topic, "")
                 forward = None
             last = offset
-            event = None if read is None else read(message.value())
+            event = None if read is None else read(message.value() or b"")
             if event is None:
                 self.take(message, out)
                 forward = None
