@@ -62,10 +62,10 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import compress, islice
 from operator import le, lt, ne
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from qmtl.buckets import Calendar, plain
 from qmtl.summary import NodeSummary as NodeSummary  # re-exported: engines import it here
@@ -225,10 +225,19 @@ class SourceBucketer:
             return []
         return self.on_columns([event[0] for event in events], [event[1] for event in events])
 
-    def on_columns(self, times: Sequence[float], values: Sequence[Any]) -> list[Closure]:
-        """:meth:`on_events` of events given as two columns: their times and their values."""
+    def on_columns(
+        self, times: Sequence[float], values: Sequence[Any], *, stamped: bool = False
+    ) -> list[Closure]:
+        """:meth:`on_events` of events given as two columns: their times and their values
+        (``stamped``: each value is kept as ``(ts, value)``, as :class:`MergedSource`'s
+        origins keep them, without a pair made per event)."""
         if not times:
             return []
+
+        def stamp(j: int) -> Any:
+            return (times[j], values[j])
+
+        at = stamp if stamped else cast("Callable[[int], Any]", values.__getitem__)
         if (
             self.lateness
             or self.placed  # intervals on a calendar: one event at a time
@@ -236,7 +245,7 @@ class SourceBucketer:
             or not all(map(le, times, islice(times, 1, None)))
             or any(len(opened) > 1 for opened in self.open)
         ):
-            return self._each(zip(times, values, strict=True))
+            return self._each(zip(times, map(at, range(len(times))), strict=True))
         count = len(times)
         self.events += count
         self.watermark = last = times[-1]
@@ -253,16 +262,16 @@ class SourceBucketer:
                 b, j = first, 0  # (ts // s >= b + 1 exactly when ts >= (b + 1) * s)
                 while b != newest:
                     j = bisect_left(times, (b + 1) * s, j)
-                    ready.append((b, values[j - 1]))
+                    ready.append((b, at(j - 1)))
                     b = int(times[j] // s)
             else:
                 buckets = [int(ts // s) for ts in times]
                 ready += [
-                    (buckets[j - 1], values[j - 1])
+                    (buckets[j - 1], at(j - 1))
                     for j in compress(range(1, count), map(ne, islice(buckets, 1, None), buckets))
                 ]
             opened.clear()
-            opened[newest] = (last, values[-1])
+            opened[newest] = (last, at(count - 1))
             through = newest - 1  # every bucket before the watermark's is final
             if through > final[i]:
                 final[i] = through
@@ -502,7 +511,7 @@ class MergedSource:
         late = part.late
         if start:
             times, values = times[start:], values[start:]
-        closed = part.on_columns(times, list(zip(times, values, strict=True)))
+        closed = part.on_columns(times, values, stamped=True)
         self.late += part.late - late
         return self._merge(origin, closed) if closed else []
 

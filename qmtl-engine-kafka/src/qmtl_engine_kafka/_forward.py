@@ -224,8 +224,8 @@ class Forwarder:
         :func:`~qmtl_engine_kafka.envelope.encode` writes is read by its topic's
         :func:`~qmtl_engine_kafka.envelope.event_reader` straight into the columns of its
         origin's open ``F`` message; anything else goes through :meth:`take`."""
-        taken, last, source = 0, -1, ""
-        where: tuple[str, int] | None = None
+        errors, last, source = 0, -1, ""
+        where = topic_at, partition_at = ("", -1)  # the partition of the messages being taken
         read: envelopes.EventReader | None = None
         forward: Forward | None = None
         offsets: list[int] = []  # the open F message's columns
@@ -234,13 +234,13 @@ class Forwarder:
         for message in messages:
             if message.error() is not None:
                 on_error(message)
+                errors += 1
                 continue
-            taken += 1
             topic, partition, offset = message.topic(), message.partition(), message.offset()
-            if where is None or partition != where[1] or topic != where[0]:
-                if where is not None:
+            if partition != partition_at or topic != topic_at:
+                if partition_at >= 0:
                     self.offsets[where] = last + 1
-                where = (topic, partition)
+                where = topic_at, partition_at = (topic, partition)
                 self.seen.add(where)
                 read = self.readers.get(topic)
                 source = self.sources.get(topic, "")
@@ -262,9 +262,9 @@ class Forwarder:
             offsets.append(offset)
             stamps.append(event[0])
             values.append(event[1])
-        if where is not None:
+        if partition_at >= 0:
             self.offsets[where] = last + 1
-        return taken
+        return len(messages) - errors
 
     def _external(self, message: Any, out: Out) -> None:
         """A user's JSON message: to every source its key routes it to."""
