@@ -235,8 +235,24 @@ def test_a_value_that_contains_itself_is_refused_not_a_crash() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"\xc1", b"\x92\x01", codec.encode([1, 2]) + b"\x01", b"\xd4\x63\x00", b"\x81\x01\x02"],
-    ids=["empty", "never-used byte", "cut short", "extra data", "unknown ext", "int key"],
+    [
+        b"",
+        b"\xc1",
+        b"\x92\x01",
+        codec.encode([1, 2]) + b"\x01",
+        b"\xd4\x63\x00",
+        b"\x81\x01\x02",
+        codec.encode(Decimal("1.5")).replace(b"1.5", b"k.5"),
+    ],
+    ids=[
+        "empty",
+        "never-used byte",
+        "cut short",
+        "extra data",
+        "unknown ext",
+        "int key",
+        "damaged decimal",
+    ],
 )
 def test_bytes_that_are_not_a_value_raise_value_decode_error(data: bytes) -> None:
     with pytest.raises(ValueDecodeError, match="not a QMTL value"):

@@ -59,7 +59,7 @@ from __future__ import annotations
 import struct
 import sys
 from datetime import date, datetime, timedelta, timezone, tzinfo
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -406,6 +406,7 @@ _CORRUPT = (
     IndexError,
     KeyError,
     OverflowError,
+    InvalidOperation,  # a Decimal whose text was damaged
     struct.error,
     msgpack.UnpackException,
 )

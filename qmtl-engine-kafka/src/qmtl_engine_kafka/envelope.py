@@ -53,6 +53,7 @@ import orjson
 from qmtl import codec
 from qmtl.errors import ValueDecodeError, ValueEncodeError
 from qmtl_engine_kafka.errors import (
+    EnvelopeError,
     EnvelopeVersionError,
     MalformedEnvelopeError,
     OversizedEnvelopeError,
@@ -351,7 +352,10 @@ def event_reader(pipeline: str, node: str) -> EventReader:
             return None
         if end + 2 + data[end + 1] != size:
             return None
-        return ts, _value(data[end + 2 :])
+        try:
+            return ts, _value(data[end + 2 :])
+        except EnvelopeError:  # decode raises it again, for the dead letter
+            return None
 
     return read
 
