@@ -122,13 +122,20 @@ def test_a_forward_too_large_is_split_in_order_and_one_event_too_large_is_named(
     payloads = fit_events(forward.message("live", "h"), 2048, checked=True)
     assert len(payloads) > 1 and all(len(p) <= 2048 for p in payloads)
     parts = [unpack(p, 2048) for p in payloads]
-    assert [o for part in parts for o in part["f"]] == list(range(40))
+    assert [o for part in parts for o in _offsets(part)] == list(range(40))
     assert [x for part in parts for x in part["x"]] == ["x" * 200] * 40
-    assert all(part["n"] == [NODE] and part["i"] == [0] * len(part["t"]) for part in parts)
+    assert all(part["n"] == [NODE] and "i" not in part for part in parts)  # one source
     alone = Forward("qmtl.input.p.ticks/0", 1, False)
     alone.add(NODE, 0, 1.0, "x" * 5000)
     with pytest.raises(OversizedValueError, match=NODE):
         fit_events(alone.message("live", "h"), 2048)
+
+
+def _offsets(message: dict[str, Any]) -> list[int]:
+    """An F message's input offsets: listed, or consecutive from ``f0``."""
+    if "f" in message:
+        return list(message["f"])
+    return list(range(message["f0"], message["f0"] + len(message["t"])))
 
 
 # -- take_all against take, message by message ------------------------------------------------
@@ -245,4 +252,5 @@ def test_take_all_forwards_what_take_forwards_message_by_message() -> None:
     live = [m for (_p, run), ms in _sent(fast, fast_out) if run == "live" for m in ms]
     ticks = [m for m in live if m["k"] == "F" and m["o"].endswith(".ticks/0")]
     # events of partition 0 around the watermark, the end and the dead letters, in order
-    assert [m["f"] for m in ticks] == [[0, 1], [3, 7, 8, 9]]
+    assert [_offsets(m) for m in ticks] == [[0, 1], [3, 7, 8, 9]]
+    assert (ticks[0]["f0"], ticks[1]["f"]) == (0, [3, 7, 8, 9])  # consecutive: the first only

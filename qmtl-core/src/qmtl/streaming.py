@@ -494,7 +494,7 @@ class MergedSource:
             return []
         if (
             times[start] < self._late_before
-            or not all(map(lt, offsets, islice(offsets, 1, None)))
+            or (type(offsets) is not range and not all(map(lt, offsets, islice(offsets, 1, None))))
             or not all(map(le, islice(times, start, None), islice(times, start + 1, None)))
         ):
             out: list[Closure] = []

@@ -120,19 +120,21 @@ class Applier:
 
     @staticmethod
     def _events(data: dict[str, Any], shards: list[ShardRun], start: int, end: int) -> None:
-        names, at, stamps, values = data["n"], data["i"], data["t"], data["x"]
+        names, stamps, values = data["n"], data["t"], data["x"]
+        at = data.get("i")  # absent: every event is of the one source
         if data["k"] == "E":
             for j in range(start, end):
-                i = at[j]
+                i = 0 if at is None else at[j]
                 shards[i].on_event(names[i], stamps[j], values[j])
             return
-        origin, count, offsets, keyed = data["o"], data["c"], data["f"], bool(data.get("m"))
+        origin, count, keyed = data["o"], data["c"], bool(data.get("m"))
+        offsets = data.get("f")
+        if offsets is None:  # consecutive offsets from f0
+            offsets = range(data["f0"], data["f0"] + len(stamps))
         while start < end:  # each run of one source's events at once
-            i = at[start]
-            stop = start + 1
-            if len(names) == 1:
-                stop = end
-            else:
+            i, stop = 0, end
+            if at is not None and len(names) > 1:
+                i, stop = at[start], start + 1
                 while stop < end and at[stop] == i:
                     stop += 1
             shards[i].on_forwarded(

@@ -76,6 +76,8 @@ class Forward:
         self.values.append(value)
 
     def message(self, run: str, plan_hash: str) -> dict[str, Any]:
+        """The ``F`` message: ``i`` only when it holds several sources, and the offsets as the
+        first one (``f0``) when they follow each other (as an input partition's do)."""
         message: dict[str, Any] = {
             "k": "F",
             "r": run,
@@ -83,11 +85,19 @@ class Forward:
             "o": self.origin,
             "c": self.count,
             "n": list(self.names),
-            "i": self.at if self.at is not None else [0] * len(self.stamps),
-            "f": self.offsets,
             "t": self.stamps,
             "x": self.values,
         }
+        if self.at is not None:
+            message["i"] = self.at
+        offsets = self.offsets
+        first = offsets[0]
+        if offsets[-1] - first == len(offsets) - 1 and offsets == list(
+            range(first, offsets[-1] + 1)
+        ):
+            message["f0"] = first
+        else:
+            message["f"] = offsets
         if self.keyed:
             message["m"] = 1
         return message

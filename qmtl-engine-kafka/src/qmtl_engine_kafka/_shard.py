@@ -260,9 +260,9 @@ class ShardRun:
         name: str,
         origin: str,
         count: int,
-        offsets: list[int],
-        stamps: list[float],
-        values: list[Any],
+        offsets: Sequence[int],
+        stamps: Sequence[float],
+        values: Sequence[Any],
         keyed: bool = False,
     ) -> None:
         """Consecutive events of source ``name`` forwarded from ``origin`` (an input partition

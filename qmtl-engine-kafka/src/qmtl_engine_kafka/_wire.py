@@ -9,13 +9,13 @@ name). Kinds on the **shard topic** (partition = the destination shard's):
 k      fields
 =====  ======================================================================================
 E      ``n`` (source names), and per event, in arrival order: ``i`` (its source's position in
-       ``n``), ``t`` (ts), ``x`` (value): source events of ``run()`` (columns, so a thousand
-       events decode into a handful of lists)
+       ``n``; absent when ``n`` has one name), ``t`` (ts), ``x`` (value): source events of
+       ``run()`` (columns, so a thousand events decode into a handful of lists)
 W      ``s``, ``w``: source ``s``'s watermark moved to ``w`` (a live source's ``Watermark``)
 X      ``s``: ``[source, ...]`` ended
 F      ``o`` (origin ``topic/partition``), ``c`` (the origin topic's partition count), ``n``,
-       ``i``, ``t``, ``x`` as for ``E`` and ``f`` (each event's input offset): events forwarded
-       from an input topic
+       ``i``, ``t``, ``x`` as for ``E`` and ``f`` (each event's input offset) or ``f0`` (the
+       first event's, when the offsets follow each other): events forwarded from an input topic
 OW     ``o``, ``c``, ``s``, ``w``: origin ``o``'s watermark for its sources ``s`` (a forwarder's
        partition clock, or an idle flush by wall clock)
 OX     ``o``, ``c``, ``s``: origin ``o`` ended for sources ``s``
@@ -140,12 +140,15 @@ def fit_events(message: dict[str, Any], limit: int, *, checked: bool = False) ->
         return [payload]
     size = len(message["t"])
     if size == 1:
-        raise OversizedValueError(message["n"][message["i"][0]], None, len(payload), limit)
+        source = message["n"][message["i"][0] if "i" in message else 0]
+        raise OversizedValueError(source, None, len(payload), limit)
     half = size // 2
     first, second = dict(message), dict(message)
     for column in ("i", "f", "t", "x"):
         if column in message:
             first[column], second[column] = message[column][:half], message[column][half:]
+    if "f0" in message:
+        second["f0"] = message["f0"] + half
     return fit_events(first, limit, checked=checked) + fit_events(second, limit, checked=checked)
 
 
