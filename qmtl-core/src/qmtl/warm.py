@@ -28,6 +28,7 @@ starts partly cold.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +38,9 @@ from qmtl.errors import NodeExecutionError, ValueEncodeError
 if TYPE_CHECKING:
     from qmtl.plan import ExecutionPlan, SeriesSpec
     from qmtl.state import StateBackend
-    from qmtl.stream_runner import StreamRunner
+
+#: a :class:`qmtl.stream_runner.StreamRunner` (not imported: it imports this module)
+StreamRunner = Any
 
 __all__ = ["Cuts", "warm_start"]
 
@@ -56,11 +59,30 @@ class Cuts:
     passes its sub-plan's ``origin`` (local index -> index in ``plan``) to :func:`warm_start`.
     """
 
-    def __init__(self, plan: ExecutionPlan, state: StateBackend) -> None:
+    def __init__(self, plan: ExecutionPlan, state: StateBackend, record: str | None = None) -> None:
         self.plan = plan
         self.state = state
         self._newest: dict[tuple[int, int], float] = {}
         self._cuts: dict[tuple[int, int], float] = {}
+        if record is not None:
+            for index, cuts in enumerate(json.loads(record)):
+                for k, cut in enumerate(cuts):
+                    self._cuts[(index, k)] = _NEVER if cut is None else float(cut)
+
+    def record(self) -> str:
+        """Every series' cut, as text for :class:`Cuts` ``(plan, state, record)``: a
+        distributed engine takes the cuts once for a whole run, so parts of it that start
+        later (a shard's first message) seed from the same history, not from what the run
+        itself wrote meanwhile."""
+        return json.dumps(
+            [
+                [
+                    None if c == _NEVER else c
+                    for c in (self.cut(n.index, k) for k in range(len(n.series)))
+                ]
+                for n in self.plan.nodes
+            ]
+        )
 
     def newest(self, index: int, k: int) -> float:
         """The newest stored bucket of node ``index``'s series ``k`` (``-inf``: none)."""
@@ -114,18 +136,20 @@ def warm_start(
     *,
     plan: ExecutionPlan | None = None,
     origin: Sequence[int] | None = None,
+    record: str | None = None,
 ) -> Cuts:
     """Seed ``runner`` (fresh, before its first event) from the history in ``state`` and
     compute what history alone makes computable (see the module doc). ``plan`` / ``origin``:
     the whole plan and the runner's local -> global node indices, when the runner runs part
-    of it. Returns the cuts used."""
+    of it; ``record``: the run's cuts (:meth:`Cuts.record`) instead of history's newest now.
+    Returns the cuts used."""
     whole = plan if plan is not None else runner.plan
     where = list(origin) if origin is not None else list(range(len(runner.plan.nodes)))
-    cuts = Cuts(whole, state)
+    cuts = Cuts(whole, state, record)
     for local, node in enumerate(runner.plan.nodes):
         bucketer = runner.bucketers[local]
         if bucketer is not None:
-            bucketer.seed([cuts.newest(where[local], k) for k in range(len(node.series))])
+            bucketer.seed([cuts.cut(where[local], k) for k in range(len(node.series))])
     # every aligner as if it had just computed its cut: as-of values and windows
     owner: dict[int, tuple[int, int]] = {}
     for reader, aligners in enumerate(runner.aligners):

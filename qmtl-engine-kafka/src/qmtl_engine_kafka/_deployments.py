@@ -1,0 +1,69 @@
+"""A pipeline's deployments: one per plan (see "Upgrades" in docs/decisions.md).
+
+Changed code is a new plan, and a new plan is a new deployment: topics named by its hash
+(:func:`qmtl_engine_kafka._layout.deployment_topics`), pending state and input offsets of its
+own, next to the old deployment in the pipeline's one consumer group, each member subscribed
+to its own plan's shard topic. :func:`served` asks Kafka's group protocol which plans hold
+partitions; :func:`route` sends a ``workers=0`` run to its plan's deployment or, when only other
+plans are deployed, to one of those, whose workers dead-letter its messages
+(``plan_mismatch``) and tell it, so the run raises ``PlanMismatchError`` at once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from qmtl.logs import get_logger
+from qmtl.pending import SharesPendingState
+from qmtl.plan import ExecutionPlan
+from qmtl.state import StateBackend
+from qmtl_engine_kafka._client import kafka_module
+from qmtl_engine_kafka._layout import deployment_hash
+from qmtl_engine_kafka.topics import RunTopics, run_topics, served_plans
+
+if TYPE_CHECKING:
+    from qmtl_engine_kafka.engine import KafkaEngine
+
+__all__ = ["route", "served"]
+
+log = get_logger(__name__)
+
+
+def served(engine: KafkaEngine, pipeline: str) -> list[str]:
+    """The plan hashes whose deployments of ``pipeline`` hold partitions right now: what the
+    members of its consumer group are assigned (nothing registered by hand). Empty when the
+    group cannot be described."""
+    kafka = kafka_module("The Kafka engine")
+    group = run_topics(pipeline).group
+    try:
+        future = engine._admin_client().describe_consumer_groups([group])[group]
+        members: list[Any] = future.result(timeout=engine.settings.connect_timeout_s).members
+    except (kafka.KafkaException, TimeoutError, KeyError) as error:
+        log.warning("qmtl.kafka.group_undescribed", group=group, error=str(error))
+        return []
+    held = {
+        tp.topic
+        for member in members
+        if member.assignment is not None
+        for tp in member.assignment.topic_partitions
+    }
+    return served_plans(pipeline, held)
+
+
+def route(engine: KafkaEngine, plan: ExecutionPlan, state: StateBackend) -> RunTopics:
+    """The deployment topics a ``workers=0`` run of ``plan`` is sent to (see the module doc).
+    Only while no member holds partitions (a deployment's group still forming) do the plans
+    its workers noted on start-up count (``plan:{hash}``, ``deployed``; they expire 90 s after
+    its last worker stops)."""
+    found = served(engine, plan.pipeline)
+    own = deployment_hash(plan)
+    group = run_topics(plan.pipeline).group
+    store = state.pending_store() if isinstance(state, SharesPendingState) else None
+    if not found and store is not None:  # the group is still forming, or nobody serves
+        latest = store.recall(group, "deployed")
+        found = [latest] if latest else []
+        if store.recall(group, f"plan:{own}"):
+            found.append(own)
+    if not found or own in found:
+        return engine.deploy(plan, state).topics
+    return run_topics(plan.pipeline, plan=found[-1])
