@@ -106,12 +106,14 @@ def _qmtl() -> str:
 class Worker:
     """One ``qmtl worker`` process of one version, with its JSON log."""
 
-    def __init__(self, tmp: Path, name: str, version: str, index: int, env: dict[str, str]):
+    def __init__(
+        self, tmp: Path, name: str, version: str, index: int, env: dict[str, str], *options: str
+    ) -> None:
         self.log = tmp / f"worker-{version}{index}.log"
         args = [_qmtl(), "worker", "upgrade_pipeline:pipeline", "--partitions", str(PARTITIONS)]
         with self.log.open("wb") as output:
             self.process = subprocess.Popen(
-                [*args, "--log-every", "1", "--log-level", "info"],
+                [*args, "--log-every", "1", "--log-level", "info", *options],
                 cwd=tmp,
                 env={**env, "QMTL_UPGRADE_PIPELINE": name, "QMTL_UPGRADE_VERSION": version},
                 stdout=output,
@@ -307,3 +309,89 @@ def test_a_rolling_upgrade_to_changed_code(
     engine.reset(plan_a, state)
     engine.reset(plan_b, state)
     state.close()
+
+
+def test_a_fresh_deployment_after_a_reset_starts_from_history(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    """The old deployment's pending state is gone (``KafkaEngine.reset``); a new one warm
+    starts from the history: its windows and as-of joins give an uninterrupted run's values
+    from the first new bucket. The same restart with ``--no-warm-start`` leaves the window
+    nodes a warm-up gap (what warm start is for)."""
+    import confluent_kafka
+
+    from qmtl_engine_kafka import Envelope, encode
+    from qmtl_engine_kafka.engine import KafkaEngine
+    from qmtl_state_redis import RedisStateBackend
+
+    name = f"restart-{uuid.uuid4().hex[:10]}"
+    (tmp_path / "upgrade_pipeline.py").write_text(textwrap.dedent(MODULE))
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import upgrade_pipeline
+
+        pipeline = upgrade_pipeline.pipeline("A", name)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("upgrade_pipeline", None)
+    plan = pipeline.build()
+    engine = KafkaEngine(bootstrap_servers=kafka_bootstrap, partitions=PARTITIONS)
+    engine.seed_topics(plan)
+    state = RedisStateBackend(url=redis_url)
+    env = {
+        **os.environ,
+        "QMTL_KAFKA__BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "QMTL_REDIS__URL": redis_url,
+        "QMTL_KAFKA__SESSION_TIMEOUT_S": "6",
+    }
+    producer = confluent_kafka.Producer({"bootstrap.servers": kafka_bootstrap})
+
+    def publish(first: int, last: int) -> None:
+        """Minutes ``first..last``, then a watermark at the end of ``last`` on both sources:
+        nothing is left pending when the deployment stops."""
+        for source, ts, value in _events(first, last):
+            producer.produce(
+                f"qmtl.input.{name}.{source}", encode(Envelope(name, source, ts, value))
+            )
+        mark = BASE + 60 * (last + 1)
+        for source in ("px", "vol"):
+            closing = Envelope(name, source, mark, None, watermark=mark, kind="watermark")
+            producer.produce(f"qmtl.input.{name}.{source}", encode(closing))
+        producer.flush(30)
+
+    def serve(first: int, last: int, *options: str) -> None:
+        worker = Worker(tmp_path, name, "A", first, env, *options)
+        try:
+            topic = engine.deploy(plan, state).topics.shard
+            _wait(lambda: worker.holds(topic), 90, "the partitions", worker)
+            publish(first, last)
+            done = BASE + 60 * (last + 1)
+            _wait(lambda: _newest(plan, state, "px") >= done, 90, f"minute {last}", worker)
+            time.sleep(1)  # let the readers of px catch up too
+            assert worker.stop()[0] == 0
+        finally:
+            if worker.process.poll() is None:
+                worker.process.kill()
+        engine.reset(plan, state)  # the deployment's pending state and shard topics are gone
+
+    everything = {
+        source: [(ts, value) for s, ts, value in _events(0, 59) if s == source]
+        for source in ("px", "vol")
+    }
+    local = MemoryStateBackend()
+    pipeline.run(engine="local", state=local, sources=everything)
+    try:
+        serve(0, 19)
+        serve(20, 39)  # a fresh deployment, warm start (the default)
+        end = BASE + 60 * 40
+        for node in (*UNCHANGED, "signal"):
+            expected = [o for o in _history(plan, local, node) if o[0] <= end]
+            assert _history(plan, state, node) == expected, node
+        serve(40, 59, "--no-warm-start")  # cold: the windows start empty
+        stored = {t for t, _v in _history(plan, state, "sma3")}
+        assert BASE + 60 * 41 not in stored and BASE + 60 * 42 not in stored  # warm-up gap
+        assert BASE + 60 * 43 in stored
+    finally:
+        producer.flush(5)
+        state.delete(name)
+        state.close()

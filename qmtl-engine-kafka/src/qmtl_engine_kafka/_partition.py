@@ -74,6 +74,7 @@ class RunOnPartition:
             )
             blob = self.saved.pop(self.layout.plan.shards[index].id, None)
             if blob is None and self.warm:
+                found.outputs = self.outputs or found.run == LIVE_RUN  # what history computes
                 found.warm_start(self.record())
             if blob is not None:
                 found.restore(blob)
