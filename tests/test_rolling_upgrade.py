@@ -36,7 +36,7 @@ import pytest
 from qmtl.state import MemoryStateBackend
 from qmtl.testing.pipelines import BASE
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(420)]
 
 MODULE = """
 import os

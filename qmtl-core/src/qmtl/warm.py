@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from qmtl.codec import PLAIN_TYPES, check
-from qmtl.errors import NodeExecutionError, ValueEncodeError
+from qmtl.errors import IntervalError, NodeExecutionError, ValueEncodeError
 
 if TYPE_CHECKING:
     from qmtl.plan import ExecutionPlan, SeriesSpec
@@ -124,10 +124,15 @@ class Cuts:
 
 
 def _at(plan: ExecutionPlan, index: int, seconds: int) -> int:
-    for k, spec in enumerate(plan.nodes[index].series):
+    """The position of ``plan.nodes[index]``'s series of ``seconds`` (a built plan has it)."""
+    node = plan.nodes[index]
+    for k, spec in enumerate(node.series):
         if spec.seconds == seconds:
             return k
-    raise AssertionError(f"{plan.nodes[index].name} has no {seconds}s series")  # plan checked
+    raise IntervalError(
+        f"Node '{node.name}' keeps no {seconds}s series, which a node reading it needs; add "
+        "that interval to it"
+    )
 
 
 def warm_start(

@@ -11,7 +11,8 @@ plans are deployed, to one of those, whose workers dead-letter its messages
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from qmtl.logs import get_logger
 from qmtl.pending import SharesPendingState
@@ -21,23 +22,20 @@ from qmtl_engine_kafka._client import kafka_module
 from qmtl_engine_kafka._layout import deployment_hash
 from qmtl_engine_kafka.topics import RunTopics, run_topics, served_plans
 
-if TYPE_CHECKING:
-    from qmtl_engine_kafka.engine import KafkaEngine
-
 __all__ = ["route", "served"]
 
 log = get_logger(__name__)
 
 
-def served(engine: KafkaEngine, pipeline: str) -> list[str]:
+def served(admin: Any, pipeline: str, timeout_s: float) -> list[str]:
     """The plan hashes whose deployments of ``pipeline`` hold partitions right now: what the
-    members of its consumer group are assigned (nothing registered by hand). Empty when the
-    group cannot be described."""
+    members of its consumer group are assigned (nothing registered by hand), asked through
+    the admin client ``admin``. Empty when the group cannot be described."""
     kafka = kafka_module("The Kafka engine")
     group = run_topics(pipeline).group
     try:
-        future = engine._admin_client().describe_consumer_groups([group])[group]
-        members: list[Any] = future.result(timeout=engine.settings.connect_timeout_s).members
+        future = admin.describe_consumer_groups([group])[group]
+        members: list[Any] = future.result(timeout=timeout_s).members
     except (kafka.KafkaException, TimeoutError, KeyError) as error:
         log.warning("qmtl.kafka.group_undescribed", group=group, error=str(error))
         return []
@@ -50,12 +48,17 @@ def served(engine: KafkaEngine, pipeline: str) -> list[str]:
     return served_plans(pipeline, held)
 
 
-def route(engine: KafkaEngine, plan: ExecutionPlan, state: StateBackend) -> RunTopics:
+def route(
+    plan: ExecutionPlan,
+    state: StateBackend,
+    found: list[str],
+    deploy: Callable[[], RunTopics],
+) -> RunTopics:
     """The deployment topics a ``workers=0`` run of ``plan`` is sent to (see the module doc).
     Only while no member holds partitions (a deployment's group still forming) do the plans
     its workers noted on start-up count (``plan:{hash}``, ``deployed``; they expire 90 s after
-    its last worker stops)."""
-    found = served(engine, plan.pipeline)
+    its last worker stops). ``found``: the plans :func:`served` found; ``deploy``: prepares the
+    run's own plan's deployment and returns its topics."""
     own = deployment_hash(plan)
     group = run_topics(plan.pipeline).group
     store = state.pending_store() if isinstance(state, SharesPendingState) else None
@@ -65,5 +68,5 @@ def route(engine: KafkaEngine, plan: ExecutionPlan, state: StateBackend) -> RunT
         if store.recall(group, f"plan:{own}"):
             found.append(own)
     if not found or own in found:
-        return engine.deploy(plan, state).topics
+        return deploy()
     return run_topics(plan.pipeline, plan=found[-1])
