@@ -22,10 +22,13 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -97,6 +100,12 @@ def _events(first: int, last: int) -> list[tuple[str, float, float]]:
     return events
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _qmtl() -> str:
     found = shutil.which("qmtl") or str(Path(sys.executable).parent / "qmtl")
     assert Path(found).exists(), "the qmtl console script is not installed"
@@ -110,6 +119,8 @@ class Worker:
         self, tmp: Path, name: str, version: str, index: int, env: dict[str, str], *options: str
     ) -> None:
         self.log = tmp / f"worker-{version}{index}.log"
+        self.port = _free_port()
+        options = (*options, "--metrics-port", str(self.port))
         args = [_qmtl(), "worker", "upgrade_pipeline:pipeline", "--partitions", str(PARTITIONS)]
         with self.log.open("wb") as output:
             self.process = subprocess.Popen(
@@ -132,6 +143,27 @@ class Worker:
             p.startswith(f"{topic}/")
             for event in self.events("qmtl.kafka.assigned")
             for p in event["partitions"]
+        )
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+                return r.status, r.read().decode()
+        except (urllib.error.URLError, ConnectionError) as error:
+            return getattr(error, "code", 0), ""
+
+    def dead_letters(self, reason: str) -> float:
+        """``qmtl_worker_dead_letters_total{reason=...}`` as the worker exports it now."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        status, text = self.get("/metrics")
+        assert status == 200
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "qmtl_worker_dead_letters_total"
+            and sample.labels.get("reason") == reason
         )
 
     def processed(self) -> int:
@@ -242,6 +274,8 @@ def test_a_rolling_upgrade_to_changed_code(
 
         new = [Worker(tmp_path, name, "B", i, env) for i in (1, 2)]
         workers += new
+        # what Kubernetes waits for before it stops an old pod
+        _wait(lambda: all(w.get("/readyz")[0] == 200 for w in new), 90, "B ready", *workers)
         _wait(lambda: all(w.holds(topics_b.shard) for w in new), 90, "B's partitions", *workers)
         assert not any(w.holds(topics_b.shard) for w in old)  # nothing taken from A ...
         assert not any(w.holds(topics_a.shard) for w in new)  # ... nor given to B
@@ -271,8 +305,11 @@ def test_a_rolling_upgrade_to_changed_code(
             topics_a.shard,
             topics_b.shard,
         }
+        # the deployment's own metrics show the refused run
+        assert sum(w.dead_letters("plan_mismatch") for w in new) >= 1
         for worker in new:
             worker.alive()  # ... and B stayed up throughout
+            assert worker.get("/readyz")[0] == 200
         for worker in new:
             assert worker.stop()[0] == 0
         for worker in workers:  # started once, never failed

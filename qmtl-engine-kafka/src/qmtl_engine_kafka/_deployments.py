@@ -11,8 +11,9 @@ plans are deployed, to one of those, whose workers dead-letter its messages
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from qmtl.logs import get_logger
 from qmtl.pending import SharesPendingState
@@ -22,51 +23,68 @@ from qmtl_engine_kafka._client import kafka_module
 from qmtl_engine_kafka._layout import deployment_hash
 from qmtl_engine_kafka.topics import RunTopics, run_topics, served_plans
 
-__all__ = ["route", "served"]
+__all__ = ["Served", "route", "served"]
 
 log = get_logger(__name__)
 
 
-def served(admin: Any, pipeline: str, timeout_s: float) -> list[str]:
+class Served(NamedTuple):
+    """What a pipeline's consumer group says: the plans its members hold partitions of, and
+    how many members it has."""
+
+    plans: list[str]
+    members: int
+
+
+def served(admin: Any, pipeline: str, timeout_s: float) -> Served:
     """The plan hashes whose deployments of ``pipeline`` hold partitions right now: what the
     members of its consumer group are assigned (nothing registered by hand), asked through
-    the admin client ``admin``. Empty when the group cannot be described."""
+    the admin client ``admin``. While the group rebalances (members without assignments) it
+    asks again, for up to ``timeout_s``. No plans when the group cannot be described."""
     kafka = kafka_module("The Kafka engine")
     group = run_topics(pipeline).group
-    try:
-        future = admin.describe_consumer_groups([group])[group]
-        members: list[Any] = future.result(timeout=timeout_s).members
-    except (kafka.KafkaException, TimeoutError, KeyError) as error:
-        log.warning("qmtl.kafka.group_undescribed", group=group, error=str(error))
-        return []
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            future = admin.describe_consumer_groups([group])[group]
+            found = future.result(timeout=timeout_s)
+        except (kafka.KafkaException, TimeoutError, KeyError) as error:
+            log.warning("qmtl.kafka.group_undescribed", group=group, error=str(error))
+            return Served([], 0)
+        members: list[Any] = found.members
+        stable = found.state == kafka.ConsumerGroupState.STABLE
+        if stable or not members or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     held = {
         tp.topic
         for member in members
         if member.assignment is not None
         for tp in member.assignment.topic_partitions
     }
-    return served_plans(pipeline, held)
+    return Served(served_plans(pipeline, held), len(members))
 
 
 def route(
     plan: ExecutionPlan,
     state: StateBackend,
-    found: list[str],
+    found: Served,
     deploy: Callable[[], RunTopics],
 ) -> RunTopics:
     """The deployment topics a ``workers=0`` run of ``plan`` is sent to (see the module doc).
-    Only while no member holds partitions (a deployment's group still forming) do the plans
-    its workers noted on start-up count (``plan:{hash}``, ``deployed``; they expire 90 s after
-    its last worker stops). ``found``: the plans :func:`served` found; ``deploy``: prepares the
-    run's own plan's deployment and returns its topics."""
+    Only while the group has no member (a deployment still starting) do the plans its
+    workers noted on start-up count (``plan:{hash}``, ``deployed``; they expire 90 s after its
+    last worker stops). ``found``: what :func:`served` found; ``deploy``: prepares the run's
+    own plan's deployment and returns its topics."""
     own = deployment_hash(plan)
     group = run_topics(plan.pipeline).group
     store = state.pending_store() if isinstance(state, SharesPendingState) else None
-    if not found and store is not None:  # the group is still forming, or nobody serves
+    plans = list(found.plans)
+    if not found.members and store is not None:
         latest = store.recall(group, "deployed")
-        found = [latest] if latest else []
+        plans = [latest] if latest else []
         if store.recall(group, f"plan:{own}"):
-            found.append(own)
-    if not found or own in found:
+            plans.append(own)
+    if not plans or own in plans:
         return deploy()
-    return run_topics(plan.pipeline, plan=found[-1])
+    return run_topics(plan.pipeline, plan=plans[-1])

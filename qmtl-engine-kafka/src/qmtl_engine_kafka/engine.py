@@ -169,7 +169,7 @@ class KafkaEngine(EngineBase):
     def served(self, pipeline: str) -> list[str]:
         """The plan hashes whose deployments of ``pipeline`` hold partitions right now
         (:func:`qmtl_engine_kafka._deployments.served`)."""
-        return served(self._admin_client(), pipeline, self.settings.connect_timeout_s)
+        return served(self._admin_client(), pipeline, self.settings.connect_timeout_s).plans
 
     def reset(self, plan: ExecutionPlan, state: StateBackend) -> None:
         """Delete a deployment's shard and output topics and its pending state (the history
@@ -362,7 +362,7 @@ class OpenRun:
             engine._create([topics.dead_letter], 1)
             deployed = run_topics(plan.pipeline)
         else:
-            found = engine.served(plan.pipeline)
+            found = served(engine._admin_client(), plan.pipeline, settings.connect_timeout_s)
 
             def deploy() -> RunTopics:
                 return engine.deploy(plan, self.state).topics
