@@ -50,7 +50,10 @@ def _threads() -> int:
 
 
 def _most_threads(run: Any) -> int:
-    most = [_threads()]
+    """The most OS threads ``run`` added to the process while it ran (threads that were
+    already there, such as clients of an earlier run still closing, do not count)."""
+    before = _threads()
+    most = [before]
     done = threading.Event()
 
     def watch() -> None:
@@ -65,7 +68,7 @@ def _most_threads(run: Any) -> int:
     finally:
         done.set()
         watcher.join()
-    return most[0] - 1  # not the watcher itself
+    return most[0] - 1 - before  # not the watcher itself
 
 
 def test_a_600_node_pipeline_uses_as_many_threads_as_a_30_node_one(
@@ -85,5 +88,8 @@ def test_a_600_node_pipeline_uses_as_many_threads_as_a_30_node_one(
 
         most[3 * count] = _most_threads(run)
         assert counts(summaries[0]) == counts(local)
-    assert most[600] <= most[30] + 1, most  # constant: clients, not nodes, make threads
+    # Constant: clients, not nodes, make threads. librdkafka's threads per client vary by one or
+    # two with connection timing (a bootstrap connection next to the broker's own), so a
+    # little slack; a cost per node would add hundreds (the per-node engine had 2,422).
+    assert most[600] <= most[30] + 4, most
     assert most[600] <= 64, most
