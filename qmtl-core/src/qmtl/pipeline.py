@@ -542,6 +542,7 @@ class Pipeline:
         expand: bool = True,
         state: str | StateBackend | None = None,
         redis_uri: str | None = None,
+        namespace: str | None = None,
     ) -> Any:
         """History at ``interval`` as a DataFrame: one row per bucket end, one column per node.
 
@@ -551,8 +552,8 @@ class Pipeline:
         interval, query nodes included) picks the columns; a node whose values are dicts (a
         query node's matches, table rows) gives one column per key, ``node.key``, unless
         ``expand=False``. ``start_ts`` is exclusive and ``end_ts`` inclusive, as in
-        :meth:`get_history`, from the same state backend. Needs ``qmtl-core[pandas]`` (or
-        ``[polars]``).
+        :meth:`get_history`, from the same state backend and ``namespace`` (default: the
+        pipeline's). Needs ``qmtl-core[pandas]`` (or ``[polars]``).
         """
         from qmtl.frames import to_frame
 
@@ -565,7 +566,13 @@ class Pipeline:
         histories = {}
         for name in names:
             key, _spec, backend = self._series(
-                "history_frame", name, wanted, state, redis_uri, (None, start_ts, end_ts)
+                "history_frame",
+                name,
+                wanted,
+                state,
+                redis_uri,
+                (None, start_ts, end_ts),
+                namespace,
             )
             with naming(name, key.interval):
                 histories[name] = backend.read(key, count=None, start_ts=start_ts, end_ts=end_ts)
