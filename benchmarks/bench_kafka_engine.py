@@ -48,7 +48,13 @@ from qmtl.node import Node, SourceNode
 from qmtl.pipeline import Pipeline
 from qmtl.state import MemoryStateBackend
 from qmtl.stream_runner import run_in_process
-from qmtl_engine_kafka import Envelope, KafkaEngineSettings, TopicManager, encode
+from qmtl_engine_kafka import (
+    Envelope,
+    KafkaEngineSettings,
+    TopicManager,
+    deployment_topics,
+    encode,
+)
 from qmtl_engine_kafka.engine import KafkaEngine
 from qmtl_engine_kafka.worker import Worker
 
@@ -237,7 +243,7 @@ def _ingest(bootstrap: str, redis_url: str, events: int, metrics: bool = False) 
     engine.seed_topics(plan)
     _fill(bootstrap, f"qmtl.input.{name}.ticks", events, pipeline=name, end=True, per_bucket=10)
     reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"r-{name}"})
-    reader.assign([TopicPartition(f"qmtl.out.{name}", 0, 0)])
+    reader.assign([TopicPartition(deployment_topics(plan).out, 0, 0)])
     stop = threading.Event()
     monitor = None
     scrapes: list[int] = []
@@ -246,7 +252,7 @@ def _ingest(bootstrap: str, redis_url: str, events: int, metrics: bool = False) 
             engine.settings.model_copy(update={"metrics_port": 0}),
             state,
             pipeline=name,
-            probe_topic=f"qmtl.shard.{name}",
+            probe_topic=deployment_topics(plan).shard,
         ).start()
         threading.Thread(target=_scrape, args=(monitor, stop, scrapes), daemon=True).start()
     with _WorkerCpu() as measured:
@@ -328,9 +334,9 @@ def _cross(
     stamps: dict[str, dict[int, int]] = {"px": {}, "sig": {}}
     reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"r-{name}"})
     for partition in range(2):
-        tp = TopicPartition(f"qmtl.out.{name}", partition)
+        tp = TopicPartition(deployment_topics(plan).out, partition)
         _low, high = reader.get_watermark_offsets(tp, timeout=10)
-        reader.assign([TopicPartition(f"qmtl.out.{name}", partition, 0)])
+        reader.assign([TopicPartition(deployment_topics(plan).out, partition, 0)])
         read = 0
         while read < high:
             for message in reader.consume(1000, 1.0):

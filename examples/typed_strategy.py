@@ -66,6 +66,13 @@ def stream(pipeline: Pipeline) -> tuple[RunSummary, list[OutputEvent]]:
     return summary, bars
 
 
+def stream_in_a_notebook(pipeline: Pipeline) -> tuple[RunSummary | None, list[float]]:
+    """The iterator form: bars as they close, then the run's summary."""
+    bars = pipeline.stream()
+    closes = [bar.value for bar in bars if bar.node == "ratio"]
+    return bars.summary, closes
+
+
 def settings_for_production() -> QmtlSettings:
     """The settings a deployment would use: every field typed, no plugin needed."""
     kafka = KafkaEngineSettings(
@@ -115,6 +122,9 @@ def main() -> None:
     settings = settings_for_production()
     print(f"  production settings: engine={settings.engine.kind} state={settings.state.kind}")
     print(f"  mocked run: {unit_test_with_mocks()}")
+    streamed, closes = stream_in_a_notebook(build_pipeline())
+    assert streamed is not None  # the iterator is exhausted: its run's summary is there
+    print(f"  streamed again: {len(closes)} ratio bars of {streamed.buckets_out} buckets")
 
 
 if __name__ == "__main__":

@@ -168,7 +168,10 @@ def test_sigkill_one_of_two_workers_midway_loses_and_duplicates_nothing(
         bootstrap_servers=kafka_bootstrap, partitions=PARTITIONS, input_partitions=PARTITIONS
     )
     engine.seed_topics(plan)  # qmtl.input.{name}.a / .b with 4 partitions each
-    shard_topic, out_topic = f"qmtl.shard.{name}", f"qmtl.out.{name}"
+    from qmtl_engine_kafka import deployment_topics
+
+    deployed = deployment_topics(plan)  # named by the plan's hash
+    shard_topic, out_topic = deployed.shard, deployed.out
 
     env = {**os.environ, "QMTL_FAILOVER_PIPELINE": name, "QMTL_KAFKA__SESSION_TIMEOUT_S": "6"}
     workers = [_start_worker(tmp_path, i, env, kafka_bootstrap, redis_url) for i in (0, 1)]

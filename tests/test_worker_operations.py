@@ -257,7 +257,10 @@ def test_metrics_during_and_after_a_run(
     # price and double form one shard, '@price', on one partition of the pipeline's shard topic
     partitions = KafkaEngineSettings().partitions
     home = partition_for("@price", partitions)
-    node_input = (("partition", str(home)), ("topic", f"qmtl.shard.{pipeline_name}"))
+    from qmtl_engine_kafka import deployment_topics
+
+    shard_topic = deployment_topics(pipeline.build()).shard  # named by the plan's hash
+    node_input = (("partition", str(home)), ("topic", shard_topic))
     outputs = {"double": 0}
     # (when, double's outputs so far, its input's lag)
     seen: list[tuple[float, int, float | None]] = []

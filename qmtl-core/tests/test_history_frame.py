@@ -136,3 +136,18 @@ def test_keep_history_keeps_the_whole_backtest_until_cleared(where: str) -> None
 def test_keep_history_must_be_a_bool() -> None:
     with pytest.raises(ValueError, match="keep_history must be True or False"):
         Pipeline("p", keep_history="yes")
+
+
+def test_history_frame_reads_a_backtest_namespace_like_get_history() -> None:
+    """A backtest run with namespace= is read back as a frame from that namespace, and the
+    pipeline's own history (another run over other prices) stays apart."""
+    pipeline = _pipeline("frames-ns")
+    state = MemoryStateBackend()
+    pipeline.run(state=state)
+    pipeline.run(state=state, sources={"btc": [(t, 2 * v) for t, v in BTC]}, namespace="bt")
+    live = pipeline.history_frame("btc", interval="1h", state=state)
+    backtest = pipeline.history_frame("btc", interval="1h", state=state, namespace="bt")
+    assert live["btc"].tolist() == [102.0, 105.0, 108.0, 111.0, 114.0, 117.0]
+    assert backtest["btc"].tolist() == [204.0, 210.0, 216.0, 222.0, 228.0, 234.0]
+    history = pipeline.get_history("btc", "1h", count=None, state=state, namespace="bt")
+    assert [item["value"] for item in reversed(history)] == backtest["btc"].tolist()

@@ -63,7 +63,7 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_the_stream_completes(
     its reason; the deployment keeps serving (a finite run sent to it completes)."""
     import confluent_kafka
 
-    from qmtl_engine_kafka import dead_letter_headers
+    from qmtl_engine_kafka import dead_letter_headers, deployment_topics
     from qmtl_state_redis import RedisStateBackend
 
     pipeline = _pipeline(f"poison-{unique}")
@@ -81,7 +81,8 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_the_stream_completes(
         producer.produce(topic, poison, partition=0)
     # an engine message of no known plan (internal messages are qmtl.codec bytes)
     stray = codec.encode({"v": 2, "k": "E", "r": "x"})
-    producer.produce(f"qmtl.shard.poison-{unique}", stray, partition=0)
+    shard_topic = deployment_topics(plan).shard
+    producer.produce(shard_topic, stray, partition=0)
     producer.flush(10)
 
     events: list[Any] = []
@@ -103,7 +104,7 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_the_stream_completes(
     assert reasons == ["plan_mismatch", "truncated", "undecodable", "unsupported_version"]
     by_reason = {dead_letter_headers(m)["qmtl.dlq.reason"]: dead_letter_headers(m) for m in letters}
     assert by_reason["undecodable"]["qmtl.dlq.node"] == "px"
-    assert by_reason["plan_mismatch"]["qmtl.dlq.topic"] == f"qmtl.shard.poison-{unique}"
+    assert by_reason["plan_mismatch"]["qmtl.dlq.topic"] == shard_topic
     state.delete(f"bt-{unique}")
     state.close()
 

@@ -14,6 +14,7 @@ from qmtl import codec
 from qmtl.node import Node, SourceNode
 from qmtl.pipeline import Pipeline
 from qmtl.testing.pipelines import BASE
+from qmtl_engine_kafka import deployment_topics
 
 pytestmark = pytest.mark.integration
 
@@ -111,7 +112,7 @@ def test_a_watermark_never_overtakes_a_bucket_it_covers_and_only_moves_forward(
         assert time.monotonic() < deadline, "the live run never computed every basket bucket"
         time.sleep(0.2)
     crossing: dict[tuple[str, str], list[tuple[list[int], Any]]] = {}
-    for _partition, message in _log(kafka_bootstrap, f"qmtl.shard.order-{unique}", 3):
+    for _partition, message in _log(kafka_bootstrap, deployment_topics(plan).shard, 3):
         if message.get("r") != "live" or message.get("k") != "B":
             continue
         for node, interval, buckets, through, _failed in message["b"]:
@@ -161,7 +162,11 @@ def test_an_idle_flush_is_written_into_the_log_before_it_closes_a_bucket(
         time.sleep(0.2)
     [item] = pipeline.get_history("double", "1s", state=redis_state)
     assert (item["timestamp"], item["value"]) == (stamp + 1, 42.0)
-    log = [m for _p, m in _log(kafka_bootstrap, f"qmtl.shard.{name}", 1) if m.get("r") == "live"]
+    log = [
+        m
+        for _p, m in _log(kafka_bootstrap, deployment_topics(plan).shard, 1)
+        if m.get("r") == "live"
+    ]
     kinds = [m["k"] for m in log]
     assert "F" in kinds and "OW" in kinds
     flush = log[kinds.index("OW")]

@@ -205,7 +205,7 @@ def test_a_finite_run_writing_a_live_namespace_is_warned_about(
     serve(engine, pipeline, redis_state)  # a deployment: its live run writes the pipeline's name
     deadline = time.monotonic() + 20
     store = redis_state.pending_store()
-    while store.recall(f"qmtl.shard.{pipeline.name}", f"live:{pipeline.name}") is None:
+    while store.recall(f"qmtl.{pipeline.name}", f"live:{pipeline.name}") is None:
         assert time.monotonic() < deadline, "the deployment never said its namespace is live"
         time.sleep(0.1)
     with pytest.warns(NamespaceInUseWarning, match="namespace=") as warned:
@@ -224,7 +224,7 @@ def test_a_finite_run_writing_a_live_namespace_is_warned_about(
 def test_a_partition_count_differing_from_the_recorded_one_is_refused(
     kafka_bootstrap: str, redis_state: Any, unique: str
 ) -> None:
-    from qmtl_engine_kafka import PartitionCountError
+    from qmtl_engine_kafka import PartitionCountError, deployment_topics
     from qmtl_engine_kafka.engine import KafkaEngine
 
     plan = _case("chain", unique).build()
@@ -234,7 +234,7 @@ def test_a_partition_count_differing_from_the_recorded_one_is_refused(
     with pytest.raises(PartitionCountError, match=r"partitions=4.*has 2 partitions.*reset"):
         four.deploy(plan, redis_state)
     # the topic is gone (deleted by hand) but the pending state remembers 2 partitions
-    two._delete([f"qmtl.shard.{plan.pipeline}"])
+    two._delete([deployment_topics(plan).shard])
     time.sleep(1)
     with pytest.raises(PartitionCountError, match=r"recorded with 2.*partitions=2.*reset"):
         four.deploy(plan, redis_state)

@@ -252,11 +252,12 @@ def test_a_failing_node_ends_its_shard_and_tells_its_readers() -> None:
 
 
 def test_the_run_topics_of_a_finite_run_never_meet_a_deployments() -> None:
-    deployment, own = run_topics("prices"), run_topics("prices", "abc123")
-    assert (deployment.shard, deployment.out, deployment.group) == (
-        "qmtl.shard.prices",
-        "qmtl.out.prices",
+    deployment, own = run_topics("prices", plan="3f2a"), run_topics("prices", "abc123")
+    assert (deployment.shard, deployment.out, deployment.group, deployment.inputs) == (
+        "qmtl.shard.prices.3f2a",
+        "qmtl.out.prices.3f2a",
         "qmtl.prices",
+        "qmtl.prices.input.3f2a",
     )
     assert own.shard == "qmtl.run.abc123.shard.prices" and own.group == "qmtl.run.abc123.prices"
     # a pipeline whose name ends like a run id still cannot collide with another's run topics

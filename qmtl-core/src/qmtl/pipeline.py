@@ -46,6 +46,7 @@ from qmtl.settings import QmtlSettings
 from qmtl.state import SeriesKey, StateBackend, naming
 from qmtl.streaming import OutputEvent, RunSummary
 from qmtl.subplans import namespaced
+from qmtl.threaded_stream import OutputStream, ThreadedOutputStream
 
 
 def _defaults(
@@ -356,7 +357,7 @@ class Pipeline:
         keep_history: bool | None = None,
         namespace: str | None = None,
         **options: Any,
-    ) -> Any:
+    ) -> OutputStream:
         """The iterator form of :meth:`run` (for notebooks), with the same options: yields every
         final bucket as an :class:`~qmtl.streaming.OutputEvent` as it is produced; the
         iterator's ``summary`` is the run summary once it is exhausted.
@@ -365,14 +366,13 @@ class Pipeline:
         An engine with a ``stream`` method produces the iterator itself; any other engine's
         ``run`` is driven in a background thread (``close()`` on the iterator stops it).
         """
-        from qmtl.threaded_stream import ThreadedOutputStream
-
         plan, engine_obj, state_obj = self._streaming(
             "stream", engine, state, engine_options, state_options, options, keep_history, namespace
         )
         own = getattr(engine_obj, "stream", None)
         if callable(own):
-            return own(plan, state=state_obj, **options)
+            stream: OutputStream = own(plan, state=state_obj, **options)
+            return stream
         on_output = options.pop("on_output", None)
         return ThreadedOutputStream(
             lambda emit: engine_obj.run(plan, state=state_obj, on_output=emit, **options),
@@ -542,6 +542,7 @@ class Pipeline:
         expand: bool = True,
         state: str | StateBackend | None = None,
         redis_uri: str | None = None,
+        namespace: str | None = None,
     ) -> Any:
         """History at ``interval`` as a DataFrame: one row per bucket end, one column per node.
 
@@ -551,8 +552,8 @@ class Pipeline:
         interval, query nodes included) picks the columns; a node whose values are dicts (a
         query node's matches, table rows) gives one column per key, ``node.key``, unless
         ``expand=False``. ``start_ts`` is exclusive and ``end_ts`` inclusive, as in
-        :meth:`get_history`, from the same state backend. Needs ``qmtl-core[pandas]`` (or
-        ``[polars]``).
+        :meth:`get_history`, from the same state backend and ``namespace`` (default: the
+        pipeline's). Needs ``qmtl-core[pandas]`` (or ``[polars]``).
         """
         from qmtl.frames import to_frame
 
@@ -565,7 +566,13 @@ class Pipeline:
         histories = {}
         for name in names:
             key, _spec, backend = self._series(
-                "history_frame", name, wanted, state, redis_uri, (None, start_ts, end_ts)
+                "history_frame",
+                name,
+                wanted,
+                state,
+                redis_uri,
+                (None, start_ts, end_ts),
+                namespace,
             )
             with naming(name, key.interval):
                 histories[name] = backend.read(key, count=None, start_ts=start_ts, end_ts=end_ts)

@@ -412,6 +412,14 @@ def _series_at(upstream: PlanNode, seconds: int, reader: str) -> int:
     )
 
 
+def _warmed(runner: StreamRunner, state: StateBackend, warm: bool) -> StreamRunner:
+    if warm:
+        from qmtl.warm import warm_start
+
+        warm_start(runner, state)
+    return runner
+
+
 def _hooked(hook: InvokeHook, node: PlanNode) -> Callable[..., Any]:
     return lambda *args: hook(node, args)
 
@@ -490,6 +498,7 @@ def run_in_process(
     batch: int | None = None,
     timeout: float | None = None,
     check_values: bool = True,
+    warm_start: bool = False,
 ) -> RunSummary:
     """Run ``plan``'s sources to their end in this process (the local engine's semantics).
 
@@ -499,7 +508,8 @@ def run_in_process(
     every source's data is at hand, else 1 so live outputs are never held back); results do
     not depend on it. ``timeout`` bounds the whole run (:mod:`qmtl.deadline`: the run moves to
     a worker thread, which also calls ``on_output``). ``check_values=False`` skips
-    :func:`qmtl.codec.check` of every value.
+    :func:`qmtl.codec.check` of every value. ``warm_start``: continue the history in ``state``
+    (:mod:`qmtl.warm`).
     """
     if batch is None:
         batch = AUTO_BATCH if all_bounded(plan, sources=sources, events=events) else 1
@@ -514,21 +524,25 @@ def run_in_process(
             batch=batch,
             check_values=check_values,
         )
-        return drive(runner, merged)
+        return drive(_warmed(runner, state, warm_start), merged)
     from qmtl.deadline import run_with_deadline
 
     return run_with_deadline(
         plan.pipeline,
         timeout,
         lambda deadline: drive(
-            StreamRunner(
-                plan,
-                deadline.state(state),
-                on_output=deadline.output(on_output),
-                invoke_hook=deadline.hook(invoke_hook),
-                engine=engine,
-                batch=batch,
-                check_values=check_values,
+            _warmed(
+                StreamRunner(
+                    plan,
+                    deadline.state(state),
+                    on_output=deadline.output(on_output),
+                    invoke_hook=deadline.hook(invoke_hook),
+                    engine=engine,
+                    batch=batch,
+                    check_values=check_values,
+                ),
+                state,
+                warm_start,
             ),
             deadline.events(merged),
         ),

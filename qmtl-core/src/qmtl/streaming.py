@@ -338,6 +338,13 @@ class SourceBucketer:
             self._late_before = max(ends)
         return closed
 
+    def seed(self, final: Sequence[float]) -> None:
+        """Start after history (a warm start, :mod:`qmtl.warm`): per interval, the newest
+        stored bucket (``-inf``: none) is final, so an event before its end is late."""
+        self.final = list(final)
+        self._bounds()
+        self.watermark = max(self.watermark, self._late_before)  # as if history's events came
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data for :func:`qmtl.codec.encode` (values as the source gave them)."""
         return {
@@ -562,6 +569,11 @@ class MergedSource:
             ready = sorted(b for b in pending if b <= frontier)
             out.append((k, [(b, pending.pop(b)[2]) for b in ready], frontier))
         return out
+
+    def seed(self, final: Sequence[float]) -> None:
+        """:meth:`SourceBucketer.seed` for every origin: history's buckets are final."""
+        self.final = list(final)
+        self._late_before = max(c.end(f) for c, f in zip(self.calendars, final, strict=True))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for :func:`qmtl.codec.encode` (values as the origins gave them)."""
@@ -790,6 +802,19 @@ class NodeAligner:
     def watermark(self) -> float:
         """The node's own watermark in epoch seconds (end of its last final bucket)."""
         return self.calendar.end(self.done)
+
+    def seed(self, done: float, history: Sequence[Sequence[Any]]) -> None:
+        """Continue after bucket ``done`` (a warm start, :mod:`qmtl.warm`): every upstream is
+        final through it, and ``history[i]`` holds upstream ``i``'s stored values at buckets
+        ``<= done``, oldest first (its latest for the as-of join, its last N for a window)."""
+        self.done = done
+        self.final = [done] * self.width
+        for i, values in enumerate(history):
+            if values:
+                self.last[i] = values[-1]
+                if self.windows is not None:
+                    self.windows[i].extend(values)
+        self.missing = sum(1 for value in self.last if value is _MISSING)
 
     # -- persistence --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

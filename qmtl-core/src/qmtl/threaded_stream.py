@@ -1,15 +1,30 @@
 """The iterator form of any engine's ``run``: :class:`ThreadedOutputStream` drives the run in a
 thread and hands its final buckets over a bounded queue (what ``pipeline.stream()`` returns for
-an engine without a ``stream`` method of its own)."""
+an engine without a ``stream`` method of its own). :class:`OutputStream` is what every such
+iterator offers, whoever made it."""
 
 from __future__ import annotations
 
 import queue
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from qmtl.streaming import OutputEvent
+from qmtl.summary import RunSummary
+
+
+class OutputStream(Protocol):
+    """What ``pipeline.stream()`` returns: an iterator of final buckets whose ``summary`` is
+    the run's once it is exhausted (``None`` before), and ``close()`` to stop the run early."""
+
+    summary: RunSummary | None
+
+    def __iter__(self) -> Iterator[OutputEvent]: ...
+
+    def __next__(self) -> OutputEvent: ...
+
+    def close(self) -> None: ...
 
 
 class _Stop(Exception):
@@ -24,10 +39,10 @@ class ThreadedOutputStream(Iterator[OutputEvent]):
 
     def __init__(
         self,
-        run: Callable[[Callable[[OutputEvent], None]], Any],
+        run: Callable[[Callable[[OutputEvent], None]], RunSummary],
         on_output: Callable[[OutputEvent], None] | None = None,
     ) -> None:
-        self.summary: Any = None
+        self.summary: RunSummary | None = None
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1024)
         self._stopped = threading.Event()
         self._finished = False

@@ -10,6 +10,7 @@ for input and output topics (:mod:`~qmtl_engine_kafka.envelope`), dead-lettering
 :class:`KafkaEngineSettings`. confluent-kafka is imported only when a client is created.
 """
 
+from qmtl_engine_kafka._layout import deployment_hash, deployment_topics
 from qmtl_engine_kafka.dead_letter import DeadLetterQueue, dead_letter_headers
 from qmtl_engine_kafka.engine import KafkaEngine
 from qmtl_engine_kafka.envelope import ENVELOPE_VERSION, Envelope, decode, encode
@@ -96,6 +97,8 @@ __all__ = [
     "dead_letter_headers",
     "dead_letter_topic",
     "decode",
+    "deployment_hash",
+    "deployment_topics",
     "encode",
     "input_topic",
     "output_topic",

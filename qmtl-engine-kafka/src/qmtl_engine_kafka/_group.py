@@ -1,7 +1,7 @@
 """A worker's membership in its pipeline's consumer groups.
 
 :class:`GroupMember` holds a worker's consumers — the shard consumer in group
-``qmtl.{pipeline}`` and, for a deployment, the input consumer in ``qmtl.{pipeline}.input``
+``qmtl.{pipeline}`` and, for a deployment, the input consumer in ``qmtl.{pipeline}.input.{plan}``
 (both ``cooperative-sticky``, offsets committed by hand) — and what follows from the group
 protocol: the shard-topic partitions it owns (a :class:`~qmtl_engine_kafka._partition.Partition`
 each, claimed on assignment and started at its saved offset), seeking back to messages a batch
@@ -74,7 +74,7 @@ class GroupMember:
         #: a deployment's input consumer: the seed input topics, in a group of their own, so
         #: the shard partitions and the input partitions are each spread evenly over the
         #: workers (cooperative-sticky balances a member's total partition count, not per topic)
-        self.inputs = self._consumer(f"{ctx.topics.group}.input", what) if ctx.live else None
+        self.inputs = self._consumer(ctx.topics.inputs, what) if ctx.live else None
 
     def subscribe(self, inputs: list[str]) -> None:
         """Join the groups: the shard topic, and (a deployment) the input topics ``inputs``

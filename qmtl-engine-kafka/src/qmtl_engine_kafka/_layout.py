@@ -8,9 +8,9 @@ from collections import defaultdict
 
 from qmtl.plan import ExecutionPlan
 from qmtl.subplans import ShardPlan, namespaced, shard_plan, with_shards
-from qmtl_engine_kafka.topics import partition_for
+from qmtl_engine_kafka.topics import RunTopics, partition_for, run_topics
 
-__all__ = ["Layout", "plan_hash"]
+__all__ = ["Layout", "deployment_hash", "deployment_topics", "plan_hash"]
 
 
 def plan_hash(plan: ExecutionPlan) -> str:
@@ -20,6 +20,17 @@ def plan_hash(plan: ExecutionPlan) -> str:
         shard = plan.shards[plan.shard_of[node.index]].id if plan.shards else ""
         digest.update(f"{node.name}\t{node.node_id}\t{shard}\n".encode())
     return digest.hexdigest()
+
+
+def deployment_hash(plan: ExecutionPlan) -> str:
+    """The hash a plan's messages carry and its deployment's topics are named by."""
+    return plan_hash(with_shards(plan))
+
+
+def deployment_topics(plan: ExecutionPlan) -> RunTopics:
+    """The topics, groups and pending-state scopes of ``plan``'s deployment (its plan hash in
+    their names: ``qmtl.shard.{pipeline}.{hash}``, ...)."""
+    return run_topics(plan.pipeline, plan=deployment_hash(plan))
 
 
 class Layout:
@@ -69,13 +80,18 @@ class Layout:
         """The partition of the shard computing ``node``."""
         return self.shard_partition[self.plan.shard_of[self.index[node]]]
 
+    def namespaced(self, namespace: str) -> ExecutionPlan:
+        """The whole plan with its history under ``namespace`` (cached)."""
+        plan = self._namespaced.get(namespace)
+        if plan is None:
+            plan = self._namespaced[namespace] = namespaced(self.plan, namespace)
+        return plan
+
     def shard_plan(self, namespace: str, shard: int) -> ShardPlan:
         """Shard ``shard``'s sub-plan with its history under ``namespace`` (cached)."""
         key = (namespace, shard)
         found = self._plans.get(key)
         if found is None:
-            plan = self._namespaced.get(namespace)
-            if plan is None:
-                plan = self._namespaced[namespace] = namespaced(self.plan, namespace)
+            plan = self.namespaced(namespace)
             found = self._plans[key] = shard_plan(plan, plan.shards[shard])
         return found

@@ -16,8 +16,9 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from qmtl.pending import PendingStore
+from qmtl.pending import DEFAULT_TTL, PendingStore
 from qmtl.state import StateBackend
+from qmtl.warm import Cuts
 from qmtl_engine_kafka._layout import Layout
 from qmtl_engine_kafka._once import OnceShard
 from qmtl_engine_kafka._shard import ShardRun
@@ -42,7 +43,12 @@ class RunOnPartition:
         namespace: str,
         saved: dict[str, bytes],
         state: StateBackend,
+        store: PendingStore | None = None,
+        topic: str = "",
     ) -> None:
+        self.store = store
+        self.topic = topic
+        self._record: str | None = None
         self.layout = layout
         self.partition = partition
         self.run = run
@@ -56,6 +62,9 @@ class RunOnPartition:
         self.restored_failed: list[tuple[str, str]] = []
         #: whether the run reads its nodes' outputs (its messages say so)
         self.outputs = True
+        #: whether a shard without saved state continues the namespace's history (a warm
+        #: start: the run's messages say so; a deployment's setting for the live run)
+        self.warm = False
 
     def shard(self, index: int) -> ShardRun:
         found = self.shards.get(index)
@@ -64,6 +73,9 @@ class RunOnPartition:
                 self.layout, index, self.run, self.namespace, self.state
             )
             blob = self.saved.pop(self.layout.plan.shards[index].id, None)
+            if blob is None and self.warm:
+                found.outputs = self.outputs or found.run == LIVE_RUN  # what history computes
+                found.warm_start(self.record())
             if blob is not None:
                 found.restore(blob)
                 failed = found.failed
@@ -71,6 +83,24 @@ class RunOnPartition:
                     self.restored_failed.append((failed["node"], failed["error"]))
         found.outputs = self.outputs or found.run == LIVE_RUN
         self.touched.add(index)
+        return found
+
+    def record(self) -> str:
+        """The run's warm-start cuts (:meth:`qmtl.warm.Cuts.record`), the same for every shard
+        of the run whenever it starts: a finite run's caller notes them before it publishes;
+        a deployment's first fresh shard records them for good (until ``reset``)."""
+        if self._record is not None:
+            return self._record
+        store, topic = self.store, self.topic
+        name = f"warm:{self.run}:{self.namespace}"
+        found = store.recall(topic, name) if store is not None else None
+        if found is None:
+            found = Cuts(self.layout.namespaced(self.namespace), self.state).record()
+            if store is not None and self.run == LIVE_RUN:
+                found = store.remember(topic, name, found)  # the first worker's cuts win
+            elif store is not None:
+                store.note(topic, name, found, DEFAULT_TTL)
+        self._record = found
         return found
 
     def once_shard(self, index: int) -> OnceShard:
@@ -151,7 +181,14 @@ class Partition:
             self.gone.add(run)
             return None
         found = self.runs[run] = RunOnPartition(
-            self.layout, self.partition, run, namespace, saved, self.state
+            self.layout,
+            self.partition,
+            run,
+            namespace,
+            saved,
+            self.state,
+            self.store,
+            self.scope.rpartition("/")[0],
         )
         return found
 

@@ -106,6 +106,8 @@ class Sender:
         self.layout = layout
         self.topics = topics
         self.pipeline = layout.plan.pipeline
+        #: finite runs that warm start (their messages say so, and so do the buckets sent on)
+        self.warm: set[str] = set()
         #: a deployment: outputs also go to the seed output topics and TopicSink topics
         self.live = live
         self.on_fatal = on_fatal
@@ -144,6 +146,8 @@ class Sender:
         common: dict[str, Any] = {"r": run, "h": self.layout.hash}
         if namespace != self.pipeline:
             common["ns"] = namespace
+        if run in self.warm:
+            common["ws"] = 1
         return common
 
     def send(

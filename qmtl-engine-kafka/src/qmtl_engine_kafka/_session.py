@@ -101,6 +101,10 @@ class Session:
         #: errors of this process's worker threads
         self.worker_errors: list[BaseException] = []
 
+    def warm(self) -> None:
+        """The run continues its namespace's history (a warm start, :mod:`qmtl.warm`)."""
+        self.common["ws"] = 1
+
     def without_outputs(self) -> None:
         """The caller reads no outputs: workers then send only end markers and history."""
         self.common["wo"] = 0

@@ -26,6 +26,7 @@ from qmtl.errors import NodeExecutionError, ValueEncodeError
 from qmtl.state import SeriesKey, StateBackend, column_writer
 from qmtl.stream_runner import StreamRunner
 from qmtl.streaming import END, MergedSource, OutputEvent
+from qmtl.warm import warm_start
 from qmtl_engine_kafka._layout import Layout
 from qmtl_engine_kafka._wire import LIVE_RUN, check_size
 
@@ -196,6 +197,20 @@ class ShardRun:
         ]
         #: ``(events, late)`` already counted in a batch's :class:`Produced`
         self.counted = (0, 0)
+        self.state = state
+        #: a warm start's sources: local index -> the newest stored bucket per interval
+        self.seeded: dict[int, list[float]] = {}
+
+    def warm_start(self, record: str) -> None:
+        """Continue the history under the run's namespace instead of starting cold
+        (:mod:`qmtl.warm`), from the run's cuts ``record``; a fresh shard only, before its
+        first input."""
+        plan = self.layout.namespaced(self.namespace)
+        origin = self.sub.origin
+        cuts = warm_start(self.runner, self.state, plan=plan, origin=origin, record=record)
+        for local in self.sources:
+            series = plan.nodes[origin[local]].series
+            self.seeded[local] = [cuts.cut(origin[local], k) for k in range(len(series))]
 
     def _written(
         self, node: str, interval: str, buckets: list[tuple[int, Any]], ends: list[float]
@@ -253,6 +268,8 @@ class ShardRun:
                 keyed=keyed,
                 calendars=[s.calendar for s in node.series],
             )
+            if index in self.seeded:
+                merged.seed(self.seeded[index])
         return merged
 
     def on_forwarded(

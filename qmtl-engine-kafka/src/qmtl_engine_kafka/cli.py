@@ -64,6 +64,13 @@ log = structlog.get_logger(__name__)
     "(default: QMTL_KAFKA__METRICS_PORT; none)",
 )
 @click.option(
+    "--warm-start/--no-warm-start",
+    default=None,
+    help="A deployment without pending state of its own (a new plan after an upgrade) "
+    "continues its namespace's history: seeded windows, events of stored buckets late "
+    "(default: QMTL_KAFKA__WARM_START; on)",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -77,6 +84,7 @@ def worker(
     partitions: int | None,
     log_every: float,
     metrics_port: int | None,
+    warm_start: bool | None,
     log_level: str,
 ) -> None:
     """Serve MODULE:PIPELINE's shards on Kafka until SIGTERM/SIGINT.
@@ -87,6 +95,9 @@ def worker(
     finite run sent with run(workers=0). SIGTERM finishes the current batch, commits it and
     closes. Touches $QMTL_WORKER_HEARTBEAT_FILE from its poll loop. A node that
     keeps failing fails readiness and stops the worker (QMTL_KAFKA__FAILURE_POLICY).
+
+    Changed code is a new deployment next to the old one (topics and input offsets of its
+    own, the same consumer group): start the new workers, then stop the old ones.
     """
     from qmtl.cli import configure_logging, load_object
     from qmtl.runtime import Resolver
@@ -104,6 +115,8 @@ def worker(
             options["partitions"] = partitions
         if metrics_port is not None:
             options["metrics_port"] = metrics_port
+        if warm_start is not None:
+            options["warm_start"] = warm_start
         engine = cast("KafkaEngine", resolver.engine("kafka", options))
         state = resolver.state("redis", {"url": redis_url} if redis_url else {})
         stop = threading.Event()
@@ -184,6 +197,7 @@ def _start(
     engine: KafkaEngine, plan: Any, state: Any, namespace: str | None, log_every: float
 ) -> Worker:
     """Check the services, then the deployment's worker with its operations monitor."""
+    from qmtl_engine_kafka._layout import deployment_hash
     from qmtl_engine_kafka.operations import WorkerMonitor, check_services
     from qmtl_engine_kafka.topics import run_topics
 
@@ -191,6 +205,9 @@ def _start(
     what = f"qmtl worker of pipeline '{plan.pipeline}'"
     check_services(settings, state, what=what, timeout_s=settings.startup_timeout_s)
     monitor = WorkerMonitor.for_worker(
-        settings, state, pipeline=plan.pipeline, probe_topic=run_topics(plan.pipeline).shard
+        settings,
+        state,
+        pipeline=plan.pipeline,
+        probe_topic=run_topics(plan.pipeline, plan=deployment_hash(plan)).shard,
     )
     return engine.worker(plan, state, namespace=namespace, log_every_s=log_every, monitor=monitor)

@@ -24,13 +24,15 @@ from typing import Any
 from qmtl.engine import EngineBase
 from qmtl.errors import ConfigurationError, QmtlError
 from qmtl.logs import get_logger
-from qmtl.pending import MemoryPendingStore, PendingStore, SharesPendingState
+from qmtl.pending import DEFAULT_TTL, MemoryPendingStore, PendingStore, SharesPendingState
 from qmtl.plan import ExecutionPlan
 from qmtl.sources import all_bounded, merged_events
 from qmtl.state import StateBackend
 from qmtl.streaming import NodeSummary, OutputEvent, RunSummary
+from qmtl.warm import Cuts
 from qmtl_engine_kafka._client import admin_client, check_broker, kafka_module
-from qmtl_engine_kafka._layout import Layout
+from qmtl_engine_kafka._deployments import route, served
+from qmtl_engine_kafka._layout import Layout, deployment_hash
 from qmtl_engine_kafka._session import EVENTS_PER_MESSAGE, Session
 from qmtl_engine_kafka.errors import (
     NamespaceInUseWarning,
@@ -50,7 +52,7 @@ from qmtl_engine_kafka.topics import (
     run_topics,
     topic_partitions,
 )
-from qmtl_engine_kafka.worker import Worker, WorkerContext
+from qmtl_engine_kafka.worker import Worker, WorkerContext, note_deployment
 
 __all__ = ["Deployment", "KafkaEngine", "OpenRun", "RemoteNodeError", "RunTimeoutError"]
 
@@ -122,7 +124,7 @@ class KafkaEngine(EngineBase):
                 "pending state, e.g. state='redis'"
             )
         store = state.pending_store()
-        topics = run_topics(plan.pipeline)
+        topics = run_topics(plan.pipeline, plan=deployment_hash(plan))
         existing = topic_partitions(self.settings, admin, [topics.shard]).get(topics.shard)
         partitions = self.settings.partitions
         if existing is not None and existing != partitions:
@@ -164,11 +166,17 @@ class KafkaEngine(EngineBase):
         self._create(inputs, self.settings.input_partitions)
         self._create(outputs, 1)  # one ordered stream per node
 
+    def served(self, pipeline: str) -> list[str]:
+        """The plan hashes whose deployments of ``pipeline`` hold partitions right now
+        (:func:`qmtl_engine_kafka._deployments.served`)."""
+        return served(self._admin_client(), pipeline, self.settings.connect_timeout_s).plans
+
     def reset(self, plan: ExecutionPlan, state: StateBackend) -> None:
         """Delete a deployment's shard and output topics and its pending state (the history
-        stays): what changing its partition count needs. Stop its workers first."""
+        stays): what changing its partition count needs, and how an old plan is retired after
+        an upgrade. Stop its workers first."""
         admin = self._check_broker(plan)
-        topics = run_topics(plan.pipeline)
+        topics = run_topics(plan.pipeline, plan=deployment_hash(plan))
         counts = topic_partitions(self.settings, admin, [topics.shard])
         if isinstance(state, SharesPendingState):
             store = state.pending_store()
@@ -217,6 +225,8 @@ class KafkaEngine(EngineBase):
             live=True,
             namespace=namespace or plan.pipeline,
         )
+        if deployment.store.shared:
+            note_deployment(ctx)
         return Worker(ctx, log_every_s=log_every_s, monitor=monitor)
 
     # -- streaming -------------------------------------------------------------------------
@@ -232,18 +242,20 @@ class KafkaEngine(EngineBase):
         workers: int | None = None,
         run_id: str | None = None,
         timeout: float | None = None,
+        warm_start: bool = False,
         **unknown: Any,
     ) -> RunSummary:
         """Stream the plan's finite sources through Kafka to their end; see the module doc.
 
         ``sources`` / ``events`` / ``clock`` are those of the local engine. ``workers`` worker
         threads serve the run here (default ``settings.workers``; 0: standing ``qmtl worker``
-        processes); ``run_id`` names the run (default: fresh); ``timeout`` bounds the run.
+        processes); ``run_id`` names the run (default: fresh); ``timeout`` bounds the run;
+        ``warm_start`` continues the history of the run's namespace (:mod:`qmtl.warm`).
         """
         if unknown:  # a misspelt option is an error, not silently ignored
             raise TypeError(
                 f"KafkaEngine.run() got unknown option(s) {sorted(unknown)}; it takes "
-                "on_output, sources, events, clock, workers, run_id, timeout"
+                "on_output, sources, events, clock, workers, run_id, timeout, warm_start"
             )
         started = time.perf_counter()
         timeout = self.settings.run_timeout_s if timeout is None else timeout
@@ -251,6 +263,8 @@ class KafkaEngine(EngineBase):
             session = opened.session
             if on_output is None:
                 session.without_outputs()
+            if warm_start:
+                opened.warm(namespace=plan_namespace(plan))
             bounded = all_bounded(plan, sources=sources, events=events)
             session.publish(
                 merged_events(plan, sources=sources, events=events, clock=clock),
@@ -348,11 +362,17 @@ class OpenRun:
             engine._create([topics.dead_letter], 1)
             deployed = run_topics(plan.pipeline)
         else:
-            deployment = engine.deploy(plan, self.state)
-            topics = deployed = deployment.topics
-            partitions = deployment.partitions
+            found = served(engine._admin_client(), plan.pipeline, settings.connect_timeout_s)
+
+            def deploy() -> RunTopics:
+                return engine.deploy(plan, self.state).topics
+
+            topics = deployed = route(plan, self.state, found, deploy)
+            partitions = topic_partitions(settings, engine._admin_client(), [topics.shard])[
+                topics.shard
+            ]
         if isinstance(self.state, SharesPendingState):
-            if self.state.pending_store().recall(deployed.shard, f"live:{namespace}"):
+            if self.state.pending_store().recall(deployed.group, f"live:{namespace}"):
                 warnings.warn(
                     NamespaceInUseWarning(
                         f"Run {self.run} of pipeline '{plan.pipeline}' writes its history under "
@@ -367,7 +387,9 @@ class OpenRun:
         session = self._session = Session(
             settings, plan, layout, topics, self.run, namespace, from_start=self.own is not None
         )
+        self.layout = layout
         store = MemoryPendingStore()  # the run's workers are all in this process
+        self.store: PendingStore = store
         for i in range(self.workers):
             ctx = WorkerContext(
                 plan,
@@ -389,6 +411,17 @@ class OpenRun:
             thread.start()
         return self
 
+    def warm(self, *, namespace: str) -> None:
+        """The run continues the history under ``namespace`` (a warm start): its cuts are
+        noted for its workers before anything is published (:meth:`qmtl.warm.Cuts.record`)."""
+        assert self.topics is not None
+        store = self.store
+        if self.workers == 0 and isinstance(self.state, SharesPendingState):
+            store = self.state.pending_store()
+        record = Cuts(self.layout.namespaced(namespace), self.state).record()
+        store.note(self.topics.shard, f"warm:{self.run}:{namespace}", record, DEFAULT_TTL)
+        self.session.warm()
+
     def _work(self, worker: Worker, session: Session) -> None:
         try:
             worker.run_until(self.stop)
@@ -407,15 +440,30 @@ class OpenRun:
         kafka = kafka_module("The Kafka engine")
         try:
             futures = self.engine._admin_client().describe_consumer_groups([topics.group])
-            members = len(futures[topics.group].result(timeout=5).members)
+            found = futures[topics.group].result(timeout=5).members
         except (kafka.KafkaException, TimeoutError, KeyError) as error:
             return f"the consumer group '{topics.group}' could not be described ({error})"
-        if members == 0:
+        members = [
+            m
+            for m in found
+            if m.assignment is None
+            or any(tp.topic == topics.shard for tp in m.assignment.topic_partitions)
+        ]
+        if not found:
             return (
                 f"no worker serves it: the consumer group '{topics.group}' has no members; "
                 f"start `qmtl worker MODULE:PIPELINE` for pipeline '{self.plan.pipeline}'"
             )
-        return f"the consumer group '{topics.group}' has {members} member(s); they may be busy"
+        if not members:
+            return (
+                f"no worker serves its plan: the {len(found)} member(s) of the consumer group "
+                f"'{topics.group}' run other code (other plans); start `qmtl worker "
+                f"MODULE:PIPELINE` with this code for pipeline '{self.plan.pipeline}'"
+            )
+        return (
+            f"the consumer group '{topics.group}' has {len(members)} member(s) serving its "
+            "plan; they may be busy"
+        )
 
     def __exit__(self, *exc: object) -> None:
         self.stop.set()

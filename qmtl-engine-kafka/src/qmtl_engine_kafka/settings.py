@@ -158,6 +158,13 @@ class KafkaEngineSettings(QmtlModel):
         "sources, qmtl.output.{pipeline}.{node} for every node) when a deployment starts; "
         "prepare_pipeline and StreamProcessor.subscribe_outputs create them on demand.",
     )
+    warm_start: bool = Field(
+        default=True,
+        description="A deployment's live run that has no pending state of its own (a new plan "
+        "after an upgrade, or after KafkaEngine.reset) continues the history of its namespace: "
+        "buckets history holds are final, windows and as-of joins are seeded from it "
+        "(qmtl.warm). False: start cold and recompute from whatever the input topics hold.",
+    )
     client_options: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
         repr=False,

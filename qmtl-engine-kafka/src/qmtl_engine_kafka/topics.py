@@ -2,13 +2,16 @@
 
 Internal traffic uses a constant number of topics per pipeline, whatever its size:
 
-- ``qmtl.shard.{pipeline}`` (``partitions`` partitions): every message bound for a shard —
+- ``qmtl.shard.{pipeline}.{plan}`` (``partitions`` partitions; ``plan`` is the deployment's
+  plan hash, so changed code deploys next to the old one): every message bound for a shard —
   source events, buckets crossing from one shard to another, watermarks, end markers. Shard
   ``s`` lives on partition :func:`partition_for` ``(s.id, partitions)``;
-- ``qmtl.out.{pipeline}`` (same partitions): every node's final buckets and end markers, read
+- ``qmtl.out.{pipeline}.{plan}`` (same partitions): every node's final buckets and end markers, read
   by ``run()`` and external readers;
 - ``qmtl.dlq.{pipeline}`` (one partition): messages that could not be used, with the reason;
-- consumer group ``qmtl.{pipeline}``: every ``qmtl worker`` of the pipeline.
+- consumer group ``qmtl.{pipeline}``: every ``qmtl worker`` of the pipeline (each subscribed to
+  its plan's shard topic), and ``qmtl.{pipeline}.input.{plan}`` for each deployment's input
+  topics.
 
 A finite run with in-process workers gets topics and a group of its own,
 ``qmtl.run.{run}.shard.{pipeline}``, ``qmtl.run.{run}.out.{pipeline}`` and
@@ -59,6 +62,7 @@ __all__ = [
     "pipeline_topics",
     "run_topics",
     "sanitize",
+    "served_plans",
     "topic_partitions",
 ]
 
@@ -141,25 +145,48 @@ class RunTopics:
     dead_letter: str
     group: str
     run: str | None = None
+    #: a deployment's input consumer group (the seed and external input topics)
+    inputs: str = ""
+    #: a deployment's plan hash (``""``: an in-process run, or no plan given)
+    plan: str = ""
 
     def scope(self, partition: int) -> str:
         """The pending-state scope of one shard-topic partition."""
         return f"{self.shard}/{partition}"
 
 
-def run_topics(pipeline: str, run: str | None = None) -> RunTopics:
-    """The deployment's topics (``run`` None) or those of an in-process run."""
+def run_topics(pipeline: str, run: str | None = None, *, plan: str = "") -> RunTopics:
+    """The deployment's topics (``run`` None) or those of an in-process run.
+
+    A deployment is one plan of the pipeline: its shard and output topics and its input group
+    carry the plan's hash (``plan``, :func:`qmtl_engine_kafka._layout.deployment_hash`), so a
+    deployment of changed code has topics, pending state and input offsets of its own and
+    runs next to the old one during a rolling upgrade; every deployment's workers join the one
+    group ``qmtl.{pipeline}``, each subscribed to its own shard topic (see "Upgrades" in
+    docs/decisions.md).
+    """
     name = _part(pipeline, "pipeline")
     prefix = "qmtl." if run is None else f"qmtl.run.{_part(run, 'run')}."
+    suffix = f".{_part(plan, 'plan')}" if plan and run is None else ""
     what = f"pipeline '{pipeline}'"
+    group = f"{prefix}{name}" if run is not None else pipeline_group(pipeline)
     return RunTopics(
         pipeline,
-        _checked(f"{prefix}shard.{name}", what),
-        _checked(f"{prefix}out.{name}", what),
+        _checked(f"{prefix}shard.{name}{suffix}", what),
+        _checked(f"{prefix}out.{name}{suffix}", what),
         dead_letter_topic(pipeline),
-        f"{prefix}{name}" if run is not None else pipeline_group(pipeline),
+        group,
         run,
+        _checked(f"{group}.input{suffix}", what),
+        plan if run is None else "",
     )
+
+
+def served_plans(pipeline: str, assigned: Iterable[str]) -> list[str]:
+    """The plan hashes of ``pipeline``'s deployments among the topics ``assigned`` (the shard
+    topics the members of its group hold), sorted."""
+    prefix = f"qmtl.shard.{_part(pipeline, 'pipeline')}."
+    return sorted({t[len(prefix) :] for t in assigned if t.startswith(prefix)})
 
 
 @dataclass(frozen=True)

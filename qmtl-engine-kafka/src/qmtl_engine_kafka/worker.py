@@ -20,7 +20,7 @@ for at most ``batch_time_s``; the consumer seeks back to the rest), in this orde
 4. commit those offsets and the forwarded input offsets.
 
 A deployment's worker has a second consumer, for the seed input topics, in a group of its own
-(``qmtl.{pipeline}.input``): cooperative-sticky balances the *number* of partitions each
+(``qmtl.{pipeline}.input.{plan}``): cooperative-sticky balances the *number* of partitions each
 member holds, not their topics, so in one group a worker could get every input partition and
 another every shard partition.
 
@@ -65,13 +65,22 @@ from qmtl_engine_kafka.errors import EnvelopeError, MalformedEnvelopeError
 from qmtl_engine_kafka.operations.monitor import WorkerMonitor
 from qmtl_engine_kafka.topics import input_pattern
 
-__all__ = ["HEARTBEAT_ENV", "LIVE_RUN", "Worker", "WorkerContext"]
+__all__ = ["HEARTBEAT_ENV", "LIVE_RUN", "Worker", "WorkerContext", "note_deployment"]
 
 log = get_logger(__name__)
 
 HEARTBEAT_ENV = "QMTL_WORKER_HEARTBEAT_FILE"
 #: How often a deployment's worker says its namespace is live (and for how long it holds).
 _LIVE_NOTE_S, _LIVE_TTL_S = 30.0, 90
+
+
+def note_deployment(ctx: WorkerContext) -> None:
+    """Say (for ``_LIVE_TTL_S``) that this deployment runs: its namespace is live, and its
+    plan is deployed (what a ``workers=0`` run looks at while the group is still forming)."""
+    store, group = ctx.store, ctx.topics.group  # per pipeline, whichever plan writes it
+    store.note(group, f"live:{ctx.namespace}", "1", _LIVE_TTL_S)
+    store.note(group, f"plan:{ctx.topics.plan}", "1", _LIVE_TTL_S)
+    store.note(group, "deployed", ctx.topics.plan, _LIVE_TTL_S)
 
 
 class Worker(GroupMember):
@@ -157,9 +166,7 @@ class Worker(GroupMember):
                     monitor.assignment(len(self.partitions) + held)
                     last_beat = now
                 if self.ctx.live and self.ctx.store.shared and now - last_note >= _LIVE_NOTE_S:
-                    self.ctx.store.note(
-                        self.topics.shard, f"live:{self.ctx.namespace}", "1", _LIVE_TTL_S
-                    )
+                    note_deployment(self.ctx)
                     last_note = now
                 log_due = now - last_log >= self.log_every_s
                 lags: dict[tuple[str, int], int] = {}
@@ -388,6 +395,11 @@ class Worker(GroupMember):
             if state is None:
                 return True  # the run ended here: a late duplicate
             state.outputs = data.get("wo", 1) != 0
+            if state.run == LIVE_RUN:
+                state.warm = self.settings.warm_start
+            elif data.get("ws"):  # a warm finite run: its buckets sent on say so too
+                state.warm = True
+                self.sender.warm.add(state.run)
             done = self.applier.apply(state, data, skip, deadline)
         except EnvelopeError as error:
             self.dlq.send_envelope_error(message, error)

@@ -132,6 +132,7 @@ class LocalExecutionEngine(EngineBase):
         check_values: bool | None = None,
         columnar: bool | None = None,
         chunk_size: int | None = None,
+        warm_start: bool = False,
     ) -> RunSummary:
         """Stream the sources to their end in event time (:mod:`qmtl_engine_local.streaming`).
 
@@ -139,13 +140,21 @@ class LocalExecutionEngine(EngineBase):
         results do not depend on it). ``check_values`` (default: the engine's setting) checks
         every value with :func:`qmtl.codec.check`. ``columnar=True`` runs a chunk of
         ``chunk_size`` events at a time over columns (:mod:`qmtl_engine_local.columnar`; same
-        results); both default to the engine's settings.
+        results); both default to the engine's settings. ``warm_start=True`` continues the
+        history in ``state`` instead of starting cold (:mod:`qmtl.warm`): windows and as-of
+        joins are seeded from the stored buckets, and events in buckets history already holds
+        are late.
         """
         from qmtl_engine_local.streaming import run_stream
 
         if columnar if columnar is not None else self.options.columnar:
             from qmtl_engine_local.columnar import run_columnar
 
+            if warm_start:
+                raise ConfigurationError(
+                    "warm_start=True seeds the event-at-a-time path from history; the columnar "
+                    "path starts cold: pass columnar=False with warm_start=True"
+                )
             if batch is not None:
                 raise ConfigurationError(
                     "batch= tunes the event-at-a-time path; the columnar path reads chunk_size= "
@@ -172,4 +181,5 @@ class LocalExecutionEngine(EngineBase):
             timeout=timeout,
             batch=batch,
             check_values=self.options.check_values if check_values is None else check_values,
+            warm_start=warm_start,
         )
