@@ -13,7 +13,6 @@ a different value).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import qmtl_script
 
 from qmtl import codec
 from qmtl.state import MemoryStateBackend
@@ -84,12 +84,6 @@ def _events() -> list[tuple[str, float, float]]:
     return events
 
 
-def _qmtl() -> str:
-    found = shutil.which("qmtl") or str(Path(sys.executable).parent / "qmtl")
-    assert Path(found).exists(), "the qmtl console script is not installed"
-    return found
-
-
 def _start_worker(
     tmp: Path, index: int, env: dict[str, str], bootstrap: str, redis_url: str
 ) -> tuple[subprocess.Popen[bytes], Path, Path]:
@@ -98,7 +92,7 @@ def _start_worker(
     with log.open("wb") as output:
         process = subprocess.Popen(
             [
-                _qmtl(),
+                qmtl_script(),
                 "worker",
                 "failover_pipeline:pipeline",
                 "--bootstrap",

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -35,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import free_port, qmtl_script
 
 from qmtl.state import MemoryStateBackend
 from qmtl.testing.pipelines import BASE
@@ -100,18 +99,6 @@ def _events(first: int, last: int) -> list[tuple[str, float, float]]:
     return events
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _qmtl() -> str:
-    found = shutil.which("qmtl") or str(Path(sys.executable).parent / "qmtl")
-    assert Path(found).exists(), "the qmtl console script is not installed"
-    return found
-
-
 class Worker:
     """One ``qmtl worker`` process of one version, with its JSON log."""
 
@@ -119,9 +106,15 @@ class Worker:
         self, tmp: Path, name: str, version: str, index: int, env: dict[str, str], *options: str
     ) -> None:
         self.log = tmp / f"worker-{version}{index}.log"
-        self.port = _free_port()
+        self.port = free_port()
         options = (*options, "--metrics-port", str(self.port))
-        args = [_qmtl(), "worker", "upgrade_pipeline:pipeline", "--partitions", str(PARTITIONS)]
+        args = [
+            qmtl_script(),
+            "worker",
+            "upgrade_pipeline:pipeline",
+            "--partitions",
+            str(PARTITIONS),
+        ]
         with self.log.open("wb") as output:
             self.process = subprocess.Popen(
                 [*args, "--log-every", "1", "--log-level", "info", *options],

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -29,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import free_port, qmtl_script
 
 from qmtl.testing.pipelines import BASE
 
@@ -66,18 +65,6 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 # ----------------------------------------------------------------------------- helpers
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _qmtl() -> str:
-    found = shutil.which("qmtl") or str(Path(sys.executable).parent / "qmtl")
-    assert Path(found).exists(), "the qmtl console script is not installed"
-    return found
-
-
 class Worker:
     """One ``qmtl worker`` process of the test pipeline, its log and its metrics port."""
 
@@ -93,9 +80,9 @@ class Worker:
         tag: str = "worker",
     ) -> None:
         (tmp / "ops_pipeline.py").write_text(textwrap.dedent(MODULE))
-        self.port = _free_port() if metrics else None
+        self.port = free_port() if metrics else None
         self.log = tmp / f"{tag}.log"
-        args = [_qmtl(), "worker", "ops_pipeline:pipeline", "--bootstrap", bootstrap]
+        args = [qmtl_script(), "worker", "ops_pipeline:pipeline", "--bootstrap", bootstrap]
         args += ["--redis-url", redis_url, "--log-every", "1"]
         # a deployment fed through the seed input topics creates them (as prepare_pipeline would)
         env = {"QMTL_KAFKA__SEED_TOPICS": "true", **(env or {})}
@@ -472,7 +459,7 @@ def test_a_node_that_always_raises_fails_readiness_then_the_process_and_loses_no
 def test_an_unreachable_server_at_start_up_exits_non_zero_with_one_json_line(
     missing: str, kafka_bootstrap: str, redis_url: str, tmp_path: Path, pipeline_name: str
 ) -> None:
-    closed = _free_port()
+    closed = free_port()
     bootstrap = f"127.0.0.1:{closed}" if missing == "broker" else kafka_bootstrap
     redis = f"redis://127.0.0.1:{closed}/0" if missing == "redis" else redis_url
     began = time.monotonic()
