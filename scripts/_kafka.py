@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import ctypes
-import fcntl
 import os
 import shutil
 import signal
@@ -36,7 +35,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,7 +118,7 @@ def fetch_jars(version: str = DEFAULT_VERSION) -> Path:
     if stamp.exists() and any(libs.glob("kafka_2.13-*.jar")):
         return libs
     root.mkdir(parents=True, exist_ok=True)
-    with _locked(root / ".lock"):
+    with _provision.locked(root / ".lock"):
         if stamp.exists() and any(libs.glob("kafka_2.13-*.jar")):
             return libs  # another process fetched them while we waited
         staging = root / "libs.partial"
@@ -185,16 +183,6 @@ def _complete(root: Path, staging: Path, libs: Path, version: str) -> Path:
     staging.rename(libs)
     (root / ".complete").write_text(version, encoding="utf-8")
     return libs
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # --------------------------------------------------------------------------------------------

@@ -76,7 +76,7 @@ def tool(package: str, version: str, *, deps: bool = True) -> Path:
     if stamp.exists():
         return python
     home.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(home.parent / f".{package}.lock"):
+    with locked(home.parent / f".{package}.lock"):
         if stamp.exists():
             return python
         shutil.rmtree(home, ignore_errors=True)
@@ -121,7 +121,9 @@ def _ask(python: Path, code: str) -> str:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing): one process at a time
+    downloads, unpacks or generates what several test sessions share."""
     with path.open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

@@ -16,16 +16,15 @@ fixed test value.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import fcntl
 import ipaddress
 import os
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import _provision  # a sibling module: same folder, on sys.path above
 
 __all__ = ["KEYSTORE_PASSWORD", "Material", "TlsError", "material"]
 
@@ -94,20 +93,10 @@ def material(directory: Path | None = None) -> Material:
     """The cached material in ``directory`` (made on first use, renewed before it expires)."""
     made = Material(Path(directory) if directory is not None else default_directory())
     made.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with _locked(made.directory / ".lock"):
+    with _provision.locked(made.directory / ".lock"):
         if not _still_valid(made):
             _generate(made)
     return made
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _crypto() -> Any:
